@@ -1,0 +1,11 @@
+"""jaxinfer: scientific inference tools rewritten in JAX.
+
+Subpackages
+-----------
+optimize   solvers as pure JAX functions (Levenberg–Marquardt, BFGS, L-BFGS-B, Newton-CG,
+           first-order optax methods, constrained problems, curve_fit)
+spt        single-particle-tracking maps (TRamWAy)
+glmm       linear / generalised linear mixed models and Gaussian processes (glimix-core)
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,10 @@
+"""Solvers as pure JAX functions.
+
+Every solver takes a pytree ``x0``, gets derivatives from autodiff unless told otherwise, runs
+as a ``lax.while_loop`` (so it jits and vmaps) and returns an :class:`OptimizeResult` whose
+``success`` is true only when a convergence test passed.
+"""
+
+from jaxinfer.optimize.result import OptimizeResult, Status, is_success, status_message
+
+__all__ = ["OptimizeResult", "Status", "is_success", "status_message"]

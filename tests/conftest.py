@@ -1,0 +1,24 @@
+"""Suite-wide settings: float64 everywhere, and dtype-aware tolerances."""
+
+import os
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+
+import jax.numpy as jnp  # noqa: E402
+import pytest  # noqa: E402
+
+
+def tolerance(dtype, rtol64: float = 1e-10, rtol32: float = 1e-4) -> float:
+    """Relative tolerance suited to ``dtype``: tight in float64, loose in float32."""
+    return rtol64 if jnp.dtype(dtype) == jnp.float64 else rtol32
+
+
+@pytest.fixture
+def tol():
+    """The :func:`tolerance` helper as a fixture: ``tol(x.dtype)``."""
+    return tolerance
