@@ -1,0 +1,190 @@
+"""The :class:`Cells` pytree: translocations grouped by cell, padded to static shapes.
+
+Built once at the edge (numpy) by :func:`distributed` (TRamWAy's
+``tramway.inference.distributed``) from a :class:`~jaxinfer.spt.tessellation.Partition`, or by
+:func:`cells_from_arrays` from raw arrays. Everything downstream (posteriors, gradients,
+solvers) is pure JAX over these arrays, so a problem compiles once per (ncells, max_count).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import equinox as eqx
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["Cells", "distributed", "cells_from_arrays"]
+
+
+class Cells(eqx.Module):
+    """Translocations per cell (padded) and the cell geometry.
+
+    Attributes
+    ----------
+    dr : [ncells, max_count, dim]  displacements (length units); 0 on padded slots
+    dt : [ncells, max_count]  durations (time units); 1 on padded slots
+    mask : [ncells, max_count] bool, True for real translocations
+    counts : [ncells] int, number of translocations per cell
+    centers : [ncells, dim] cell centres
+    volumes : [ncells] cell areas (2D) / volumes (3D)
+    neighbours : [ncells, max_degree] int, padded with the cell's own position
+    neighbour_mask : [ncells, max_degree] bool
+    cell_ids : [ncells] int, cell labels in the tessellation (the maps' index)
+    """
+
+    dr: jnp.ndarray
+    dt: jnp.ndarray
+    mask: jnp.ndarray
+    counts: jnp.ndarray
+    centers: jnp.ndarray
+    volumes: jnp.ndarray
+    neighbours: jnp.ndarray
+    neighbour_mask: jnp.ndarray
+    cell_ids: jnp.ndarray
+
+    @property
+    def ncells(self) -> int:
+        return int(self.dt.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.dr.shape[-1])
+
+    @property
+    def dt_mean(self):
+        """[ncells] mean translocation duration per cell."""
+        return jnp.sum(jnp.where(self.mask, self.dt, 0.0), axis=1) / self.counts
+
+    @property
+    def dt_max(self):
+        """[ncells] longest translocation duration per cell."""
+        return jnp.max(jnp.where(self.mask, self.dt, -jnp.inf), axis=1)
+
+    @property
+    def degree(self):
+        return jnp.sum(self.neighbour_mask, axis=1)
+
+    def neighbour_lists(self) -> list:
+        """Neighbours of each cell as a list of int arrays (positions, not labels)."""
+        nb = np.asarray(self.neighbours)
+        nm = np.asarray(self.neighbour_mask)
+        return [nb[i][nm[i]] for i in range(nb.shape[0])]
+
+    def initial_diffusivity(self):
+        """TRamWAy's start: mean(dr**2 over all components) / (2 * mean dt) per cell."""
+        dr2 = jnp.sum(jnp.where(self.mask[..., None], self.dr * self.dr, 0.0), axis=(1, 2))
+        return dr2 / (self.counts * self.dim) / (2.0 * self.dt_mean)
+
+    def subset(self, keep) -> "Cells":
+        """Cells at positions where ``keep`` ([ncells] bool) is True; neighbour lists are
+        restricted to the kept cells (TRamWAy's ``index`` / ``reverse_index`` logic)."""
+        keep = np.asarray(keep, dtype=bool)
+        pos = np.full(keep.shape[0], -1)
+        pos[keep] = np.arange(int(keep.sum()))
+        lists = [pos[n] for n, k in zip(self.neighbour_lists(), keep) if k]
+        lists = [n[n >= 0] for n in lists]
+        nb, nm = _pad_neighbours(lists)
+        sel = np.nonzero(keep)[0]
+        return Cells(self.dr[sel], self.dt[sel], self.mask[sel], self.counts[sel],
+                     self.centers[sel], self.volumes[sel], jnp.asarray(nb), jnp.asarray(nm),
+                     jnp.asarray(np.asarray(self.cell_ids)[sel]))
+
+    def with_neighbours_only(self) -> "Cells":
+        """Drop cells without any (non-empty) neighbour, as TRamWAy's smooth modes do."""
+        return self.subset(np.asarray(self.degree) > 0)
+
+
+def _pad_neighbours(lists):
+    m = len(lists)
+    B = max([len(n) for n in lists] + [1])
+    nb = np.tile(np.arange(m)[:, None], (1, B))
+    nm = np.zeros((m, B), dtype=bool)
+    for i, n in enumerate(lists):
+        nb[i, :len(n)] = n
+        nm[i, :len(n)] = True
+    return nb, nm
+
+
+def cells_from_arrays(cell_index, dr, dt, centers, volumes, adjacency: Sequence,
+                      cell_ids: Optional[Sequence[int]] = None, dtype=None) -> Cells:
+    """Group translocations by cell.
+
+    Parameters
+    ----------
+    cell_index : [ntranslocations] int, cell label of each translocation (negative: unused)
+    dr : [ntranslocations, dim] displacements
+    dt : [ntranslocations] durations (> 0)
+    centers : [nlabels, dim] centres of all cells of the tessellation
+    volumes : [nlabels] areas/volumes of all cells
+    adjacency : sequence of int arrays, neighbours (labels) of every label
+    cell_ids : labels to keep, in this order (default: every label with >= 1 translocation)
+    dtype : float dtype of the arrays (default: jnp float default)
+
+    Cells without translocations are dropped and removed from the neighbour lists
+    (TRamWAy's ``distributed`` + ``simplified_adjacency``).
+    """
+    cell_index = np.asarray(cell_index).astype(np.int64)
+    dr = np.asarray(dr, dtype=float)
+    dt = np.asarray(dt, dtype=float)
+    if dr.ndim != 2 or dr.shape[0] != cell_index.shape[0] or dt.shape != cell_index.shape:
+        raise ValueError(f"inconsistent shapes: cell_index {cell_index.shape}, dr {dr.shape}, "
+                         f"dt {dt.shape}; expected [n], [n, dim], [n]")
+    if not np.all(np.isfinite(dr)) or not np.all(np.isfinite(dt)):
+        raise ValueError("dr and dt must be finite")
+    if np.any(dt <= 0):
+        raise ValueError("translocation durations dt must be > 0")
+    centers = np.asarray(centers, dtype=float)
+    volumes = np.asarray(volumes, dtype=float)
+    nlabels = centers.shape[0]
+    valid = cell_index >= 0
+    counts_all = np.bincount(cell_index[valid], minlength=nlabels)
+    if cell_ids is None:
+        cell_ids = np.nonzero(counts_all > 0)[0]
+    cell_ids = np.asarray(cell_ids, dtype=np.int64)
+    if cell_ids.size == 0:
+        raise ValueError("no cell holds any translocation")
+    if np.any(counts_all[cell_ids] == 0):
+        raise ValueError("cell_ids contains cells without translocations")
+    pos = np.full(nlabels, -1)
+    pos[cell_ids] = np.arange(cell_ids.size)
+    m = cell_ids.size
+    counts = counts_all[cell_ids]
+    K = int(counts.max())
+    dim = dr.shape[1]
+    DR = np.zeros((m, K, dim))
+    DT = np.ones((m, K))
+    MASK = np.zeros((m, K), dtype=bool)
+    p = pos[np.where(valid, cell_index, 0)]
+    use = valid & (p >= 0)
+    order = np.argsort(p[use], kind="stable")
+    rows = np.nonzero(use)[0][order]
+    cp = p[rows]
+    starts = np.r_[0, np.cumsum(counts)[:-1]]
+    slot = np.arange(rows.size) - starts[cp]
+    DR[cp, slot] = dr[rows]
+    DT[cp, slot] = dt[rows]
+    MASK[cp, slot] = True
+    lists = []
+    for c in cell_ids:
+        n = pos[np.asarray(adjacency[c], dtype=np.int64)]
+        lists.append(np.unique(n[n >= 0]))
+    nb, nm = _pad_neighbours(lists)
+    f = (lambda a: jnp.asarray(a, dtype=dtype)) if dtype is not None else jnp.asarray
+    return Cells(f(DR), f(DT), jnp.asarray(MASK), jnp.asarray(counts), f(centers[cell_ids]),
+                 f(volumes[cell_ids]), jnp.asarray(nb), jnp.asarray(nm), jnp.asarray(cell_ids))
+
+
+def distributed(partition, dtype=None) -> Cells:
+    """Cells of a :class:`~jaxinfer.spt.tessellation.Partition` (``tramway.inference.distributed``).
+
+    Translocations go to the cell of their origin; cells without translocations are dropped
+    (and disconnected); cells with translocations but no non-empty neighbour are kept here and
+    dropped by the smooth modes (:meth:`Cells.with_neighbours_only`)."""
+    tr = partition.translocations
+    cols = partition.space_cols
+    dr = tr[["d" + c for c in cols]].to_numpy(float)
+    dt = tr["dt"].to_numpy(float)
+    tess = partition.tessellation
+    return cells_from_arrays(partition.cell_index, dr, dt, tess.centers, tess.volumes,
+                             tess.adjacency, dtype=dtype)

@@ -1,0 +1,205 @@
+"""Negative log-posteriors of TRamWAy 0.7's inference modes, term for term, in pure JAX.
+
+Notation (cell i with n_i translocations k, durations dt_k, displacements dr_k; sigma2 the
+localization error variance):
+
+    s_k = D_i dt_k + sigma2
+    L_i(mu) = n_i log(pi) + sum_k log(4 s_k) + sum_k |dr_k - mu_k|^2 / (4 s_k)
+
+==========  ======================  ===============================================  =======================================
+mode        mu_k                    priors                                           Jeffreys (``jeffreys_prior=True``)
+==========  ======================  ===============================================  =======================================
+D           0                       lD sum_i A_i |grad D_i|^2                        2 sum_i log(D_i <dt>_i + sigma2)
+DD          dt_k a_i                lD ... + la (sum_i A_i)(sum_j |a_j|^2)  (*)      as D
+DF          D_i dt_k F_i            lD ... + lF (sum_i A_i)(sum_j |F_j|^2)  (*)      2 sum_i [log(D_i<dt>_i+sigma2) - log D_i]
+DV          -D_i dt_k grad V_i      lV sum_i A_i|grad V_i|^2 + lD sum A_i|grad D_i|^2 as DF
+==========  ======================  ===============================================  =======================================
+
+(*) TRamWAy passes the *whole* drift / force array to ``grad_sum`` at every cell, so the
+"drift prior" is a ridge penalty scaled by the total area. We reproduce it.
+
+``grad`` is TRamWAy's ``grad1`` (:func:`jaxinfer.spt.gradient.grad1_stencil`); the priors can
+use another operator (``regularizer``: TRamWAy's ``rgrad='delta0'`` variants ``*_neg_posterior1``
+use ``delta0``). Components TRamWAy leaves undefined (NaN) count as 0 here, except in DV where,
+as in TRamWAy, a cell whose grad V is undefined is left out of the likelihood and priors
+(TRamWAy's D/DD/DF objectives would become NaN: we add 0 instead).
+
+Stochastic DV (:func:`stochastic_dv_neg_posterior`) sums TRamWAy's ``local_dv_neg_posterior``
+over cells: grad V undefined -> 0 vector; priors use ``delta0`` (area weighted); optional
+time priors ``l_t sum (time variation)^2`` (not area weighted); its Jeffreys term has an
+operator-precedence bug in TRamWAy: ``j*2*log(D<dt>+sigma2) - log D`` (i.e. 2 log(...) - log D
+instead of 2[log(...) - log D]). ``tramway_jeffreys_bug=True`` (default) reproduces it;
+``False`` uses the DV formula.
+
+Every function here is pure: it jits, vmaps and differentiates.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import jax.numpy as jnp
+
+from jaxinfer.spt.cells import Cells
+from jaxinfer.spt.gradient import Stencil
+
+__all__ = ["cell_neg_log_likelihood", "d_neg_posterior", "dd_neg_posterior", "df_neg_posterior",
+           "dv_neg_posterior", "local_dv_neg_posteriors", "stochastic_dv_neg_posterior",
+           "unsmooth_d_neg_posterior", "unsmooth_dd_neg_posterior", "unsmooth_df_neg_posterior",
+           "dv_active_cells"]
+
+_LOG_PI = 1.1447298858494002
+
+
+def cell_neg_log_likelihood(diffusivity, cells: Cells, sigma2, mu=None):
+    """L_i for every cell -> [ncells].
+
+    diffusivity : [ncells]; mu : None or [ncells, max_count, dim] (expected displacement)."""
+    D = diffusivity[:, None]
+    s4 = 4.0 * (D * cells.dt + sigma2)  # [m, K]
+    s4 = jnp.where(cells.mask, s4, 1.0)
+    resid = cells.dr if mu is None else cells.dr - mu
+    r2 = jnp.sum(resid * resid, axis=-1)
+    terms = jnp.where(cells.mask, jnp.log(s4) + r2 / s4, 0.0)
+    return cells.counts * _LOG_PI + jnp.sum(terms, axis=1)
+
+
+def _smooth_prior(X, regularizer: Stencil, volumes, weight):
+    return weight * jnp.sum(volumes * jnp.sum(regularizer.apply(X) ** 2, axis=-1))
+
+
+def _jeffreys_d(D, cells, sigma2):
+    return 2.0 * jnp.sum(jnp.log(D * cells.dt_mean + sigma2))
+
+
+def _jeffreys_dv(D, cells, sigma2):
+    return 2.0 * jnp.sum(jnp.log(D * cells.dt_mean + sigma2) - jnp.log(D))
+
+
+def d_neg_posterior(diffusivity, cells: Cells, grad: Stencil, sigma2, diffusivity_prior=0.0,
+                    jeffreys_prior: bool = False, regularizer: Optional[Stencil] = None):
+    """TRamWAy ``smooth_d_neg_posterior`` (``d_neg_posterior1`` with regularizer=delta0).
+
+    diffusivity : [ncells] (µm²/s); returns a scalar."""
+    reg = grad if regularizer is None else regularizer
+    out = jnp.sum(cell_neg_log_likelihood(diffusivity, cells, sigma2))
+    out = out + _smooth_prior(diffusivity, reg, cells.volumes, diffusivity_prior)
+    if jeffreys_prior:
+        out = out + _jeffreys_d(diffusivity, cells, sigma2)
+    return out
+
+
+def dd_neg_posterior(diffusivity, drift, cells: Cells, grad: Stencil, sigma2,
+                     diffusivity_prior=0.0, drift_prior=0.0, jeffreys_prior: bool = False,
+                     regularizer: Optional[Stencil] = None):
+    """TRamWAy ``smooth_dd_neg_posterior``. drift : [ncells, dim] (µm/s)."""
+    reg = grad if regularizer is None else regularizer
+    mu = cells.dt[..., None] * drift[:, None, :]
+    out = jnp.sum(cell_neg_log_likelihood(diffusivity, cells, sigma2, mu))
+    out = out + _smooth_prior(diffusivity, reg, cells.volumes, diffusivity_prior)
+    out = out + drift_prior * jnp.sum(cells.volumes) * jnp.sum(drift * drift)
+    if jeffreys_prior:
+        out = out + _jeffreys_d(diffusivity, cells, sigma2)
+    return out
+
+
+def df_neg_posterior(diffusivity, force, cells: Cells, grad: Stencil, sigma2,
+                     diffusivity_prior=0.0, force_prior=0.0, jeffreys_prior: bool = False,
+                     regularizer: Optional[Stencil] = None):
+    """TRamWAy ``smooth_df_neg_posterior``. force : [ncells, dim] (kT/µm)."""
+    reg = grad if regularizer is None else regularizer
+    mu = (diffusivity[:, None] * cells.dt)[..., None] * force[:, None, :]
+    out = jnp.sum(cell_neg_log_likelihood(diffusivity, cells, sigma2, mu))
+    out = out + _smooth_prior(diffusivity, reg, cells.volumes, diffusivity_prior)
+    out = out + force_prior * jnp.sum(cells.volumes) * jnp.sum(force * force)
+    if jeffreys_prior:
+        out = out + _jeffreys_dv(diffusivity, cells, sigma2)
+    return out
+
+
+def dv_active_cells(grad: Stencil):
+    """[ncells] bool: cells whose grad V is fully defined (TRamWAy's DV skips the others)."""
+    return jnp.all(grad.defined, axis=1)
+
+
+def dv_neg_posterior(diffusivity, potential, cells: Cells, grad: Stencil, sigma2,
+                     diffusivity_prior=0.0, potential_prior=0.0, jeffreys_prior: bool = False,
+                     regularizer: Optional[Stencil] = None, y0=0.0):
+    """TRamWAy ``dv_neg_posterior`` (minus ``y0``; TRamWAy passes y0 = f(x0)).
+
+    potential : [ncells] (kT). Drift = -D grad V."""
+    reg = grad if regularizer is None else regularizer
+    active = dv_active_cells(grad)
+    gradV = grad.apply(potential)  # [m, dim]
+    mu = -(diffusivity[:, None] * cells.dt)[..., None] * gradV[:, None, :]
+    lik = cell_neg_log_likelihood(diffusivity, cells, sigma2, mu)
+    pV = cells.volumes * jnp.sum(reg.apply(potential) ** 2, axis=-1)
+    pD = cells.volumes * jnp.sum(reg.apply(diffusivity) ** 2, axis=-1)
+    per_cell = lik + potential_prior * pV + diffusivity_prior * pD
+    out = jnp.sum(jnp.where(active, per_cell, 0.0))
+    if jeffreys_prior:
+        out = out + _jeffreys_dv(diffusivity, cells, sigma2)
+    return out - y0
+
+
+def local_dv_neg_posteriors(diffusivity, potential, cells: Cells, grad: Stencil,
+                            delta: Stencil, sigma2, diffusivity_prior=0.0, potential_prior=0.0,
+                            jeffreys_prior: bool = False, time: Optional[Stencil] = None,
+                            diffusivity_time_prior=0.0, potential_time_prior=0.0,
+                            tramway_jeffreys_bug: bool = True):
+    """TRamWAy ``local_dv_neg_posterior`` for every cell -> [ncells].
+
+    delta : spatial variation for the priors (TRamWAy: ``delta0``); time : temporal variation
+    stencil of space-time cells (TRamWAy's ``time_variation``, undefined sides = 0)."""
+    gradV = grad.apply(potential)
+    gradV = jnp.where(jnp.all(grad.defined, axis=1, keepdims=True), gradV, 0.0)
+    mu = -(diffusivity[:, None] * cells.dt)[..., None] * gradV[:, None, :]
+    out = cell_neg_log_likelihood(diffusivity, cells, sigma2, mu)
+    out = out + potential_prior * cells.volumes * jnp.sum(delta.apply(potential) ** 2, axis=-1)
+    out = out + diffusivity_prior * cells.volumes * jnp.sum(delta.apply(diffusivity) ** 2, axis=-1)
+    if jeffreys_prior:
+        lg = jnp.log(diffusivity * cells.dt_mean + sigma2)
+        if tramway_jeffreys_bug:
+            out = out + 2.0 * lg - jnp.log(diffusivity)
+        else:
+            out = out + 2.0 * (lg - jnp.log(diffusivity))
+    if time is not None:
+        out = out + diffusivity_time_prior * jnp.sum(time.apply(diffusivity) ** 2, axis=-1)
+        out = out + potential_time_prior * jnp.sum(time.apply(potential) ** 2, axis=-1)
+    return out
+
+
+def stochastic_dv_neg_posterior(diffusivity, potential, cells: Cells, grad: Stencil,
+                                delta: Stencil, sigma2, **kwargs):
+    """Sum over cells of :func:`local_dv_neg_posteriors` (the objective stochastic DV
+    minimises block by block)."""
+    return jnp.sum(local_dv_neg_posteriors(diffusivity, potential, cells, grad, delta, sigma2,
+                                           **kwargs))
+
+
+def unsmooth_d_neg_posterior(diffusivity, cells: Cells, sigma2, jeffreys_prior: bool = False):
+    """TRamWAy ``unsmooth_d.d_neg_posterior`` for every cell -> [ncells] (independent)."""
+    out = cell_neg_log_likelihood(diffusivity, cells, sigma2)
+    if jeffreys_prior:
+        out = out + 2.0 * jnp.log(diffusivity * cells.dt_mean + sigma2)
+    return out
+
+
+def unsmooth_dd_neg_posterior(diffusivity, drift, cells: Cells, sigma2,
+                              jeffreys_prior: bool = False):
+    """Per-cell DD objective without priors -> [ncells]."""
+    mu = cells.dt[..., None] * drift[:, None, :]
+    out = cell_neg_log_likelihood(diffusivity, cells, sigma2, mu)
+    if jeffreys_prior:
+        out = out + 2.0 * jnp.log(diffusivity * cells.dt_mean + sigma2)
+    return out
+
+
+def unsmooth_df_neg_posterior(diffusivity, force, cells: Cells, sigma2,
+                              jeffreys_prior: bool = False):
+    """Per-cell DF objective without priors -> [ncells]."""
+    mu = (diffusivity[:, None] * cells.dt)[..., None] * force[:, None, :]
+    out = cell_neg_log_likelihood(diffusivity, cells, sigma2, mu)
+    if jeffreys_prior:
+        out = out + 2.0 * (jnp.log(diffusivity * cells.dt_mean + sigma2) - jnp.log(diffusivity))
+    return out
