@@ -8,3 +8,7 @@ as a ``lax.while_loop`` (so it jits and vmaps) and returns an :class:`OptimizeRe
 from jaxinfer.optimize.result import OptimizeResult, Status, is_success, status_message
 
 __all__ = ["OptimizeResult", "Status", "is_success", "status_message"]
+from jaxinfer.optimize.minimize import Bounds, minimize  # noqa: E402
+from jaxinfer.optimize.scalar import minimize_scalar  # noqa: E402
+
+__all__ += ["Bounds", "minimize", "minimize_scalar"]

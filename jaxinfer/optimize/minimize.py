@@ -1,0 +1,370 @@
+"""``minimize``: the scipy-shaped front door to the jaxinfer solvers.
+
+>>> res = minimize(fun, x0, method="L-BFGS-B", bounds=[(0, None)] * 3,
+...                options={"maxiter": 500, "ftol": 1e-10})
+
+Differences from :func:`scipy.optimize.minimize`, on purpose:
+
+* ``x0`` may be any pytree; ``res.x`` and ``res.jac`` have its structure. A plain list or
+  tuple of numbers is turned into a 1-D array (as scipy does).
+* Gradients come from autodiff when ``jac`` is None (scipy: finite differences). The
+  finite-difference options ``eps`` and ``finite_diff_rel_step`` are accepted and ignored,
+  as are ``disp``, ``iprint`` and ``return_all``.
+* ``success`` is only ever true when a convergence test passed (see ``res.status``).
+* Everything jits and vmaps: the call traces into one ``lax.while_loop``.
+* ``callback(intermediate_result)`` (or ``callback(xk)``) is called once per iteration
+  through ``jax.debug.callback``; its return value is ignored (a compiled loop cannot be
+  stopped from the host), so use ``maxiter`` to bound a run.
+* Bounds given to a method that cannot honour them (``'BFGS'``, ``'Newton-CG'``) raise a
+  ValueError (scipy warns and ignores them); use ``'L-BFGS-B'``.
+* ``'SLSQP'`` is accepted as a name but the algorithm is an augmented Lagrangian with an
+  inner L-BFGS-B (see :mod:`jaxinfer.optimize.constrained`).
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from jaxinfer.optimize._iterate import make_callback
+from jaxinfer.optimize._pytree import flatten_objective
+from jaxinfer.optimize.result import OptimizeResult
+
+
+class Bounds(NamedTuple):
+    """Box bounds ``lb <= x <= ub``.
+
+    ``lb`` and ``ub`` are scalars, arrays shaped like a flat ``x0``, or pytrees shaped like
+    ``x0``; ``-inf`` / ``inf`` (or None) mean unbounded. ``scipy.optimize.Bounds`` objects
+    are accepted too (anything with ``lb`` and ``ub`` attributes).
+    """
+
+    lb: Any = -np.inf
+    ub: Any = np.inf
+
+
+# canonical name -> accepted spellings (lower case)
+_ALIASES = {
+    "bfgs": ("bfgs",),
+    "l-bfgs-b": ("l-bfgs-b", "lbfgsb", "l_bfgs_b"),
+    "newton-cg": ("newton-cg", "newtoncg", "newton_cg"),
+    "momentum": ("momentum", "gd", "bgd", "sgd"),
+    "rmsprop": ("rmsprop",),
+    "adam": ("adam",),
+    "slsqp": ("slsqp", "auglag", "augmented-lagrangian", "augmented_lagrangian"),
+}
+_CANONICAL = {alias: name for name, aliases in _ALIASES.items() for alias in aliases}
+METHODS = tuple(_ALIASES)
+
+# Options that exist in scipy for finite differences or printing: accepted, no effect.
+_IGNORED = {"disp", "iprint", "eps", "finite_diff_rel_step", "return_all"}
+
+_OPTIONS = {
+    "bfgs": {"gtol": 1e-5, "norm": float("inf"), "maxiter": None, "xrtol": 0.0,
+             "c1": 1e-4, "c2": 0.9, "hess_inv0": None, "maxls": 30},
+    "l-bfgs-b": {"maxcor": 10, "ftol": 2.2204460492503131e-09, "gtol": 1e-5,
+                 "maxiter": 15000, "maxfun": 15000, "maxls": 20},
+    "newton-cg": {"xtol": 1e-5, "gtol": 0.0, "maxiter": None, "c1": 1e-4, "c2": 0.9,
+                  "cg_maxiter": None, "maxls": 30},
+    "momentum": {"learning_rate": 1e-3, "mass": 0.9, "maxiter": 1000, "gtol": 1e-5,
+                 "ftol": 0.0},
+    "rmsprop": {"learning_rate": 0.1, "gamma": 0.9, "eps": 1e-8, "maxiter": 1000,
+                "gtol": 1e-5, "ftol": 0.0},
+    "adam": {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8,
+             "maxiter": 1000, "gtol": 1e-5, "ftol": 0.0},
+    "slsqp": {"maxiter": 100, "ctol": None, "gtol": None, "ftol": None, "penalty": 10.0,
+              "inner_maxiter": 2000, "maxcor": 10},
+}
+# the option that scipy's ``tol`` argument sets, per method
+_TOL_OPTIONS = {
+    "bfgs": ("gtol",),
+    "l-bfgs-b": ("ftol", "gtol"),
+    "newton-cg": ("xtol",),
+    "momentum": ("gtol",),
+    "rmsprop": ("gtol",),
+    "adam": ("gtol",),
+    "slsqp": ("gtol", "ctol"),
+}
+_HONOURS_BOUNDS = {"l-bfgs-b", "momentum", "rmsprop", "adam", "slsqp"}
+
+
+def canonical_method(method) -> str:
+    """Case-insensitive method name -> canonical name; ValueError listing the valid ones."""
+    if not isinstance(method, str):
+        raise TypeError(f"method must be a string, got {type(method).__name__}; "
+                        f"valid methods: {', '.join(_valid_names())}")
+    key = method.strip().lower()
+    if key not in _CANONICAL:
+        raise ValueError(f"Unknown method {method!r}; valid methods (case-insensitive): "
+                         f"{', '.join(_valid_names())}")
+    return _CANONICAL[key]
+
+
+def _valid_names():
+    return ["BFGS", "L-BFGS-B", "Newton-CG", "momentum (gd, bgd)", "rmsprop", "adam",
+            "SLSQP (augmented Lagrangian; alias auglag)"]
+
+
+def _resolve_options(method: str, options: Optional[dict], tol) -> dict:
+    defaults = _OPTIONS[method]
+    options = {} if options is None else dict(options)
+    if not isinstance(options, dict):
+        raise TypeError("options must be a dict or None")
+    unknown = sorted(k for k in options if k not in defaults and k not in _IGNORED)
+    if unknown:
+        raise ValueError(f"Unknown option(s) {unknown} for method {method!r}; accepted: "
+                         f"{sorted(defaults)} (and, ignored, {sorted(_IGNORED)})")
+    resolved = dict(defaults)
+    if tol is not None:
+        if not (isinstance(tol, numbers.Real) and tol >= 0):
+            raise ValueError(f"tol must be a non-negative number, got {tol!r}")
+        for name in _TOL_OPTIONS[method]:
+            resolved[name] = float(tol)
+    for k, v in options.items():
+        if k in _IGNORED:
+            continue
+        if k == "eps" and method not in ("rmsprop", "adam"):
+            continue
+        resolved[k] = v
+    return resolved
+
+
+def _prepare_x0(x0):
+    if isinstance(x0, (list, tuple)) and not hasattr(x0, "_fields") and all(
+            isinstance(v, numbers.Number) or (np.ndim(v) == 0 and hasattr(v, "dtype"))
+            for v in x0):
+        return jnp.asarray(x0)
+    if isinstance(x0, numbers.Number):
+        return jnp.asarray(x0)
+    return x0
+
+
+def _objective(fun: Callable, x0, args: tuple, jac):
+    """Flat ``value_and_grad`` plus the plumbing, honouring scipy's ``jac`` conventions."""
+    if not callable(fun):
+        raise TypeError(f"fun must be callable, got {type(fun).__name__}")
+    if not isinstance(args, tuple):
+        args = (args,)
+    flat_fun, x0_flat, unravel = flatten_objective(fun, x0, args)
+    dtype = x0_flat.dtype
+
+    def as_scalar(f):
+        f = jnp.asarray(f)
+        if f.size != 1:
+            raise ValueError(f"fun must return a scalar, got shape {f.shape}")
+        return jnp.reshape(f, ()).astype(dtype)
+
+    def ravel_like_x(g):
+        g_flat = ravel_pytree(g)[0]
+        if g_flat.shape != x0_flat.shape:
+            raise ValueError(f"the gradient has {g_flat.shape[0] if g_flat.ndim else 1} "
+                             f"entries, expected {x0_flat.shape[0]} (one per parameter)")
+        return g_flat.astype(dtype)
+
+    if jac is None or jac is False:
+        def value_and_grad(x):
+            return jax.value_and_grad(lambda z: as_scalar(flat_fun(z)))(x)
+    elif jac is True:
+        def value_and_grad(x):
+            f, g = flat_fun(x)
+            return as_scalar(f), ravel_like_x(g)
+    elif callable(jac):
+        def value_and_grad(x):
+            tree = unravel(x)
+            return as_scalar(fun(tree, *args)), ravel_like_x(jac(tree, *args))
+    elif isinstance(jac, str):
+        raise ValueError(f"jac={jac!r}: finite differences are not used in jaxinfer; pass "
+                         "jac=None for autodiff, a callable, or True")
+    else:
+        raise TypeError(f"jac must be None, True or a callable, got {type(jac).__name__}")
+    return value_and_grad, x0_flat, unravel, args
+
+
+def _to_flat_bound(value, x0_tree, x0_flat, fill, name):
+    """One side of the bounds -> flat (n,) array: None, scalar, array or pytree like x0."""
+    n = x0_flat.shape[0]
+    dtype = x0_flat.dtype
+    if value is None:
+        return jnp.full((n,), fill, dtype)
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields") and all(
+            v is None or np.ndim(v) == 0 for v in value):
+        value = jnp.asarray([fill if v is None else v for v in value], dtype)
+    if np.ndim(value) == 0 and not isinstance(value, dict):
+        return jnp.full((n,), jnp.asarray(value, dtype))
+    is_array = isinstance(value, (np.ndarray, jnp.ndarray))
+    if not is_array and (jax.tree_util.tree_structure(value)
+                         == jax.tree_util.tree_structure(x0_tree)):
+        value = jax.tree_util.tree_map(
+            lambda v, ref: jnp.broadcast_to(jnp.asarray(fill if v is None else v, dtype),
+                                            jnp.shape(ref)), value, x0_tree,
+            is_leaf=lambda v: v is None)
+        flat = ravel_pytree(value)[0]
+    else:
+        flat = jnp.asarray(value, dtype).reshape(-1)
+    if flat.shape != (n,):
+        raise ValueError(f"bounds {name} has {flat.shape[0]} entries, expected {n} "
+                         "(one per parameter of x0) or a scalar")
+    return flat
+
+
+def parse_bounds(bounds, x0_tree, x0_flat):
+    """scipy-style bounds -> ``(lb, ub)`` flat arrays (n,), or None for no bounds.
+
+    Accepted: a sequence of ``n`` pairs ``(lo, hi)`` with None for unbounded (scipy);
+    :class:`Bounds` / ``scipy.optimize.Bounds`` (``lb``, ``ub`` scalars, arrays or pytrees
+    like ``x0``); a pair ``(lb, ub)`` of arrays or pytrees like ``x0``.
+    """
+    if bounds is None:
+        return None
+    n = x0_flat.shape[0]
+    if hasattr(bounds, "lb") and hasattr(bounds, "ub"):
+        lb_raw, ub_raw = bounds.lb, bounds.ub
+    elif isinstance(bounds, (list, tuple)) and len(bounds) == n and all(
+            isinstance(b, (list, tuple)) and len(b) == 2
+            and all(v is None or np.ndim(v) == 0 for v in b) for b in bounds):
+        lb_raw = [(-np.inf if b[0] is None else b[0]) for b in bounds]
+        ub_raw = [(np.inf if b[1] is None else b[1]) for b in bounds]
+        lb = jnp.asarray(np.asarray(lb_raw, dtype=float) if all(
+            isinstance(v, numbers.Number) for v in lb_raw) else jnp.stack(
+            [jnp.asarray(v) for v in lb_raw]), x0_flat.dtype)
+        ub = jnp.asarray(np.asarray(ub_raw, dtype=float) if all(
+            isinstance(v, numbers.Number) for v in ub_raw) else jnp.stack(
+            [jnp.asarray(v) for v in ub_raw]), x0_flat.dtype)
+        return _check_order(lb, ub)
+    elif isinstance(bounds, (list, tuple)) and len(bounds) == 2:
+        lb_raw, ub_raw = bounds
+    else:
+        raise ValueError(
+            f"bounds must be a sequence of {n} (lo, hi) pairs (None = unbounded), a Bounds(lb, "
+            f"ub) object, or a pair (lb, ub) of arrays / pytrees like x0; got {bounds!r}")
+    lb = _to_flat_bound(lb_raw, x0_tree, x0_flat, -np.inf, "lb")
+    ub = _to_flat_bound(ub_raw, x0_tree, x0_flat, np.inf, "ub")
+    return _check_order(lb, ub)
+
+
+def _check_order(lb, ub):
+    if not isinstance(lb, jax.core.Tracer) and not isinstance(ub, jax.core.Tracer):
+        bad = np.nonzero(np.asarray(lb) > np.asarray(ub))[0]
+        if bad.size:
+            raise ValueError(f"lower bound exceeds upper bound at flat index {int(bad[0])} "
+                             f"({float(lb[bad[0]])} > {float(ub[bad[0]])})")
+    return lb, ub
+
+
+def minimize(fun: Callable, x0, args=(), method: str = "BFGS", jac=None, hess=None,
+             hessp=None, bounds=None, constraints=(), tol=None, callback=None,
+             options: Optional[dict] = None) -> OptimizeResult:
+    """Minimise a scalar function of a pytree, with scipy's call signature.
+
+    Parameters
+    ----------
+    fun : ``fun(x, *args) -> scalar``, a JAX-traceable function of a pytree ``x``.
+    x0 : pytree of float arrays (a list of numbers becomes a 1-D array).
+    args : extra arguments passed to ``fun`` (and ``jac``, ``hess``, ``hessp``).
+    method : 'BFGS' (default), 'L-BFGS-B', 'Newton-CG', 'momentum' ('gd', 'bgd'),
+        'rmsprop', 'adam', 'SLSQP' (an augmented Lagrangian, alias 'auglag');
+        case-insensitive.
+    jac : None (autodiff), a callable ``jac(x, *args) -> gradient pytree``, or True when
+        ``fun`` returns ``(f, gradient)``.
+    hess, hessp : Newton-CG only: ``hess(x, *args) -> (n, n)`` matrix over the flattened
+        parameters, or ``hessp(x, p, *args) -> pytree``; default: autodiff Hessian-vector
+        products (forward-over-reverse).
+    bounds : see :func:`parse_bounds`; for 'L-BFGS-B', 'SLSQP' and the first-order methods
+        (projected steps).
+    constraints : 'SLSQP' only: a dict or sequence of dicts ``{'type': 'eq' | 'ineq',
+        'fun': c(x, *args), 'jac': optional, 'args': optional}``, meaning ``c(x) == 0`` or
+        ``c(x) >= 0`` (scalar or 1-D outputs).
+    tol : sets the method's main tolerance(s), as in scipy: BFGS ``gtol``; L-BFGS-B
+        ``ftol`` and ``gtol``; Newton-CG ``xtol``; first-order ``gtol``; SLSQP ``gtol`` and
+        ``ctol``.
+    callback : ``callback(intermediate_result)`` or ``callback(xk)``, once per iteration,
+        return value ignored (see the module docstring).
+    options : dict of method options (scipy's names; see ``docs/readme/optimize_minimize.md``).
+        Unknown names raise ValueError.
+
+    Returns
+    -------
+    OptimizeResult with ``x`` and ``jac`` shaped like ``x0``, ``fun``, ``status``,
+    ``success`` (only from a passed convergence test), ``nit``, ``nfev``, ``njev`` and, for
+    BFGS, ``hess_inv`` (n, n).
+    """
+    name = canonical_method(method)
+    opts = _resolve_options(name, options, tol)
+    x0 = _prepare_x0(x0)
+    value_and_grad, x0_flat, unravel, args = _objective(fun, x0, args, jac)
+    if x0_flat.ndim != 1 or x0_flat.shape[0] == 0:
+        raise ValueError("x0 must contain at least one parameter")
+    box = parse_bounds(bounds, x0, x0_flat)
+    if box is not None and name not in _HONOURS_BOUNDS:
+        raise ValueError(f"method {method!r} does not handle bounds; use 'L-BFGS-B' (or "
+                         "'SLSQP' with constraints)")
+    if isinstance(constraints, dict):
+        constraints = (constraints,)
+    constraints = tuple(constraints or ())
+    if constraints and name != "slsqp":
+        raise ValueError(f"method {method!r} does not handle constraints; use 'SLSQP'")
+    if (hess is not None or hessp is not None) and name != "newton-cg":
+        raise ValueError(f"hess / hessp are only used by 'Newton-CG', not {method!r}")
+    cb = make_callback(callback, unravel)
+    n = x0_flat.shape[0]
+    if box is None:
+        lb = jnp.full((n,), -jnp.inf, x0_flat.dtype)
+        ub = jnp.full((n,), jnp.inf, x0_flat.dtype)
+    else:
+        lb, ub = box
+
+    if name == "l-bfgs-b":
+        from jaxinfer.optimize.quasi_newton import LBFGSB
+        solver = LBFGSB(maxcor=int(opts["maxcor"]), ftol=opts["ftol"], gtol=opts["gtol"],
+                        maxiter=int(opts["maxiter"]), maxfun=int(opts["maxfun"]),
+                        maxls=int(opts["maxls"]))
+        st = solver.run(value_and_grad, x0_flat, lb, ub, callback=cb)
+        return _result(st, unravel, njev=st.nfev)
+    if name == "bfgs":
+        from jaxinfer.optimize.quasi_newton import BFGS
+        solver = BFGS(gtol=opts["gtol"], norm=float(opts["norm"]),
+                      maxiter=None if opts["maxiter"] is None else int(opts["maxiter"]),
+                      xrtol=opts["xrtol"], c1=opts["c1"], c2=opts["c2"],
+                      maxls=int(opts["maxls"]))
+        st = solver.run(value_and_grad, x0_flat, callback=cb, hess_inv0=opts["hess_inv0"])
+        return _result(st, unravel, njev=st.nfev, hess_inv=st.hess_inv)
+    if name == "newton-cg":
+        from jaxinfer.optimize.newton import NewtonCG, make_hvp
+        hvp = make_hvp(value_and_grad, fun, args, unravel, x0_flat, hess, hessp)
+        solver = NewtonCG(xtol=opts["xtol"], gtol=opts["gtol"],
+                          maxiter=None if opts["maxiter"] is None else int(opts["maxiter"]),
+                          c1=opts["c1"], c2=opts["c2"], maxls=int(opts["maxls"]),
+                          cg_maxiter=None if opts["cg_maxiter"] is None
+                          else int(opts["cg_maxiter"]))
+        st = solver.run(value_and_grad, hvp, x0_flat, callback=cb)
+        return _result(st, unravel, njev=st.nfev, extra={"nhev": st.nhev})
+    if name in ("momentum", "rmsprop", "adam"):
+        from jaxinfer.optimize.first_order import FirstOrder
+        hyper = {k: v for k, v in opts.items() if k not in ("maxiter", "gtol", "ftol")}
+        solver = FirstOrder(method=name, hyper=tuple(sorted(hyper.items())),
+                            maxiter=int(opts["maxiter"]), gtol=opts["gtol"], ftol=opts["ftol"])
+        st = solver.run(value_and_grad, x0_flat, lb, ub, callback=cb)
+        return _result(st, unravel, njev=st.nfev)
+    if name == "slsqp":
+        from jaxinfer.optimize.constrained import AugmentedLagrangian, parse_constraints
+        eq, ineq = parse_constraints(constraints, x0, x0_flat, unravel, args)
+        solver = AugmentedLagrangian(
+            maxiter=int(opts["maxiter"]), ctol=opts["ctol"], gtol=opts["gtol"],
+            ftol=opts["ftol"], penalty=float(opts["penalty"]),
+            inner_maxiter=int(opts["inner_maxiter"]), maxcor=int(opts["maxcor"]))
+        st = solver.run(value_and_grad, eq, ineq, x0_flat, lb, ub, callback=cb)
+        return _result(st, unravel, njev=st.nfev,
+                       extra={"multipliers_eq": st.lam_eq, "multipliers_ineq": st.lam_ineq,
+                              "constraint_violation": st.violation})
+    raise AssertionError(name)  # pragma: no cover
+
+
+def _result(st, unravel, njev, hess_inv=None, extra=None):
+    return OptimizeResult(x=unravel(st.x), fun=st.f, jac=unravel(st.g), status=st.status,
+                          nit=st.nit, nfev=st.nfev, njev=njev, hess_inv=hess_inv,
+                          extra={} if extra is None else extra)
