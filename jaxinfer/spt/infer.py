@@ -1,0 +1,551 @@
+"""``infer(cells, mode, **tramway_kwargs) -> Maps``: TRamWAy 0.7's inference modes.
+
+Modes (TRamWAy names): ``'d'``, ``'dd'``, ``'df'`` (per cell without prior when all priors
+are None, as TRamWAy, else the smooth ``standard.*`` objective), ``'standard.d'`` /
+``'smooth.d'`` (and dd/df), ``'degraded.d'`` / ``'unsmooth.d'`` / ``'unsmooth.dd'`` /
+``'unsmooth.df'`` (per cell), ``'dv'``, ``'stochastic.dv'``, ``'density'``, ``'d.conj_prior'``.
+
+The objectives are those of :mod:`jaxinfer.spt.posteriors` (TRamWAy's, term for term). The
+solver is jaxinfer's L-BFGS-B with exact gradients from ``jax.grad`` (TRamWAy: scipy L-BFGS-B
+with forward finite differences). Per-cell modes vmap one small L-BFGS-B over cells.
+
+Defaults follow TRamWAy: sigma = 0.03 when no localization error is given (``localization_error``
+means sigma; ``sigma2`` is the variance); D/DD/DF ``maxiter=1000, ftol=1e-6``; DV ``maxiter=1000,
+ftol=1e-8`` on f - f(x0); D bounds ``(1e-16 - sigma2) / max dt_i`` when ``min_diffusivity`` is None;
+x0: D_i = mean(dr^2)/(2<dt>_i), drift / force 0, V_i = log max_j(n_j/A_j) - log(n_i/A_i).
+One deliberate difference: DV's L-BFGS-B memory is ``maxcor=10`` (TRamWAy: the number of
+parameters, which makes every step O(m^2)); pass ``options={'maxcor': ...}`` to change it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import warnings
+from typing import Any, Callable, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from jaxinfer.spt import posteriors as post
+from jaxinfer.spt.cells import Cells, distributed
+from jaxinfer.spt.gradient import (DEFAULT_SELECTION_ANGLE, delta0_stencil, delta1_stencil,
+                                   grad1_stencil, gradn_stencil)
+
+__all__ = ["Maps", "infer", "localization_variance", "MODES"]
+
+MODES = ("d", "dd", "df", "dv", "stochastic.dv", "standard.d", "standard.dd", "standard.df",
+         "smooth.d", "smooth.dd", "smooth.df", "degraded.d", "unsmooth.d", "unsmooth.dd",
+         "unsmooth.df", "density", "d.conj_prior")
+
+
+@dataclasses.dataclass
+class Maps:
+    """Inferred maps (TRamWAy's ``Maps``).
+
+    Attributes
+    ----------
+    maps : DataFrame indexed by cell label; columns among ``diffusivity``, ``drift x``, ...,
+        ``force x``, ..., ``potential``, ``density``.
+    mode : the mode that produced them.
+    result : OptimizeResult (batched over cells for per-cell modes) or None.
+    parameters : the arguments in effect (sigma2, priors, bounds, options, ...).
+    """
+
+    maps: pd.DataFrame
+    mode: str
+    result: Any = None
+    parameters: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def features(self) -> list:
+        out = []
+        for c in self.maps.columns:
+            base = c.rsplit(" ", 1)[0] if c.endswith((" x", " y", " z")) else c
+            if base not in out:
+                out.append(base)
+        return out
+
+    variables = features
+
+    def __getitem__(self, feature):
+        cols = [c for c in self.maps.columns if c == feature or c.startswith(feature + " ")]
+        if not cols:
+            raise KeyError(f"no feature {feature!r} in maps with columns {list(self.maps.columns)}")
+        return self.maps[cols]
+
+    def __contains__(self, feature):
+        return feature in self.features
+
+    @property
+    def success(self) -> bool:
+        """Did the solver(s) pass a convergence test (every cell, for per-cell modes)?"""
+        if self.result is None:
+            return True
+        return bool(np.all(np.asarray(self.result.success)))
+
+
+def localization_variance(localization_error=None, sigma=None, sigma2=None,
+                          default_sigma: float = 0.03) -> float:
+    """TRamWAy's ``get_localization_error``: sigma^2 from ``localization_error`` (= sigma),
+    ``sigma`` or ``sigma2``; ``default_sigma**2`` when none is given. Conflicting values raise."""
+    cand = []
+    if localization_error is not None:
+        warnings.warn("`localization_error` is read as sigma (not sigma^2), as TRamWAy; "
+                      "prefer `sigma` or `sigma2`", UserWarning, stacklevel=3)
+        cand.append(("localization_error", float(localization_error) ** 2))
+    if sigma is not None:
+        cand.append(("sigma", float(sigma) ** 2))
+    if sigma2 is not None:
+        cand.append(("sigma2", float(sigma2)))
+    if not cand:
+        return float(default_sigma) ** 2
+    for name, v in cand:
+        if not np.isfinite(v) or v < 0:
+            raise ValueError(f"{name} must be a finite non-negative number, got {v}")
+        if not np.isclose(v, cand[0][1]):
+            raise ValueError(f"conflicting localization errors: {cand[0][0]} and {name} give "
+                             f"sigma^2 = {cand[0][1]} and {v}")
+    return cand[0][1]
+
+
+def _minimize():
+    try:
+        from jaxinfer.optimize.minimize import minimize
+    except ImportError:  # pragma: no cover - optimize engine missing
+        minimize = None
+    return minimize
+
+
+def _bounds_for_d(cells: Cells, sigma2, min_diffusivity):
+    m = cells.ncells
+    if min_diffusivity is False:
+        return np.full(m, -np.inf)
+    if min_diffusivity is None:
+        return (1e-16 - sigma2) / np.asarray(cells.dt_max, dtype=float)
+    return np.full(m, float(min_diffusivity))
+
+
+def _initial_potential(cells: Cells, compatibility=False):
+    n = np.asarray(cells.counts, dtype=float)
+    if compatibility:
+        return -np.log(n / n.max())
+    vol = np.asarray(cells.volumes, dtype=float)
+    vol = np.where(np.isfinite(vol) & (vol > 0), vol, np.inf)
+    density = n / vol
+    if np.any(density > 0):
+        density[density == 0] = np.min(density[density > 0])
+    else:
+        raise ValueError("no cell has a finite positive volume; cannot initialise the potential")
+    return np.log(density.max()) - np.log(density)
+
+
+# ----------------------------------------------------------------------------- solvers
+
+
+def _solve(fun, x0, lb, problem, options, progress):
+    """L-BFGS-B on fun(x, problem) with exact gradients; jitted once per problem shape."""
+    minimize = _minimize()
+    ub = np.full_like(lb, np.inf)
+    if minimize is None:  # scipy fallback with exact gradients
+        return _solve_scipy(fun, x0, lb, problem, options, progress)
+    opts = dict(options)
+    callback = None
+    if progress is not None:
+        callback = progress
+    return _jitted_lbfgsb(fun, tuple(sorted(opts.items())), callback)(
+        jnp.asarray(x0), jnp.asarray(lb), jnp.asarray(ub), problem)
+
+
+@functools.lru_cache(maxsize=64)
+def _jitted_lbfgsb(fun, opts_items, callback):
+    minimize = _minimize()
+    opts = dict(opts_items)
+
+    def run(x0, lb, ub, problem):
+        return minimize(fun, x0, args=(problem,), method="L-BFGS-B", bounds=(lb, ub),
+                        options=opts, callback=callback)
+
+    return jax.jit(run)
+
+
+def _solve_scipy(fun, x0, lb, problem, options, progress):  # pragma: no cover
+    import scipy.optimize as so
+
+    from jaxinfer.optimize.result import OptimizeResult, Status
+
+    vg = jax.jit(jax.value_and_grad(fun))
+
+    def f(x):
+        v, g = vg(jnp.asarray(x), problem)
+        return float(v), np.asarray(g, dtype=float)
+
+    bounds = [(None if not np.isfinite(b) else float(b), None) for b in lb]
+    res = so.minimize(f, np.asarray(x0, float), jac=True, method="L-BFGS-B", bounds=bounds,
+                      options={k: v for k, v in options.items()}, callback=progress)
+    status = Status.FTOL if res.success else Status.MAX_ITER
+    return OptimizeResult(x=jnp.asarray(res.x), fun=jnp.asarray(res.fun), status=jnp.asarray(int(status)),
+                          nit=jnp.asarray(res.nit), nfev=jnp.asarray(res.nfev))
+
+
+# ----------------------------------------------------------------------------- objectives
+# Module-level functions of (x, problem) so that jit caches by identity across calls.
+
+
+def _split_vec(x, m, dim):
+    return x[:m], x[m:].reshape(m, dim)
+
+
+def _make_obj(kind, jeffreys, extra_flag=None):
+    """Objective of flat x for a mode (jeffreys static)."""
+    if kind == "d":
+        def f(x, p):
+            cells, grad, reg, s2, lD = p
+            return post.d_neg_posterior(x, cells, grad, s2, lD, jeffreys, reg)
+    elif kind == "dd":
+        def f(x, p):
+            cells, grad, reg, s2, lD, la = p
+            D, a = _split_vec(x, cells.ncells, cells.dim)
+            return post.dd_neg_posterior(D, a, cells, grad, s2, lD, la, jeffreys, reg)
+    elif kind == "df":
+        def f(x, p):
+            cells, grad, reg, s2, lD, lF = p
+            D, F = _split_vec(x, cells.ncells, cells.dim)
+            return post.df_neg_posterior(D, F, cells, grad, s2, lD, lF, jeffreys, reg)
+    elif kind == "dv":
+        def f(x, p):
+            cells, grad, reg, s2, lD, lV, y0 = p
+            m = cells.ncells
+            return post.dv_neg_posterior(x[:m], x[m:], cells, grad, s2, lD, lV, jeffreys, reg, y0)
+    elif kind == "stochastic.dv":
+        bug = extra_flag
+
+        def f(x, p):
+            cells, grad, delta, s2, lD, lV, time, ltD, ltV = p
+            m = cells.ncells
+            return post.stochastic_dv_neg_posterior(
+                x[:m], x[m:], cells, grad, delta, s2, diffusivity_prior=lD, potential_prior=lV,
+                jeffreys_prior=jeffreys, time=time, diffusivity_time_prior=ltD,
+                potential_time_prior=ltV, tramway_jeffreys_bug=bug)
+    else:  # pragma: no cover
+        raise ValueError(kind)
+    return f
+
+
+_make_obj = functools.lru_cache(maxsize=None)(_make_obj)
+
+
+def _make_cell_obj(kind, jeffreys):
+    """Per-cell objective for unsmooth modes: f(theta, (cell arrays..., s2))."""
+
+    def f(theta, p):
+        dr, dt, mask, n, dt_mean, s2 = p
+        one = Cells(dr[None], dt[None], mask[None], n[None], jnp.zeros((1, dr.shape[-1]), dr.dtype),
+                    jnp.ones((1,), dr.dtype), jnp.zeros((1, 1), jnp.int32),
+                    jnp.zeros((1, 1), bool), jnp.zeros((1,), jnp.int32))
+        D = theta[:1]
+        if kind == "d":
+            out = post.cell_neg_log_likelihood(D, one, s2)
+            if jeffreys:
+                out = out + 2.0 * jnp.log(D * dt_mean + s2)
+        elif kind == "dd":
+            out = post.unsmooth_dd_neg_posterior(D, theta[None, 1:], one, s2, jeffreys)
+        else:
+            out = post.unsmooth_df_neg_posterior(D, theta[None, 1:], one, s2, jeffreys)
+        return jnp.sum(out)
+
+    return f
+
+
+_make_cell_obj = functools.lru_cache(maxsize=None)(_make_cell_obj)
+
+
+@functools.lru_cache(maxsize=32)
+def _vmapped_cell_solver(kind, jeffreys, opts_items):
+    minimize = _minimize()
+    f = _make_cell_obj(kind, jeffreys)
+    opts = dict(opts_items)
+
+    def one(theta0, lb, dr, dt, mask, n, dt_mean, s2):
+        ub = jnp.full_like(lb, jnp.inf)
+        return minimize(f, theta0, args=((dr, dt, mask, n, dt_mean, s2),), method="L-BFGS-B",
+                        bounds=(lb, ub), options=opts)
+
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, 0, 0, 0, 0, None)))
+
+
+# ----------------------------------------------------------------------------- front door
+
+
+def _prior(v):
+    return 0.0 if v is None else float(v)
+
+
+def infer(cells, mode: str = "d", *, localization_error=None, sigma=None, sigma2=None,
+          diffusivity_prior=None, drift_prior=None, force_prior=None, potential_prior=None,
+          diffusivity_time_prior=None, potential_time_prior=None, time_prior=None,
+          jeffreys_prior: bool = False, min_diffusivity=None, max_iter=None, epsilon=None,
+          grad_epsilon=None, grad_selection_angle=None, compatibility: bool = False,
+          rgrad: Optional[str] = None, D0=None, V0=None, options: Optional[dict] = None,
+          tol=None, allow_negative_potential: bool = False, tramway_jeffreys_bug: bool = True,
+          time_neighbours=None, time_centers=None, export_centers: bool = False,
+          progress: Optional[Callable] = None, **ignored) -> Maps:
+    """Infer maps of diffusivity, drift, force or potential (``tramway.helper.infer``).
+
+    Parameters
+    ----------
+    cells : :class:`~jaxinfer.spt.cells.Cells` or :class:`~jaxinfer.spt.tessellation.Partition`
+    mode : see :data:`MODES`.
+    localization_error / sigma / sigma2 : localization error (sigma in µm, or its square);
+        default sigma = 0.03 µm.
+    diffusivity_prior, drift_prior, force_prior (alias ``potential_prior`` for DF),
+    potential_prior : smoothing / ridge weights (None = term absent).
+    diffusivity_time_prior, potential_time_prior, time_prior : stochastic DV time priors
+        (``time_prior`` multiplies the spatial priors, as TRamWAy); need ``time_neighbours``
+        and ``time_centers`` (space-time cells).
+    jeffreys_prior : add the Jeffreys term.
+    min_diffusivity : lower bound on D (None: TRamWAy's (1e-16 - sigma2)/max dt; False: none).
+    max_iter : maximum iterations (overrides ``options['maxiter']``).
+    epsilon / grad_epsilon, grad_selection_angle, compatibility : grad1 neighbour selection
+        (TRamWAy's ``get_grad_kwargs``; default selection angle 0.9).
+    rgrad : ``'delta0'`` / ``'delta'`` / ``'delta1'``: the priors use that variation
+        operator instead of grad1 (TRamWAy's ``*_neg_posterior1``).
+    D0, V0 : initial values (scalars or [ncells]).
+    options : solver options (``maxiter``, ``ftol``, ``gtol``, ``maxcor``).
+    allow_negative_potential : stochastic DV: do not shift V to non-negative values.
+    tramway_jeffreys_bug : stochastic DV: reproduce TRamWAy's Jeffreys precedence bug.
+    export_centers : add the cell centre columns.
+    progress : optional callback, called once per solver iteration.
+
+    Returns
+    -------
+    Maps
+    """
+    if ignored:
+        unknown = set(ignored) - {"alpha", "worker_count", "verbose", "gradient", "grad", "superlocal",
+                                  "stochastic", "debug", "fulltime"}
+        if unknown:
+            raise TypeError(f"infer() got unexpected keyword arguments {sorted(unknown)}")
+    if not isinstance(cells, Cells):
+        if hasattr(cells, "tessellation") and hasattr(cells, "translocations"):
+            cells = distributed(cells)
+        else:
+            raise TypeError(f"infer expects Cells or a Partition, got {type(cells).__name__}")
+    mode = mode.lower()
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+    s2 = localization_variance(localization_error, sigma, sigma2)
+    if mode == "df" or mode.endswith(".df"):
+        if force_prior is None and potential_prior is not None:
+            force_prior = potential_prior
+    params = dict(sigma2=s2, diffusivity_prior=diffusivity_prior, jeffreys_prior=jeffreys_prior,
+                  min_diffusivity=min_diffusivity)
+
+    if mode == "density":
+        vol = np.asarray(cells.volumes, dtype=float)
+        dens = np.asarray(cells.counts, float) / np.where(np.isfinite(vol) & (vol > 0), vol, np.nan)
+        df = pd.DataFrame({"density": dens}, index=np.asarray(cells.cell_ids))
+        return Maps(_with_centers(df, cells, export_centers), mode, None, params)
+    if mode == "d.conj_prior":
+        return _conj_prior(cells, s2, localization_error, sigma, sigma2, export_centers, params,
+                           ignored)
+
+    base = mode.split(".")[-1]
+    priors = {"d": (diffusivity_prior,), "dd": (diffusivity_prior, drift_prior),
+              "df": (diffusivity_prior, force_prior)}
+    per_cell = mode in ("degraded.d", "unsmooth.d", "unsmooth.dd", "unsmooth.df") or (
+        mode in ("d", "dd", "df") and all(p is None for p in priors[mode]))
+    if per_cell:
+        return _infer_per_cell(cells, base, s2, jeffreys_prior, min_diffusivity, max_iter,
+                               options, tol, D0, export_centers, params, mode)
+
+    # smooth modes: cells without neighbours are dropped
+    cells = cells.with_neighbours_only()
+    if cells.ncells == 0:
+        raise ValueError("no cell has a non-empty neighbour; smooth modes need adjacent cells")
+    m, dim = cells.ncells, cells.dim
+    eps = grad_epsilon if grad_epsilon is not None else epsilon
+    # TRamWAy's get_grad_kwargs: eps wins; else the selection angle, 0.9 by default
+    angle = None if eps is not None else (grad_selection_angle or DEFAULT_SELECTION_ANGLE)
+    lists = cells.neighbour_lists()
+    centers = np.asarray(cells.centers, dtype=float)
+    grad = _cast(grad1_stencil(centers, lists, eps=eps, selection_angle=angle), cells)
+    if rgrad in ("delta", "delta0"):
+        reg = _cast(delta0_stencil(centers, lists), cells)
+    elif rgrad == "delta1":
+        reg = _cast(delta1_stencil(centers, lists, eps=eps, selection_angle=angle), cells)
+    elif rgrad in (None, "grad", "grad1", "gradn"):
+        reg = grad
+    else:
+        raise ValueError(f"unknown rgrad {rgrad!r}; expected None, 'grad1', 'delta0' or 'delta1'")
+    dtype = cells.dr.dtype
+    D_init = np.asarray(cells.initial_diffusivity(), dtype=float)
+    if D0 is not None:
+        D_init = np.broadcast_to(np.asarray(D0, float), (m,)).copy()
+    lbD = _bounds_for_d(cells, s2, min_diffusivity)
+    f = lambda v: jnp.asarray(v, dtype=dtype)  # noqa: E731
+    defaults = dict(maxiter=1000, ftol=1e-6)
+    if base in ("dv",) and mode == "dv":
+        defaults = dict(maxiter=1000, ftol=1e-8, maxcor=10)
+    opts = dict(defaults)
+    if tol is not None:
+        opts["ftol"] = tol
+    opts.update(options or {})
+    if max_iter:
+        opts["maxiter"] = int(max_iter)
+    opts.pop("maxfun", None)
+    params.update(options=opts, rgrad=rgrad, selection_angle=angle, epsilon=eps)
+
+    if base == "d":
+        fun = _make_obj("d", bool(jeffreys_prior))
+        prob = (cells, grad, reg, f(s2), f(_prior(diffusivity_prior)))
+        res = _solve(fun, f(D_init), f(lbD), prob, opts, progress)
+        x = np.asarray(res.x, dtype=float)
+        df = pd.DataFrame({"diffusivity": x}, index=np.asarray(cells.cell_ids))
+    elif base in ("dd", "df"):
+        fun = _make_obj(base, bool(jeffreys_prior))
+        lam = drift_prior if base == "dd" else force_prior
+        params["drift_prior" if base == "dd" else "force_prior"] = lam
+        prob = (cells, grad, reg, f(s2), f(_prior(diffusivity_prior)), f(_prior(lam)))
+        x0 = np.r_[D_init, np.zeros(m * dim)]
+        lb = np.r_[lbD, np.full(m * dim, -np.inf)]
+        res = _solve(fun, f(x0), f(lb), prob, opts, progress)
+        x = np.asarray(res.x, dtype=float)
+        name = "drift" if base == "dd" else "force"
+        cols = {"diffusivity": x[:m]}
+        vec = x[m:].reshape(m, dim)
+        for d, c in enumerate(_space_cols(dim)):
+            cols[f"{name} {c}"] = vec[:, d]
+        df = pd.DataFrame(cols, index=np.asarray(cells.cell_ids))
+    else:  # dv, stochastic.dv
+        if V0 is None:
+            V_init = _initial_potential(cells, compatibility)
+        else:
+            V_init = np.broadcast_to(np.asarray(V0, float), (m,)).copy()
+        x0 = np.r_[D_init, V_init]
+        params.update(potential_prior=potential_prior)
+        if mode == "dv":
+            fun = _make_obj("dv", bool(jeffreys_prior))
+            prob0 = (cells, grad, reg, f(s2), f(_prior(diffusivity_prior)),
+                     f(_prior(potential_prior)), f(0.0))
+            y0 = jax.jit(fun)(f(x0), prob0)
+            prob = prob0[:-1] + (y0,)
+            lb = np.r_[lbD, np.full(m, -np.inf)]
+        else:
+            delta = _cast(delta0_stencil(centers, lists), cells)
+            time = None
+            ltD, ltV = diffusivity_time_prior, potential_time_prior
+            if not isinstance(time_prior, (tuple, list)):
+                time_prior = (time_prior, time_prior)
+            if ltD is None and time_prior[0] is not None and diffusivity_prior is not None:
+                ltD = time_prior[0] * diffusivity_prior
+            if ltV is None and time_prior[1] is not None and potential_prior is not None:
+                ltV = time_prior[1] * potential_prior
+            if ltD is not None or ltV is not None:
+                if time_neighbours is None or time_centers is None:
+                    raise ValueError("time priors need space-time cells: pass time_neighbours "
+                                     "and time_centers (see jaxinfer.spt.cells.space_time_cells)")
+                from jaxinfer.spt.cells import time_variation_stencil
+
+                time = _cast(time_variation_stencil(np.asarray(time_centers, float),
+                                                    time_neighbours, cells), cells)
+            params.update(diffusivity_time_prior=ltD, potential_time_prior=ltV,
+                          tramway_jeffreys_bug=tramway_jeffreys_bug)
+            fun = _make_obj("stochastic.dv", bool(jeffreys_prior), bool(tramway_jeffreys_bug))
+            prob = (cells, grad, delta, f(s2), f(_prior(diffusivity_prior)),
+                    f(_prior(potential_prior)), time, f(_prior(ltD)), f(_prior(ltV)))
+            V_free = V0 is not None and np.isscalar(V0) and V0 == 0
+            lb = np.r_[lbD, np.full(m, -np.inf if V_free else 0.0)]
+        res = _solve(fun, f(x0), f(lb), prob, opts, progress)
+        x = np.asarray(res.x, dtype=float)
+        D, V = x[:m], x[m:].copy()
+        if mode == "dv":
+            if np.any(V < 0):
+                V -= V.min()
+        elif V0 is not None and np.isscalar(V0) and V0 == 0 and not allow_negative_potential:
+            if np.nanmin(V) < 0:
+                V -= np.nanmin(V)
+        F = -np.asarray(grad.apply(jnp.asarray(V, dtype=dtype), na=jnp.nan), dtype=float)
+        cols = {"diffusivity": D, "potential": V}
+        for d, c in enumerate(_space_cols(dim)):
+            cols[f"force {c}"] = F[:, d]
+        df = pd.DataFrame(cols, index=np.asarray(cells.cell_ids))
+    return Maps(_with_centers(df, cells, export_centers), mode, res, params)
+
+
+def _cast(stencil, cells):
+    dtype = cells.dr.dtype
+    return type(stencil)(stencil.self_weight.astype(dtype), stencil.neighbour_weight.astype(dtype),
+                         stencil.neighbours, stencil.defined)
+
+
+def _space_cols(dim):
+    return ["x", "y", "z"][:dim] if dim <= 3 else [str(d) for d in range(dim)]
+
+
+def _with_centers(df, cells, export_centers):
+    if export_centers:
+        c = np.asarray(cells.centers, dtype=float)
+        pos = pd.Index(np.asarray(cells.cell_ids)).get_indexer(df.index)
+        for d, name in enumerate(_space_cols(cells.dim)):
+            df[name] = c[pos, d]
+    return df
+
+
+def _infer_per_cell(cells, base, s2, jeffreys, min_diffusivity, max_iter, options, tol, D0,
+                    export_centers, params, mode):
+    m, dim = cells.ncells, cells.dim
+    dtype = cells.dr.dtype
+    D_init = np.asarray(cells.initial_diffusivity(), dtype=float)
+    if D0 is not None:
+        D_init = np.broadcast_to(np.asarray(D0, float), (m,)).copy()
+    lbD = _bounds_for_d(cells, s2, min_diffusivity)
+    k = 1 if base == "d" else 1 + dim
+    theta0 = np.zeros((m, k))
+    theta0[:, 0] = D_init
+    lb = np.full((m, k), -np.inf)
+    lb[:, 0] = lbD
+    opts = dict(maxiter=15000, ftol=2.220446049250313e-09)  # scipy L-BFGS-B defaults
+    if tol is not None:
+        opts["ftol"] = tol
+    opts.update(options or {})
+    if max_iter:
+        opts["maxiter"] = int(max_iter)
+    opts.pop("maxfun", None)
+    solver = _vmapped_cell_solver(base, bool(jeffreys), tuple(sorted(opts.items())))
+    f = lambda v: jnp.asarray(v, dtype=dtype)  # noqa: E731
+    res = solver(f(theta0), f(lb), cells.dr, cells.dt, cells.mask, cells.counts.astype(dtype),
+                 cells.dt_mean, f(s2))
+    x = np.asarray(res.x, dtype=float)
+    cols = {"diffusivity": x[:, 0]}
+    if base != "d":
+        name = "drift" if base == "dd" else "force"
+        for d, c in enumerate(_space_cols(dim)):
+            cols[f"{name} {c}"] = x[:, 1 + d]
+    params.update(options=opts)
+    df = pd.DataFrame(cols, index=np.asarray(cells.cell_ids))
+    return Maps(_with_centers(df, cells, export_centers), mode, res, params)
+
+
+def _conj_prior(cells, s2, localization_error, sigma, sigma2, export_centers, params, kwargs):
+    try:
+        from jaxinfer.spt import conjugate
+    except ImportError as e:  # pragma: no cover
+        raise NotImplementedError("d.conj_prior needs jaxinfer.spt.conjugate") from e
+    if localization_error is None and sigma is None and sigma2 is None:
+        raise ValueError("d.conj_prior needs sigma or sigma2 (TRamWAy has no default here)")
+    alpha = kwargs.get("alpha", 0.95)
+    est = conjugate.d_conj_prior(cells.dr, cells.dt, cells.mask, sigma2=s2, alpha=alpha)
+    m = cells.ncells
+    cols = {}
+    for key, val in est.items():
+        val = np.asarray(val)
+        if val.shape == (m,):
+            cols[key] = val
+        elif val.ndim == 2 and val.shape[0] == m:
+            for d, c in enumerate(_space_cols(val.shape[1])):
+                cols[f"{key} {c}"] = val[:, d]
+    df = pd.DataFrame(cols, index=np.asarray(cells.cell_ids))
+    return Maps(_with_centers(df, cells, export_centers), "d.conj_prior", None, params)
