@@ -345,7 +345,7 @@ def minimize(fun: Callable, x0, args=(), method: str = "BFGS", jac=None, hess=No
         return _result(st, unravel, njev=st.nfev, extra={"nhev": st.nhev})
     if name in ("momentum", "rmsprop", "adam"):
         from jaxinfer.optimize.first_order import FirstOrder
-        hyper = {k: v for k, v in opts.items() if k not in ("maxiter", "gtol", "ftol")}
+        hyper = {k: float(v) for k, v in opts.items() if k not in ("maxiter", "gtol", "ftol")}
         solver = FirstOrder(method=name, hyper=tuple(sorted(hyper.items())),
                             maxiter=int(opts["maxiter"]), gtol=opts["gtol"], ftol=opts["ftol"])
         st = solver.run(value_and_grad, x0_flat, lb, ub, callback=cb)
