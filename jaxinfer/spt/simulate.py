@@ -34,6 +34,7 @@ __all__ = [
     "gaussian_well",
     "demo_fields",
     "simulate_trajectories",
+    "crop_to_window",
     "truth_at",
     "map_errors",
 ]
@@ -285,6 +286,41 @@ def simulate_trajectories(
         upper_bound=upper.tolist(), reflect=bool(reflect), sigma=float(sigma),
         substeps=int(substeps), convention=convention)
     return df
+
+
+def crop_to_window(df: pd.DataFrame, lower_bound: ArrayLike, upper_bound: ArrayLike,
+                   min_length: int = 2) -> pd.DataFrame:
+    """Keep only what a field of view ``[lower_bound, upper_bound]`` would record.
+
+    Points outside the window are removed and a trajectory is split where it leaves the
+    window (each piece gets a new id), so no translocation jumps across an unseen excursion.
+    Pieces shorter than ``min_length`` points are dropped. Simulating in a larger reflecting
+    box and cropping avoids the wall artefacts a reflecting box leaves in the border cells
+    (reflected jumps are shortened, which biases D down there).
+
+    Returns a new DataFrame ``n, x, y[, z], t`` with ids renumbered from 1.
+    """
+    lower = np.asarray(lower_bound, dtype=np.float64).ravel()
+    upper = np.asarray(upper_bound, dtype=np.float64).ravel()
+    cols = [c for c in ("x", "y", "z") if c in df.columns]
+    if lower.size != len(cols) or upper.size != len(cols):
+        raise ValueError(f"the window needs {len(cols)} bounds per corner (columns {cols}), got "
+                         f"{lower.size} and {upper.size}")
+    xyz = df[cols].to_numpy(dtype=np.float64)
+    inside = np.all((xyz >= lower) & (xyz <= upper), axis=1)
+    n = df["n"].to_numpy()
+    new_piece = np.ones(len(df), dtype=bool)
+    new_piece[1:] = (n[1:] != n[:-1]) | ~inside[:-1]
+    piece = np.cumsum(new_piece)
+    kept = df.loc[inside].copy()
+    kept["n"] = piece[inside]
+    sizes = kept.groupby("n")["n"].transform("size")
+    kept = kept.loc[sizes >= min_length]
+    kept["n"] = pd.factorize(kept["n"])[0].astype(np.int64) + 1
+    kept = kept.reset_index(drop=True)
+    kept.attrs = dict(df.attrs)
+    kept.attrs["window"] = dict(lower_bound=lower.tolist(), upper_bound=upper.tolist())
+    return kept
 
 
 # --------------------------------------------------------------------------- ground truth

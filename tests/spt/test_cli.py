@@ -1,0 +1,131 @@
+"""``jaxinfer spt infer`` end to end on a tiny file, the demo, and the plot helpers."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from jaxinfer import cli as top_cli
+from jaxinfer.spt import cli, plot
+from jaxinfer.spt import simulate as sim
+
+SIGMA = 0.02
+DT = 0.05
+
+
+@pytest.fixture(scope="module")
+def trajectory_file(tmp_path_factory):
+    """Free diffusion D = 0.1 in [0, 1]², 600 short trajectories, TRamWAy headerless layout."""
+    df = sim.simulate_trajectories(jax.random.PRNGKey(5), 0.1, n_trajectories=600,
+                                   mean_length=8, dt=DT, sigma=SIGMA, lower_bound=(-0.5, -0.5),
+                                   upper_bound=(1.5, 1.5))
+    df = sim.crop_to_window(df, (0, 0), (1, 1))
+    path = tmp_path_factory.mktemp("spt") / "tiny.txt"
+    df.to_csv(path, sep="\t", header=False, index=False)
+    return str(path), df
+
+
+def test_infer_d_mode_end_to_end(trajectory_file, tmp_path, capsys):
+    path, df = trajectory_file
+    out, png, summary = tmp_path / "maps.csv", tmp_path / "maps.png", tmp_path / "run.json"
+    code = top_cli.main(["spt", "infer", path, "--tessellation", "grid", "--cells", "16",
+                         "--lower-bound", "0", "0", "--upper-bound", "1", "1", "--mode", "d",
+                         "--sigma", str(SIGMA), "--out", str(out), "--plot", str(png),
+                         "--summary-json", str(summary)])
+    assert code == 0
+    err = capsys.readouterr().err
+    assert "16 cells" in err and "maps written" in err
+    maps = pd.read_csv(out)
+    assert list(maps.columns[:4]) == ["cell", "center x", "center y", "translocations"]
+    assert len(maps) == 16
+    # per-cell D without prior, constant dt: closed form D = mean|dr|²/(4 dt) - sigma²/dt
+    tr = df.copy()
+    same = tr["n"].to_numpy()[1:] == tr["n"].to_numpy()[:-1]
+    x0 = tr[["x", "y"]].to_numpy()[:-1][same]
+    dr = np.diff(tr[["x", "y"]].to_numpy(), axis=0)[same]
+    cell = np.minimum((x0[:, 0] * 4).astype(int), 3) * 4 + np.minimum((x0[:, 1] * 4).astype(int), 3)
+    for _, row in maps.iterrows():
+        k = cell == row["cell"]
+        assert k.sum() == row["translocations"]
+        expected = np.mean(np.sum(dr[k] ** 2, axis=1)) / (4 * DT) - SIGMA**2 / DT
+        assert row["diffusivity"] == pytest.approx(expected, rel=1e-5)
+        assert abs(row["center x"] - (row["cell"] // 4 + 0.5) / 4) < 1e-12
+    assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
+    record = json.loads(summary.read_text())
+    assert record["converged"] is True and record["cells"] == 16
+
+
+def test_infer_dv_mode_with_priors_matches_library(trajectory_file, tmp_path):
+    path, df = trajectory_file
+    out = tmp_path / "dv.csv"
+    code = cli.main(["infer", path, "--cells", "16", "--mode", "dv", "--sigma", str(SIGMA),
+                     "--diffusivity-prior", "10", "--potential-prior", "1", "--quiet",
+                     "--out", str(out)])
+    assert code == 0
+    maps = pd.read_csv(out)
+    assert {"diffusivity", "potential", "force x", "force y"} <= set(maps.columns)
+    from jaxinfer.spt.infer import infer
+    from jaxinfer.spt.tessellation import tessellate
+    from jaxinfer.spt.trajectories import load_trajectories
+
+    part = tessellate(load_trajectories(path), "grid", count_per_dim=[4, 4])
+    direct = infer(part, "dv", sigma=SIGMA, diffusivity_prior=10.0, potential_prior=1.0)
+    np.testing.assert_allclose(maps["diffusivity"], direct.maps["diffusivity"], rtol=1e-6)
+    np.testing.assert_allclose(maps["potential"], direct.maps["potential"], rtol=1e-6,
+                               atol=1e-8)
+
+
+def test_malformed_file_fails_clearly(tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("1\t0.1\t0.2\t0.0\n1\t0.2\toops\t0.05\n1\t0.3\t0.3\t0.10\n")
+    result = subprocess.run([sys.executable, "-m", "jaxinfer.cli", "spt", "infer", str(bad),
+                             "--cells", "4"], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    assert result.returncode != 0
+    assert "error" in result.stderr and "'y'" in result.stderr and "non-numeric" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_file_and_bad_options(tmp_path, capsys):
+    assert cli.main(["infer", str(tmp_path / "nope.txt")]) != 0
+    assert "not found" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["infer", "x.txt", "--mode", "nonsense"])
+    with pytest.raises(SystemExit):
+        cli.main(["infer", "x.txt", "--sigma", "-1"])
+
+
+def test_demo_reports_accuracy():
+    lines = []
+    text = cli.demo(lines.append)
+    assert "100 cells" in text and "converged" in text
+    assert lines  # progress was reported
+    rmse_d = float(text.split("RMSE vs truth: diffusivity ")[1].split(" ")[0])
+    rmse_v = float(text.split("potential ")[-1].split(" ")[0])
+    assert rmse_d < 0.04  # mean D is 0.2 µm²/s; the noise floor is ~0.02 with ~170 per cell
+    assert rmse_v < 0.6   # the well is 2 kT deep
+
+
+def test_cell_polygons_of_a_grid_are_its_squares():
+    xs = (np.arange(5) + 0.5) / 5
+    X, Y = np.meshgrid(xs, xs)
+    centers = np.c_[X.ravel(), Y.ravel()]
+    polygons = plot.cell_polygons(centers, (0, 0, 1, 1))
+
+    def area(p):
+        x, y = p[:, 0], p[:, 1]
+        return 0.5 * abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))
+
+    np.testing.assert_allclose([area(p) for p in polygons], 0.04, rtol=1e-9)
+    # Voronoi cells of random centres tile the box
+    rng = np.random.default_rng(0)
+    random_centers = rng.uniform(0, 1, (40, 2))
+    total = sum(area(p) for p in plot.cell_polygons(random_centers, (0, 0, 1, 1)))
+    assert total == pytest.approx(1.0, rel=1e-9)
+    with pytest.raises(ValueError, match="no column"):
+        plot.plot_map(pd.DataFrame({"a": np.ones(25)}), "diffusivity", centers)
