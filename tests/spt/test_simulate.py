@@ -125,3 +125,20 @@ def test_float32_simulation():
     df = sim.simulate_trajectories(jax.random.PRNGKey(4), 0.1, sim.gaussian_well(1.0, 0.3),
                                    n_trajectories=50, dtype=jnp.float32)
     assert np.isfinite(df[["x", "y"]].to_numpy()).all()
+
+
+def test_crop_to_window_splits_trajectories():
+    df = pd.DataFrame({"n": [1, 1, 1, 1, 1, 2, 2, 3],
+                       "x": [0.1, 0.2, 1.5, 0.3, 0.4, 0.5, 0.6, 2.0],
+                       "y": [0.0] * 8, "t": [0, 1, 2, 3, 4, 0, 1, 0.0]})
+    out = sim.crop_to_window(df, (0, -1), (1, 1))
+    # trajectory 1 splits around its excursion; trajectory 3 lies outside
+    assert out["n"].tolist() == [1, 1, 2, 2, 3, 3]
+    assert out["x"].tolist() == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    # no translocation of the cropped table leaves the window or spans an excursion
+    big = sim.simulate_trajectories(jax.random.PRNGKey(8), 0.5, n_trajectories=100,
+                                    lower_bound=(-2, -2), upper_bound=(2, 2))
+    cropped = sim.crop_to_window(big, (-1, -1), (1, 1))
+    assert cropped[["x", "y"]].abs().to_numpy().max() <= 1
+    d, _ = _translocations(cropped)
+    np.testing.assert_allclose(d["t"], 0.02)
