@@ -14,7 +14,7 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Cells", "distributed", "cells_from_arrays"]
+__all__ = ["Cells", "distributed", "cells_from_arrays", "space_time_cells", "time_variation_stencil"]
 
 
 class Cells(eqx.Module):
@@ -31,6 +31,9 @@ class Cells(eqx.Module):
     neighbours : [ncells, max_degree] int, padded with the cell's own position
     neighbour_mask : [ncells, max_degree] bool
     cell_ids : [ncells] int, cell labels in the tessellation (the maps' index)
+    time_neighbours, time_neighbour_mask : [ncells, T] (space-time cells only, else None):
+        the same spatial cell in the adjacent time windows
+    time_centers : [ncells] window mid-times (space-time cells only, else None)
     """
 
     dr: jnp.ndarray
@@ -42,6 +45,9 @@ class Cells(eqx.Module):
     neighbours: jnp.ndarray
     neighbour_mask: jnp.ndarray
     cell_ids: jnp.ndarray
+    time_neighbours: Optional[jnp.ndarray] = None
+    time_neighbour_mask: Optional[jnp.ndarray] = None
+    time_centers: Optional[jnp.ndarray] = None
 
     @property
     def ncells(self) -> int:
@@ -86,9 +92,22 @@ class Cells(eqx.Module):
         lists = [n[n >= 0] for n in lists]
         nb, nm = _pad_neighbours(lists)
         sel = np.nonzero(keep)[0]
+        tn = tm = tc = None
+        if self.time_neighbours is not None:
+            tl = [pos[n] for n, k in zip(self.time_neighbour_lists(), keep) if k]
+            tn, tm = _pad_neighbours([n[n >= 0] for n in tl])
+            tn, tm, tc = jnp.asarray(tn), jnp.asarray(tm), self.time_centers[sel]
         return Cells(self.dr[sel], self.dt[sel], self.mask[sel], self.counts[sel],
                      self.centers[sel], self.volumes[sel], jnp.asarray(nb), jnp.asarray(nm),
-                     jnp.asarray(np.asarray(self.cell_ids)[sel]))
+                     jnp.asarray(np.asarray(self.cell_ids)[sel]), tn, tm, tc)
+
+    def time_neighbour_lists(self) -> list:
+        """Time neighbours of each cell (positions), space-time cells only."""
+        if self.time_neighbours is None:
+            raise ValueError("these cells have no time structure (see space_time_cells)")
+        nb = np.asarray(self.time_neighbours)
+        nm = np.asarray(self.time_neighbour_mask)
+        return [nb[i][nm[i]] for i in range(nb.shape[0])]
 
     def with_neighbours_only(self) -> "Cells":
         """Drop cells without any (non-empty) neighbour, as TRamWAy's smooth modes do."""
@@ -188,3 +207,88 @@ def distributed(partition, dtype=None) -> Cells:
     tess = partition.tessellation
     return cells_from_arrays(partition.cell_index, dr, dt, tess.centers, tess.volumes,
                              tess.adjacency, dtype=dtype)
+
+
+def space_time_cells(partition, window_duration: float, window_shift: Optional[float] = None,
+                     dtype=None) -> Cells:
+    """Space-time cells: every spatial cell of ``partition`` split into time windows.
+
+    Window w covers [t0 + w*shift, t0 + w*shift + duration) with t0 the earliest origin time
+    (``shift`` defaults to ``duration``: non-overlapping windows; with overlap a translocation
+    belongs to every window containing its origin time, as TRamWAy's sliding window). Space
+    neighbours are the spatial neighbours within the same window; time neighbours the same
+    spatial cell in windows w-1 and w+1 (TRamWAy's ``DynamicCells``); ``time_centers`` are
+    the window mid-times. Labels: ``w * nspace + space_label``.
+    """
+    if not window_duration > 0:
+        raise ValueError(f"window_duration must be > 0, got {window_duration}")
+    shift = window_duration if window_shift is None else float(window_shift)
+    if not shift > 0:
+        raise ValueError(f"window_shift must be > 0, got {window_shift}")
+    tr = partition.translocations
+    cols = partition.space_cols
+    t = tr["t"].to_numpy(float)
+    t0 = t.min()
+    nwin = int(np.floor((t.max() - t0) / shift)) + 1
+    tess = partition.tessellation
+    ns = tess.number_of_cells
+    rows, labels = [], []
+    for w in range(nwin):
+        lo = t0 + w * shift
+        inside = (t >= lo) & (t < lo + window_duration) & (partition.cell_index >= 0)
+        idx = np.nonzero(inside)[0]
+        rows.append(idx)
+        labels.append(w * ns + partition.cell_index[idx])
+    rows = np.concatenate(rows)
+    labels = np.concatenate(labels)
+    dr = tr[["d" + c for c in cols]].to_numpy(float)[rows]
+    dt = tr["dt"].to_numpy(float)[rows]
+    centers = np.tile(tess.centers, (nwin, 1))
+    volumes = np.tile(tess.volumes, nwin)
+    adjacency = [w * ns + np.asarray(tess.adjacency[c]) for w in range(nwin) for c in range(ns)]
+    cells = cells_from_arrays(labels, dr, dt, centers, volumes, adjacency, dtype=dtype)
+    ids = np.asarray(cells.cell_ids)
+    pos = {int(c): k for k, c in enumerate(ids)}
+    tlists = []
+    for c in ids:
+        w, s = divmod(int(c), ns)
+        tlists.append(np.array([pos[q] for q in ((w - 1) * ns + s, (w + 1) * ns + s) if q in pos],
+                               dtype=np.int64))
+    tn, tm = _pad_neighbours(tlists)
+    tc = t0 + (ids // ns) * shift + window_duration / 2
+    f = (lambda a: jnp.asarray(a, dtype=dtype)) if dtype is not None else jnp.asarray
+    return dataclasses_replace(cells, time_neighbours=jnp.asarray(tn),
+                               time_neighbour_mask=jnp.asarray(tm), time_centers=f(tc))
+
+
+def dataclasses_replace(cells: Cells, **changes) -> Cells:
+    fields = dict(dr=cells.dr, dt=cells.dt, mask=cells.mask, counts=cells.counts,
+                  centers=cells.centers, volumes=cells.volumes, neighbours=cells.neighbours,
+                  neighbour_mask=cells.neighbour_mask, cell_ids=cells.cell_ids,
+                  time_neighbours=cells.time_neighbours,
+                  time_neighbour_mask=cells.time_neighbour_mask, time_centers=cells.time_centers)
+    fields.update(changes)
+    return Cells(**fields)
+
+
+def time_variation_stencil(cells: Cells):
+    """TRamWAy's ``DynamicCells.time_variation``: per cell [(X_i - mean X_before) / (t_i -
+    mean t_before), (X_i - mean X_after) / (t_i - mean t_after)], 0 for a missing side."""
+    from jaxinfer.spt.gradient import Stencil
+
+    tc = np.asarray(cells.time_centers, dtype=float)
+    lists = cells.time_neighbour_lists()
+    nb, nm = _pad_neighbours(lists)
+    m, B = nb.shape
+    sw = np.zeros((m, 2))
+    nw = np.zeros((m, 2, B))
+    defined = np.zeros((m, 2), dtype=bool)
+    for i, n in enumerate(lists):
+        tt = tc[n]
+        for s, side in enumerate((tt < tc[i], tt > tc[i])):
+            if side.any():
+                inv = 1.0 / (tc[i] - tt[side].mean())
+                sw[i, s] = inv
+                nw[i, s, :len(n)][side] = -inv / side.sum()
+                defined[i, s] = True
+    return Stencil(jnp.asarray(sw), jnp.asarray(nw), jnp.asarray(nb), jnp.asarray(defined))

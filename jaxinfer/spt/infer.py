@@ -290,7 +290,7 @@ def infer(cells, mode: str = "d", *, localization_error=None, sigma=None, sigma2
           grad_epsilon=None, grad_selection_angle=None, compatibility: bool = False,
           rgrad: Optional[str] = None, D0=None, V0=None, options: Optional[dict] = None,
           tol=None, allow_negative_potential: bool = False, tramway_jeffreys_bug: bool = True,
-          time_neighbours=None, time_centers=None, export_centers: bool = False,
+          export_centers: bool = False,
           progress: Optional[Callable] = None, **ignored) -> Maps:
     """Infer maps of diffusivity, drift, force or potential (``tramway.helper.infer``).
 
@@ -303,8 +303,8 @@ def infer(cells, mode: str = "d", *, localization_error=None, sigma=None, sigma2
     diffusivity_prior, drift_prior, force_prior (alias ``potential_prior`` for DF),
     potential_prior : smoothing / ridge weights (None = term absent).
     diffusivity_time_prior, potential_time_prior, time_prior : stochastic DV time priors
-        (``time_prior`` multiplies the spatial priors, as TRamWAy); need ``time_neighbours``
-        and ``time_centers`` (space-time cells).
+        (``time_prior`` multiplies the spatial priors, as TRamWAy); need space-time cells
+        (:func:`jaxinfer.spt.cells.space_time_cells`).
     jeffreys_prior : add the Jeffreys term.
     min_diffusivity : lower bound on D (None: TRamWAy's (1e-16 - sigma2)/max dt; False: none).
     max_iter : maximum iterations (overrides ``options['maxiter']``).
@@ -444,13 +444,12 @@ def infer(cells, mode: str = "d", *, localization_error=None, sigma=None, sigma2
             if ltV is None and time_prior[1] is not None and potential_prior is not None:
                 ltV = time_prior[1] * potential_prior
             if ltD is not None or ltV is not None:
-                if time_neighbours is None or time_centers is None:
-                    raise ValueError("time priors need space-time cells: pass time_neighbours "
-                                     "and time_centers (see jaxinfer.spt.cells.space_time_cells)")
+                if cells.time_neighbours is None:
+                    raise ValueError("time priors need space-time cells (see "
+                                     "jaxinfer.spt.cells.space_time_cells)")
                 from jaxinfer.spt.cells import time_variation_stencil
 
-                time = _cast(time_variation_stencil(np.asarray(time_centers, float),
-                                                    time_neighbours, cells), cells)
+                time = _cast(time_variation_stencil(cells), cells)
             params.update(diffusivity_time_prior=ltD, potential_time_prior=ltV,
                           tramway_jeffreys_bug=tramway_jeffreys_bug)
             fun = _make_obj("stochastic.dv", bool(jeffreys_prior), bool(tramway_jeffreys_bug))
