@@ -29,6 +29,7 @@ from typing import Callable, NamedTuple, Optional
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
@@ -52,35 +53,19 @@ def _with_user_jacobian(c_flat: Callable, jac_flat: Callable) -> Callable:
     return c
 
 
-def parse_constraints(constraints, x0_tree, x0_flat, unravel, objective_args=()):
-    """scipy constraint dicts -> ``(eq, ineq)`` flat functions ``x (n,) -> (m,)``.
+def build_constraints(specs, con_args, x0_flat, unravel):
+    """Constraint specs -> ``(eq, ineq)`` flat functions ``x (n,) -> (m,)``.
 
-    Each dict: ``type`` 'eq' (``fun(x) == 0``) or 'ineq' (``fun(x) >= 0``); ``fun(x, *args)``
-    returning a scalar or 1-D array; optional ``jac(x, *args)`` (JAX-traceable: an (m, n)
-    array over the flattened parameters, or for a scalar constraint a gradient pytree like
-    ``x``); optional ``args`` (default ``()``, as in scipy: not the objective's args).
+    ``specs``: tuple of ``(kind, fun, jac)`` (see
+    :func:`jaxinfer.optimize.minimize.split_constraints`), ``con_args`` the matching
+    argument tuples. ``fun(x, *args)`` returns a scalar or 1-D array; the optional
+    ``jac(x, *args)`` must be JAX-traceable and return an (m, n) array over the flattened
+    parameters (or, for a scalar constraint, a gradient pytree like ``x``).
     """
     n = x0_flat.shape[0]
     dtype = x0_flat.dtype
     parts = {"eq": [], "ineq": []}
-    for i, con in enumerate(constraints):
-        if not isinstance(con, dict):
-            raise TypeError(f"constraint {i} must be a dict with 'type' and 'fun', got "
-                            f"{type(con).__name__}")
-        unknown = set(con) - {"type", "fun", "jac", "args"}
-        if unknown:
-            raise ValueError(f"constraint {i} has unknown key(s) {sorted(unknown)}; accepted: "
-                             "'type', 'fun', 'jac', 'args'")
-        kind = str(con.get("type", "")).lower()
-        if kind not in parts:
-            raise ValueError(f"constraint {i}: 'type' must be 'eq' or 'ineq', got "
-                             f"{con.get('type')!r}")
-        fun = con.get("fun")
-        if not callable(fun):
-            raise ValueError(f"constraint {i}: 'fun' must be callable")
-        cargs = con.get("args", ())
-        if not isinstance(cargs, tuple):
-            cargs = tuple(cargs) if isinstance(cargs, list) else (cargs,)
+    for i, ((kind, fun, jac), cargs) in enumerate(zip(specs, con_args)):
 
         def c_flat(x, fun=fun, cargs=cargs):
             return jnp.atleast_1d(jnp.asarray(fun(unravel(x), *cargs))).reshape(-1).astype(dtype)
@@ -89,16 +74,12 @@ def parse_constraints(constraints, x0_tree, x0_flat, unravel, objective_args=())
             m = jax.eval_shape(c_flat, x0_flat).shape[0]
         except Exception as err:  # report which constraint failed to trace
             raise ValueError(f"constraint {i} ('{kind}') could not be evaluated on x0 with "
-                             f"JAX: {err}") from err
-        jac = con.get("jac")
-        if jac is not None and jac is not False:
-            if not callable(jac):
-                raise ValueError(f"constraint {i}: 'jac' must be callable or omitted "
-                                 "(autodiff); finite-difference strategies are not used")
+                             f"JAX (use jax.numpy inside it): {err}") from err
+        if jac is not None:
 
             def jac_flat(x, jac=jac, cargs=cargs, m=m):
                 J = jac(unravel(x), *cargs)
-                if isinstance(J, (jnp.ndarray,)) or hasattr(J, "shape"):
+                if hasattr(J, "shape"):
                     J = jnp.asarray(J, dtype)
                 else:
                     J = ravel_pytree(J)[0].astype(dtype)
@@ -154,7 +135,7 @@ class AugmentedLagrangian(eqx.Module):
     max_penalty: float = 1e10
 
     def _tols(self, dtype):
-        default = float(jnp.sqrt(jnp.finfo(dtype).eps))
+        default = float(np.sqrt(np.finfo(dtype).eps))
         base = default if self.ftol is None else float(self.ftol)
         ctol = base if self.ctol is None else float(self.ctol)
         gtol = base if self.gtol is None else float(self.gtol)

@@ -146,10 +146,6 @@ def _prepare_x0(x0):
 
 def _objective(fun: Callable, x0, args: tuple, jac):
     """Flat ``value_and_grad`` plus the plumbing, honouring scipy's ``jac`` conventions."""
-    if not callable(fun):
-        raise TypeError(f"fun must be callable, got {type(fun).__name__}")
-    if not isinstance(args, tuple):
-        args = (args,)
     flat_fun, x0_flat, unravel = flatten_objective(fun, x0, args)
     dtype = x0_flat.dtype
 
@@ -295,8 +291,12 @@ def minimize(fun: Callable, x0, args=(), method: str = "BFGS", jac=None, hess=No
     """
     name = canonical_method(method)
     opts = _resolve_options(name, options, tol)
+    if not callable(fun):
+        raise TypeError(f"fun must be callable, got {type(fun).__name__}")
     x0 = _prepare_x0(x0)
-    value_and_grad, x0_flat, unravel, args = _objective(fun, x0, args, jac)
+    if not isinstance(args, tuple):
+        args = (args,)
+    x0_flat = ravel_pytree(jax.tree_util.tree_map(_as_float, x0))[0]
     if x0_flat.ndim != 1 or x0_flat.shape[0] == 0:
         raise ValueError("x0 must contain at least one parameter")
     box = parse_bounds(bounds, x0, x0_flat)
@@ -310,13 +310,113 @@ def minimize(fun: Callable, x0, args=(), method: str = "BFGS", jac=None, hess=No
         raise ValueError(f"method {method!r} does not handle constraints; use 'SLSQP'")
     if (hess is not None or hessp is not None) and name != "newton-cg":
         raise ValueError(f"hess / hessp are only used by 'Newton-CG', not {method!r}")
-    cb = make_callback(callback, unravel)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
+    con_specs, con_args = split_constraints(constraints)
     n = x0_flat.shape[0]
     if box is None:
         lb = jnp.full((n,), -jnp.inf, x0_flat.dtype)
         ub = jnp.full((n,), jnp.inf, x0_flat.dtype)
     else:
         lb, ub = box
+    arg_static, arg_dynamic = _split_args(args)
+    con_static, con_dynamic = zip(*[_split_args(a) for a in con_args]) if con_args else ((), ())
+    static = _Static(name, tuple(sorted(opts.items(), key=lambda kv: kv[0])), fun, jac, hess,
+                     hessp, callback, con_specs, arg_static, tuple(con_static))
+    dynamic = (x0, arg_dynamic, tuple(con_dynamic), lb, ub)
+    try:
+        hash(static)
+    except TypeError:  # e.g. an array-valued option: run without the compilation cache
+        return _solve(static, *dynamic)
+    return _solve_cached(static, *dynamic)
+
+
+def _as_float(leaf):
+    leaf = jnp.asarray(leaf)
+    if not jnp.issubdtype(leaf.dtype, jnp.inexact):
+        leaf = leaf.astype(jnp.result_type(float))
+    return leaf
+
+
+class _Static(NamedTuple):
+    """Everything about a call that is not an array: the key of the compilation cache."""
+
+    method: str
+    options: tuple
+    fun: Any
+    jac: Any
+    hess: Any
+    hessp: Any
+    callback: Any
+    con_specs: tuple
+    arg_static: tuple
+    con_static: tuple
+
+
+_DYNAMIC = object()  # placeholder for an argument passed to the compiled solver as an array
+
+
+def _split_args(args: tuple):
+    """Top-level ``args`` entries made only of arrays are traced (dynamic); other entries
+    (Python numbers, strings, objects) stay static, as they would be in plain Python."""
+    static, dynamic = [], []
+    for a in args:
+        leaves = jax.tree_util.tree_leaves(a)
+        if leaves and all(isinstance(v, (jax.Array, np.ndarray)) for v in leaves):
+            static.append(_DYNAMIC)
+            dynamic.append(a)
+        else:
+            static.append(a)
+    return tuple(static), tuple(dynamic)
+
+
+def _join_args(static: tuple, dynamic: tuple) -> tuple:
+    it = iter(dynamic)
+    return tuple(next(it) if a is _DYNAMIC else a for a in static)
+
+
+def split_constraints(constraints):
+    """Validate scipy constraint dicts -> ``(specs, args)``: ``specs`` a tuple of
+    ``(kind, fun, jac)`` with kind 'eq' / 'ineq', ``args`` a tuple of argument tuples."""
+    specs, all_args = [], []
+    for i, con in enumerate(constraints):
+        if not isinstance(con, dict):
+            raise TypeError(f"constraint {i} must be a dict with 'type' and 'fun', got "
+                            f"{type(con).__name__}")
+        unknown = set(con) - {"type", "fun", "jac", "args"}
+        if unknown:
+            raise ValueError(f"constraint {i} has unknown key(s) {sorted(unknown)}; accepted: "
+                             "'type', 'fun', 'jac', 'args'")
+        kind = str(con.get("type", "")).lower()
+        if kind not in ("eq", "ineq"):
+            raise ValueError(f"constraint {i}: 'type' must be 'eq' or 'ineq', got "
+                             f"{con.get('type')!r}")
+        cfun = con.get("fun")
+        if not callable(cfun):
+            raise ValueError(f"constraint {i}: 'fun' must be callable")
+        cjac = con.get("jac")
+        if cjac is False:
+            cjac = None
+        if cjac is not None and not callable(cjac):
+            raise ValueError(f"constraint {i}: 'jac' must be callable or omitted (autodiff); "
+                             "finite-difference strategies are not used")
+        cargs = con.get("args", ())
+        if not isinstance(cargs, tuple):
+            cargs = tuple(cargs) if isinstance(cargs, list) else (cargs,)
+        specs.append((kind, cfun, cjac))
+        all_args.append(cargs)
+    return tuple(specs), tuple(all_args)
+
+
+def _solve(static: _Static, x0, arg_dynamic, con_dynamic, lb, ub) -> OptimizeResult:
+    name = static.method
+    opts = dict(static.options)
+    args = _join_args(static.arg_static, arg_dynamic)
+    fun, hess, hessp = static.fun, static.hess, static.hessp
+    value_and_grad, x0_flat, unravel, args = _objective(fun, x0, args, static.jac)
+    cb = make_callback(static.callback, unravel)
+    lb = jnp.asarray(lb, x0_flat.dtype)
+    ub = jnp.asarray(ub, x0_flat.dtype)
 
     if name == "l-bfgs-b":
         from jaxinfer.optimize.quasi_newton import LBFGSB
@@ -351,8 +451,9 @@ def minimize(fun: Callable, x0, args=(), method: str = "BFGS", jac=None, hess=No
         st = solver.run(value_and_grad, x0_flat, lb, ub, callback=cb)
         return _result(st, unravel, njev=st.nfev)
     if name == "slsqp":
-        from jaxinfer.optimize.constrained import AugmentedLagrangian, parse_constraints
-        eq, ineq = parse_constraints(constraints, x0, x0_flat, unravel, args)
+        from jaxinfer.optimize.constrained import AugmentedLagrangian, build_constraints
+        con_args = tuple(_join_args(s, d) for s, d in zip(static.con_static, con_dynamic))
+        eq, ineq = build_constraints(static.con_specs, con_args, x0_flat, unravel)
         solver = AugmentedLagrangian(
             maxiter=int(opts["maxiter"]), ctol=opts["ctol"], gtol=opts["gtol"],
             ftol=opts["ftol"], penalty=float(opts["penalty"]),
@@ -362,6 +463,11 @@ def minimize(fun: Callable, x0, args=(), method: str = "BFGS", jac=None, hess=No
                        extra={"multipliers_eq": st.lam_eq, "multipliers_ineq": st.lam_ineq,
                               "constraint_violation": st.violation})
     raise AssertionError(name)  # pragma: no cover
+
+
+# One compiled solver per (static configuration, argument shapes): repeated eager calls
+# with the same objective function reuse it; inside a user's jit it is simply inlined.
+_solve_cached = jax.jit(_solve, static_argnums=0)
 
 
 def _result(st, unravel, njev, hess_inv=None, extra=None):

@@ -325,6 +325,45 @@ def minimize_scalar(fun: Callable, bracket=None, bounds=None, args=(), method: O
         raise ValueError("method='bounded' needs bounds=(a, b)")
     if method != "bounded" and bounds is not None:
         raise ValueError(f"bounds are only used by method='bounded', not {method!r}")
+    if method == "bounded":
+        if len(bounds) != 2:
+            raise ValueError("bounds must have two elements (a, b)")
+        ends = tuple(bounds)
+        if not any(isinstance(v, jax.core.Tracer) for v in ends):
+            lo, hi = (float(v) for v in ends)
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise ValueError("bounds must be finite scalars")
+            if lo > hi:
+                raise ValueError(f"the lower bound exceeds the upper bound ({lo} > {hi})")
+    else:
+        if bracket is None:
+            bracket = (0.0, 1.0)
+        if len(bracket) not in (2, 3):
+            raise ValueError("bracket must be a sequence of 2 or 3 numbers")
+        ends = tuple(bracket)
+        if len(ends) == 3 and not any(isinstance(v, jax.core.Tracer) for v in ends):
+            xa, xb, xc = sorted((float(ends[0]), float(ends[2])))[0], float(ends[1]), max(
+                float(ends[0]), float(ends[2]))
+            values = [float(fun(v, *args)) for v in (xa, xb, xc)]
+            if not (xa < xb < xc and values[1] < values[0] and values[1] < values[2]):
+                raise ValueError("bracket (xa, xb, xc) must satisfy xa < xb < xc and "
+                                 "f(xb) < f(xa), f(xc)")
+    from jaxinfer.optimize.minimize import _split_args
+    arg_static, arg_dynamic = _split_args(args)
+    static = (method, tuple(sorted(opts.items())), fun, arg_static, len(ends))
+    ends = tuple(jnp.asarray(v, _float_dtype()) for v in ends)
+    try:
+        hash(static)
+    except TypeError:
+        return _scalar_solve(static, ends, arg_dynamic)
+    return _scalar_cached(static, ends, arg_dynamic)
+
+
+def _scalar_solve(static, ends, arg_dynamic) -> OptimizeResult:
+    from jaxinfer.optimize.minimize import _join_args
+    method, opts, fun, arg_static, _ = static
+    opts = dict(opts)
+    args = _join_args(arg_static, arg_dynamic)
     dtype = _float_dtype()
 
     def f(x):
@@ -334,37 +373,21 @@ def minimize_scalar(fun: Callable, bracket=None, bounds=None, args=(), method: O
         return jnp.reshape(val, ()).astype(dtype)
 
     if method == "bounded":
-        if len(bounds) != 2:
-            raise ValueError("bounds must have two elements (a, b)")
-        lo, hi = (jnp.asarray(v, dtype) for v in bounds)
-        if not isinstance(lo, jax.core.Tracer) and not isinstance(hi, jax.core.Tracer):
-            if not (jnp.isfinite(lo) and jnp.isfinite(hi)):
-                raise ValueError("bounds must be finite scalars")
-            if lo > hi:
-                raise ValueError(f"the lower bound exceeds the upper bound ({lo} > {hi})")
+        lo, hi = ends
         x, fx, nfev, conv = _bounded(f, lo, hi, opts["xatol"], int(opts["maxiter"]))
         status = jnp.where(~(jnp.isfinite(fx) & jnp.isfinite(x)), int(Status.NONFINITE),
                            jnp.where(conv, int(Status.XTOL), int(Status.MAX_FEV)))
         return OptimizeResult(x=x, fun=fx, jac=jnp.asarray(jnp.nan, dtype), status=status,
                               nit=nfev, nfev=nfev, njev=jnp.asarray(0, jnp.int32))
 
-    # brent / golden: bracket first
-    if bracket is None:
-        bracket = (0.0, 1.0)
-    if len(bracket) == 2:
-        xa, xb, xc, fa, fb, fc, nfev0, found = find_bracket(
-            f, jnp.asarray(bracket[0], dtype), jnp.asarray(bracket[1], dtype))
-    elif len(bracket) == 3:
-        xa, xb, xc = (jnp.asarray(v, dtype) for v in bracket)
+    if len(ends) == 2:
+        xa, xb, xc, fa, fb, fc, nfev0, found = find_bracket(f, ends[0], ends[1])
+    else:
+        xa, xb, xc = ends
         xa, xc = jnp.minimum(xa, xc), jnp.maximum(xa, xc)
         fa, fb, fc = f(xa), f(xb), f(xc)
         nfev0 = jnp.asarray(3, jnp.int32)
         found = (xa < xb) & (xb < xc) & (fb < fa) & (fb < fc)
-        if not isinstance(found, jax.core.Tracer) and not bool(found):
-            raise ValueError("bracket (xa, xb, xc) must satisfy xa < xb < xc and "
-                             "f(xb) < f(xa), f(xc)")
-    else:
-        raise ValueError("bracket must be a sequence of 2 or 3 numbers")
     if method == "brent":
         x, fx, nit, nfev, conv = _brent(f, xa, xb, xc, fb, opts["xtol"], int(opts["maxiter"]))
     else:
@@ -373,6 +396,9 @@ def minimize_scalar(fun: Callable, bracket=None, bounds=None, args=(), method: O
                        jnp.where(conv & found, int(Status.XTOL), int(Status.MAX_ITER)))
     return OptimizeResult(x=x, fun=fx, jac=jnp.asarray(jnp.nan, dtype), status=status,
                           nit=nit, nfev=nfev + nfev0, njev=jnp.asarray(0, jnp.int32))
+
+
+_scalar_cached = jax.jit(_scalar_solve, static_argnums=0)
 
 
 __all__ = ["minimize_scalar", "find_bracket"]

@@ -1,0 +1,168 @@
+"""BFGS and L-BFGS-B against known optima and scipy's own L-BFGS-B."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize as so
+
+from jaxinfer.optimize import Bounds, Status, minimize
+
+
+def rosen(x):
+    return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+
+def rosen_start(n):
+    return jnp.array([-1.2, 1.0]) if n == 2 else jnp.linspace(-1.2, 1.0, n)
+
+
+def scipy_funcs(f):
+    vg = jax.jit(jax.value_and_grad(f))
+
+    def fun(x):
+        v, g = vg(jnp.asarray(x))
+        return float(v), np.asarray(g)
+    return fun
+
+
+@pytest.mark.parametrize("method", ["BFGS", "L-BFGS-B"])
+@pytest.mark.parametrize("n", [2, 10, 100])
+def test_rosenbrock_known_optimum(method, n):
+    opts = {"gtol": 1e-9} if method == "BFGS" else {"gtol": 1e-9, "ftol": 0.0}
+    res = minimize(rosen, rosen_start(n), method=method, options=opts)
+    assert bool(res.success), res.message
+    assert int(res.status) == Status.GTOL
+    np.testing.assert_allclose(res.x, np.ones(n), atol=1e-6)
+    assert float(jnp.max(jnp.abs(res.jac))) <= 1e-9
+    # the same problem solved by scipy with the same (tight) tolerances
+    if n == 10:
+        ref = so.minimize(scipy_funcs(rosen), np.asarray(rosen_start(n)), jac=True,
+                          method=method, options=dict(opts, maxiter=10_000))
+        np.testing.assert_allclose(res.x, ref.x, atol=1e-6)
+        np.testing.assert_allclose(res.fun, ref.fun, atol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def bounded_problem():
+    """10-D Rosenbrock with bounds that are active at the solution (some of them)."""
+    n = 10
+    lb = np.full(n, -np.inf)
+    ub = np.full(n, np.inf)
+    ub[::2] = 0.5
+    lb[1] = 1.2
+    lb[7] = -0.3
+    ub[7] = 0.1
+    x0 = np.zeros(n)
+    ref = so.minimize(scipy_funcs(rosen), x0, jac=True, method="L-BFGS-B",
+                      bounds=so.Bounds(lb, ub), options={"ftol": 1e-15, "gtol": 1e-11,
+                                                         "maxiter": 10_000})
+    return lb, ub, x0, ref
+
+
+def test_lbfgsb_active_bounds_match_scipy(bounded_problem):
+    lb, ub, x0, ref = bounded_problem
+    assert ref.success
+    pairs = [(None if not np.isfinite(lo) else lo, None if not np.isfinite(hi) else hi)
+             for lo, hi in zip(lb, ub)]
+    res = minimize(rosen, x0, method="L-BFGS-B", bounds=pairs,
+                   options={"ftol": 1e-15, "gtol": 1e-11})
+    assert bool(res.success), res.message
+    np.testing.assert_allclose(res.x, ref.x, atol=1e-6)
+    np.testing.assert_allclose(res.fun, ref.fun, rtol=1e-10)
+    # the solution has active bounds and is feasible
+    assert np.all(np.asarray(res.x) >= lb) and np.all(np.asarray(res.x) <= ub)
+    assert np.sum(np.isclose(np.asarray(res.x), ub) | np.isclose(np.asarray(res.x), lb)) >= 3
+
+
+def test_lbfgsb_bounds_forms_agree(bounded_problem):
+    """scipy Bounds, jaxinfer Bounds and a (lb, ub) pair of arrays give the same answer."""
+    lb, ub, x0, ref = bounded_problem
+    opts = {"ftol": 1e-15, "gtol": 1e-11}
+    a = minimize(rosen, x0, method="l-bfgs-b", bounds=so.Bounds(lb, ub), options=opts)
+    b = minimize(rosen, x0, method="L-BFGS-B", bounds=Bounds(lb, ub), options=opts)
+    c = minimize(rosen, x0, method="L-BFGS-B", bounds=(jnp.asarray(lb), jnp.asarray(ub)),
+                 options=opts)
+    np.testing.assert_allclose(a.x, ref.x, atol=1e-6)
+    np.testing.assert_allclose(b.x, a.x, atol=1e-12)
+    np.testing.assert_allclose(c.x, a.x, atol=1e-12)
+
+
+def quad_bounded(x):
+    target = jnp.array([2.0, -3.0, 0.5, 0.25])
+    scale = jnp.array([1.0, 4.0, 0.5, 2.0])
+    return jnp.sum(scale * (x - target) ** 2) + 0.3 * x[0] * x[1]
+
+
+def test_lbfgsb_quadratic_box_matches_scipy_default_tolerances():
+    """With scipy's default options both land on the same KKT point."""
+    bounds = [(-1, 1), (-1, 1), (0, None), (None, 0)]
+    x0 = np.zeros(4)
+    res = minimize(quad_bounded, x0, method="L-BFGS-B", bounds=bounds)
+    ref = so.minimize(scipy_funcs(quad_bounded), x0, jac=True, method="L-BFGS-B",
+                      bounds=bounds)
+    assert bool(res.success) and ref.success
+    np.testing.assert_allclose(res.x, ref.x, atol=1e-6)
+    assert int(res.status) in (Status.GTOL, Status.FTOL)
+
+
+def test_lbfgsb_ftol_rule_and_budget():
+    """ftol stops on the relative reduction rule; maxiter / maxfun exhaustion is a failure."""
+    x0 = rosen_start(10)
+    res = minimize(rosen, x0, method="L-BFGS-B", options={"ftol": 1e-3, "gtol": 1e-12})
+    assert int(res.status) == Status.FTOL and bool(res.success)
+    res = minimize(rosen, x0, method="L-BFGS-B", options={"maxiter": 5})
+    assert int(res.status) == Status.MAX_ITER and not bool(res.success)
+    assert int(res.nit) == 5
+    res = minimize(rosen, x0, method="L-BFGS-B", options={"maxfun": 7})
+    assert int(res.status) == Status.MAX_FEV and not bool(res.success)
+
+
+def test_already_optimal_and_nonfinite():
+    res = minimize(rosen, jnp.ones(3), method="L-BFGS-B")
+    assert int(res.status) == Status.GTOL and int(res.nit) == 0
+    res = minimize(lambda x: jnp.sum(jnp.log(x)), -jnp.ones(2), method="BFGS")
+    assert int(res.status) == Status.NONFINITE and not bool(res.success)
+
+
+def test_bfgs_hess_inv_on_quadratic():
+    """On a quadratic, BFGS's inverse-Hessian estimate approaches the true inverse."""
+    A = jnp.array([[3.0, 0.5, 0.0], [0.5, 2.0, 0.3], [0.0, 0.3, 1.0]])
+    b = jnp.array([1.0, -2.0, 0.5])
+    res = minimize(lambda x: 0.5 * x @ A @ x - b @ x, jnp.zeros(3), method="BFGS",
+                   options={"gtol": 1e-12})
+    assert bool(res.success)
+    np.testing.assert_allclose(res.x, np.linalg.solve(A, b), atol=1e-10)
+    np.testing.assert_allclose(res.hess_inv, np.linalg.inv(A), atol=0.1)
+
+
+def test_float32():
+    """Library code keeps float32 when given float32 (tests run with x64 enabled)."""
+    A = jnp.diag(jnp.array([1.0, 3.0, 10.0], jnp.float32))
+    f = lambda x: 0.5 * x @ A @ x - jnp.sum(x)  # noqa: E731
+    for method in ("BFGS", "L-BFGS-B"):
+        res = minimize(f, jnp.zeros(3, jnp.float32), method=method, options={"gtol": 1e-4})
+        assert res.x.dtype == jnp.float32
+        assert bool(res.success), res.message
+        np.testing.assert_allclose(res.x, 1.0 / np.array([1.0, 3.0, 10.0]), rtol=1e-4)
+
+
+def test_jit_and_vmap_over_data():
+    """vmap over data closed into fun gives the loop's answers; jit gives the eager one."""
+    def fit(c):
+        f = lambda x: jnp.sum((x - c) ** 2 * jnp.array([1.0, 10.0])) + x[0] ** 4  # noqa: E731
+        return minimize(f, jnp.zeros(2), method="L-BFGS-B", bounds=[(None, 1.0), (-1.0, 1.0)],
+                        options={"gtol": 1e-10}).x
+
+    cs = jnp.array([[0.5, 0.2], [2.0, -3.0], [-1.0, 0.7]])
+    batched = jax.jit(jax.vmap(fit))(cs)
+    fit_one = jax.jit(fit)
+    looped = jnp.stack([fit_one(c) for c in cs])
+    np.testing.assert_allclose(batched, looped, atol=1e-12)
+    assert float(batched[1, 1]) == -1.0  # the lower bound is active for the second problem
+    assert float(batched[0, 0]) < 1.0
+    # vmap over x0 with BFGS
+    starts = jnp.array([[-1.2, 1.0], [0.0, 0.0], [2.0, 2.0]])
+    solve = jax.jit(jax.vmap(lambda x0: minimize(rosen, x0, method="BFGS",
+                                                 options={"gtol": 1e-9}).x))
+    np.testing.assert_allclose(solve(starts), np.ones((3, 2)), atol=1e-6)
