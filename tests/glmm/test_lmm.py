@@ -1,0 +1,198 @@
+"""LMM against glimix-core 3.1.14 outputs (fixtures), the seed's documented numbers, a dense
+Gaussian likelihood, and autodiff checks."""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxinfer.glmm import LMM, economic_qs, economic_qs_linear, fit_lmm, lmm_profile, lmm_statistics
+from jaxinfer.glmm.lmm import lmm_lml_dense
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
+RTOL = 1e-6
+
+
+def load(name):
+    with np.load(os.path.join(FIXTURES, f"lmm_{name}.npz")) as f:
+        return {k: f[k] for k in f.files}
+
+
+@pytest.fixture(scope="module", params=["lowrank", "fullrank"])
+def case(request):
+    ref = load(request.param)
+    ref["QS"] = economic_qs(ref["K"])
+    return ref
+
+
+def test_seed_documented_numbers():
+    X = np.array([[1, 2], [3, -1]], float)
+    QS = economic_qs_linear(X)
+    covariates = np.array([[1], [1]])
+    y = np.array([-1, 2], float)
+    lmm = LMM(y, covariates, QS)
+    lmm.fit(verbose=False)
+    assert f"{lmm.lml():.3f}" == "-3.649"
+    lmm = LMM(y, covariates, QS)
+    lmm.fix("delta")
+    lmm.fix("scale")
+    lmm.delta = 0.5
+    lmm.scale = 1
+    lmm.fit(verbose=False)
+    assert f"{lmm.lml():.3f}" == "-3.832"
+    lmm.unfix("delta")
+    lmm.fit(verbose=False)
+    assert f"{lmm.lml():.3f}" == "-3.713"
+
+
+@pytest.mark.parametrize("tag", ["ml", "reml"])
+def test_fit_matches_glimix(case, tag):
+    lmm = LMM(case["y"], case["X"], case["QS"], restricted=tag == "reml")
+    np.testing.assert_allclose(lmm.lml(), case[f"{tag}_lml_init"], rtol=RTOL)
+    lmm.fit(verbose=False)
+    assert bool(lmm.fit_result.converged)
+    np.testing.assert_allclose(lmm.lml(), case[f"{tag}_lml"], rtol=RTOL)
+    np.testing.assert_allclose(lmm.delta, case[f"{tag}_delta"], rtol=RTOL)
+    np.testing.assert_allclose(lmm.scale, case[f"{tag}_scale"], rtol=RTOL)
+    # v0 = s(1 - δ) is ~1e-14 when δ reaches its upper clip: compare absolutely there
+    np.testing.assert_allclose(lmm.v0, case[f"{tag}_v0"], rtol=RTOL, atol=1e-9)
+    np.testing.assert_allclose(lmm.v1, case[f"{tag}_v1"], rtol=RTOL)
+    np.testing.assert_allclose(lmm.beta, case[f"{tag}_beta"], rtol=RTOL)
+    np.testing.assert_allclose(lmm.beta_covariance, case[f"{tag}_beta_covariance"], rtol=RTOL)
+
+
+@pytest.mark.parametrize("tag", ["ml", "reml"])
+def test_fix_unfix_matches_glimix(case, tag):
+    restricted = tag == "reml"
+    lmm = LMM(case["y"], case["X"], case["QS"], restricted=restricted)
+    lmm.fix("delta")
+    lmm.fix("scale")
+    lmm.delta = 0.3
+    lmm.scale = 1.5
+    lmm.fit()
+    assert lmm.delta == pytest.approx(0.3) and lmm.scale == 1.5
+    np.testing.assert_allclose(lmm.lml(), case[f"{tag}_fixed_lml"], rtol=RTOL)
+    np.testing.assert_allclose(lmm.beta, case[f"{tag}_fixed_beta"], rtol=RTOL)
+    np.testing.assert_allclose(lmm.beta_covariance, case[f"{tag}_fixed_beta_covariance"],
+                               rtol=RTOL)
+    lmm.unfix("delta")
+    lmm.fit()
+    np.testing.assert_allclose(lmm.lml(), case[f"{tag}_scalefixed_lml"], rtol=RTOL)
+    np.testing.assert_allclose(lmm.delta, case[f"{tag}_scalefixed_delta"], rtol=RTOL)
+
+
+def test_beta_fixed_matches_glimix():
+    ref = load("lowrank")
+    QS = economic_qs(ref["K"])
+    random = np.random.RandomState(0)
+    # regenerate the simulation's true beta exactly as the fixture script drew it
+    n, m, ncov = 80, 40, 3
+    maf = random.uniform(0.1, 0.5, m)
+    random.binomial(2, maf, size=(n, m))
+    for _ in range(ncov - 1):
+        random.randn(n)
+    beta_true = random.randn(ncov)
+    for tag in ("ml", "reml"):
+        lmm = LMM(ref["y"], ref["X"], QS, restricted=tag == "reml")
+        lmm.beta = beta_true
+        lmm.fix("beta")
+        lmm.fit()
+        np.testing.assert_allclose(lmm.beta, beta_true)
+        np.testing.assert_allclose(lmm.lml(), ref[f"{tag}_betafixed_lml"], rtol=RTOL)
+        np.testing.assert_allclose(lmm.delta, ref[f"{tag}_betafixed_delta"], rtol=RTOL)
+        np.testing.assert_allclose(lmm.scale, ref[f"{tag}_betafixed_scale"], rtol=RTOL)
+
+
+def test_lml_equals_dense_gaussian(case):
+    lmm = LMM(case["y"], case["X"], case["QS"])
+    lmm.fit()
+    dense = lmm_lml_dense(jnp.asarray(case["y"]), jnp.asarray(case["X"]), jnp.asarray(case["K"]),
+                          lmm.beta, lmm.v0, lmm.v1)
+    np.testing.assert_allclose(lmm.lml(), dense, rtol=1e-10)
+    np.testing.assert_allclose(lmm.covariance(), lmm.v0 * case["K"] + lmm.v1 * np.eye(len(case["y"])),
+                               rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(lmm.mean(), case["X"] @ np.asarray(lmm.beta), rtol=1e-12)
+    # the closed forms are the maximisers: the gradient over beta and log-scale vanishes
+    data = lmm.data
+    g = jax.grad(lambda b, ls: lmm_profile(data, lmm.delta, b, jnp.exp(ls)).lml, argnums=(0, 1))(
+        lmm.beta, jnp.log(lmm.scale))
+    np.testing.assert_allclose(g[0], 0, atol=1e-8)
+    np.testing.assert_allclose(g[1], 0, atol=1e-8)
+
+
+def test_reml_equals_dense_restricted_likelihood():
+    ref = load("lowrank")
+    y, X, K = ref["y"], ref["X"], ref["K"]
+    lmm = LMM(y, X, economic_qs(K), restricted=True)
+    lmm.fit()
+    V = lmm.v0 * K + lmm.v1 * np.eye(len(y))
+    Vi = np.linalg.inv(V)
+    r = y - X @ np.asarray(lmm.beta)
+    n, c = X.shape
+    dense = -0.5 * ((n - c) * np.log(2 * np.pi) + np.linalg.slogdet(V)[1] + r @ Vi @ r
+                    + np.linalg.slogdet(X.T @ Vi @ X)[1] - np.linalg.slogdet(X.T @ X)[1])
+    np.testing.assert_allclose(lmm.lml(), dense, rtol=1e-10)
+
+
+def test_grad_of_lml_matches_finite_differences():
+    ref = load("fullrank")
+    Q0, S0 = economic_qs(ref["K"])[0][0], economic_qs(ref["K"])[1]
+
+    def lml_of(y, delta):
+        data = lmm_statistics(y, ref["X"], Q0, S0)
+        return lmm_profile(data, delta).lml
+
+    y = jnp.asarray(ref["y"])
+    gy, gd = jax.grad(lml_of, argnums=(0, 1))(y, 0.4)
+    h = 1e-6
+    fd = (lml_of(y, 0.4 + h) - lml_of(y, 0.4 - h)) / (2 * h)
+    np.testing.assert_allclose(gd, fd, rtol=1e-6)
+    e = jnp.zeros_like(y).at[3].set(h)
+    fd_y = (lml_of(y + e, 0.4) - lml_of(y - e, 0.4)) / (2 * h)
+    np.testing.assert_allclose(gy[3], fd_y, rtol=1e-6)
+
+
+def test_fit_vmaps_over_traits():
+    ref = load("lowrank")
+    QS = economic_qs(ref["K"])
+    Q0, S0 = QS[0][0], QS[1]
+    Y = np.stack([ref["y"], ref["y"][::-1] * 0.5 + 1.0])
+    datas = jax.vmap(lambda y: lmm_statistics(y, ref["X"], Q0, S0))(jnp.asarray(Y))
+    fits = jax.vmap(lambda d: fit_lmm(d))(datas)
+    for i in range(2):
+        lmm = LMM(Y[i], ref["X"], QS)
+        lmm.fit()
+        np.testing.assert_allclose(fits.lml[i], lmm.lml(), rtol=1e-12)
+        np.testing.assert_allclose(fits.delta[i], lmm.delta, rtol=1e-12)
+
+
+def test_rank_deficient_covariates_and_no_K():
+    ref = load("lowrank")
+    QS = economic_qs(ref["K"])
+    X = ref["X"]
+    Xdup = np.column_stack([X, X[:, 1]])  # duplicated column
+    a = LMM(ref["y"], X, QS)
+    a.fit()
+    b = LMM(ref["y"], Xdup, QS)
+    b.fit()
+    np.testing.assert_allclose(b.lml(), a.lml(), rtol=1e-10)
+    np.testing.assert_allclose(b.mean(), a.mean(), rtol=1e-8)
+    # QS None: ordinary least squares (delta fixed at 1)
+    ols = LMM(ref["y"], X)
+    ols.fit()
+    resid = ref["y"] - X @ np.linalg.lstsq(X, ref["y"], rcond=None)[0]
+    np.testing.assert_allclose(ols.beta, np.linalg.lstsq(X, ref["y"], rcond=None)[0], rtol=1e-8)
+    np.testing.assert_allclose(ols.scale, resid @ resid / len(resid), rtol=1e-8)
+
+
+def test_float32_fit_close_to_float64():
+    ref = load("fullrank")
+    QS = economic_qs(ref["K"])
+    data32 = lmm_statistics(*(jnp.asarray(a, jnp.float32) for a in
+                              (ref["y"], ref["X"], QS[0][0], QS[1])))
+    fit32 = fit_lmm(data32)
+    assert fit32.lml.dtype == jnp.float32
+    np.testing.assert_allclose(fit32.lml, ref["ml_lml"], rtol=1e-4)
+    np.testing.assert_allclose(fit32.delta, ref["ml_delta"], rtol=1e-2)
