@@ -1,0 +1,188 @@
+"""Moments of tilted distributions ``p(y|z) N(z | μ, 1/τ)`` by a JAX quadrature.
+
+glimix-core delegates this to the C library liknorm (1000 uniform sub-intervals with a local
+quadratic model of the log-partition). Here it is plain JAX, vectorised over sites:
+
+1. **Mode.** The tilted log-density ``f(z) = l(z) - τ(z - μ)²/2`` (``l = log p(y|z)``) is
+   concave for every likelihood in :mod:`jaxinfer.glmm.lik`. Its mode is found by Newton's
+   method safeguarded by bisection inside a bracket each likelihood supplies
+   (``mode_bracket``), with closed-form ``l'`` and ``l''``.
+2. **Cover.** ``f`` falls at least as fast as the Gaussian ``τ(z - m)²/2`` away from the mode
+   ``m``, so ``[m - d_L, m + d_R]`` with ``f(m ± d) ≤ f(m) - 40`` holds all but ``~e^-40`` of the
+   mass. ``d`` is the first rung of a geometric ladder (factor √2) of offsets, scaled by the
+   local width ``1/sqrt(-f''(m))``, where that holds; capped by the Gaussian bound
+   ``sqrt(80/τ)``.
+3. **Graded composite Gauss–Legendre.** The cover is cut at the mode and at the likelihood's
+   bend (``feature_point``: z = 0 for the logit / log links, whose complex singularities sit
+   at ``±iπ``). Each of the three pieces is split in two halves whose panels grow
+   geometrically away from the piece's ends (scale ``1/sqrt(-f''(m))`` at the mode, 1 at the
+   bend, the piece's length at the cover's ends), so panels are short where the integrand has
+   structure and long in smooth tails: 6 halves × 16 panels × 8 nodes = 768 points per site.
+
+``log Z``, mean and variance come from one weighted pass (variance about the mean). The mesh
+is built under ``stop_gradient``: derivatives of the moments with respect to ``(η, τ)`` are
+the quadrature of the derivative integrands on a fixed mesh, which is what the EP
+marginal-likelihood gradient needs.
+
+Accuracy: ~1e-14 relative against ``scipy.integrate.quad`` over wide ranges of cavities;
+agreement with liknorm is ~1e-9 on typical sites and limited by liknorm elsewhere (its own
+error reaches 1e-4..1 for very wide cavities; see tests/glmm/test_lik.py).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+# liknorm floors the cavity precision at 2·sqrt(DBL_EPSILON) before integrating.
+CAVITY_PRECISION_FLOOR = 2.0 * float(np.sqrt(np.finfo(np.float64).eps))
+_COVER_DROP = 40.0   # log-density drop that defines the integration cover (e^-40 ≈ 4e-18)
+_N_PANELS = 16       # panels per half piece
+_N_NODES = 8         # Gauss–Legendre nodes per panel
+_LADDER = np.sqrt(2.0) ** np.arange(-24, 72)  # cover offsets / local width: 1e-4 .. 1e11
+_MODE_ITERS = 100
+
+
+def clamp_cavity_precision(tau):
+    """liknorm's floor on the cavity precision: ``max(τ, 2·sqrt(eps_float64))``."""
+    return jnp.maximum(tau, jnp.asarray(CAVITY_PRECISION_FLOOR, jnp.result_type(tau)))
+
+
+@functools.lru_cache(maxsize=None)
+def _unit_rule():
+    """Gauss–Legendre rule on [-1, 1] for one panel, laid out for all panels of a half."""
+    nodes, weights = np.polynomial.legendre.leggauss(_N_NODES)
+    return nodes, weights
+
+
+def _find_mode(derivs, lo, hi, x0):
+    """Newton–bisection (rtsafe) for the root of f' in [lo, hi], vectorised; f concave."""
+    dtype = x0.dtype
+    rtol = jnp.asarray(8 * jnp.finfo(dtype).eps, dtype)
+    tiny = jnp.asarray(jnp.finfo(dtype).tiny, dtype)
+
+    def cond(state):
+        i, _, _, _, done = state
+        return (i < _MODE_ITERS) & ~jnp.all(done)
+
+    def body(state):
+        i, x, lo, hi, done = state
+        _, g, h = derivs(x)
+        lo = jnp.where(g > 0, x, lo)   # f' decreasing: the root is right of x when f' > 0
+        hi = jnp.where(g > 0, hi, x)
+        newton = x - g / jnp.minimum(h, -tiny)
+        inside = (newton > lo) & (newton < hi)
+        x_new = jnp.where(inside, newton, 0.5 * (lo + hi))
+        small = rtol * (1.0 + jnp.abs(x_new))
+        now_done = (jnp.abs(x_new - x) <= small) | (hi - lo <= small) | (g == 0)
+        return i + 1, jnp.where(done, x, x_new), lo, hi, done | now_done
+
+    x0 = jnp.clip(x0, lo, hi)
+    _, x, _, _, _ = jax.lax.while_loop(cond, body, (0, x0, lo, hi, jnp.zeros(x0.shape, bool)))
+    return x
+
+
+def quadrature_mesh(likelihood, outcome, trials, mu, tau):
+    """Nodes and weights ``(n, 768)`` covering each tilted density's mass, and the modes."""
+    dtype = mu.dtype
+
+    def derivs(z):
+        value, grad, hess = likelihood.kernel_derivatives(outcome, z, trials)
+        d = z - mu
+        return value - 0.5 * tau * d * d, grad - tau * d, hess - tau
+
+    lo, hi = likelihood.mode_bracket(outcome, trials, mu, tau)
+    mode = _find_mode(derivs, lo, hi, mu)
+    f_mode, _, curvature = derivs(mode)
+    width = 1.0 / jnp.sqrt(jnp.maximum(-curvature, tau))
+    cap = jnp.sqrt(2.0 * _COVER_DROP / tau)
+
+    # cover: first ladder rung on each side where f has dropped by _COVER_DROP
+    ladder = jnp.asarray(_LADDER, dtype)
+    offsets = jnp.minimum(width[:, None] * ladder[None, :], cap[:, None])        # (n, L)
+    sides = jnp.stack([-offsets, offsets], axis=0)                              # (2, n, L)
+    points = mode[None, :, None] + sides
+    values = (likelihood.log_kernel(outcome[None, :, None], points, trials[None, :, None])
+              - 0.5 * tau[None, :, None] * (points - mu[None, :, None]) ** 2)
+    below = ~(values > f_mode[None, :, None] - _COVER_DROP)  # NaN / -inf count as below
+    first = jnp.argmax(below, axis=2)
+    chosen = jnp.take_along_axis(offsets[None].repeat(2, 0), first[..., None], axis=2)[..., 0]
+    reach = jnp.where(jnp.any(below, axis=2), chosen, cap[None, :])
+    left, right = mode - reach[0], mode + reach[1]
+
+    # three pieces [left, a], [a, b], [b, right] with a, b = sorted(mode, bend)
+    bend = jnp.clip(jnp.asarray(likelihood.feature_point, dtype), left, right)
+    mode_first = mode <= bend
+    a = jnp.minimum(mode, bend)
+    b = jnp.maximum(mode, bend)
+    scale_a = jnp.where(mode_first, width, 1.0)
+    scale_b = jnp.where(mode_first, 1.0, width)
+    span = jnp.maximum(right - left, width)   # "no feature here": nearly uniform panels
+    ends = jnp.stack([left, a, a, b, b, right], axis=1)                          # (n, 6)
+    scales = jnp.stack([span, scale_a, scale_a, scale_b, scale_b, span], axis=1)
+    # six halves, each graded from its outer end towards its piece's middle
+    starts = ends
+    middles = jnp.repeat(0.5 * (ends[:, 0::2] + ends[:, 1::2]), 2, axis=1)
+    length = jnp.abs(middles - starts)
+    direction = jnp.sign(middles - starts)
+    scales = jnp.maximum(scales, jnp.finfo(dtype).tiny)
+    rate = jnp.log1p(length / scales) / _N_PANELS
+    k = jnp.arange(_N_PANELS + 1, dtype=dtype)
+    dist = scales[..., None] * jnp.expm1(rate[..., None] * k)                   # (n, 6, P+1)
+    dist = dist.at[..., -1].set(length)
+    edges = starts[..., None] + direction[..., None] * dist
+    centre = 0.5 * (edges[..., 1:] + edges[..., :-1])                           # (n, 6, P)
+    half = 0.5 * jnp.abs(edges[..., 1:] - edges[..., :-1])
+    unit_nodes, unit_weights = (jnp.asarray(v, dtype) for v in _unit_rule())
+    nodes = centre[..., None] + half[..., None] * unit_nodes                    # (n, 6, P, Q)
+    weights = half[..., None] * unit_weights
+    n = mu.shape[0]
+    return nodes.reshape(n, -1), weights.reshape(n, -1), mode
+
+
+def tilted_moments(likelihood, outcome, trials, cavity_eta, cavity_tau):
+    """``(log_zeroth, mean, variance)`` of ``p(y_i|z) N(z | η_i/τ_i, 1/τ_i)`` for each site.
+
+    Parameters
+    ----------
+    likelihood : Likelihood
+        One of :mod:`jaxinfer.glmm.lik`'s likelihoods.
+    outcome, trials : (n,) arrays
+        Observations and trials (trials ignored except for Binomial).
+    cavity_eta, cavity_tau : (n,) arrays
+        Cavity natural parameters (precision-times-mean and precision). The precision is
+        floored at ``2·sqrt(eps_float64)`` as in liknorm.
+
+    Returns
+    -------
+    log_zeroth : (n,) ``log ∫ p(y|z) N(z | μ, 1/τ) dz`` (normalised density, as liknorm)
+    mean, variance : (n,) first two moments of the tilted distribution.
+    """
+    dtype = jnp.result_type(cavity_eta, cavity_tau, jnp.float32)
+    cavity_eta = jnp.asarray(cavity_eta, dtype)
+    tau = clamp_cavity_precision(jnp.asarray(cavity_tau, dtype))
+    outcome = jnp.asarray(outcome, dtype)
+    trials = jnp.asarray(trials, dtype)
+    mu = cavity_eta / tau
+
+    nodes, weights, mode = jax.lax.stop_gradient(quadrature_mesh(
+        likelihood, outcome, trials, jax.lax.stop_gradient(mu), jax.lax.stop_gradient(tau)))
+
+    # integrand on the fixed mesh, differentiable in (mu, tau)
+    values = (likelihood.log_kernel(outcome[:, None], nodes, trials[:, None])
+              - 0.5 * tau[:, None] * (nodes - mu[:, None]) ** 2)
+    shift = jax.lax.stop_gradient(jnp.max(values, axis=1))
+    shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
+    mass = weights * jnp.exp(values - shift[:, None])
+    total = jnp.sum(mass, axis=1)
+    log_zeroth = (jnp.log(total) + shift + 0.5 * jnp.log(tau / (2.0 * jnp.pi))
+                  + likelihood.log_normaliser(outcome, trials))
+    prob = mass / total[:, None]
+    centred = nodes - mode[:, None]
+    mean_offset = jnp.sum(prob * centred, axis=1)
+    variance = jnp.sum(prob * (centred - mean_offset[:, None]) ** 2, axis=1)
+    eps = jnp.finfo(dtype).eps
+    return log_zeroth, mode + mean_offset, jnp.maximum(variance, eps)
