@@ -120,7 +120,13 @@ def wolfe_line_search(
         # Armijo fails (or no decrease w.r.t. the best point so far): a becomes the upper end.
         too_high = (~finite) | (fa > f0 + c1 * a * d0) | (fa >= s.lo_f)
         curvature_ok = jnp.abs(da) <= -c2 * d0
-        accept = (~too_high) & curvature_ok
+        # Approximate Wolfe (Hager & Zhang 2005): at the rounding floor of f, accept a point
+        # whose f is within rounding of f0 and whose slope has shrunk, so that gradients can
+        # still be driven far below sqrt(eps).
+        noise = 10.0 * eps * jnp.abs(f0)
+        approx = finite & (fa <= f0 + noise) & (da >= c2 * d0) & (da <= (2.0 * c1 - 1.0) * d0)
+        accept = ((~too_high) & curvature_ok) | approx
+        too_high = too_high & ~accept
         # Derivative points back towards lo: the old lo becomes hi, a becomes lo.
         flip = (~too_high) & (~curvature_ok) & jnp.where(
             s.bracketed, da * (s.hi_a - s.lo_a) >= 0, da >= 0)

@@ -150,11 +150,16 @@ class NewtonCG(eqx.Module):
                                c1=self.c1, c2=self.c2, maxls=self.maxls)
         ok = ls.success
         update = ls.x - x
+        # A full Newton step already below xtol: converged even if rounding leaves the line
+        # search no decrease to find.
+        step_l1 = jnp.sum(jnp.abs(p))
+        small = step_l1 <= x.shape[0] * self.xtol
         return NewtonCGState(
             x=jnp.where(ok, ls.x, x), f=jnp.where(ok, ls.f, state.f), g=jnp.where(ok, ls.g, g),
-            f_prev=state.f, update_l1=jnp.where(ok, jnp.sum(jnp.abs(update)), jnp.inf),
+            f_prev=state.f,
+            update_l1=jnp.where(ok, jnp.sum(jnp.abs(update)), jnp.where(small, step_l1, jnp.inf)),
             nit=state.nit + 1, nfev=state.nfev + ls.nfev, nhev=state.nhev + nh,
-            ls_failed=~ok, status=state.status)
+            ls_failed=(~ok) & (~small), status=state.status)
 
     def terminate(self, state: NewtonCGState) -> jnp.ndarray:
         n = state.x.shape[0]
