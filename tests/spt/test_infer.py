@@ -129,3 +129,26 @@ def test_recovers_known_diffusivity_and_force(simulated, mode):
         v = mp["potential"].values - mp["potential"].mean()
         vt = truth["potential"].values - truth["potential"].mean()
         assert np.sqrt(np.mean((v - vt) ** 2)) < 0.5 * vt.std()
+
+
+def test_stochastic_dv_time_prior_on_space_time_cells():
+    from jaxinfer.spt.cells import space_time_cells
+
+    rng = np.random.default_rng(4)
+    n = 1500
+    tr = pd.DataFrame(dict(n=np.arange(n), x=rng.uniform(0, 1, n), y=rng.uniform(0, 1, n),
+                           t=rng.uniform(0, 3, n), dx=rng.normal(0, .07, n),
+                           dy=rng.normal(0, .07, n), dt=np.full(n, 0.05)))
+    part = tessellate(tr, "grid", count_per_dim=[2, 2], lower_bound=[0, 0], upper_bound=[1, 1])
+    cells = space_time_cells(part, window_duration=1.0)
+    spread = {}
+    for tp in (None, 1e7):
+        maps = infer(cells, "stochastic.dv", sigma=0.0, diffusivity_prior=0.01,
+                     potential_prior=0.01, diffusivity_time_prior=tp)
+        assert maps.success
+        # rows: windows, columns: spatial cells (labels w * 4 + s)
+        D = maps.maps["diffusivity"].values.reshape(3, 4)
+        spread[tp] = D.std(axis=0).mean()
+    assert spread[1e7] < 0.1 * spread[None]
+    with pytest.raises(ValueError, match="space-time"):
+        infer(distributed(part), "stochastic.dv", potential_prior=1.0, diffusivity_time_prior=1.0)
