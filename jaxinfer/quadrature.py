@@ -222,13 +222,19 @@ def log_integrate_peaked(log_f: Callable, a, b, center, width, *, n: int = 48):
     t, w = gauss_legendre(n, dtype)
     tiny = jnp.finfo(dtype).tiny
     width = jnp.maximum(width, jnp.sqrt(tiny))
-    pieces = []
-    for length, sign in ((c - a, -1.0), (b - c, 1.0)):
-        s_max = jnp.arcsinh(length / width)
-        s = 0.5 * s_max[..., None] * (1.0 + t)
-        x = c[..., None] + sign * width[..., None] * jnp.sinh(s)
-        log_w = (jnp.log(0.5 * jnp.maximum(s_max, tiny))[..., None] + jnp.log(w)
-                 + jnp.log(width)[..., None] + jnp.log(jnp.cosh(s)))
-        part = logsumexp(log_f(x) + log_w, axis=-1)
-        pieces.append(jnp.where(s_max > 0, part, -jnp.inf))
-    return jnp.logaddexp(pieces[0], pieces[1])
+    # both sides in one call of log_f (one trace of the integrand)
+    lengths = jnp.stack([c - a, b - c], axis=-1)                       # [..., 2]
+    signs = jnp.asarray([-1.0, 1.0], dtype)
+    nonempty = lengths > 0
+    # zero-length sides: compute on a dummy length, then drop (keeps gradients finite)
+    safe_lengths = jnp.where(nonempty, lengths, width[..., None])
+    s_max = jnp.arcsinh(safe_lengths / width[..., None])               # [..., 2]
+    s = 0.5 * s_max[..., None] * (1.0 + t)                            # [..., 2, n]
+    x = c[..., None, None] + signs[:, None] * width[..., None, None] * jnp.sinh(s)
+    log_w = (jnp.log(0.5 * s_max)[..., None] + jnp.log(w)
+             + jnp.log(width)[..., None, None] + jnp.log(jnp.cosh(s)))
+    batch_shape = x.shape[:-2]
+    values = log_f(x.reshape(batch_shape + (2 * n,))).reshape(batch_shape + (2, n))
+    parts = logsumexp(values + log_w, axis=-1)                         # [..., 2]
+    parts = jnp.where(nonempty, parts, -jnp.inf)
+    return logsumexp(parts, axis=-1)
