@@ -118,3 +118,21 @@ def test_gradient_matches_finite_differences(ref):
         down = model.lml()
         np.testing.assert_allclose(g[k], (up - down) / (2 * h), rtol=1e-5)
     model.cov.C1.Lu = Lu
+
+
+def test_float32_lml_close_to_float64(ref):
+    from jaxinfer.glmm.kron import kron2sum_lml, kron_statistics
+
+    arrays = [ref[k] for k in ("Y", "A", "X", "G")]
+    C0 = np.outer([1.0, 0.5, -0.2], [1.0, 0.5, -0.2]) * 0.1
+    C1 = np.eye(3) + 0.1
+    lml64 = kron2sum_lml(kron_statistics(*arrays), jnp.asarray(C0), jnp.asarray(C1))[0]
+    data32 = kron_statistics(*(jnp.asarray(a, jnp.float32) for a in arrays))
+    lml32 = kron2sum_lml(data32, jnp.asarray(C0, jnp.float32), jnp.asarray(C1, jnp.float32))[0]
+    assert lml32.dtype == jnp.float32
+    np.testing.assert_allclose(lml32, lml64, rtol=1e-4)
+    # and the dense reference on the user's (unnormalised) G
+    dense = kron2sum_lml_dense(*(jnp.asarray(a) for a in arrays), C0, C1,
+                               kron2sum_lml(kron_statistics(*arrays), jnp.asarray(C0),
+                                            jnp.asarray(C1))[1].reshape(3, 2).T)
+    np.testing.assert_allclose(lml64, dense, rtol=1e-10)

@@ -101,3 +101,19 @@ def test_direct_construction_and_zero_candidates(ref):
     sc = FastScanner(ref["y"], ref["X"], ((QS[0][0],), 0.4 * QS[1]), 0.6)
     out = sc.fast_scan(np.empty((len(ref["y"]), 0)))
     assert out["lml"].shape == (0,) and out["effsizes0"].shape == (0, 3)
+
+
+def test_float32_core_close_to_float64(ref):
+    import jax.numpy as jnp
+
+    from jaxinfer.glmm.scan import scan_columns, scan_statistics
+
+    QS = ref["QS"]
+    args = (ref["y"], ref["X"], QS[0][0], 0.4 * QS[1], 0.6)
+    null64 = scan_statistics(*args)
+    null32 = scan_statistics(*(jnp.asarray(a, jnp.float32) for a in args))
+    out64 = scan_columns(null64, jnp.asarray(ref["M"][:, :4]))
+    out32 = scan_columns(null32, jnp.asarray(ref["M"][:, :4], jnp.float32))
+    assert out32["lml"].dtype == jnp.float32
+    np.testing.assert_allclose(out32["lml"], out64["lml"], rtol=1e-4)
+    np.testing.assert_allclose(out32["effsizes1"], out64["effsizes1"], rtol=1e-2, atol=1e-3)
