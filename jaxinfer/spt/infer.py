@@ -202,33 +202,34 @@ def _make_obj(kind, jeffreys, extra_flag=None):
     """Objective of flat x for a mode (jeffreys static)."""
     if kind == "d":
         def f(x, p):
-            cells, grad, reg, s2, lD = p
-            return post.d_neg_posterior(x, cells, grad, s2, lD, jeffreys, reg)
+            cells, grad, reg, s2, lD, nrm = p
+            return post.d_neg_posterior(x, cells, grad, s2, lD, jeffreys, reg, nrm)
     elif kind == "dd":
         def f(x, p):
-            cells, grad, reg, s2, lD, la = p
+            cells, grad, reg, s2, lD, la, nrm = p
             D, a = _split_vec(x, cells.ncells, cells.dim)
-            return post.dd_neg_posterior(D, a, cells, grad, s2, lD, la, jeffreys, reg)
+            return post.dd_neg_posterior(D, a, cells, grad, s2, lD, la, jeffreys, reg, nrm)
     elif kind == "df":
         def f(x, p):
-            cells, grad, reg, s2, lD, lF = p
+            cells, grad, reg, s2, lD, lF, nrm = p
             D, F = _split_vec(x, cells.ncells, cells.dim)
-            return post.df_neg_posterior(D, F, cells, grad, s2, lD, lF, jeffreys, reg)
+            return post.df_neg_posterior(D, F, cells, grad, s2, lD, lF, jeffreys, reg, nrm)
     elif kind == "dv":
         def f(x, p):
-            cells, grad, reg, s2, lD, lV, y0 = p
+            cells, grad, reg, s2, lD, lV, nrm, y0 = p
             m = cells.ncells
-            return post.dv_neg_posterior(x[:m], x[m:], cells, grad, s2, lD, lV, jeffreys, reg, y0)
+            return post.dv_neg_posterior(x[:m], x[m:], cells, grad, s2, lD, lV, jeffreys, reg, y0,
+                                         nrm)
     elif kind == "stochastic.dv":
         bug = extra_flag
 
         def f(x, p):
-            cells, grad, delta, s2, lD, lV, time, ltD, ltV = p
+            cells, grad, delta, s2, lD, lV, time, ltD, ltV, nrm = p
             m = cells.ncells
             return post.stochastic_dv_neg_posterior(
                 x[:m], x[m:], cells, grad, delta, s2, diffusivity_prior=lD, potential_prior=lV,
                 jeffreys_prior=jeffreys, time=time, diffusivity_time_prior=ltD,
-                potential_time_prior=ltV, tramway_jeffreys_bug=bug)
+                potential_time_prior=ltV, tramway_jeffreys_bug=bug, normalization=nrm)
     else:  # pragma: no cover
         raise ValueError(kind)
     return f
@@ -241,19 +242,19 @@ def _make_cell_obj(kind, jeffreys):
     """Per-cell objective for unsmooth modes: f(theta, (cell arrays..., s2))."""
 
     def f(theta, p):
-        dr, dt, mask, n, dt_mean, s2 = p
+        dr, dt, mask, n, dt_mean, s2, nrm = p
         one = Cells(dr[None], dt[None], mask[None], n[None], jnp.zeros((1, dr.shape[-1]), dr.dtype),
                     jnp.ones((1,), dr.dtype), jnp.zeros((1, 1), jnp.int32),
                     jnp.zeros((1, 1), bool), jnp.zeros((1,), jnp.int32))
         D = theta[:1]
         if kind == "d":
-            out = post.cell_neg_log_likelihood(D, one, s2)
+            out = post.cell_neg_log_likelihood(D, one, s2, None, nrm)
             if jeffreys:
                 out = out + 2.0 * jnp.log(D * dt_mean + s2)
         elif kind == "dd":
-            out = post.unsmooth_dd_neg_posterior(D, theta[None, 1:], one, s2, jeffreys)
+            out = post.unsmooth_dd_neg_posterior(D, theta[None, 1:], one, s2, jeffreys, nrm)
         else:
-            out = post.unsmooth_df_neg_posterior(D, theta[None, 1:], one, s2, jeffreys)
+            out = post.unsmooth_df_neg_posterior(D, theta[None, 1:], one, s2, jeffreys, nrm)
         return jnp.sum(out)
 
     return f
@@ -268,12 +269,12 @@ def _vmapped_cell_solver(kind, jeffreys, opts_items):
     f = _make_cell_obj(kind, jeffreys)
     opts = dict(opts_items)
 
-    def one(theta0, lb, dr, dt, mask, n, dt_mean, s2):
+    def one(theta0, lb, dr, dt, mask, n, dt_mean, s2, nrm):
         ub = jnp.full_like(lb, jnp.inf)
-        return minimize(f, theta0, args=((dr, dt, mask, n, dt_mean, s2),), method="L-BFGS-B",
-                        bounds=(lb, ub), options=opts)
+        return minimize(f, theta0, args=((dr, dt, mask, n, dt_mean, s2, nrm),),
+                        method="L-BFGS-B", bounds=(lb, ub), options=opts)
 
-    return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, 0, 0, 0, 0, None)))
+    return jax.jit(jax.vmap(one, in_axes=(0, 0, 0, 0, 0, 0, 0, None, None)))
 
 
 # ----------------------------------------------------------------------------- front door
@@ -290,6 +291,7 @@ def infer(cells, mode: str = "d", *, localization_error=None, sigma=None, sigma2
           grad_epsilon=None, grad_selection_angle=None, compatibility: bool = False,
           rgrad: Optional[str] = None, D0=None, V0=None, options: Optional[dict] = None,
           tol=None, allow_negative_potential: bool = False, tramway_jeffreys_bug: bool = True,
+          exact_normalization: bool = False,
           export_centers: bool = False,
           progress: Optional[Callable] = None, **ignored) -> Maps:
     """Infer maps of diffusivity, drift, force or potential (``tramway.helper.infer``).
@@ -316,6 +318,8 @@ def infer(cells, mode: str = "d", *, localization_error=None, sigma=None, sigma2
     options : solver options (``maxiter``, ``ftol``, ``gtol``, ``maxcor``).
     allow_negative_potential : stochastic DV: do not shift V to non-negative values.
     tramway_jeffreys_bug : stochastic DV: reproduce TRamWAy's Jeffreys precedence bug.
+    exact_normalization : use the exact Gaussian normalisation in any dimension (weight dim/2);
+        TRamWAy's (False) is exact in 2D only and inflates 3D diffusivities by 1.5x.
     export_centers : add the cell centre columns.
     progress : optional callback, called once per solver iteration.
 
@@ -341,7 +345,8 @@ def infer(cells, mode: str = "d", *, localization_error=None, sigma=None, sigma2
         if force_prior is None and potential_prior is not None:
             force_prior = potential_prior
     params = dict(sigma2=s2, diffusivity_prior=diffusivity_prior, jeffreys_prior=jeffreys_prior,
-                  min_diffusivity=min_diffusivity)
+                  min_diffusivity=min_diffusivity, exact_normalization=exact_normalization)
+    nrm = cells.dim / 2.0 if exact_normalization else 1.0
 
     if mode == "density":
         vol = np.asarray(cells.volumes, dtype=float)
@@ -359,7 +364,7 @@ def infer(cells, mode: str = "d", *, localization_error=None, sigma=None, sigma2
         mode in ("d", "dd", "df") and all(p is None for p in priors[mode]))
     if per_cell:
         return _infer_per_cell(cells, base, s2, jeffreys_prior, min_diffusivity, max_iter,
-                               options, tol, D0, export_centers, params, mode)
+                               options, tol, D0, export_centers, params, mode, nrm)
 
     # smooth modes: cells without neighbours are dropped
     cells = cells.with_neighbours_only()
@@ -400,7 +405,7 @@ def infer(cells, mode: str = "d", *, localization_error=None, sigma=None, sigma2
 
     if base == "d":
         fun = _make_obj("d", bool(jeffreys_prior))
-        prob = (cells, grad, reg, f(s2), f(_prior(diffusivity_prior)))
+        prob = (cells, grad, reg, f(s2), f(_prior(diffusivity_prior)), f(nrm))
         res = _solve(fun, f(D_init), f(lbD), prob, opts, progress)
         x = np.asarray(res.x, dtype=float)
         df = pd.DataFrame({"diffusivity": x}, index=np.asarray(cells.cell_ids))
@@ -408,7 +413,7 @@ def infer(cells, mode: str = "d", *, localization_error=None, sigma=None, sigma2
         fun = _make_obj(base, bool(jeffreys_prior))
         lam = drift_prior if base == "dd" else force_prior
         params["drift_prior" if base == "dd" else "force_prior"] = lam
-        prob = (cells, grad, reg, f(s2), f(_prior(diffusivity_prior)), f(_prior(lam)))
+        prob = (cells, grad, reg, f(s2), f(_prior(diffusivity_prior)), f(_prior(lam)), f(nrm))
         x0 = np.r_[D_init, np.zeros(m * dim)]
         lb = np.r_[lbD, np.full(m * dim, -np.inf)]
         res = _solve(fun, f(x0), f(lb), prob, opts, progress)
@@ -429,7 +434,7 @@ def infer(cells, mode: str = "d", *, localization_error=None, sigma=None, sigma2
         if mode == "dv":
             fun = _make_obj("dv", bool(jeffreys_prior))
             prob0 = (cells, grad, reg, f(s2), f(_prior(diffusivity_prior)),
-                     f(_prior(potential_prior)), f(0.0))
+                     f(_prior(potential_prior)), f(nrm), f(0.0))
             y0 = jax.jit(fun)(f(x0), prob0)
             prob = prob0[:-1] + (y0,)
             lb = np.r_[lbD, np.full(m, -np.inf)]
@@ -454,7 +459,7 @@ def infer(cells, mode: str = "d", *, localization_error=None, sigma=None, sigma2
                           tramway_jeffreys_bug=tramway_jeffreys_bug)
             fun = _make_obj("stochastic.dv", bool(jeffreys_prior), bool(tramway_jeffreys_bug))
             prob = (cells, grad, delta, f(s2), f(_prior(diffusivity_prior)),
-                    f(_prior(potential_prior)), time, f(_prior(ltD)), f(_prior(ltV)))
+                    f(_prior(potential_prior)), time, f(_prior(ltD)), f(_prior(ltV)), f(nrm))
             V_free = V0 is not None and np.isscalar(V0) and V0 == 0
             lb = np.r_[lbD, np.full(m, -np.inf if V_free else 0.0)]
         res = _solve(fun, f(x0), f(lb), prob, opts, progress)
@@ -494,7 +499,7 @@ def _with_centers(df, cells, export_centers):
 
 
 def _infer_per_cell(cells, base, s2, jeffreys, min_diffusivity, max_iter, options, tol, D0,
-                    export_centers, params, mode):
+                    export_centers, params, mode, nrm):
     m, dim = cells.ncells, cells.dim
     dtype = cells.dr.dtype
     D_init = np.asarray(cells.initial_diffusivity(), dtype=float)
@@ -516,7 +521,7 @@ def _infer_per_cell(cells, base, s2, jeffreys, min_diffusivity, max_iter, option
     solver = _vmapped_cell_solver(base, bool(jeffreys), tuple(sorted(opts.items())))
     f = lambda v: jnp.asarray(v, dtype=dtype)  # noqa: E731
     res = solver(f(theta0), f(lb), cells.dr, cells.dt, cells.mask, cells.counts.astype(dtype),
-                 cells.dt_mean, f(s2))
+                 cells.dt_mean, f(s2), f(nrm))
     x = np.asarray(res.x, dtype=float)
     cols = {"diffusivity": x[:, 0]}
     if base != "d":

@@ -31,6 +31,10 @@ operator-precedence bug in TRamWAy: ``j*2*log(D<dt>+sigma2) - log D`` (i.e. 2 lo
 instead of 2[log(...) - log D]). ``tramway_jeffreys_bug=True`` (default) reproduces it;
 ``False`` uses the DV formula.
 
+Every objective takes ``normalization`` (default 1, TRamWAy): the weight of the Gaussian
+normalisation term, exact in 2D only; pass ``dim / 2`` for the exact likelihood in 3D (TRamWAy's
+3D diffusivities are 1.5x too large).
+
 Every function here is pure: it jits, vmaps and differentiates.
 """
 
@@ -51,17 +55,20 @@ __all__ = ["cell_neg_log_likelihood", "d_neg_posterior", "dd_neg_posterior", "df
 _LOG_PI = 1.1447298858494002
 
 
-def cell_neg_log_likelihood(diffusivity, cells: Cells, sigma2, mu=None):
+def cell_neg_log_likelihood(diffusivity, cells: Cells, sigma2, mu=None, normalization=1.0):
     """L_i for every cell -> [ncells].
 
-    diffusivity : [ncells]; mu : None or [ncells, max_count, dim] (expected displacement)."""
+    diffusivity : [ncells]; mu : None or [ncells, max_count, dim] (expected displacement).
+    normalization : weight of the Gaussian normalisation n log(pi) + sum log(4 s). TRamWAy uses
+        1 whatever the dimension, which is exact in 2D only (in 3D it biases D up by 1.5x);
+        ``dim / 2`` gives the exact Gaussian likelihood in any dimension."""
     D = diffusivity[:, None]
     s4 = 4.0 * (D * cells.dt + sigma2)  # [m, K]
     s4 = jnp.where(cells.mask, s4, 1.0)
     resid = cells.dr if mu is None else cells.dr - mu
     r2 = jnp.sum(resid * resid, axis=-1)
-    terms = jnp.where(cells.mask, jnp.log(s4) + r2 / s4, 0.0)
-    return cells.counts * _LOG_PI + jnp.sum(terms, axis=1)
+    terms = jnp.where(cells.mask, normalization * jnp.log(s4) + r2 / s4, 0.0)
+    return normalization * cells.counts * _LOG_PI + jnp.sum(terms, axis=1)
 
 
 def _smooth_prior(X, regularizer: Stencil, volumes, weight):
@@ -77,12 +84,13 @@ def _jeffreys_dv(D, cells, sigma2):
 
 
 def d_neg_posterior(diffusivity, cells: Cells, grad: Stencil, sigma2, diffusivity_prior=0.0,
-                    jeffreys_prior: bool = False, regularizer: Optional[Stencil] = None):
+                    jeffreys_prior: bool = False, regularizer: Optional[Stencil] = None,
+                    normalization=1.0):
     """TRamWAy ``smooth_d_neg_posterior`` (``d_neg_posterior1`` with regularizer=delta0).
 
     diffusivity : [ncells] (µm²/s); returns a scalar."""
     reg = grad if regularizer is None else regularizer
-    out = jnp.sum(cell_neg_log_likelihood(diffusivity, cells, sigma2))
+    out = jnp.sum(cell_neg_log_likelihood(diffusivity, cells, sigma2, None, normalization))
     out = out + _smooth_prior(diffusivity, reg, cells.volumes, diffusivity_prior)
     if jeffreys_prior:
         out = out + _jeffreys_d(diffusivity, cells, sigma2)
@@ -91,11 +99,11 @@ def d_neg_posterior(diffusivity, cells: Cells, grad: Stencil, sigma2, diffusivit
 
 def dd_neg_posterior(diffusivity, drift, cells: Cells, grad: Stencil, sigma2,
                      diffusivity_prior=0.0, drift_prior=0.0, jeffreys_prior: bool = False,
-                     regularizer: Optional[Stencil] = None):
+                     regularizer: Optional[Stencil] = None, normalization=1.0):
     """TRamWAy ``smooth_dd_neg_posterior``. drift : [ncells, dim] (µm/s)."""
     reg = grad if regularizer is None else regularizer
     mu = cells.dt[..., None] * drift[:, None, :]
-    out = jnp.sum(cell_neg_log_likelihood(diffusivity, cells, sigma2, mu))
+    out = jnp.sum(cell_neg_log_likelihood(diffusivity, cells, sigma2, mu, normalization))
     out = out + _smooth_prior(diffusivity, reg, cells.volumes, diffusivity_prior)
     out = out + drift_prior * jnp.sum(cells.volumes) * jnp.sum(drift * drift)
     if jeffreys_prior:
@@ -105,11 +113,11 @@ def dd_neg_posterior(diffusivity, drift, cells: Cells, grad: Stencil, sigma2,
 
 def df_neg_posterior(diffusivity, force, cells: Cells, grad: Stencil, sigma2,
                      diffusivity_prior=0.0, force_prior=0.0, jeffreys_prior: bool = False,
-                     regularizer: Optional[Stencil] = None):
+                     regularizer: Optional[Stencil] = None, normalization=1.0):
     """TRamWAy ``smooth_df_neg_posterior``. force : [ncells, dim] (kT/µm)."""
     reg = grad if regularizer is None else regularizer
     mu = (diffusivity[:, None] * cells.dt)[..., None] * force[:, None, :]
-    out = jnp.sum(cell_neg_log_likelihood(diffusivity, cells, sigma2, mu))
+    out = jnp.sum(cell_neg_log_likelihood(diffusivity, cells, sigma2, mu, normalization))
     out = out + _smooth_prior(diffusivity, reg, cells.volumes, diffusivity_prior)
     out = out + force_prior * jnp.sum(cells.volumes) * jnp.sum(force * force)
     if jeffreys_prior:
@@ -124,7 +132,7 @@ def dv_active_cells(grad: Stencil):
 
 def dv_neg_posterior(diffusivity, potential, cells: Cells, grad: Stencil, sigma2,
                      diffusivity_prior=0.0, potential_prior=0.0, jeffreys_prior: bool = False,
-                     regularizer: Optional[Stencil] = None, y0=0.0):
+                     regularizer: Optional[Stencil] = None, y0=0.0, normalization=1.0):
     """TRamWAy ``dv_neg_posterior`` (minus ``y0``; TRamWAy passes y0 = f(x0)).
 
     potential : [ncells] (kT). Drift = -D grad V."""
@@ -132,7 +140,7 @@ def dv_neg_posterior(diffusivity, potential, cells: Cells, grad: Stencil, sigma2
     active = dv_active_cells(grad)
     gradV = grad.apply(potential)  # [m, dim]
     mu = -(diffusivity[:, None] * cells.dt)[..., None] * gradV[:, None, :]
-    lik = cell_neg_log_likelihood(diffusivity, cells, sigma2, mu)
+    lik = cell_neg_log_likelihood(diffusivity, cells, sigma2, mu, normalization)
     pV = cells.volumes * jnp.sum(reg.apply(potential) ** 2, axis=-1)
     pD = cells.volumes * jnp.sum(reg.apply(diffusivity) ** 2, axis=-1)
     per_cell = lik + potential_prior * pV + diffusivity_prior * pD
@@ -146,7 +154,7 @@ def local_dv_neg_posteriors(diffusivity, potential, cells: Cells, grad: Stencil,
                             delta: Stencil, sigma2, diffusivity_prior=0.0, potential_prior=0.0,
                             jeffreys_prior: bool = False, time: Optional[Stencil] = None,
                             diffusivity_time_prior=0.0, potential_time_prior=0.0,
-                            tramway_jeffreys_bug: bool = True):
+                            tramway_jeffreys_bug: bool = True, normalization=1.0):
     """TRamWAy ``local_dv_neg_posterior`` for every cell -> [ncells].
 
     delta : spatial variation for the priors (TRamWAy: ``delta0``); time : temporal variation
@@ -154,7 +162,7 @@ def local_dv_neg_posteriors(diffusivity, potential, cells: Cells, grad: Stencil,
     gradV = grad.apply(potential)
     gradV = jnp.where(jnp.all(grad.defined, axis=1, keepdims=True), gradV, 0.0)
     mu = -(diffusivity[:, None] * cells.dt)[..., None] * gradV[:, None, :]
-    out = cell_neg_log_likelihood(diffusivity, cells, sigma2, mu)
+    out = cell_neg_log_likelihood(diffusivity, cells, sigma2, mu, normalization)
     out = out + potential_prior * cells.volumes * jnp.sum(delta.apply(potential) ** 2, axis=-1)
     out = out + diffusivity_prior * cells.volumes * jnp.sum(delta.apply(diffusivity) ** 2, axis=-1)
     if jeffreys_prior:
@@ -177,29 +185,30 @@ def stochastic_dv_neg_posterior(diffusivity, potential, cells: Cells, grad: Sten
                                            **kwargs))
 
 
-def unsmooth_d_neg_posterior(diffusivity, cells: Cells, sigma2, jeffreys_prior: bool = False):
+def unsmooth_d_neg_posterior(diffusivity, cells: Cells, sigma2, jeffreys_prior: bool = False,
+                             normalization=1.0):
     """TRamWAy ``unsmooth_d.d_neg_posterior`` for every cell -> [ncells] (independent)."""
-    out = cell_neg_log_likelihood(diffusivity, cells, sigma2)
+    out = cell_neg_log_likelihood(diffusivity, cells, sigma2, None, normalization)
     if jeffreys_prior:
         out = out + 2.0 * jnp.log(diffusivity * cells.dt_mean + sigma2)
     return out
 
 
 def unsmooth_dd_neg_posterior(diffusivity, drift, cells: Cells, sigma2,
-                              jeffreys_prior: bool = False):
+                              jeffreys_prior: bool = False, normalization=1.0):
     """Per-cell DD objective without priors -> [ncells]."""
     mu = cells.dt[..., None] * drift[:, None, :]
-    out = cell_neg_log_likelihood(diffusivity, cells, sigma2, mu)
+    out = cell_neg_log_likelihood(diffusivity, cells, sigma2, mu, normalization)
     if jeffreys_prior:
         out = out + 2.0 * jnp.log(diffusivity * cells.dt_mean + sigma2)
     return out
 
 
 def unsmooth_df_neg_posterior(diffusivity, force, cells: Cells, sigma2,
-                              jeffreys_prior: bool = False):
+                              jeffreys_prior: bool = False, normalization=1.0):
     """Per-cell DF objective without priors -> [ncells]."""
     mu = (diffusivity[:, None] * cells.dt)[..., None] * force[:, None, :]
-    out = cell_neg_log_likelihood(diffusivity, cells, sigma2, mu)
+    out = cell_neg_log_likelihood(diffusivity, cells, sigma2, mu, normalization)
     if jeffreys_prior:
         out = out + 2.0 * (jnp.log(diffusivity * cells.dt_mean + sigma2) - jnp.log(diffusivity))
     return out

@@ -190,3 +190,24 @@ def test_time_prior_on_space_time_cells():
                                            diffusivity_time_prior=3.0)
     assert float(with_t - base) == pytest.approx(3.0 * float(np.sum(np.asarray(T.apply(D)) ** 2)),
                                                  rel=1e-12)
+
+
+def test_exact_normalization_in_3d():
+    """TRamWAy's likelihood normalisation is exact in 2D only: in 3D its per-cell optimum
+    (sigma = 0) is sum r^2 / (4 n dt), 1.5x the MLE sum r^2 / (6 n dt) that weight dim/2 gives."""
+    from jaxinfer.spt.cells import cells_from_arrays
+
+    rng = np.random.default_rng(5)
+    n = np.array([40, 60])
+    cid = np.repeat([0, 1], n)
+    dr = rng.normal(scale=np.sqrt(2 * 0.1 * 0.05), size=(n.sum(), 3))
+    cells = cells_from_arrays(cid, dr, np.full(n.sum(), 0.05), np.zeros((2, 3)), np.ones(2),
+                              [np.array([1]), np.array([0])])
+    s = np.array([np.sum(dr[cid == k] ** 2) for k in range(2)])
+
+    def grad_at(D, w):
+        return jax.grad(lambda d: jnp.sum(P.unsmooth_d_neg_posterior(d, cells, 0.0,
+                                                                     normalization=w)))(D)
+
+    np.testing.assert_allclose(grad_at(jnp.asarray(s / (4 * n * 0.05)), 1.0), 0.0, atol=1e-8)
+    np.testing.assert_allclose(grad_at(jnp.asarray(s / (6 * n * 0.05)), 1.5), 0.0, atol=1e-8)
