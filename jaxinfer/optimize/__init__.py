@@ -12,3 +12,6 @@ from jaxinfer.optimize.minimize import Bounds, minimize  # noqa: E402
 from jaxinfer.optimize.scalar import minimize_scalar  # noqa: E402
 
 __all__ += ["Bounds", "minimize", "minimize_scalar"]
+from jaxinfer.optimize.block import chain_groups, minimize_block_bfgs  # noqa: E402
+
+__all__ += ["chain_groups", "minimize_block_bfgs"]
