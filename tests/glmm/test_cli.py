@@ -119,3 +119,17 @@ def test_bad_input_exits_with_a_message(files, capsys, tmp_path):
     with pytest.raises(SystemExit) as info:
         cli.main(["glmm", "scan", "--pheno", "y.csv", "--kinship", "k.npy", "--grm", "g.npy", "--candidates", "c.npy"])
     assert info.value.code == 2
+
+
+def test_demo_reports_heritability_and_causal_hits():
+    from jaxinfer.glmm.cli import demo
+
+    steps = []
+    text = demo(steps.append)
+    assert len(steps) == 2
+    assert "heritability: estimated" in text and "vs simulated 0.6" in text
+    estimate = float(text.split("heritability: estimated ")[1].split()[0])
+    assert abs(estimate - 0.6) < 0.15
+    # The first row of the top-hit table is a causal SNP.
+    first_hit = text.split("causal\n")[1].splitlines()[0]
+    assert first_hit.rstrip().endswith("yes")
