@@ -375,8 +375,8 @@ def _scalar_solve(static, ends, arg_dynamic) -> OptimizeResult:
     if method == "bounded":
         lo, hi = ends
         x, fx, nfev, conv = _bounded(f, lo, hi, opts["xatol"], int(opts["maxiter"]))
-        status = jnp.where(~(jnp.isfinite(fx) & jnp.isfinite(x)), int(Status.NONFINITE),
-                           jnp.where(conv, int(Status.XTOL), int(Status.MAX_FEV)))
+        status = jnp.where(~(jnp.isfinite(fx) & jnp.isfinite(x)), jnp.int32(Status.NONFINITE),
+                           jnp.where(conv, jnp.int32(Status.XTOL), jnp.int32(Status.MAX_FEV)))
         return OptimizeResult(x=x, fun=fx, jac=jnp.asarray(jnp.nan, dtype), status=status,
                               nit=nfev, nfev=nfev, njev=jnp.asarray(0, jnp.int32))
 
@@ -392,8 +392,8 @@ def _scalar_solve(static, ends, arg_dynamic) -> OptimizeResult:
         x, fx, nit, nfev, conv = _brent(f, xa, xb, xc, fb, opts["xtol"], int(opts["maxiter"]))
     else:
         x, fx, nit, nfev, conv = _golden(f, xa, xb, xc, opts["xtol"], int(opts["maxiter"]))
-    status = jnp.where(~(jnp.isfinite(fx) & jnp.isfinite(x)), int(Status.NONFINITE),
-                       jnp.where(conv & found, int(Status.XTOL), int(Status.MAX_ITER)))
+    status = jnp.where(~(jnp.isfinite(fx) & jnp.isfinite(x)), jnp.int32(Status.NONFINITE),
+                       jnp.where(conv & found, jnp.int32(Status.XTOL), jnp.int32(Status.MAX_ITER)))
     return OptimizeResult(x=x, fun=fx, jac=jnp.asarray(jnp.nan, dtype), status=status,
                           nit=nit, nfev=nfev + nfev0, njev=jnp.asarray(0, jnp.int32))
 
