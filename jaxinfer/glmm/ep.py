@@ -162,7 +162,7 @@ def _lml_from_parts(prior_mean, posterior: EPPosterior, sites: EPSites, cavity_e
 
 
 def ep_log_marginal_likelihood(prior_mean, prior_cov, likelihood: Likelihood, outcome, trials,
-                               sites: EPSites):
+                               sites: EPSites, return_parts: bool = False):
     """EP approximation of ``log p(y)`` given the sites (differentiable in the prior).
 
     Parameters
@@ -172,42 +172,38 @@ def ep_log_marginal_likelihood(prior_mean, prior_cov, likelihood: Likelihood, ou
     likelihood : Likelihood
     outcome, trials : (n,) arrays (trials are ignored unless the likelihood needs them)
     sites : EPSites, usually ``expectation_propagation(...).sites``
+    return_parts : also return ``(posterior, cavity_eta, cavity_tau)``
 
     Returns
     -------
-    () array: the EP log marginal likelihood, in nats.
+    () array: the EP log marginal likelihood, in nats (and the parts when asked).
     """
     posterior = ep_posterior(prior_mean, prior_cov, sites)
     cavity_eta, cavity_tau = _cavities(posterior, sites)
     log_zeroth, _, _ = likelihood.moments(outcome, trials, cavity_eta, cavity_tau)
-    return _lml_from_parts(prior_mean, posterior, sites, cavity_eta, cavity_tau, log_zeroth)
+    lml = _lml_from_parts(prior_mean, posterior, sites, cavity_eta, cavity_tau, log_zeroth)
+    if return_parts:
+        return lml, (posterior, cavity_eta, cavity_tau)
+    return lml
 
 
-def expectation_propagation(prior_mean, prior_cov, likelihood: Likelihood, outcome, trials=None,
-                            init_sites: Optional[EPSites] = None,
-                            options: Optional[EPOptions] = None) -> EPResult:
-    """Run EP to its stopping rule. Pure; jits and vmaps (no gradient flows through the loop).
-
-    Parameters
-    ----------
-    prior_mean : (n,) array; prior_cov : (n, n) array
-    likelihood : Likelihood
-    outcome : (n,) array; trials : (n,) array or None (ones)
-    init_sites : EPSites or None (zeros)
-    options : EPOptions or None (glimix-core's rtol 1.49e-5, atol 1.49e-8, 100 sweeps, undamped)
-
-    Returns
-    -------
-    EPResult with the final sites, cavities, posterior marginals and log marginal likelihood.
-    """
-    options = EPOptions() if options is None else options
+def _prepare(prior_mean, prior_cov, outcome, trials):
     prior_mean = jnp.asarray(prior_mean)
     dtype = jnp.result_type(prior_mean, prior_cov, jnp.float32)
-    prior_mean = jax.lax.stop_gradient(prior_mean.astype(dtype))
-    prior_cov = jax.lax.stop_gradient(jnp.asarray(prior_cov, dtype))
     n = prior_mean.shape[0]
+    prior_mean = prior_mean.astype(dtype)
+    prior_cov = jnp.asarray(prior_cov, dtype)
     outcome = jnp.asarray(outcome, dtype)
     trials = jnp.ones((n,), dtype) if trials is None else jnp.asarray(trials, dtype)
+    return prior_mean, prior_cov, outcome, trials, dtype
+
+
+def _ep_loop(prior_mean, prior_cov, likelihood, outcome, trials, init_sites, options):
+    """The EP sweeps (no gradient): returns (sites, n_iter, converged, last_step)."""
+    dtype = prior_mean.dtype
+    n = prior_mean.shape[0]
+    prior_mean = jax.lax.stop_gradient(prior_mean)
+    prior_cov = jax.lax.stop_gradient(prior_cov)
     sites = zero_sites(n, dtype) if init_sites is None else EPSites(
         jnp.asarray(init_sites.eta, dtype), jnp.asarray(init_sites.tau, dtype))
     sites = jax.lax.stop_gradient(sites)
@@ -246,13 +242,29 @@ def expectation_propagation(prior_mean, prior_cov, likelihood: Likelihood, outco
     state = (jnp.asarray(0), sites, inf, -inf, rtol0)
     n_iter, sites, step, tol, _ = jax.lax.while_loop(cond, body, state)
     converged = (step <= tol) & jnp.isfinite(step)
+    return sites, n_iter, converged, step
 
-    posterior = ep_posterior(prior_mean, prior_cov, sites)
-    cavity_eta, cavity_tau = _cavities(posterior, sites)
-    log_zeroth, _, _ = likelihood.moments(outcome, trials, cavity_eta, cavity_tau)
-    lml = _lml_from_parts(prior_mean, posterior, sites, cavity_eta, cavity_tau, log_zeroth)
-    return EPResult(sites, cavity_eta, cavity_tau, posterior.mean, posterior.variance, lml,
-                    n_iter, converged, step)
+
+def expectation_propagation(prior_mean, prior_cov, likelihood: Likelihood, outcome, trials=None,
+                            init_sites: Optional[EPSites] = None,
+                            options: Optional[EPOptions] = None) -> EPResult:
+    """Run EP to its stopping rule. Pure; jits and vmaps (no gradient flows through the loop).
+
+    Parameters
+    ----------
+    prior_mean : (n,) array; prior_cov : (n, n) array
+    likelihood : Likelihood
+    outcome : (n,) array; trials : (n,) array or None (ones)
+    init_sites : EPSites or None (zeros)
+    options : EPOptions or None (glimix-core's rtol 1.49e-5, atol 1.49e-8, 100 sweeps, undamped)
+
+    Returns
+    -------
+    EPResult with the final sites, cavities, posterior marginals and log marginal likelihood.
+    """
+    lml, result = expectation_propagation_lml(prior_mean, prior_cov, likelihood, outcome,
+                                              trials, init_sites=init_sites, options=options)
+    return result
 
 
 def expectation_propagation_lml(prior_mean, prior_cov, likelihood: Likelihood, outcome,
@@ -264,13 +276,13 @@ def expectation_propagation_lml(prior_mean, prior_cov, likelihood: Likelihood, o
     parameters they are built from) is the gradient of the EP log marginal likelihood at the
     fixed point (sites held at their converged values; see the module docstring).
     """
-    prior_mean = jnp.asarray(prior_mean)
-    dtype = jnp.result_type(prior_mean, prior_cov, jnp.float32)
-    n = prior_mean.shape[0]
-    trials_arr = jnp.ones((n,), dtype) if trials is None else jnp.asarray(trials, dtype)
-    result = expectation_propagation(prior_mean, prior_cov, likelihood, outcome, trials_arr,
-                                     init_sites=init_sites, options=options)
-    sites = jax.lax.stop_gradient(result.sites)
-    lml = ep_log_marginal_likelihood(prior_mean.astype(dtype), jnp.asarray(prior_cov, dtype),
-                                     likelihood, jnp.asarray(outcome, dtype), trials_arr, sites)
+    options = EPOptions() if options is None else options
+    prior_mean, prior_cov, outcome, trials, _ = _prepare(prior_mean, prior_cov, outcome, trials)
+    sites, n_iter, converged, step = _ep_loop(prior_mean, prior_cov, likelihood, outcome, trials,
+                                              init_sites, options)
+    sites = jax.lax.stop_gradient(sites)
+    lml, (posterior, cavity_eta, cavity_tau) = ep_log_marginal_likelihood(
+        prior_mean, prior_cov, likelihood, outcome, trials, sites, return_parts=True)
+    aux = jax.lax.stop_gradient((cavity_eta, cavity_tau, posterior.mean, posterior.variance, lml))
+    result = EPResult(sites, *aux, n_iter, converged, step)
     return lml, result

@@ -199,11 +199,14 @@ class _ExpFamObjective(eqx.Module):
     max_iter: int = eqx.field(static=True, default=100)
 
     def __call__(self, params, data: _ExpFamData):
+        return self.with_result(params, data)[0]
+
+    def with_result(self, params, data: _ExpFamData):
+        """``(lml, EPResult)`` at ``params``."""
         options = EPOptions(rtol=data.rtol, atol=data.atol, max_iter=self.max_iter,
                             damping=data.damping)
-        lml, _ = glmm_expfam_lml(params, self.likelihood, data.outcome, data.trials, data.X,
-                                 data.Q0, data.S0, init_sites=data.init_sites, options=options)
-        return lml
+        return glmm_expfam_lml(params, self.likelihood, data.outcome, data.trials, data.X,
+                               data.Q0, data.S0, init_sites=data.init_sites, options=options)
 
     def __hash__(self):
         return hash((type(self.likelihood).__name__, self.max_iter))
@@ -564,7 +567,8 @@ class GLMMExpFam(_GLMMBase):
 
     def _ep(self) -> EPResult:
         if self._ep_cache is None:
-            result = _expfam_ep_jit(self._objective, self._params, self._data())
+            _, grad, result = _expfam_value_grad_jit(self._objective, self._params, self._data())
+            self._grad_cache = grad
             self._ep_cache = result
             if bool(result.converged):
                 self._sites = result.sites
@@ -587,7 +591,9 @@ class GLMMExpFam(_GLMMBase):
         """Gradient of the lml over 'beta', 'logscale', 'logitdelta' (autodiff at the EP
         fixed point)."""
         self._ep()
-        return self._gradient_of(self._objective, self._data())
+        grad = self._grad_cache
+        return {"beta": np.asarray(grad.beta), "logscale": float(grad.logscale),
+                "logitdelta": float(grad.logitdelta)}
 
     def fit(self, verbose: bool = False, factr: float = 1e5, pgtol: float = 1e-7):
         """Maximise the EP marginal likelihood by L-BFGS-B; returns the OptimizeResult.
@@ -636,10 +642,6 @@ class GLMMExpFam(_GLMMBase):
 
 
 @functools.partial(jax.jit, static_argnames=("objective",))
-def _expfam_ep_jit(objective: _ExpFamObjective, params, data: _ExpFamData):
-    options = EPOptions(rtol=data.rtol, atol=data.atol, max_iter=objective.max_iter,
-                        damping=data.damping)
-    mean = data.X @ params.beta
-    cov = glmm_covariance(params, data.Q0, data.S0)
-    return expectation_propagation(mean, cov, objective.likelihood, data.outcome, data.trials,
-                                   init_sites=data.init_sites, options=options)
+def _expfam_value_grad_jit(objective: _ExpFamObjective, params, data: _ExpFamData):
+    (lml, result), grad = jax.value_and_grad(objective.with_result, has_aux=True)(params, data)
+    return lml, grad, result
