@@ -27,3 +27,20 @@ __all__ = [
     "economic_qs", "economic_qs_linear", "economic_qs_zeros", "LMM", "fit_lmm", "lmm_profile",
     "lmm_statistics", "FastScanner", "Kron2Sum", "KronFastScanner", "kron2sum_lml",
 ]
+
+# The GLMM / GP classes live in modules owned by the EP work; import them on first access so
+# that ``import jaxinfer.glmm`` stays light and independent of them.
+_LAZY = {
+    "GLMMNormal": "jaxinfer.glmm.glmm",
+    "GLMMExpFam": "jaxinfer.glmm.glmm",
+    "GP": "jaxinfer.glmm.gp",
+    "ExpFamGP": "jaxinfer.glmm.gp",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'jaxinfer.glmm' has no attribute {name!r}")
