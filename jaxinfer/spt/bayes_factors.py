@@ -164,7 +164,17 @@ def _minimal_n_one(zeta_t, zeta_sp, n0, V, V_pi, loc_error, lg_threshold, n_node
                 jnp.where(in0, p0_sign, sign),
                 lg_b0)
 
-    phase, _, _, hi, _, lg_b0 = jax.lax.fori_loop(0, 2 * max_doublings + 2, body, init)
+    def cond(carry):
+        i, (phase, _, lo, hi, _, _) = carry
+        running = (phase == 0) | ((phase == 1) & (hi - lo > 1))
+        return running & (i < 2 * max_doublings + 2)
+
+    def step(carry):
+        i, state = carry
+        return i + 1, body(i, state)
+
+    # while_loop: stops as soon as every cell (under vmap) has its answer
+    _, (phase, _, _, hi, _, lg_b0) = jax.lax.while_loop(cond, step, (jnp.zeros((), jnp.int32), init))
     return jnp.where(phase == 1, hi, jnp.nan), lg_b0
 
 
