@@ -461,7 +461,9 @@ def _solve(static: _Static, x0, arg_dynamic, con_dynamic, lb, ub) -> OptimizeRes
         st = solver.run(value_and_grad, eq, ineq, x0_flat, lb, ub, callback=cb)
         return _result(st, unravel, njev=st.nfev,
                        extra={"multipliers_eq": st.lam_eq, "multipliers_ineq": st.lam_ineq,
-                              "constraint_violation": st.violation})
+                              "constraint_violation": st.violation,
+                              "lagrangian_gradient_norm": st.stationarity,
+                              "penalty": st.rho})
     raise AssertionError(name)  # pragma: no cover
 
 
