@@ -142,3 +142,14 @@ def test_jit_vmap_over_data():
     np.testing.assert_allclose(batched[0], [1.0, 0.0], atol=1e-6)      # on the circle
     np.testing.assert_allclose(batched[1], [0.3, 0.1], atol=1e-8)      # inside: unchanged
     np.testing.assert_allclose(batched[2], [0.2, np.sqrt(1 - 0.04)], atol=1e-6)  # corner
+
+
+def test_float32_hs71():
+    """float32 in, float32 out; default tolerances scale with the precision."""
+    p = HS["hs71"]
+    res = minimize(p["fun"], jnp.asarray(p["x0"], jnp.float32), method="SLSQP",
+                   bounds=p["bounds"], constraints=p["cons"](jnp))
+    assert res.x.dtype == jnp.float32
+    assert bool(res.success), res.message
+    np.testing.assert_allclose(res.fun, p["f_star"], rtol=1e-5)
+    np.testing.assert_allclose(res.x, p["x_star"], atol=1e-3)
