@@ -58,6 +58,16 @@ class Stencil(eqx.Module):
 
     __call__ = apply
 
+    def apply_at(self, X, rows, na: Optional[float] = None):
+        """The operator's rows ``rows`` ([R] int) only: X [ncells] -> [R, C]."""
+        X = jnp.asarray(X)
+        nb = X[self.neighbours[rows]]
+        out = self.self_weight[rows] * X[rows][:, None] + jnp.einsum(
+            "rcb,rb->rc", self.neighbour_weight[rows], nb)
+        if na is not None:
+            out = jnp.where(self.defined[rows], out, na)
+        return out
+
     def matrix(self) -> np.ndarray:
         """Dense [ncells * C, ncells] matrix of the operator (for tests and inspection)."""
         sw = np.asarray(self.self_weight)

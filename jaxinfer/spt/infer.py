@@ -15,6 +15,9 @@ ftol=1e-8`` on f - f(x0); D bounds ``(1e-16 - sigma2) / max dt_i`` when ``min_di
 x0: D_i = mean(dr^2)/(2<dt>_i), drift / force 0, V_i = log max_j(n_j/A_j) - log(n_i/A_i).
 One deliberate difference: DV's L-BFGS-B memory is ``maxcor=10`` (TRamWAy: the number of
 parameters, which makes every step O(m^2)); pass ``options={'maxcor': ...}`` to change it.
+Stochastic DV is solved with ``maxiter=1000, ftol=1e-8`` on the summed local objective (TRamWAy's
+sparse BFGS uses its own per-component ``ftol=1e-3``), by L-BFGS-B or, with ``solver='block'``,
+block-coordinate BFGS (:func:`jaxinfer.optimize.block.minimize_block_bfgs`).
 """
 
 from __future__ import annotations
@@ -291,7 +294,7 @@ def infer(cells, mode: str = "d", *, localization_error=None, sigma=None, sigma2
           grad_epsilon=None, grad_selection_angle=None, compatibility: bool = False,
           rgrad: Optional[str] = None, D0=None, V0=None, options: Optional[dict] = None,
           tol=None, allow_negative_potential: bool = False, tramway_jeffreys_bug: bool = True,
-          exact_normalization: bool = False,
+          exact_normalization: bool = False, solver: str = "lbfgsb",
           export_centers: bool = False,
           progress: Optional[Callable] = None, **ignored) -> Maps:
     """Infer maps of diffusivity, drift, force or potential (``tramway.helper.infer``).
@@ -321,7 +324,11 @@ def infer(cells, mode: str = "d", *, localization_error=None, sigma=None, sigma2
     exact_normalization : use the exact Gaussian normalisation in any dimension (weight dim/2);
         TRamWAy's (False) is exact in 2D only and inflates 3D diffusivities by 1.5x.
     export_centers : add the cell centre columns.
-    progress : optional callback, called once per solver iteration.
+    solver : ``"lbfgsb"`` (default: L-BFGS-B on the whole parameter vector) or, for
+        ``stochastic.dv``, ``"block"``: block-coordinate BFGS over cells, (D_i, V_i) blocks,
+        each step touching only the local terms around one cell, non-interacting cells
+        updated in parallel (the JAX counterpart of TRamWAy's ``minimize_sparse_bfgs``).
+    progress : optional callback, called once per solver iteration (L-BFGS-B only).
 
     Returns
     -------
@@ -392,8 +399,10 @@ def infer(cells, mode: str = "d", *, localization_error=None, sigma=None, sigma2
     lbD = _bounds_for_d(cells, s2, min_diffusivity)
     f = lambda v: jnp.asarray(v, dtype=dtype)  # noqa: E731
     defaults = dict(maxiter=1000, ftol=1e-6)
-    if base in ("dv",) and mode == "dv":
+    if mode == "dv":
         defaults = dict(maxiter=1000, ftol=1e-8, maxcor=10)
+    elif mode == "stochastic.dv":
+        defaults = dict(maxiter=1000, ftol=1e-8)
     opts = dict(defaults)
     if tol is not None:
         opts["ftol"] = tol
@@ -462,7 +471,14 @@ def infer(cells, mode: str = "d", *, localization_error=None, sigma=None, sigma2
                     f(_prior(potential_prior)), time, f(_prior(ltD)), f(_prior(ltV)), f(nrm))
             V_free = V0 is not None and np.isscalar(V0) and V0 == 0
             lb = np.r_[lbD, np.full(m, -np.inf if V_free else 0.0)]
-        res = _solve(fun, f(x0), f(lb), prob, opts, progress)
+        if solver == "block" and mode == "stochastic.dv":
+            res = _solve_block(cells, grad, delta, time, prob, f(x0), f(lb), opts,
+                               bool(jeffreys_prior), bool(tramway_jeffreys_bug))
+        elif solver not in ("lbfgsb", "l-bfgs-b"):
+            raise ValueError(f"unknown solver {solver!r} for mode {mode!r}; expected 'lbfgsb'"
+                             + (" or 'block'" if mode == "stochastic.dv" else ""))
+        else:
+            res = _solve(fun, f(x0), f(lb), prob, opts, progress)
         x = np.asarray(res.x, dtype=float)
         D, V = x[:m], x[m:].copy()
         if mode == "dv":
@@ -477,6 +493,96 @@ def infer(cells, mode: str = "d", *, localization_error=None, sigma=None, sigma2
             cols[f"force {c}"] = F[:, d]
         df = pd.DataFrame(cols, index=np.asarray(cells.cell_ids))
     return Maps(_with_centers(df, cells, export_centers), mode, res, params)
+
+
+def _block_structure(cells, stencils):
+    """Regions (cells whose local term involves cell i) and groups of cells sharing no term."""
+    m = cells.ncells
+    region = [{i} for i in range(m)]
+    for st in stencils:
+        if st is None:
+            continue
+        nb = np.asarray(st.neighbours)
+        w = np.asarray(st.neighbour_weight)
+        for j in range(m):
+            for k in range(nb.shape[1]):
+                if np.any(w[j, :, k] != 0):
+                    region[int(nb[j, k])].add(j)
+    R = max(len(r) for r in region)
+    rows = np.tile(np.arange(m)[:, None], (1, R))
+    rmask = np.zeros((m, R), dtype=bool)
+    for i, r in enumerate(region):
+        r = sorted(r)
+        rows[i, :len(r)] = r
+        rmask[i, :len(r)] = True
+    # greedy colouring: i and k conflict when some term involves both
+    owners = [[] for _ in range(m)]  # term j -> blocks whose region holds j
+    for i, r in enumerate(region):
+        for j in r:
+            owners[j].append(i)
+    colour = np.full(m, -1)
+    for i in range(m):
+        taken = {colour[k] for j in region[i] for k in owners[j] if colour[k] >= 0}
+        c = 0
+        while c in taken:
+            c += 1
+        colour[i] = c
+    ncol = colour.max() + 1
+    members = [np.nonzero(colour == c)[0] for c in range(ncol)]
+    width = max(len(g) for g in members)
+    groups = np.stack([np.pad(g, (0, width - len(g)), constant_values=-1) for g in members])
+    return jnp.asarray(rows), jnp.asarray(rmask), groups
+
+
+@functools.lru_cache(maxsize=16)
+def _jitted_block(jeffreys, bug, groups_key, opts_items):
+    from jaxinfer.optimize.block import minimize_block_bfgs
+
+    opts = dict(opts_items)
+    groups = np.asarray(groups_key[1]).reshape(groups_key[0])
+
+    def unpack(prob):
+        cells, grad, delta, s2, lD, lV, time, ltD, ltV, nrm = prob
+        return dict(cells=cells, grad=grad, delta=delta, sigma2=s2, diffusivity_prior=lD,
+                    potential_prior=lV, jeffreys_prior=jeffreys, time=time,
+                    diffusivity_time_prior=ltD, potential_time_prior=ltV,
+                    tramway_jeffreys_bug=bug, normalization=nrm)
+
+    def total(x, prob, rows, rmask):
+        kw = unpack(prob)
+        return post.stochastic_dv_neg_posterior(x[:, 0], x[:, 1], **kw)
+
+    def local(i, x, prob, rows, rmask):
+        kw = unpack(prob)
+        terms = post.local_dv_neg_posteriors(x[:, 0], x[:, 1], rows=rows[i], **kw)
+        return jnp.sum(jnp.where(rmask[i], terms, 0.0))
+
+    def run(x0, lower, prob, rows, rmask):
+        return minimize_block_bfgs(total, x0, local_fun=local, args=(prob, rows, rmask),
+                                   groups=groups, bounds=(lower, jnp.full_like(lower, jnp.inf)),
+                                   ftol=opts.get("ftol", 1e-8), gtol=opts.get("gtol", 1e-5),
+                                   max_epochs=int(opts.get("maxiter", 1000)))
+
+    return jax.jit(run)
+
+
+def _solve_block(cells, grad, delta, time, prob, x0, lb, opts, jeffreys, bug):
+    m = cells.ncells
+    rows, rmask, groups = _block_structure(cells, (grad, delta, time))
+    key = (groups.shape, tuple(groups.ravel().tolist()))
+    run = _jitted_block(jeffreys, bug, key, tuple(sorted(opts.items())))
+    x0b = jnp.stack([x0[:m], x0[m:]], axis=1)
+    lower = jnp.stack([lb[:m], lb[m:]], axis=1)
+    res = run(x0b, lower, prob, rows, rmask)
+    return eqx_tree_replace(res, x=jnp.concatenate([res.x[:, 0], res.x[:, 1]]))
+
+
+def eqx_tree_replace(res, **changes):
+    import equinox as eqx
+
+    for name, value in changes.items():
+        res = eqx.tree_at(lambda r: getattr(r, name), res, value)
+    return res
 
 
 def _cast(stencil, cells):

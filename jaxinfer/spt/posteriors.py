@@ -154,26 +154,34 @@ def local_dv_neg_posteriors(diffusivity, potential, cells: Cells, grad: Stencil,
                             delta: Stencil, sigma2, diffusivity_prior=0.0, potential_prior=0.0,
                             jeffreys_prior: bool = False, time: Optional[Stencil] = None,
                             diffusivity_time_prior=0.0, potential_time_prior=0.0,
-                            tramway_jeffreys_bug: bool = True, normalization=1.0):
-    """TRamWAy ``local_dv_neg_posterior`` for every cell -> [ncells].
+                            tramway_jeffreys_bug: bool = True, normalization=1.0, rows=None):
+    """TRamWAy ``local_dv_neg_posterior`` for every cell -> [ncells] (or for ``rows`` only,
+    [R], e.g. the cells around one block of a block-coordinate solver).
 
     delta : spatial variation for the priors (TRamWAy: ``delta0``); time : temporal variation
     stencil of space-time cells (TRamWAy's ``time_variation``, undefined sides = 0)."""
-    gradV = grad.apply(potential)
-    gradV = jnp.where(jnp.all(grad.defined, axis=1, keepdims=True), gradV, 0.0)
-    mu = -(diffusivity[:, None] * cells.dt)[..., None] * gradV[:, None, :]
-    out = cell_neg_log_likelihood(diffusivity, cells, sigma2, mu, normalization)
-    out = out + potential_prior * cells.volumes * jnp.sum(delta.apply(potential) ** 2, axis=-1)
-    out = out + diffusivity_prior * cells.volumes * jnp.sum(delta.apply(diffusivity) ** 2, axis=-1)
+    if rows is None:
+        rows = jnp.arange(cells.ncells)
+    D = diffusivity[rows]
+    gradV = grad.apply_at(potential, rows)
+    gradV = jnp.where(jnp.all(grad.defined[rows], axis=1, keepdims=True), gradV, 0.0)
+    sub = Cells(cells.dr[rows], cells.dt[rows], cells.mask[rows], cells.counts[rows],
+                cells.centers[rows], cells.volumes[rows], cells.neighbours[rows],
+                cells.neighbour_mask[rows], cells.cell_ids[rows])
+    mu = -(D[:, None] * sub.dt)[..., None] * gradV[:, None, :]
+    out = cell_neg_log_likelihood(D, sub, sigma2, mu, normalization)
+    vol = sub.volumes
+    out = out + potential_prior * vol * jnp.sum(delta.apply_at(potential, rows) ** 2, axis=-1)
+    out = out + diffusivity_prior * vol * jnp.sum(delta.apply_at(diffusivity, rows) ** 2, axis=-1)
     if jeffreys_prior:
-        lg = jnp.log(diffusivity * cells.dt_mean + sigma2)
+        lg = jnp.log(D * sub.dt_mean + sigma2)
         if tramway_jeffreys_bug:
-            out = out + 2.0 * lg - jnp.log(diffusivity)
+            out = out + 2.0 * lg - jnp.log(D)
         else:
-            out = out + 2.0 * (lg - jnp.log(diffusivity))
+            out = out + 2.0 * (lg - jnp.log(D))
     if time is not None:
-        out = out + diffusivity_time_prior * jnp.sum(time.apply(diffusivity) ** 2, axis=-1)
-        out = out + potential_time_prior * jnp.sum(time.apply(potential) ** 2, axis=-1)
+        out = out + diffusivity_time_prior * jnp.sum(time.apply_at(diffusivity, rows) ** 2, -1)
+        out = out + potential_time_prior * jnp.sum(time.apply_at(potential, rows) ** 2, -1)
     return out
 
 

@@ -150,5 +150,13 @@ def test_stochastic_dv_time_prior_on_space_time_cells():
         D = maps.maps["diffusivity"].values.reshape(3, 4)
         spread[tp] = D.std(axis=0).mean()
     assert spread[1e7] < 0.1 * spread[None]
+    # the block-coordinate solver (TRamWAy's sparse BFGS counterpart) reaches the same optimum
+    tight = dict(ftol=1e-13, gtol=1e-7)
+    kw = dict(sigma=0.0, diffusivity_prior=0.01, potential_prior=0.01, options=tight)
+    full = infer(cells, "stochastic.dv", **kw)
+    block = infer(cells, "stochastic.dv", solver="block", **kw)
+    assert block.success and full.success
+    assert float(block.result.fun) == pytest.approx(float(full.result.fun), rel=1e-9)
+    np.testing.assert_allclose(block.maps["diffusivity"], full.maps["diffusivity"], rtol=1e-4)
     with pytest.raises(ValueError, match="space-time"):
         infer(distributed(part), "stochastic.dv", potential_prior=1.0, diffusivity_time_prior=1.0)
