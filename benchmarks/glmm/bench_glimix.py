@@ -266,6 +266,7 @@ def main() -> int:
             "MKL_NUM_THREADS": os.environ["MKL_NUM_THREADS"], "XLA_FLAGS": os.environ["XLA_FLAGS"],
         },
         "quick": ARGS.quick,
+        "load_average_at_start": list(os.getloadavg()),
         "tasks": {},
     }
     their = {"tasks": {}}
@@ -326,6 +327,9 @@ def main() -> int:
             os.makedirs(os.path.dirname(out_path), exist_ok=True)
             with open(out_path, "w") as fh:
                 json.dump(results, fh, indent=1, default=float)
+    results["load_average_at_end"] = list(os.getloadavg())
+    with open(out_path, "w") as fh:
+        json.dump(results, fh, indent=1, default=float)
     print(markdown_table(results))
     print(f"wrote {out_path}")
     return 0
