@@ -100,38 +100,36 @@ class LBFGSB(eqx.Module):
         )
 
     def _direction(self, state: LBFGSBState, free):
-        """Two-loop recursion restricted to the free variables: ``-H_free g_free``."""
+        """Two-loop recursion restricted to the free variables: ``-H_free g_free``.
+
+        Pairs without positive curvature in the free subspace are skipped. Written as two
+        ``lax.scan``s over the (masked) memory, newest pair first then oldest first, which
+        compiles faster than the compact-matrix form with triangular solves.
+        """
         m = self.maxcor
         dtype = state.x.dtype
         tiny = jnp.finfo(dtype).eps
+        order = (state.head - 1 - jnp.arange(m)) % m        # newest pair first
+        S = jnp.where(free[None, :], state.s_mem[order], 0.0)
+        Y = jnp.where(free[None, :], state.y_mem[order], 0.0)
+        sy = jnp.sum(S * Y, axis=1)
+        valid = (jnp.arange(m) < state.count) & (sy > tiny * jnp.sum(Y * Y, axis=1))
+        rho = jnp.where(valid, 1.0 / jnp.where(valid, sy, 1.0), 0.0)
         q = jnp.where(free, state.g, 0.0)
-        # slot of the k-th newest pair
-        def slot(k):
-            return (state.head - 1 - k) % m
 
-        def rho_of(k):
-            s = jnp.where(free, state.s_mem[slot(k)], 0.0)
-            y = jnp.where(free, state.y_mem[slot(k)], 0.0)
-            sy = jnp.vdot(s, y)
-            valid = (k < state.count) & (sy > tiny * jnp.vdot(y, y))
-            return s, y, jnp.where(valid, 1.0 / jnp.where(valid, sy, 1.0), 0.0)
+        def newest_first(q, pair):
+            s, y, r = pair
+            a = r * jnp.vdot(s, q)
+            return q - a * y, a
 
-        def first_loop(k, carry):
-            q, alphas = carry
-            s, y, rho = rho_of(k)
-            a = rho * jnp.vdot(s, q)
-            return q - a * y, alphas.at[k].set(a)
+        q, alphas = lax.scan(newest_first, q, (S, Y, rho))
 
-        q, alphas = lax.fori_loop(0, m, first_loop, (q, jnp.zeros((m,), dtype)))
-        r = state.gamma * q
+        def oldest_first(r, pair):
+            s, y, rh, a = pair
+            b = rh * jnp.vdot(y, r)
+            return r + s * (a - b), None
 
-        def second_loop(j, r):
-            k = m - 1 - j  # oldest first
-            s, y, rho = rho_of(k)
-            b = rho * jnp.vdot(y, r)
-            return r + s * (alphas[k] - b)
-
-        r = lax.fori_loop(0, m, second_loop, r)
+        r, _ = lax.scan(oldest_first, state.gamma * q, (S, Y, rho, alphas), reverse=True)
         return -jnp.where(free, r, 0.0)
 
     def step(self, value_and_grad: Callable, state: LBFGSBState, lb, ub) -> LBFGSBState:
