@@ -23,8 +23,10 @@ Likelihood (glimix-core / LaMotte 2007), β = vec(B) = H⁻¹MᵀK⁻¹y:
 df = n·p (- c·q if restricted).
 
 As glimix-core, G is divided internally by g = max(min G, max G) and the reported C₀ is the
-internal one divided by g²; parameters start at glimix-core's defaults (C₀ = 𝟏𝟏ᵀ (rank r),
-C₁ = LLᵀ + εI with L lower-triangular ones).
+internal one divided by g²; parameters start at glimix-core's defaults (C₀ = 𝟏𝟏ᵀ at rank 1,
+C₁ = LLᵀ + εI with L lower-triangular ones), except that for rank > 1 C₀'s factor starts as
+lower-triangular ones instead of all ones: identical columns are a symmetric saddle that
+keeps C₀ at rank 1 under any gradient method.
 """
 
 from __future__ import annotations
@@ -218,6 +220,11 @@ class Kron2Sum:
         self._X = jnp.asarray(X)
         Gn = jnp.asarray(G / self._G_norm)
         self._cov = Kron2SumCov(Gn, p, rank)
+        # Start C₀ = LLᵀ with L[i, j] = 1 for i ≥ j: all ones at rank 1 (glimix-core's start),
+        # lower-triangular ones for rank > 1. glimix-core's all-ones L for rank > 1 has
+        # identical columns, a symmetric saddle that gradient methods cannot leave (C₀ stays
+        # rank 1).
+        self._cov.C0.L = np.tril(np.ones((p, rank)))
         self._restricted = bool(restricted)
         self._data = jax.jit(kron_statistics)(self._Y, self._A, self._X, Gn)
         self._result = None
