@@ -76,6 +76,7 @@ def _find_mode(derivs, lo, hi, x0):
         newton = x - g / jnp.minimum(h, -tiny)
         inside = (newton > lo) & (newton < hi)
         x_new = jnp.where(inside, newton, 0.5 * (lo + hi))
+        x_new = jnp.where(g == 0, x, x_new)   # exactly at the root: stay
         small = rtol * (1.0 + jnp.abs(x_new))
         now_done = (jnp.abs(x_new - x) <= small) | (hi - lo <= small) | (g == 0)
         return i + 1, jnp.where(done, x, x_new), lo, hi, done | now_done
