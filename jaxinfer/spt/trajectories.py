@@ -23,6 +23,7 @@ read as ``n, x, y, t`` and 5 as ``n, x, y, z, t``; other counts need ``columns=`
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import re
 import warnings
@@ -117,12 +118,19 @@ def _read_text(path: str, columns: Optional[Sequence[str]], header: Optional[boo
         raise ValueError(f"trajectory file {path!r} is empty: expected rows with columns "
                          f"n, x, y[, z], t")
     first = lines[0]
+    custom_sep = sep is not None
     if sep is None:
         sep = "," if "," in first else r"\s+"
+    if custom_sep:
+        splitter = re.compile(sep).split
+    elif sep == ",":
+        splitter = lambda line: line.split(",")  # noqa: E731
+    else:
+        splitter = str.split
     if header is None:
         header = bool(_HEADER_PATTERN.search(first))
     if header:
-        names = [c.strip() for c in re.split(sep, first.strip())]
+        names = [c.strip() for c in splitter(first.strip())]
         if columns is not None:
             names = list(columns)
         body = lines[1:]
@@ -130,8 +138,8 @@ def _read_text(path: str, columns: Optional[Sequence[str]], header: Optional[boo
             raise ValueError(f"trajectory file {path!r} has a header but no data rows")
     else:
         body = lines
-    rows = [re.split(sep, line.strip()) for line in body]
-    counts = np.array([len(r) for r in rows])
+    counts = np.fromiter((len(splitter(line.strip())) for line in body), dtype=np.int64,
+                         count=len(body))
     if not header:
         if columns is not None:
             names = list(columns)
@@ -148,7 +156,11 @@ def _read_text(path: str, columns: Optional[Sequence[str]], header: Optional[boo
             f"trajectory file {path!r}: expected {len(names)} columns ({', '.join(names)}) but "
             f"data rows {_preview(bad.tolist())} have {_preview(counts[bad].tolist())} columns "
             f"(data rows are 0-based, header excluded)")
-    return pd.DataFrame(rows, columns=names)
+    # every row has the right field count: let pandas' C parser convert the values
+    # (non-numeric fields leave the column as strings, reported by the validation)
+    return pd.read_csv(io.StringIO("\n".join(line.strip() for line in body)), sep=sep,
+                       header=None, names=names, engine="c" if not custom_sep else "python",
+                       keep_default_na=True)
 
 
 # --------------------------------------------------------------------------- validation
@@ -235,10 +247,14 @@ def _validate(raw: pd.DataFrame, what: str, *, drop_invalid: bool, sort: bool):
     problems = []
     for c in cols:
         column = raw[c]
-        numeric = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
-        present = column.notna().to_numpy() & ~column.astype(str).str.strip().isin(
-            ["", "nan", "NaN", "NA", "None"]).to_numpy()
-        non_numeric = present & np.isnan(numeric)
+        if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+            numeric = column.to_numpy(dtype=np.float64)
+            non_numeric = np.zeros(n_read, dtype=bool)
+        else:
+            numeric = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64)
+            present = column.notna().to_numpy() & ~column.astype(str).str.strip().isin(
+                ["", "nan", "NaN", "NA", "None"]).to_numpy()
+            non_numeric = present & np.isnan(numeric)
         nonfinite = ~np.isfinite(numeric) & ~non_numeric
         for label, mask in (("non-numeric", non_numeric), ("NaN/missing or infinite", nonfinite)):
             if mask.any():
