@@ -23,7 +23,11 @@ from tramway.helper import tessellate  # noqa: E402
 from tramway.inference import distributed  # noqa: E402
 from tramway.inference.base import smooth_infer_init  # noqa: E402
 from tramway.inference.gradient import get_grad_kwargs  # noqa: E402
-from tramway.inference.standard_d import smooth_d_neg_posterior  # noqa: E402
+from tramway.inference.gradient import delta1, gradn  # noqa: E402
+from tramway.inference.standard_d import d_neg_posterior1, smooth_d_neg_posterior  # noqa: E402
+from tramway.inference.standard_ddrift import dd_neg_posterior1  # noqa: E402
+from tramway.inference.standard_df import df_neg_posterior1  # noqa: E402
+from tramway.inference.dv import dv_neg_posterior1  # noqa: E402
 from tramway.inference.standard_ddrift import smooth_dd_neg_posterior  # noqa: E402
 from tramway.inference.standard_df import smooth_df_neg_posterior  # noqa: E402
 from tramway.inference.dv import DV, dv_neg_posterior  # noqa: E402
@@ -100,6 +104,30 @@ def export(name, df, part, sigma=0.03):
         d0.append(0.0 if d is None else float(np.sum(d * d)))
     cells.clear_caches()
     out.update(field=X, grad1=g, delta0_sq=np.array(d0))
+    # other operators and neighbour selections
+    for key, kw in (("grad1_angle05", dict(selection_angle=0.5)),
+                    ("grad1_angle07", dict(selection_angle=0.7)),
+                    ("grad1_eps", dict(eps=0.05))):
+        cells.clear_caches()
+        gk = np.full((m, 2), np.nan)
+        for j, i in enumerate(index):
+            gi = cells.grad(i, X, reverse_index, **kw)
+            if gi is not None:
+                gk[j] = gi
+        out[key] = gk
+    cells.clear_caches()
+    gn = np.full((m, 2), np.nan)
+    d1 = np.zeros(m)
+    for j, i in enumerate(index):
+        gi = gradn(cells, i, X, reverse_index)
+        if gi is not None:
+            gn[j] = gi
+    cells.clear_caches()
+    for j, i in enumerate(index):
+        di = delta1(cells, i, X, reverse_index, **grad_kwargs)
+        d1[j] = 0.0 if di is None else float(np.sum(di * di))
+    cells.clear_caches()
+    out.update(gradn=gn, delta1_sq=d1)
 
     D_perturbed = D0 * np.exp(0.3 * rng.normal(size=m))
     drift = 0.5 * rng.normal(size=(m, 2))
@@ -142,8 +170,44 @@ def export(name, df, part, sigma=0.03):
                                           dt_mean, index, reverse_index, grad_kwargs)
                    for j in range(m))
 
+    def run_d1(D, dprior, jeff):
+        cells.clear_caches()
+        for c in cells.values():
+            c.cache = None
+        return d_neg_posterior1(D, cells, sigma2, dprior, jeff, dt_mean, None, index,
+                                reverse_index, grad_kwargs)
+
+    def run_dd1(D, a, dprior, aprior, jeff):
+        cells.clear_caches()
+        dd = ChainArray("D", D.copy(), "drift", a.copy())
+        return dd_neg_posterior1(dd.combined, dd, cells, sigma2, dprior, aprior, jeff,
+                                 dt_mean, None, index, reverse_index, grad_kwargs)
+
+    def run_df1(D, F, dprior, fprior, jeff):
+        cells.clear_caches()
+        dfc = ChainArray("D", D.copy(), "F", F.copy())
+        return df_neg_posterior1(dfc.combined, dfc, cells, sigma2, dprior, fprior, jeff,
+                                 dt_mean, None, index, reverse_index, grad_kwargs)
+
+    def run_dv1(D, V, dprior, vprior, jeff):
+        cells.clear_caches()
+        dv = DV(D.copy(), V.copy(), dprior, vprior, 0)
+        return dv_neg_posterior1(dv.combined, dv, cells, sigma2, jeff, dt_mean, index,
+                                 reverse_index, grad_kwargs, 0.0, False, [])
+
     z = np.zeros((m, 2))
     cases = []
+    cases.append(("d.delta0", dict(D=D_perturbed, diffusivity_prior=10.0, jeffreys_prior=True),
+                  run_d1(D_perturbed, 10.0, True)))
+    cases.append(("dd.delta0", dict(D=D_perturbed, drift=drift, diffusivity_prior=10.0,
+                                    drift_prior=2.0, jeffreys_prior=False),
+                  run_dd1(D_perturbed, drift, 10.0, 2.0, False)))
+    cases.append(("df.delta0", dict(D=D_perturbed, force=force, diffusivity_prior=10.0,
+                                    force_prior=0.5, jeffreys_prior=True),
+                  run_df1(D_perturbed, force, 10.0, 0.5, True)))
+    cases.append(("dv.delta0", dict(D=D_perturbed, V=V, diffusivity_prior=5.0,
+                                    potential_prior=2.0, jeffreys_prior=True),
+                  run_dv1(D_perturbed, V, 5.0, 2.0, True)))
     for D in (D0, D_perturbed):
         for dprior, jeff in ((None, False), (10.0, False), (10.0, True)):
             cases.append(("d", dict(D=D, diffusivity_prior=dprior, jeffreys_prior=jeff),

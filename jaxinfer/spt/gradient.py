@@ -228,9 +228,15 @@ def delta1_stencil(centers, neighbours, eps=None, selection_angle=DEFAULT_SELECT
     return Stencil(jnp.asarray(sw), jnp.asarray(nw), jnp.asarray(nb), jnp.asarray(defined))
 
 
-def gradn_stencil(centers, neighbours) -> Stencil:
+def gradn_stencil(centers, neighbours, tramway_indexing: bool = False) -> Stencil:
     """TRamWAy's ``gradn``: least-squares full quadratic through the cell (repeated once per
-    neighbour, as TRamWAy does) and its neighbours, differentiated at the cell centre."""
+    neighbour, as TRamWAy does) and its neighbours, differentiated at the cell centre.
+
+    TRamWAy 0.7's ``_poly2_deriv_eval`` walks the non-zero entries of the derivative pattern
+    with a counter that indexes the coefficient vector, so it multiplies the wrong
+    coefficients (e.g. in 2D, d/dx uses the y*y coefficient instead of the x one).
+    ``tramway_indexing=True`` reproduces that (for comparison only; TRamWAy's inference never
+    calls ``gradn``); the default is the correct derivative."""
     centers = np.asarray(centers, float)
     m, dim = centers.shape
     nb, nmask = _padded(neighbours)
@@ -253,12 +259,25 @@ def gradn_stencil(centers, neighbours) -> Stencil:
         # derivative of the polynomial at x0 as a linear functional of the coefficients
         E = np.zeros((dim, pinv.shape[0]))
         for d in range(dim):
+            # (coefficient factor, column) of every entry of the derivative pattern
+            entries = []
             col = 0
             for v in range(dim):
                 for u in range(dim):
-                    E[d, col] = (x0[v] if u == d else 0.0) + (x0[u] if v == d else 0.0)
+                    entries.append(((x0[v] if u == d else 0.0) + (x0[u] if v == d else 0.0),
+                                    (u == d) or (v == d), col))
                     col += 1
-            E[d, dim * dim + d] = 1.0
+            for u in range(dim):
+                entries.append((1.0 if u == d else 0.0, u == d, dim * dim + u))
+            entries.append((0.0, False, dim * dim + dim))
+            slot = 0
+            for value, nonzero, column in entries:
+                if tramway_indexing:
+                    if nonzero:
+                        E[d, slot] += value
+                        slot += 1
+                else:
+                    E[d, column] += value
         W = E @ pinv  # [dim, 2k]
         sw[i] = W[:, :k].sum(axis=1)
         nw[i, :, :k] = W[:, k:]

@@ -29,6 +29,23 @@ def test_grad1_matches_tramway(fixture):
     np.testing.assert_allclose(ours, ref, rtol=1e-10, atol=1e-12 * np.nanmax(np.abs(ref)))
 
 
+def test_other_selections_gradn_delta1_match_tramway(fixture):
+    f, cells = fixture
+    lists = cells.neighbour_lists()
+    X = jnp.asarray(f["field"])
+    for key, kw in (("grad1_angle05", dict(selection_angle=0.5)),
+                    ("grad1_angle07", dict(selection_angle=0.7)),
+                    ("grad1_eps", dict(eps=0.05, selection_angle=None))):
+        ours = np.asarray(grad1_stencil(cells.centers, lists, **kw).apply(X, na=jnp.nan))
+        np.testing.assert_allclose(ours, f[key], rtol=1e-10, atol=1e-12, err_msg=key)
+    # TRamWAy's gradn multiplies misindexed coefficients: reproduced on request only
+    ours = np.asarray(gradn_stencil(cells.centers, lists, tramway_indexing=True).apply(X))
+    np.testing.assert_allclose(ours, f["gradn"], rtol=1e-8, atol=1e-10)
+    assert not np.allclose(np.asarray(gradn_stencil(cells.centers, lists).apply(X)), f["gradn"])
+    d1 = np.sum(np.asarray(delta1_stencil(cells.centers, lists).apply(X)) ** 2, axis=1)
+    np.testing.assert_allclose(d1, f["delta1_sq"], rtol=1e-10)
+
+
 def test_delta0_matches_tramway(fixture):
     f, cells = fixture
     d = delta0_stencil(cells.centers, cells.neighbour_lists())

@@ -33,22 +33,25 @@ def problem(request):
 
 def _ours(mode, p, pr):
     cells, g, s2 = pr["cells"], pr["grad"], pr["s2"]
+    reg = None
+    if mode.endswith(".delta0"):  # TRamWAy's *_neg_posterior1: priors on delta0
+        mode, reg = mode[:-len(".delta0")], pr["delta"]
 
     def lam(k):
         return 0.0 if p.get(k) is None else p[k]
 
     jf = bool(p["jeffreys_prior"])
     if mode == "d":
-        return P.d_neg_posterior(p["D"], cells, g, s2, lam("diffusivity_prior"), jf)
+        return P.d_neg_posterior(p["D"], cells, g, s2, lam("diffusivity_prior"), jf, reg)
     if mode == "dd":
         return P.dd_neg_posterior(p["D"], p["drift"], cells, g, s2, lam("diffusivity_prior"),
-                                  lam("drift_prior"), jf)
+                                  lam("drift_prior"), jf, reg)
     if mode == "df":
         return P.df_neg_posterior(p["D"], p["force"], cells, g, s2, lam("diffusivity_prior"),
-                                  lam("force_prior"), jf)
+                                  lam("force_prior"), jf, reg)
     if mode == "dv":
         return P.dv_neg_posterior(p["D"], p["V"], cells, g, s2, lam("diffusivity_prior"),
-                                  lam("potential_prior"), jf)
+                                  lam("potential_prior"), jf, reg)
     if mode == "stochastic.dv":
         return P.stochastic_dv_neg_posterior(
             p["D"], p["V"], cells, g, pr["delta"], s2, diffusivity_prior=lam("diffusivity_prior"),
@@ -66,7 +69,8 @@ def test_objectives_match_tramway(problem):
         ours = float(_ours(mode, params, problem))
         assert ours == pytest.approx(value, rel=1e-10), (mode, params.keys())
         seen.add(mode)
-    assert seen == {"d", "dd", "df", "dv", "stochastic.dv", "unsmooth.d"}
+    assert seen == {"d", "dd", "df", "dv", "stochastic.dv", "unsmooth.d", "d.delta0",
+                    "dd.delta0", "df.delta0", "dv.delta0"}
 
 
 def test_initial_values_match_tramway(problem):
