@@ -43,6 +43,7 @@ __all__ = [
     "get_D_posterior",
     "get_MAP_D",
     "get_D_confidence_interval",
+    "bayes_factors_for_cells",
 ]
 
 
@@ -306,3 +307,49 @@ def get_D_confidence_interval(alpha, n, zeta_t, V, V_pi, dt, sigma2, dim):
         raise ValueError(f"dim={dim} but zeta_t has {zeta_t.shape[-1]} components")
     out = d_conj_prior_from_statistics(n, zeta_t, V, V_pi, dt, sigma2, alpha=alpha)
     return out["diffusivity"], jnp.stack([out["ci_low"], out["ci_high"]], axis=-1)
+
+
+# --------------------------------------------------------------------------- per-cell front end
+
+
+def bayes_factors_for_cells(dr, dt, mask, diffusivity_gradient, *, sigma=None, sigma2=None,
+                            B_threshold=10, minimal_n: bool = True, n_nodes: int = 48):
+    """TRamWAy's ``bayes_factor`` mode on padded per-cell arrays.
+
+    Parameters
+    ----------
+    dr : array [ncells, max_n, dim]       translocation displacements (µm), padded
+    dt : array [ncells, max_n]            durations (s), identical for real translocations
+    mask : bool array [ncells, max_n]     True for real translocations
+    diffusivity_gradient : array [ncells, dim]
+        ∇D at each cell (µm/s), e.g. grad1 of a diffusivity map (NaN where undefined).
+    sigma, sigma2 : localization error as σ (µm) or σ² (µm²), exactly one.
+    B_threshold, minimal_n, n_nodes : as :func:`calculate_bayes_factors`.
+
+    Returns
+    -------
+    dict of arrays [ncells] / [ncells, dim]: ``lg_B``, ``force``, ``min_n``, ``zeta_total``,
+    ``zeta_spurious`` (= ∇D Δt / √V, TRamWAy's SNR extension), ``n``, ``V``, ``V_prior``.
+    Cells with fewer than 2 translocations or an undefined gradient get NaN (force 0).
+    """
+    from jaxinfer.spt.conjugate import _check_identical_dt, jump_statistics, localization_variance
+
+    s2 = localization_variance(sigma, sigma2)
+    if not any(isinstance(x, jax.core.Tracer) for x in (dt, mask)):
+        _check_identical_dt(dt, mask)
+    dr = jnp.asarray(dr)
+    mask = jnp.asarray(mask, dtype=bool)
+    dt = jnp.asarray(dt, dr.dtype)
+    grad_d = jnp.asarray(diffusivity_gradient, dr.dtype)
+    if grad_d.shape != (dr.shape[0], dr.shape[2]):
+        raise ValueError(f"diffusivity_gradient must have shape {(dr.shape[0], dr.shape[2])} "
+                         f"(ncells, dim), got {grad_d.shape}")
+    stats = jump_statistics(dr, mask)
+    w = mask.astype(dr.dtype)
+    common_dt = jnp.sum(w * dt) / jnp.sum(w)
+    zeta_sp = grad_d * common_dt / stats["sd"][:, None]
+    lg_b, force, min_n = calculate_bayes_factors(
+        stats["zeta_total"], zeta_sp, stats["n"], stats["V"], stats["V_prior"], s2,
+        dim=dr.shape[2], B_threshold=B_threshold, n_nodes=n_nodes, minimal_n=minimal_n)
+    return dict(lg_B=lg_b, force=force, min_n=min_n, zeta_total=stats["zeta_total"],
+                zeta_spurious=zeta_sp, n=stats["n"], V=stats["V"], V_prior=stats["V_prior"])

@@ -12,6 +12,7 @@ from scipy import special
 from jaxinfer.quadrature import integrate
 from jaxinfer.spt.bayes_factors import (
     calculate_bayes_factors,
+    bayes_factors_for_cells,
     calculate_minimal_n,
     get_D_confidence_interval,
     get_D_posterior,
@@ -170,3 +171,31 @@ def test_D_posterior_matches_tramway_and_normalises(fx):
         np.testing.assert_allclose(mass, 1.0, rtol=1e-8)
         tail = integrate(post, lo, float(ci[0]), n=80)
         np.testing.assert_allclose(tail, 0.025, rtol=1e-6)
+
+
+def test_bayes_factors_for_cells_matches_snr_formulas():
+    """Per-cell front end = TRamWAy's SNR extensions (checked on the d.conj_prior fixture
+    statistics) fed to log10_bayes_factor."""
+    f = np.load(os.path.join(os.path.dirname(__file__), "fixtures", "periph_conj_prior.npz"))
+    cells = f["cell_id"]
+    ncells, max_n = cells.max() + 1, np.bincount(cells).max()
+    dr = np.zeros((ncells, max_n, 2))
+    mask = np.zeros((ncells, max_n), bool)
+    for c in range(ncells):
+        rows = np.flatnonzero(cells == c)
+        dr[c, :rows.size] = f["dr"][rows]
+        mask[c, :rows.size] = True
+    grad_d = np.random.default_rng(2).normal(scale=0.5, size=(ncells, 2))
+    grad_d[3] = np.nan
+    out = bayes_factors_for_cells(dr, np.full(dr.shape[:2], 0.05), mask, grad_d, sigma=0.02,
+                                  minimal_n=False)
+    V = f["s002_a95_V"]
+    zt = np.stack([f["s002_a95_zeta_total_x"], f["s002_a95_zeta_total_y"]], axis=1)
+    np.testing.assert_allclose(out["zeta_total"], zt, rtol=1e-10)
+    zs = grad_d * 0.05 / np.sqrt(V)[:, None]
+    np.testing.assert_allclose(out["zeta_spurious"], zs, rtol=1e-12)
+    ok = np.isfinite(zs).all(axis=1)
+    ref = [scipy_lg_b(zt[i], zs[i], f["s002_a95_n"][i], V[i], f["s002_a95_V_prior"][i], 0.0004)
+           for i in np.flatnonzero(ok)[:4]]
+    np.testing.assert_allclose(np.asarray(out["lg_B"])[np.flatnonzero(ok)[:4]], ref, atol=1e-10)
+    assert np.isnan(out["lg_B"][3]) and int(out["force"][3]) == 0
