@@ -30,3 +30,7 @@ def test_glmm_notebook_executes_and_finds_the_causal_snp():
     # Calibrated null p-values and the scanner equal to an LMM with the SNP as a covariate.
     assert 0.85 < summary["lambda_gc"] < 1.2
     assert summary["scanner_vs_lmm_lml"] < 1e-6
+    # NUTS posterior of h2: no divergences, and it covers the ML estimate and the truth.
+    low, high = summary["h2_interval"]
+    assert summary["divergences"] == 0
+    assert low < summary["h2_ml"] < high and low < summary["h2_true"] < high
