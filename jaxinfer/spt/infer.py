@@ -18,6 +18,8 @@ parameters, which makes every step O(m^2)); pass ``options={'maxcor': ...}`` to 
 Stochastic DV is solved with ``maxiter=1000, ftol=1e-8`` on the summed local objective (TRamWAy's
 sparse BFGS uses its own per-component ``ftol=1e-3``), by L-BFGS-B or, with ``solver='block'``,
 block-coordinate BFGS (:func:`jaxinfer.optimize.block.minimize_block_bfgs`).
+With float32 cells the default ``ftol`` is raised to 1e-5 (TRamWAy's float64 tolerances are
+below float32 rounding of objectives summing thousands of terms).
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from jaxinfer.spt.gradient import (DEFAULT_SELECTION_ANGLE, delta0_stencil, delt
                                    grad1_stencil, gradn_stencil)
 
 __all__ = ["Maps", "infer", "localization_variance", "MODES"]
+
+FLOAT32_FTOL = 1e-5  # default relative ftol when the cells are float32
 
 MODES = ("d", "dd", "df", "dv", "stochastic.dv", "standard.d", "standard.dd", "standard.df",
          "smooth.d", "smooth.dd", "smooth.df", "degraded.d", "unsmooth.d", "unsmooth.dd",
@@ -403,6 +407,8 @@ def infer(cells, mode: str = "d", *, localization_error=None, sigma=None, sigma2
         defaults = dict(maxiter=1000, ftol=1e-8, maxcor=10)
     elif mode == "stochastic.dv":
         defaults = dict(maxiter=1000, ftol=1e-8)
+    if dtype == jnp.float32:  # TRamWAy's float64 tolerances are below float32 rounding
+        defaults["ftol"] = max(defaults["ftol"], FLOAT32_FTOL)
     opts = dict(defaults)
     if tol is not None:
         opts["ftol"] = tol
@@ -618,6 +624,8 @@ def _infer_per_cell(cells, base, s2, jeffreys, min_diffusivity, max_iter, option
     lb = np.full((m, k), -np.inf)
     lb[:, 0] = lbD
     opts = dict(maxiter=15000, ftol=2.220446049250313e-09)  # scipy L-BFGS-B defaults
+    if dtype == jnp.float32:
+        opts["ftol"] = FLOAT32_FTOL
     if tol is not None:
         opts["ftol"] = tol
     opts.update(options or {})

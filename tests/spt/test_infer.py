@@ -160,3 +160,23 @@ def test_stochastic_dv_time_prior_on_space_time_cells():
     np.testing.assert_allclose(block.maps["diffusivity"], full.maps["diffusivity"], rtol=1e-4)
     with pytest.raises(ValueError, match="space-time"):
         infer(distributed(part), "stochastic.dv", potential_prior=1.0, diffusivity_time_prior=1.0)
+
+
+def test_float32_cells(grid_cells):
+    f32 = jax.tree_util.tree_map(
+        lambda a: a.astype(jnp.float32) if jnp.issubdtype(a.dtype, jnp.floating) else a,
+        grid_cells)
+    m32 = infer(f32, "d", sigma=0.03, diffusivity_prior=20.0)
+    m64 = infer(grid_cells, "d", sigma=0.03, diffusivity_prior=20.0)
+    assert m32.success and m32.result.x.dtype == jnp.float32
+    assert m32.parameters["options"]["ftol"] == 1e-5
+    # the objective is flat along smooth modes: compare optimal values in float64
+    cells = grid_cells.with_neighbours_only()
+    g = grad1_stencil(cells.centers, cells.neighbour_lists())
+
+    def f64(D):
+        return float(P.d_neg_posterior(jnp.asarray(D, jnp.float64), cells, g, 9e-4, 20.0))
+
+    v32, v64 = f64(m32.maps["diffusivity"].values), f64(m64.maps["diffusivity"].values)
+    assert abs(v32 - v64) <= 1e-5 * abs(v64)
+    np.testing.assert_allclose(m32.maps["diffusivity"], m64.maps["diffusivity"], rtol=0.05)
