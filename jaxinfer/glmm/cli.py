@@ -138,7 +138,7 @@ def run_scan(
         warnings.append(
             f"delta = {lmm.delta:.3g} is at its lower bound (all random variance on K): the ML "
             "likelihood may be unbounded there, e.g. when an in-sample-centred GRM has the intercept "
-            "in its null space; consider --restricted"
+            "in its null space; treat the variance components (and the scan) with care"
         )
     elif lmm.delta > 1 - 1e-6:
         warnings.append(f"delta = {lmm.delta:.6g} is at its upper bound: no variance attributed to K")
