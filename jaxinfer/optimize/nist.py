@@ -237,30 +237,75 @@ def agreeing_digits(problem: NistProblem, params, sd) -> float:
                      log_relative_error(sd, problem.certified_sd).min()))
 
 
-def fit(problem: NistProblem, starts=None, **lm_options):
-    """Fit ``problem`` from several starts at once with :func:`curve_fit` (one compile).
+def fit_all(problems=None, starts=(0, 1), progress=None, **lm_options):
+    """Fit many problems with :func:`curve_fit`, batching what can share one compile.
 
-    ``starts`` is (k, n) (default: Start 1 and Start 2). Returns a dict of numpy arrays:
-    ``popt`` (k, n), ``sd`` (k, n) (square roots of the diagonal of ``pcov``), ``status``,
-    ``success``, ``nfev``, ``njev``, ``nit`` (k,), and ``digits`` (k,) from
-    :func:`agreeing_digits`.
+    Problems with the same model function and data size (Lanczos1-3, Gauss1-3) and all their
+    starts are stacked and fitted by one ``jit(vmap(curve_fit))``. ``problems`` is a list of
+    :class:`NistProblem` (default: all 27); ``starts`` picks Start 1 (0) and/or Start 2 (1).
+
+    Returns ``{(name, start_index): record}`` where a record holds numpy ``popt``, ``sd``
+    (square roots of the diagonal of pcov) and scalars ``status``, ``success``, ``nfev``,
+    ``njev``, ``nit``, ``digits`` (:func:`agreeing_digits`) and ``param_digits`` (parameters
+    only).
     """
     import jax
 
     from jaxinfer.optimize.least_squares import curve_fit
 
-    starts = np.asarray(problem.starts if starts is None else starts, dtype=float)
-    x = jnp.asarray(problem.x)
-    y = jnp.asarray(problem.y)
+    problems = list(load_all().values()) if problems is None else list(problems)
+    groups: Dict[tuple, list] = {}
+    for prob in problems:
+        groups.setdefault((prob.model, prob.y.shape[0], prob.x.shape), []).append(prob)
 
-    def one(p0):
-        popt, pcov, res = curve_fit(problem.f, x, y, p0=p0, full_output=True, **lm_options)
+    def one(x, y, p0):
+        popt, pcov, res = curve_fit(lambda xx, *b: model(xx, jnp.stack(b)), x, y, p0=p0,
+                                    full_output=True, **lm_options)
         return popt, jnp.sqrt(jnp.diag(pcov)), res.status, res.nfev, res.njev, res.nit
 
-    popt, sd, status, nfev, njev, nit = jax.jit(jax.vmap(one))(jnp.asarray(starts))
-    popt, sd = np.asarray(popt), np.asarray(sd)
-    status = np.asarray(status)
-    digits = np.array([agreeing_digits(problem, popt[k], sd[k]) for k in range(len(starts))])
-    return {"popt": popt, "sd": sd, "status": status, "success": status < 20,
-            "nfev": np.asarray(nfev), "njev": np.asarray(njev), "nit": np.asarray(nit),
-            "digits": digits}
+    out = {}
+    for (model, _, _), members in groups.items():
+        if progress is not None:
+            progress("NIST " + ", ".join(p.name for p in members))
+        items = [(prob, k) for prob in members for k in starts]
+        xs = jnp.asarray(np.stack([prob.x for prob, _ in items]))
+        ys = jnp.asarray(np.stack([prob.y for prob, _ in items]))
+        p0s = jnp.asarray(np.stack([prob.starts[k] for prob, k in items]))
+        popt, sd, status, nfev, njev, nit = jax.jit(jax.vmap(one))(xs, ys, p0s)
+        popt, sd = np.asarray(popt), np.asarray(sd)
+        for i, (prob, k) in enumerate(items):
+            out[(prob.name, k)] = {
+                "popt": popt[i], "sd": sd[i], "status": int(status[i]),
+                "success": bool(int(status[i]) < 20), "nfev": int(nfev[i]),
+                "njev": int(njev[i]), "nit": int(nit[i]),
+                "digits": agreeing_digits(prob, popt[i], sd[i]),
+                "param_digits": float(log_relative_error(popt[i], prob.certified_params).min()),
+            }
+    return out
+
+
+def fit_scipy(problem: NistProblem, start: int, **kwargs):
+    """The same fit with ``scipy.optimize.curve_fit`` (method 'lm' unless told otherwise).
+
+    Returns a record like :func:`fit_all`'s (``digits`` 0 when scipy raises).
+    """
+    import warnings
+
+    import scipy.optimize
+
+    def f(x, *b):
+        return np.asarray(problem.model(x, np.array(b)))
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            popt, pcov, info, _, ier = scipy.optimize.curve_fit(
+                f, problem.x, problem.y, p0=problem.starts[start], full_output=True, **kwargs)
+        sd = np.sqrt(np.diag(pcov))
+        return {"popt": popt, "sd": sd, "success": ier in (1, 2, 3, 4), "nfev": int(info["nfev"]),
+                "digits": agreeing_digits(problem, popt, sd),
+                "param_digits": float(log_relative_error(popt, problem.certified_params).min())}
+    except (RuntimeError, ValueError, OverflowError, FloatingPointError, np.linalg.LinAlgError):
+        n = problem.n_params
+        return {"popt": np.full(n, np.nan), "sd": np.full(n, np.nan), "success": False,
+                "nfev": -1, "digits": 0.0, "param_digits": 0.0}
