@@ -147,8 +147,11 @@ def wolfe_line_search(
         right = jnp.maximum(lo_a, new_hi_a)
         width = right - left
         cubic = _cubic_minimizer(lo_a, lo_f, lo_d, new_hi_a, new_hi_f, new_hi_d)
-        ok = jnp.isfinite(cubic) & (cubic > left + 0.1 * width) & (cubic < right - 0.1 * width)
-        zoom_trial = jnp.where(ok, cubic, 0.5 * (lo_a + new_hi_a))
+        # keep the trial at least 10% of the interval away from either end (clamp, so that a
+        # far too long first step shrinks by 10x per evaluation, not 2x); bisect if no cubic
+        zoom_trial = jnp.where(jnp.isfinite(cubic),
+                               jnp.clip(cubic, left + 0.1 * width, right - 0.1 * width),
+                               0.5 * (lo_a + new_hi_a))
         extrap_trial = jnp.minimum(4.0 * a, alpha_max)
         trial = jnp.where(bracketed, zoom_trial, extrap_trial)
         # Stop: Wolfe point found; or still descending at alpha_max; or interval collapsed.
