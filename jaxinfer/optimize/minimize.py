@@ -252,7 +252,7 @@ def _check_order(lb, ub):
     return lb, ub
 
 
-def minimize(fun: Callable, x0, args=(), method: str = "BFGS", jac=None, hess=None,
+def minimize(fun: Callable, x0, args=(), method: Optional[str] = None, jac=None, hess=None,
              hessp=None, bounds=None, constraints=(), tol=None, callback=None,
              options: Optional[dict] = None) -> OptimizeResult:
     """Minimise a scalar function of a pytree, with scipy's call signature.
@@ -262,9 +262,10 @@ def minimize(fun: Callable, x0, args=(), method: str = "BFGS", jac=None, hess=No
     fun : ``fun(x, *args) -> scalar``, a JAX-traceable function of a pytree ``x``.
     x0 : pytree of float arrays (a list of numbers becomes a 1-D array).
     args : extra arguments passed to ``fun`` (and ``jac``, ``hess``, ``hessp``).
-    method : 'BFGS' (default), 'L-BFGS-B', 'Newton-CG', 'momentum' ('gd', 'bgd'),
-        'rmsprop', 'adam', 'SLSQP' (an augmented Lagrangian, alias 'auglag');
-        case-insensitive.
+    method : 'BFGS', 'L-BFGS-B', 'Newton-CG', 'momentum' ('gd', 'bgd'), 'rmsprop', 'adam',
+        'SLSQP' (an augmented Lagrangian, alias 'auglag'); case-insensitive. None (default)
+        picks as scipy does: 'SLSQP' with constraints, else 'L-BFGS-B' with bounds, else
+        'BFGS'.
     jac : None (autodiff), a callable ``jac(x, *args) -> gradient pytree``, or True when
         ``fun`` returns ``(f, gradient)``.
     hess, hessp : Newton-CG only: ``hess(x, *args) -> (n, n)`` matrix over the flattened
@@ -289,6 +290,8 @@ def minimize(fun: Callable, x0, args=(), method: str = "BFGS", jac=None, hess=No
     ``success`` (only from a passed convergence test), ``nit``, ``nfev``, ``njev`` and, for
     BFGS, ``hess_inv`` (n, n).
     """
+    if method is None:
+        method = "SLSQP" if constraints else ("L-BFGS-B" if bounds is not None else "BFGS")
     name = canonical_method(method)
     opts = _resolve_options(name, options, tol)
     if not callable(fun):

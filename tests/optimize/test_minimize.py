@@ -56,6 +56,10 @@ def test_method_names_case_insensitive_and_unknown():
     for name in ("bfgs", "BFGS", "l-bfgs-b", "L-BFGS-B"):
         res = minimize(quad, jnp.zeros(3), method=name)
         np.testing.assert_allclose(res.x, QUAD_MIN, atol=1e-5)
+    # method=None chooses as scipy does: L-BFGS-B when there are bounds
+    res = minimize(quad, jnp.zeros(3), bounds=[(None, 0.0)] * 3, tol=1e-12)
+    ref = minimize(quad, jnp.zeros(3), method="L-BFGS-B", bounds=[(None, 0.0)] * 3, tol=1e-12)
+    np.testing.assert_allclose(res.x, ref.x, atol=1e-14)
     with pytest.raises(ValueError, match="valid methods.*L-BFGS-B"):
         minimize(quad, jnp.zeros(3), method="nelder-mead")
 
