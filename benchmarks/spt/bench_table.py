@@ -85,10 +85,11 @@ def scaling_table(path):
 
 if __name__ == "__main__":
     out = []
-    tram = os.path.join(RESULTS, "spt_tramway.json")
     scal = os.path.join(RESULTS, "spt_scaling.json")
-    if os.path.exists(tram):
-        out.append(tramway_table(tram))
+    for name in ("spt_tramway.json", "spt_tramway_kmeans.json"):
+        tram = os.path.join(RESULTS, name)
+        if os.path.exists(tram):
+            out.append(f"\n{name}:\n\n" + tramway_table(tram))
     if os.path.exists(scal):
         out.append("\n" + scaling_table(scal))
     print("\n".join(out) if out else "no results yet", file=sys.stdout)

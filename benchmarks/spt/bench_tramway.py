@@ -248,7 +248,9 @@ def main(argv=None):
         configs = {
             "grid": dict(method="grid", count_per_dim=[20, 20] if not args.quick else [6, 6],
                          lower_bound=[-1.0, -1.0], upper_bound=[1.0, 1.0]),
-            "kmeans": dict(method="kmeans",
+            # rel_min_distance=0: TRamWAy's default (0.8 x mean jump) would cap the cell count
+            # near 200 on this field of view
+            "kmeans": dict(method="kmeans", rel_min_distance=0.0,
                            avg_location_count=max(1, int(round(len(df) / args.kmeans_cells)))),
         }
         for name in args.configs.split(","):
