@@ -381,6 +381,12 @@ def infer(cells, mode: str = "d", *, localization_error=None, sigma=None, sigma2
     cells = cells.with_neighbours_only()
     if cells.ncells == 0:
         raise ValueError("no cell has a non-empty neighbour; smooth modes need adjacent cells")
+    vols = np.asarray(cells.volumes, dtype=float)
+    if not np.all(np.isfinite(vols) & (vols > 0)):
+        bad = np.asarray(cells.cell_ids)[~(np.isfinite(vols) & (vols > 0))]
+        raise ValueError(f"cells {bad[:10].tolist()} have no finite positive area/volume, which "
+                         "the area-weighted priors need (unbounded Voronoi cells in 3D?); use "
+                         "tessellate(..., clip_to_hull=True) in 2D or a grid")
     m, dim = cells.ncells, cells.dim
     eps = grad_epsilon if grad_epsilon is not None else epsilon
     # TRamWAy's get_grad_kwargs: eps wins; else the selection angle, 0.9 by default
