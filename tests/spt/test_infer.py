@@ -83,6 +83,11 @@ def test_dv_outputs_status_and_errors(grid_cells):
     with pytest.raises(ValueError, match="conflicting"):
         localization_variance(sigma=0.1, sigma2=0.02)
     assert localization_variance() == pytest.approx(9e-4)
+    bad = cells_from_arrays(np.array([0, 1]), np.full((2, 2), 0.1), np.ones(2),
+                            np.array([[0.0, 0.0], [1.0, 0.0]]), np.array([1.0, np.nan]),
+                            [np.array([1]), np.array([0])])
+    with pytest.raises(ValueError, match="area"):
+        infer(bad, "d", diffusivity_prior=1.0)
 
 
 def test_conj_prior_dispatch(grid_cells):
