@@ -27,7 +27,6 @@ from __future__ import annotations
 from typing import Callable, NamedTuple, Optional
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 from jax import lax
 

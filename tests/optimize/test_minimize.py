@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.optimize as so
 
-from jaxinfer.optimize import Status, minimize
+from jaxinfer.optimize import minimize
 
 
 def rosen(x):
