@@ -366,7 +366,7 @@ def infer(cells, mode: str = "d", *, localization_error=None, sigma=None, sigma2
         return Maps(_with_centers(df, cells, export_centers), mode, None, params)
     if mode == "d.conj_prior":
         return _conj_prior(cells, s2, localization_error, sigma, sigma2, export_centers, params,
-                           ignored)
+                           ignored, _grad_kwargs(grad_epsilon, epsilon, grad_selection_angle))
 
     base = mode.split(".")[-1]
     priors = {"d": (diffusivity_prior,), "dd": (diffusivity_prior, drift_prior),
@@ -653,7 +653,8 @@ def _infer_per_cell(cells, base, s2, jeffreys, min_diffusivity, max_iter, option
     return Maps(_with_centers(df, cells, export_centers), mode, res, params)
 
 
-def _conj_prior(cells, s2, localization_error, sigma, sigma2, export_centers, params, kwargs):
+def _conj_prior(cells, s2, localization_error, sigma, sigma2, export_centers, params, kwargs,
+                grad_kw):
     try:
         from jaxinfer.spt import conjugate
     except ImportError as e:  # pragma: no cover
@@ -662,14 +663,54 @@ def _conj_prior(cells, s2, localization_error, sigma, sigma2, export_centers, pa
         raise ValueError("d.conj_prior needs sigma or sigma2 (TRamWAy has no default here)")
     alpha = kwargs.get("alpha", 0.95)
     est = conjugate.d_conj_prior(cells.dr, cells.dt, cells.mask, sigma2=s2, alpha=alpha)
-    m = cells.ncells
-    cols = {}
-    for key, val in est.items():
-        val = np.asarray(val)
-        if val.shape == (m,):
-            cols[key] = val
-        elif val.ndim == 2 and val.shape[0] == m:
-            for d, c in enumerate(_space_cols(val.shape[1])):
-                cols[f"{key} {c}"] = val[:, d]
+    D = np.asarray(est["diffusivity"], dtype=float)
+    # TRamWAy's column order: SNR extensions, then diffusivity, ci low, ci high
+    cols = _snr_columns(cells, est, D, float(est["dt"]), grad_kw)
+    cols["diffusivity"] = D
+    cols["ci low"] = np.asarray(est["ci_low"], dtype=float)
+    cols["ci high"] = np.asarray(est["ci_high"], dtype=float)
     df = pd.DataFrame(cols, index=np.asarray(cells.cell_ids))
     return Maps(_with_centers(df, cells, export_centers), "d.conj_prior", None, params)
+
+
+def _grad_kwargs(grad_epsilon, epsilon, grad_selection_angle):
+    """TRamWAy's get_grad_kwargs: eps wins; else the selection angle, 0.9 by default."""
+    eps = grad_epsilon if grad_epsilon is not None else epsilon
+    angle = None if eps is not None else (grad_selection_angle or DEFAULT_SELECTION_ANGLE)
+    return dict(eps=eps, selection_angle=angle)
+
+
+def _gradient_of(cells, values, grad_kw):
+    """grad1 of a per-cell scalar field [ncells] -> [ncells, dim]; cells where ``values`` is NaN
+    are left out of the neighbourhoods (TRamWAy's ``reverse_index``) and get NaN, as do
+    components with no neighbour on either side."""
+    values = np.asarray(values, dtype=float)
+    m, dim = cells.ncells, cells.dim
+    out = np.full((m, dim), np.nan)
+    keep = np.isfinite(values)
+    if not keep.any():
+        return out
+    sub = cells if keep.all() else cells.subset(keep)
+    st = grad1_stencil(np.asarray(sub.centers, dtype=float), sub.neighbour_lists(), **grad_kw)
+    g = np.asarray(st.apply(jnp.asarray(values[keep]), na=jnp.nan), dtype=float)
+    out[keep] = g
+    return out
+
+
+def _snr_columns(cells, stats, D, dt, grad_kw):
+    """TRamWAy's SNR extensions (``add_snr_extensions``): n, V_prior, V, zeta_total,
+    zeta_spurious = grad1(D) dt / sqrt(V) (NaN where n < 2 or the gradient is undefined)."""
+    cols = {"n": np.asarray(stats["n"], dtype=float),
+            "V_prior": np.asarray(stats["V_prior"], dtype=float),
+            "V": np.asarray(stats["V"], dtype=float)}
+    zt = np.asarray(stats["zeta_total"], dtype=float)
+    n = cols["n"]
+    zt = np.where((n > 1)[:, None], zt, np.nan)
+    g = _gradient_of(cells, D, grad_kw)
+    sd = np.asarray(stats["sd"], dtype=float)
+    zs = g * dt / sd[:, None]
+    for d, c in enumerate(_space_cols(cells.dim)):
+        cols[f"zeta_total {c}"] = zt[:, d]
+    for d, c in enumerate(_space_cols(cells.dim)):
+        cols[f"zeta_spurious {c}"] = zs[:, d]
+    return cols
