@@ -39,13 +39,14 @@ from jaxinfer.spt.cells import Cells, distributed
 from jaxinfer.spt.gradient import (DEFAULT_SELECTION_ANGLE, delta0_stencil, delta1_stencil,
                                    grad1_stencil, gradn_stencil)
 
-__all__ = ["Maps", "infer", "localization_variance", "MODES"]
+__all__ = ["Maps", "infer", "localization_variance", "MODES", "group_by_sign"]
 
 FLOAT32_FTOL = 1e-5  # default relative ftol when the cells are float32
 
 MODES = ("d", "dd", "df", "dv", "stochastic.dv", "standard.d", "standard.dd", "standard.df",
          "smooth.d", "smooth.dd", "smooth.df", "degraded.d", "unsmooth.d", "unsmooth.dd",
-         "unsmooth.df", "density", "d.conj_prior")
+         "unsmooth.df", "density", "d.conj_prior", "snr", "d.snr", "bayes_factor", "gradient",
+         "semi.stochastic.dv")
 
 
 @dataclasses.dataclass
@@ -299,7 +300,8 @@ def infer(cells, mode: str = "d", *, localization_error=None, sigma=None, sigma2
           rgrad: Optional[str] = None, D0=None, V0=None, options: Optional[dict] = None,
           tol=None, allow_negative_potential: bool = False, tramway_jeffreys_bug: bool = True,
           exact_normalization: bool = False, solver: str = "lbfgsb",
-          export_centers: bool = False,
+          export_centers: bool = False, input_maps=None, feature=None, B_threshold=10,
+          init_max_iter: int = 300,
           progress: Optional[Callable] = None, **ignored) -> Maps:
     """Infer maps of diffusivity, drift, force or potential (``tramway.helper.infer``).
 
@@ -332,12 +334,22 @@ def infer(cells, mode: str = "d", *, localization_error=None, sigma=None, sigma2
         ``stochastic.dv``, ``"block"``: block-coordinate BFGS over cells, (D_i, V_i) blocks,
         each step touching only the local terms around one cell, non-interacting cells
         updated in parallel (the JAX counterpart of TRamWAy's ``minimize_sparse_bfgs``).
+    input_maps : :class:`Maps` or DataFrame indexed by cell label: maps an earlier inference made
+        (TRamWAy's input maps). ``snr`` reads its ``diffusivity``; ``bayes_factor`` reads its
+        SNR columns (``n, V, V_prior, zeta_total *, zeta_spurious *``) or else its
+        ``diffusivity``; ``gradient`` reads ``feature``.
+    feature : ``gradient`` mode: column name(s) of ``input_maps`` (str, comma-separated str or
+        list of str) whose grad1 is wanted.
+    B_threshold : ``bayes_factor`` mode: evidence threshold on B (TRamWAy default 10).
+    init_max_iter : ``semi.stochastic.dv``: epochs of the block-coordinate stage (TRamWAy:
+        300 x ncells single-cell iterations, i.e. ~300 sweeps).
     progress : optional callback, called once per solver iteration (L-BFGS-B only).
 
     Returns
     -------
     Maps
     """
+    call_args = {k: v for k, v in locals().items() if k not in ("cells", "mode", "ignored")}
     if ignored:
         unknown = set(ignored) - {"alpha", "worker_count", "verbose", "gradient", "grad", "superlocal",
                                   "stochastic", "debug", "fulltime"}
@@ -367,6 +379,17 @@ def infer(cells, mode: str = "d", *, localization_error=None, sigma=None, sigma2
     if mode == "d.conj_prior":
         return _conj_prior(cells, s2, localization_error, sigma, sigma2, export_centers, params,
                            ignored, _grad_kwargs(grad_epsilon, epsilon, grad_selection_angle))
+
+    grad_kw = _grad_kwargs(grad_epsilon, epsilon, grad_selection_angle)
+    if mode in ("snr", "d.snr"):
+        return _snr(cells, input_maps, call_args, ignored, grad_kw, export_centers, params, mode)
+    if mode == "bayes_factor":
+        if localization_error is None and sigma is None and sigma2 is None:
+            raise ValueError("bayes_factor needs sigma or sigma2 (TRamWAy has no default here)")
+        return _bayes_factor(cells, input_maps, call_args, ignored, grad_kw, s2, B_threshold,
+                             export_centers, params)
+    if mode == "gradient":
+        return _gradient_mode(cells, input_maps, feature, grad_kw, export_centers, params)
 
     base = mode.split(".")[-1]
     priors = {"d": (diffusivity_prior,), "dd": (diffusivity_prior, drift_prior),
@@ -714,3 +737,189 @@ def _snr_columns(cells, stats, D, dt, grad_kw):
     for d, c in enumerate(_space_cols(cells.dim)):
         cols[f"zeta_spurious {c}"] = zs[:, d]
     return cols
+
+
+# ----------------------------------------------------------------------------- snr, bayes_factor,
+# gradient (TRamWAy's plugins of the same names)
+
+
+def _input_frame(input_maps, mode):
+    if input_maps is None:
+        return None
+    if isinstance(input_maps, Maps):
+        return input_maps.maps
+    if isinstance(input_maps, pd.DataFrame):
+        return input_maps
+    raise TypeError(f"{mode}: input_maps must be a Maps or a DataFrame indexed by cell label, "
+                    f"got {type(input_maps).__name__}")
+
+
+def _diffusivity_map(cells, frame, call_args, ignored, mode):
+    """(cells, D [ncells], frame restricted to cells): D read from the input maps (cells with
+    a non-empty neighbour, as TRamWAy's infer_snr) or inferred with mode 'd' (or 'smooth.d'
+    when a diffusivity prior is given), with the caller's keywords."""
+    if frame is not None:
+        if "diffusivity" not in frame.columns:
+            raise ValueError(f"{mode}: input_maps has no 'diffusivity' column (columns: "
+                             f"{list(frame.columns)})")
+        cells = cells.with_neighbours_only()
+        ids = np.asarray(cells.cell_ids)
+        present = np.isin(ids, frame.index.values)
+        if not present.any():
+            raise ValueError(f"{mode}: no cell label of input_maps matches the cells")
+        cells = cells.subset(present)
+        sub = frame.reindex(np.asarray(cells.cell_ids))
+        return cells, sub["diffusivity"].to_numpy(dtype=float), sub
+    args = {k: v for k, v in call_args.items()
+            if k not in ("input_maps", "feature", "B_threshold", "init_max_iter")}
+    dmode = "smooth.d" if call_args.get("diffusivity_prior") else "d"
+    dmaps = infer(cells, dmode, **args, **ignored)
+    if dmode == "smooth.d":
+        cells = cells.with_neighbours_only()
+    sub = dmaps.maps.reindex(np.asarray(cells.cell_ids))
+    return cells, sub["diffusivity"].to_numpy(dtype=float), sub
+
+
+def _common_dt(cells, mode):
+    dt = np.asarray(cells.dt, dtype=float)[np.asarray(cells.mask)]
+    med = float(np.median(dt))
+    if not np.allclose(dt, med):
+        raise ValueError(f"{mode} needs identical translocation durations (dt), got values "
+                         f"from {dt.min()} to {dt.max()}")
+    return med
+
+
+def _snr(cells, input_maps, call_args, ignored, grad_kw, export_centers, params, mode="snr"):
+    """TRamWAy's ``snr`` mode: diffusivity (input or inferred) + ``add_snr_extensions``."""
+    from jaxinfer.spt.conjugate import jump_statistics
+
+    frame = _input_frame(input_maps, mode)
+    cells, D, sub = _diffusivity_map(cells, frame, call_args, ignored, mode)
+    dt = _common_dt(cells, mode)
+    stats = jump_statistics(cells.dr, cells.mask)
+    snr = _snr_columns(cells, stats, D, dt, grad_kw)
+    keep = [c for c in sub.columns if c not in snr and c not in _space_cols(cells.dim)]
+    df = sub[keep].copy()
+    for c, v in snr.items():
+        df[c] = v
+    params.update(dt=dt, **grad_kw)
+    return Maps(_with_centers(df, cells, export_centers), mode, None, params)
+
+
+SNR_COLUMNS = ("n", "V", "V_prior", "zeta_total", "zeta_spurious")
+
+
+def _bayes_factor(cells, input_maps, call_args, ignored, grad_kw, s2, B_threshold,
+                  export_centers, params):
+    """TRamWAy's ``bayes_factor`` mode: lg_B, force, min_n per cell from the SNR variables,
+    then regions of equal sign of lg_B (groups), their summed lg_B and thresholded force."""
+    from jaxinfer.spt import bayes_factors as bf
+
+    frame = _input_frame(input_maps, "bayes_factor")
+    dim = cells.dim
+    axes = _space_cols(dim)
+    snr_cols = ["n", "V", "V_prior"] + [f"{v} {a}" for v in ("zeta_total", "zeta_spurious")
+                                         for a in axes]
+    if frame is not None and all(c in frame.columns for c in snr_cols):
+        # the SNR variables are given (e.g. the output of mode 'snr' or 'd.conj_prior')
+        sub = frame.reindex(np.asarray(cells.cell_ids))
+        zt = sub[[f"zeta_total {a}" for a in axes]].to_numpy(float)
+        zs = sub[[f"zeta_spurious {a}" for a in axes]].to_numpy(float)
+        lg_b, force, min_n = bf.calculate_bayes_factors(
+            zt, zs, sub["n"].to_numpy(float), sub["V"].to_numpy(float),
+            sub["V_prior"].to_numpy(float), s2, dim=dim, B_threshold=B_threshold)
+    else:
+        cells, D, _ = _diffusivity_map(cells, frame, call_args, ignored, "bayes_factor")
+        _common_dt(cells, "bayes_factor")
+        out = bf.bayes_factors_for_cells(cells.dr, cells.dt, cells.mask,
+                                         _gradient_of(cells, D, grad_kw), sigma2=s2,
+                                         B_threshold=B_threshold)
+        lg_b, force, min_n = out["lg_B"], out["force"], out["min_n"]
+    lg_b = np.asarray(lg_b, dtype=float)
+    force = np.where(np.isnan(lg_b), np.nan, np.asarray(force, dtype=float))
+    min_n = np.where(np.isnan(lg_b), np.nan, np.asarray(min_n, dtype=float))
+    groups, group_lg_b, group_forces = group_by_sign(lg_b, cells.neighbour_lists(), B_threshold)
+    df = pd.DataFrame({"lg_B": lg_b, "force": force, "min_n": min_n, "groups": groups,
+                       "group_lg_B": group_lg_b, "group_forces": group_forces},
+                      index=np.asarray(cells.cell_ids))
+    params.update(B_threshold=B_threshold, **grad_kw)
+    return Maps(_with_centers(df, cells, export_centers), "bayes_factor", None, params)
+
+
+def group_by_sign(lg_B, neighbours, B_threshold=10):
+    """Connected regions of cells whose log10 Bayes factors have the same sign.
+
+    Parameters
+    ----------
+    lg_B : [ncells] log10 Bayes factors (NaN: no group)
+    neighbours : sequence of int arrays, neighbours of each cell (positions)
+    B_threshold : evidence threshold on B
+
+    Returns
+    -------
+    groups [ncells] (float labels 0, 1, ... in order of discovery; NaN where lg_B is NaN),
+    group_lg_B [ncells] (sum of lg_B over the cell's group), group_forces [ncells]
+    (1 / -1 / 0: the group's summed lg_B is >= log10 B_threshold / <= -log10 B_threshold /
+    neither; 0 for ungrouped cells).
+
+    TRamWAy's ``group_by_sign`` additionally permutes the labels at random and leaves the last
+    group's ``group_lg_B`` at NaN (its loop stops one group short); here every group is summed
+    and labels are deterministic.
+    """
+    lg_B = np.asarray(lg_B, dtype=float)
+    m = lg_B.shape[0]
+    sign = np.sign(lg_B)
+    groups = np.full(m, np.nan)
+    label = 0
+    for i in range(m):
+        if not np.isnan(groups[i]) or np.isnan(sign[i]):
+            continue
+        stack = [i]
+        groups[i] = label
+        while stack:
+            j = stack.pop()
+            for k in neighbours[j]:
+                if np.isnan(groups[k]) and sign[k] == sign[j]:
+                    groups[k] = label
+                    stack.append(k)
+        label += 1
+    group_lg_b = np.full(m, np.nan)
+    for g in range(label):
+        sel = groups == g
+        group_lg_b[sel] = lg_B[sel].sum()
+    thr = np.log10(B_threshold)
+    with np.errstate(invalid="ignore"):
+        group_forces = (group_lg_b >= thr).astype(float) - (group_lg_b <= -thr).astype(float)
+    return groups, group_lg_b, group_forces
+
+
+def _gradient_mode(cells, input_maps, feature, grad_kw, export_centers, params):
+    """TRamWAy's ``gradient`` mode: grad1 of map feature(s) at the cells that carry them."""
+    frame = _input_frame(input_maps, "gradient")
+    if frame is None:
+        raise ValueError("gradient mode needs input_maps (the maps whose feature is derived)")
+    if not feature:
+        raise ValueError("gradient mode needs feature= (a column of input_maps, or several "
+                         "as a comma-separated string or a list)")
+    if isinstance(feature, str):
+        feature = [f.strip() for f in feature.split(",")]
+    missing = [f for f in feature if f not in frame.columns]
+    if missing:
+        raise ValueError(f"gradient: input_maps has no column {missing}; columns are "
+                         f"{list(frame.columns)}")
+    ids = np.asarray(cells.cell_ids)
+    present = np.isin(ids, frame.index.values)
+    if not present.any():
+        raise ValueError("gradient: no cell label of input_maps matches the cells")
+    cells = cells.subset(present) if not present.all() else cells
+    sub = frame.reindex(np.asarray(cells.cell_ids))
+    cols = {}
+    defined = np.zeros(cells.ncells, dtype=bool)
+    for f in feature:
+        g = _gradient_of(cells, sub[f].to_numpy(dtype=float), grad_kw)
+        defined |= ~np.all(np.isnan(g), axis=1)
+        for d, c in enumerate(_space_cols(cells.dim)):
+            cols[f"{f} {c}"] = g[:, d]
+    df = pd.DataFrame(cols, index=np.asarray(cells.cell_ids))[defined]
+    params.update(feature=feature, **grad_kw)
+    return Maps(_with_centers(df, cells, export_centers), "gradient", None, params)
