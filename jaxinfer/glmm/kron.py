@@ -329,14 +329,12 @@ class Kron2Sum:
         the :class:`~jaxinfer.optimize.OptimizeResult` (also in :attr:`fit_result`); raises
         nothing on non-convergence: check ``result.success``. ``verbose`` is ignored.
         """
-        from jaxinfer.optimize import minimize
-
         core = self._cov.module
         mask = parameter_mask(core)
         params, static = eqx.partition(core, mask)
         lower, upper = parameter_bounds(core)
-        result = _fit_kron(params, static, self._data, lower, upper, self._restricted,
-                           maxiter, gtol, ftol, minimize)
+        result = _fit_kron_jit(params, static, self._data, lower, upper, self._restricted,
+                               maxiter, gtol, ftol)
         self._cov.module = eqx.combine(result.x, static)
         self._result = result
         return result
@@ -352,12 +350,9 @@ class Kron2Sum:
                 f"lml={self.lml():.6g}")
 
 
-def _fit_kron(params, static, data, lower, upper, restricted, maxiter, gtol, ftol, minimize):
-    return _fit_kron_jit(params, static, data, lower, upper, restricted, maxiter, gtol, ftol)
-
-
 @eqx.filter_jit
 def _fit_kron_jit(params, static, data, lower, upper, restricted, maxiter, gtol, ftol):
+    """L-BFGS-B over the free covariance parameters (B profiled out), in one compiled loop."""
     from jaxinfer.optimize import minimize
     from jaxinfer.optimize.minimize import Bounds
 
