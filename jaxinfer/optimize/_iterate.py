@@ -41,7 +41,8 @@ def make_callback(user_callback: Optional[Callable], unravel: Callable) -> Optio
     Like scipy, a callback whose only parameter is named ``intermediate_result`` receives an
     :class:`IntermediateResult`; any other callback receives ``xk`` (the pytree). The return
     value is ignored: under ``jit`` the host cannot stop the compiled loop, so returning
-    ``True`` does not stop the solver (use ``maxiter`` instead).
+    ``True`` does not stop the solver (use ``maxiter`` instead). Under ``vmap`` it fires for
+    every batch member on every pass of the batched loop, converged members included.
     """
     if user_callback is None:
         return None
