@@ -287,8 +287,9 @@ def minimize(fun: Callable, x0, args=(), method: Optional[str] = None, jac=None,
     Returns
     -------
     OptimizeResult with ``x`` and ``jac`` shaped like ``x0``, ``fun``, ``status``,
-    ``success`` (only from a passed convergence test), ``nit``, ``nfev``, ``njev`` and, for
-    BFGS, ``hess_inv`` (n, n).
+    ``success`` (only from a passed convergence test), ``nit``, ``nfev``, ``njev`` and
+    ``hess_inv``: an (n, n) array for BFGS, an :class:`LbfgsInvHessProduct` operator
+    (``matvec``, ``todense()``) for L-BFGS-B, over the flattened parameters.
     """
     if method is None:
         method = "SLSQP" if constraints else ("L-BFGS-B" if bounds is not None else "BFGS")
@@ -427,7 +428,9 @@ def _solve(static: _Static, x0, arg_dynamic, con_dynamic, lb, ub) -> OptimizeRes
                         maxiter=int(opts["maxiter"]), maxfun=int(opts["maxfun"]),
                         maxls=int(opts["maxls"]))
         st = solver.run(value_and_grad, x0_flat, lb, ub, callback=cb)
-        return _result(st, unravel, njev=st.nfev)
+        from jaxinfer.optimize.quasi_newton import inverse_hessian_operator
+        return _result(st, unravel, njev=st.nfev,
+                       hess_inv=inverse_hessian_operator(st, solver.maxcor))
     if name == "bfgs":
         from jaxinfer.optimize.quasi_newton import BFGS
         solver = BFGS(gtol=opts["gtol"], norm=float(opts["norm"]),

@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Callable, NamedTuple, Optional
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -60,6 +61,55 @@ class LBFGSBState(NamedTuple):
     moved: jnp.ndarray      # did the last step change x (False after a memory reset)
     ls_failed: jnp.ndarray  # the last line search failed with an empty memory
     status: jnp.ndarray
+
+
+class LbfgsInvHessProduct(eqx.Module):
+    """The L-BFGS inverse-Hessian approximation as an operator (like scipy's object of the
+    same name): ``matvec(v)`` / ``dot(v)`` / ``H @ v`` for ``v (n,)`` over the flattened
+    parameters, and ``todense() -> (n, n)``. A pytree, so it passes through jit and vmap.
+    """
+
+    s: jnp.ndarray      # (m, n) steps, newest first (invalid rows are zero)
+    y: jnp.ndarray      # (m, n) gradient changes, newest first
+    rho: jnp.ndarray    # (m,) 1 / s'y, 0 for unused or skipped pairs
+    gamma: jnp.ndarray  # initial scale s'y / y'y of the newest pair
+
+    def matvec(self, v):
+        def newest_first(q, pair):
+            s, y, r = pair
+            a = r * jnp.vdot(s, q)
+            return q - a * y, a
+
+        q, alphas = lax.scan(newest_first, v, (self.s, self.y, self.rho))
+
+        def oldest_first(r, pair):
+            s, y, rh, a = pair
+            return r + s * (a - rh * jnp.vdot(y, r)), None
+
+        r, _ = lax.scan(oldest_first, self.gamma * q, (self.s, self.y, self.rho, alphas),
+                        reverse=True)
+        return r
+
+    def dot(self, v):
+        return self.matvec(v)
+
+    def __matmul__(self, v):
+        return self.matvec(v)
+
+    def todense(self):
+        n = self.s.shape[-1]
+        return jax.vmap(self.matvec, out_axes=1)(jnp.eye(n, dtype=self.s.dtype))
+
+
+def inverse_hessian_operator(state: "LBFGSBState", maxcor: int) -> LbfgsInvHessProduct:
+    """The final memory of an L-BFGS-B run as a :class:`LbfgsInvHessProduct`."""
+    order = (state.head - 1 - jnp.arange(maxcor)) % maxcor
+    S = state.s_mem[order]
+    Y = state.y_mem[order]
+    sy = jnp.sum(S * Y, axis=1)
+    valid = (jnp.arange(maxcor) < state.count) & (sy > 0)
+    rho = jnp.where(valid, 1.0 / jnp.where(valid, sy, 1.0), 0.0)
+    return LbfgsInvHessProduct(s=S, y=Y, rho=rho, gamma=state.gamma)
 
 
 class LBFGSB(eqx.Module):

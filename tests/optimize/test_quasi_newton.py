@@ -166,3 +166,24 @@ def test_jit_and_vmap_over_data():
     solve = jax.jit(jax.vmap(lambda x0: minimize(rosen, x0, method="BFGS",
                                                  options={"gtol": 1e-9}).x))
     np.testing.assert_allclose(solve(starts), np.ones((3, 2)), atol=1e-6)
+
+
+def test_lbfgsb_hess_inv_operator():
+    """L-BFGS-B returns its inverse-Hessian memory as an operator with todense(), like
+    scipy's LbfgsInvHessProduct; near the optimum it approximates the true inverse."""
+    A = jnp.array([[3.0, 0.5, 0.0], [0.5, 2.0, 0.3], [0.0, 0.3, 1.0]])
+    b = jnp.array([1.0, -2.0, 0.5])
+
+    def f(x):
+        return 0.5 * x @ A @ x - b @ x + 0.01 * jnp.sum(x ** 4)
+
+    res = minimize(f, jnp.zeros(3), method="L-BFGS-B", options={"gtol": 1e-12, "ftol": 0.0})
+    dense = np.asarray(res.hess_inv.todense())
+    np.testing.assert_allclose(dense, dense.T, atol=1e-12)
+    v = jnp.array([1.0, -2.0, 0.5])
+    np.testing.assert_allclose(res.hess_inv.matvec(v), dense @ np.asarray(v), atol=1e-12)
+    true_inv = np.linalg.inv(np.asarray(jax.hessian(f)(res.x)))
+    np.testing.assert_allclose(dense, true_inv, atol=0.02)
+    ref = so.minimize(scipy_funcs(f), np.zeros(3), jac=True, method="L-BFGS-B",
+                      options={"gtol": 1e-12, "ftol": 0.0})
+    np.testing.assert_allclose(dense, ref.hess_inv.todense(), atol=0.02)
