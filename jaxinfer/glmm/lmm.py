@@ -138,6 +138,9 @@ def lmm_profile(data: LMMData, delta, beta=None, scale=None, restricted: bool = 
     return LMMProfile(lml=lml, beta=beta, scale=scale, XtBX=XBX)
 
 
+_lmm_profile_jit = jax.jit(lmm_profile, static_argnames="restricted")
+
+
 def _delta_from_logit(x):
     d = jax.nn.sigmoid(x)
     return jnp.clip(d, _EPS, 1 - _EPS)
@@ -340,7 +343,8 @@ class LMM:
         return self
 
     def _profile(self) -> LMMProfile:
-        return lmm_profile(self._data, self._delta, self._tbeta, self._scale, self._restricted)
+        return _lmm_profile_jit(self._data, self._delta, self._tbeta, self._scale,
+                                restricted=self._restricted)
 
     def lml(self) -> float:
         """Log marginal likelihood at the current δ, β, s."""
