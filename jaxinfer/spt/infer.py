@@ -3,7 +3,11 @@
 Modes (TRamWAy names): ``'d'``, ``'dd'``, ``'df'`` (per cell without prior when all priors
 are None, as TRamWAy, else the smooth ``standard.*`` objective), ``'standard.d'`` /
 ``'smooth.d'`` (and dd/df), ``'degraded.d'`` / ``'unsmooth.d'`` / ``'unsmooth.dd'`` /
-``'unsmooth.df'`` (per cell), ``'dv'``, ``'stochastic.dv'``, ``'density'``, ``'d.conj_prior'``.
+``'unsmooth.df'`` (per cell), ``'dv'``, ``'stochastic.dv'``, ``'semi.stochastic.dv'`` (same
+objective; block-coordinate start, then L-BFGS-B), ``'density'``, ``'d.conj_prior'`` (MAP, CI and
+SNR extensions, TRamWAy's columns), ``'snr'`` / ``'d.snr'`` (diffusivity + n, V, V_prior,
+zeta_total, zeta_spurious), ``'bayes_factor'`` (lg_B, force, min_n and sign groups), and
+``'gradient'`` (grad1 of features of ``input_maps``).
 
 The objectives are those of :mod:`jaxinfer.spt.posteriors` (TRamWAy's, term for term). The
 solver is jaxinfer's L-BFGS-B with exact gradients from ``jax.grad`` (TRamWAy: scipy L-BFGS-B
@@ -434,7 +438,7 @@ def infer(cells, mode: str = "d", *, localization_error=None, sigma=None, sigma2
     defaults = dict(maxiter=1000, ftol=1e-6)
     if mode == "dv":
         defaults = dict(maxiter=1000, ftol=1e-8, maxcor=10)
-    elif mode == "stochastic.dv":
+    elif mode in ("stochastic.dv", "semi.stochastic.dv"):
         defaults = dict(maxiter=1000, ftol=1e-8)
     if dtype == jnp.float32:  # TRamWAy's float64 tolerances are below float32 rounding
         defaults["ftol"] = max(defaults["ftol"], FLOAT32_FTOL)
@@ -506,7 +510,18 @@ def infer(cells, mode: str = "d", *, localization_error=None, sigma=None, sigma2
                     f(_prior(potential_prior)), time, f(_prior(ltD)), f(_prior(ltV)), f(nrm))
             V_free = V0 is not None and np.isscalar(V0) and V0 == 0
             lb = np.r_[lbD, np.full(m, -np.inf if V_free else 0.0)]
-        if solver == "block" and mode == "stochastic.dv":
+        if mode == "semi.stochastic.dv":
+            # TRamWAy: a stochastic (one cell at a time) run of init_max_iter x ncells
+            # iterations, then a non-stochastic fine-tuning from its result. Here: that many
+            # block-coordinate epochs, then L-BFGS-B on the whole vector.
+            if solver not in ("lbfgsb", "l-bfgs-b", "block"):
+                raise ValueError(f"unknown solver {solver!r} for mode {mode!r}")
+            opts0 = dict(opts, maxiter=int(init_max_iter))
+            res0 = _solve_block(cells, grad, delta, time, prob, f(x0), f(lb), opts0,
+                                bool(jeffreys_prior), bool(tramway_jeffreys_bug))
+            res = _solve(fun, res0.x, f(lb), prob, opts, progress)
+            params.update(init_result=res0, init_max_iter=int(init_max_iter))
+        elif solver == "block" and mode == "stochastic.dv":
             res = _solve_block(cells, grad, delta, time, prob, f(x0), f(lb), opts,
                                bool(jeffreys_prior), bool(tramway_jeffreys_bug))
         elif solver not in ("lbfgsb", "l-bfgs-b"):

@@ -115,3 +115,20 @@ def test_group_by_sign_on_a_chain():
     np.testing.assert_array_equal(groups, [0, 0, 1, np.nan, 2, 3])
     np.testing.assert_allclose(glb, [1.2, 1.2, -0.2, np.nan, 2.0, -0.1])
     np.testing.assert_array_equal(gf, [1, 1, 0, 0, 1, 0])
+
+
+def test_semi_stochastic_dv_reaches_the_stochastic_dv_optimum(grid_cells):
+    # TRamWAy's semi.stochastic.dv = stochastic.dv's objective, minimised by a stochastic
+    # (block) stage then a full fine-tuning; the optimum must be stochastic.dv's
+    kw = dict(sigma=0.03, diffusivity_prior=1.0, potential_prior=1.0,
+              options=dict(ftol=1e-13, gtol=1e-7))
+    full = infer(grid_cells, "stochastic.dv", **kw)
+    semi = infer(grid_cells, "semi.stochastic.dv", init_max_iter=5, **kw)
+    assert full.success and semi.success
+    assert semi.parameters["init_result"].x.shape == (2 * grid_cells.ncells,)
+    assert float(semi.result.fun) == pytest.approx(float(full.result.fun), rel=1e-9)
+    np.testing.assert_allclose(semi.maps["diffusivity"], full.maps["diffusivity"], rtol=1e-4)
+    # V is defined up to a constant (the objective sees only its differences; V >= 0 bound)
+    v_semi, v_full = semi.maps["potential"].values, full.maps["potential"].values
+    np.testing.assert_allclose(v_semi - v_semi.mean(), v_full - v_full.mean(), atol=1e-3)
+    assert list(semi.maps.columns) == list(full.maps.columns)
