@@ -40,14 +40,24 @@ def main(argv=None):
     parser.add_argument("--total-cap", type=float, default=1500.0,
                         help="stop starting new cases after this many seconds")
     parser.add_argument("--out", default=os.path.join(RESULTS, "spt_scaling.json"))
+    parser.add_argument("--cases", default=None,
+                        help="comma-separated cells:translocations pairs, e.g. 10000:1000000")
+    parser.add_argument("--append", action="store_true",
+                        help="add the cases to an existing --out file")
     args = parser.parse_args(argv)
-    if args.quick:
+    if args.cases:
+        cases = [tuple(int(v) for v in c.split(":")) for c in args.cases.split(",")]
+    elif args.quick:
         cases = [(100, 5_000), (400, 20_000)]
     else:
         cases = [(400, 100_000), (2_500, 100_000), (10_000, 100_000), (400, 1_000_000),
                  (2_500, 1_000_000), (10_000, 1_000_000)]
     start_all = time.perf_counter()
     results = dict(machine=machine_info(), sigma=SIGMA, priors=PRIORS, cases=[])
+    if args.append and os.path.exists(args.out):
+        with open(args.out) as fd:
+            results = json.load(fd)
+        results["cases"] = [c for c in results["cases"] if "skipped" not in c]
     data = {}
     truth_fields = sim.demo_fields()
     for cells, n_tr in cases:
@@ -88,7 +98,7 @@ def main(argv=None):
             os.makedirs(RESULTS, exist_ok=True)
             with open(args.out, "w") as fd:
                 json.dump(results, fd, indent=1, default=float)
-    results["total_s"] = time.perf_counter() - start_all
+    results["total_s"] = results.get("total_s", 0.0) + time.perf_counter() - start_all
     with open(args.out, "w") as fd:
         json.dump(results, fd, indent=1, default=float)
     print(f"wrote {args.out}")
