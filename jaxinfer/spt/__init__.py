@@ -16,7 +16,7 @@ from jaxinfer.spt.cells import (Cells, cells_from_arrays, distributed, space_tim
                                 time_variation_stencil)
 from jaxinfer.spt.gradient import (Stencil, delta0_stencil, delta1_stencil, grad1_stencil,
                                    grad_sum, gradn_stencil)
-from jaxinfer.spt.infer import MODES, Maps, infer, localization_variance
+from jaxinfer.spt.infer import MODES, Maps, group_by_sign, infer, localization_variance
 from jaxinfer.spt.posteriors import (d_neg_posterior, dd_neg_posterior, df_neg_posterior,
                                      dv_neg_posterior, local_dv_neg_posteriors,
                                      stochastic_dv_neg_posterior, unsmooth_d_neg_posterior)
@@ -25,7 +25,7 @@ from jaxinfer.spt.tessellation import Partition, Tessellation, tessellate
 __all__ = [
     "Cells", "cells_from_arrays", "distributed", "space_time_cells", "time_variation_stencil",
     "Stencil", "grad1_stencil", "gradn_stencil", "delta0_stencil", "delta1_stencil", "grad_sum",
-    "MODES", "Maps", "infer", "localization_variance",
+    "MODES", "Maps", "infer", "localization_variance", "group_by_sign",
     "d_neg_posterior", "dd_neg_posterior", "df_neg_posterior", "dv_neg_posterior",
     "local_dv_neg_posteriors", "stochastic_dv_neg_posterior", "unsmooth_d_neg_posterior",
     "Partition", "Tessellation", "tessellate",
