@@ -123,11 +123,21 @@ def _eigen_update(jac, jvp, num_dirs: int):
     return jac + (true_cols - jac @ dirs) @ dirs.T
 
 
+def _structural(fac: _Factor):
+    """Singular directions that exist: s > 0 and not one of the zeroed (held) columns.
+
+    Columns of parameters held at a bound are zeroed before the SVD; their singular values
+    are zero only up to rounding, so the smallest ``#held`` of them are dropped by count.
+    """
+    held = jnp.sum(1.0 - fac.free)
+    return (fac.s > 0) & (jnp.arange(fac.s.shape[0]) < fac.s.shape[0] - held)
+
+
 def _damped_solve(fac: _Factor, utb, damping, min_eigval):
     """-(JᵀJ + λ diag(d²))⁺ Jᵀ b given Uᵀ b; rcond-like cut at min_eigval."""
     s2 = fac.s * fac.s
     denom = s2 + damping
-    keep = (denom > min_eigval * (s2[0] + damping)) & (fac.s > 0)
+    keep = (denom > min_eigval * (s2[0] + damping)) & _structural(fac)
     filt = jnp.where(keep, fac.s / jnp.where(keep, denom, 1.0), 0.0)
     return -(fac.v @ (filt * utb)) / fac.scale * fac.free
 
@@ -273,23 +283,35 @@ def least_squares(residuals: Callable, x0: Any, args: tuple = (), *, jac: Option
         updates when enabled), stopping at the first step that does not decrease the cost.
     max_damping_retries : int
         Rejected-step retries per iteration before giving up (status ``DAMPING``).
-    paramtol, errtol, exptol, fractol, costol, xtol, gtol : float, None or 'auto'
-        Convergence tests, checked after every iteration (None switches a test off):
+    paramtol, errtol, exptol, fractol, costol, xtol, gtol, stall_costol : float, None, 'auto'
+        Convergence tests, checked after every iteration (None switches a test off). The
+        J-based ones (xtol, costol, gtol, stall_costol) use an exact Jacobian: when J is a
+        Broyden / eigen / stale approximation and one of them passes, J is recomputed and
+        the test repeated.
 
+        * ``xtol`` (default 'auto' = ``10 ε^(3/4)``: 1.9e-11 in float64, 6.4e-5 in float32):
+          the Gauss-Newton step from x is below ``xtol (|d·x| + xtol)`` in the d-norm. Near a
+          minimum LM converges like Gauss-Newton, so this says x is known to ~xtol relative
+          precision. It does not fire while the residuals have a component
+          (> 100 √ε |r|) along a direction dropped by ``min_eigval`` (a plateau). -> XTOL
+        * ``stall_costol`` (default 'auto' = ``100 √ε``): when an iteration makes no strict
+          progress (no damping decreases the cost), the fit is declared converged if the model
+          cosine ``|P_J r| / |r|`` is below it: the Gauss-Newton step could then reduce the
+          cost by at most a fraction ``stall_costol²`` (2e-12 in float64), i.e. nothing is
+          left to gain at this precision. Otherwise the status is ``DAMPING``. -> COSTOL
         * ``paramtol``: max |Δx| over the iteration < paramtol (peri; absolute) -> XTOL
-        * ``xtol``: |d·Δx| <= xtol (|d·x| + xtol) (relative, MINPACK-like) -> XTOL
         * ``errtol``: SSE decrease over the iteration < errtol (peri; absolute) -> ERRTOL
         * ``fractol``: SSE decrease / SSE < fractol and the predicted relative decrease of
-          the last step < fractol -> FRACTOL
-        * ``exptol``: expected SSE decrease of the last step < exptol (absolute) -> EXPTOL
+          the last step < fractol (peri checks the first only) -> FRACTOL
+        * ``exptol``: expected SSE decrease of the last step < exptol (peri; absolute) -> EXPTOL
         * ``costol``: model cosine ``|P_J r| / |r|`` < costol (peri) -> COSTOL
         * ``gtol``: max_j |J_jᵀ r| / (|J_j| |r|) <= gtol (MINPACK) -> GTOL
 
-        and a zero cost gives ZERO_RESIDUAL. 'auto' picks values for the dtype: fractol
-        ``64 ε``, xtol ``10 √ε · ε^(1/4)`` (1e-12 in float64, 1.3e-6 in float32), gtol
-        ``10 √ε · ε^(1/4)`` as well. peri's defaults (paramtol 1e-6, errtol 1e-5,
-        exptol 1e-3, fractol 1e-6) are absolute and stop generic problems early; pass them
-        explicitly to reproduce peri.
+        and a zero cost gives ZERO_RESIDUAL. peri's defaults (paramtol 1e-6, errtol 1e-5,
+        exptol 1e-3, fractol 1e-6) are absolute and stop generic problems early, so they are
+        off by default; pass them explicitly to reproduce peri. Steps that leave the cost
+        unchanged (to the last bit) are accepted, so the last Gauss-Newton correction that the
+        cost can no longer resolve is still taken.
     max_iter : int
         Maximum number of iterations (peri's ``max_iter``; one iteration = one Jacobian
         plus its retries and internal run). Exhaustion gives ``Status.MAX_ITER`` and
@@ -586,7 +608,7 @@ def least_squares(residuals: Callable, x0: Any, args: tuple = (), *, jac: Option
     def model_cosine(st: _State):
         # all directions with a nonzero singular value: a tiny but nonzero column of J
         # (a parameter on a plateau) is still a direction the residuals can move along
-        proj = jnp.linalg.norm(jnp.where(st.fac.s > 0, st.fac.utr, 0.0))
+        proj = jnp.linalg.norm(jnp.where(_structural(st.fac), st.fac.utr, 0.0))
         # (with bounds, J's held columns are zeroed in the factor: the free-subspace cosine)
         return proj / jnp.maximum(jnp.linalg.norm(st.r), tiny)
 
@@ -597,10 +619,15 @@ def least_squares(residuals: Callable, x0: Any, args: tuple = (), *, jac: Option
         to the minimum: this test stops when x is known to ~xtol relative precision.
         """
         fac = st.fac
-        keep = (fac.s * fac.s > min_eigval * fac.s[0] * fac.s[0]) & (fac.s > 0)
+        exists = _structural(fac)
+        keep = (fac.s * fac.s > min_eigval * fac.s[0] * fac.s[0]) & exists
         gn = jnp.where(keep, fac.utr / jnp.where(keep, fac.s, 1.0), 0.0)
         gn_norm = jnp.linalg.norm(gn)   # with bounds: the step in the free subspace
-        return gn_norm <= xtol_v * (jnp.linalg.norm(fac.scale * st.x) + xtol_v)
+        # directions dropped by min_eigval must not carry residual: a parameter on a plateau
+        # (a nearly zero column of J, e.g. exp(-b x) with b huge) is not converged
+        dropped = jnp.linalg.norm(jnp.where(~keep & exists, fac.utr, 0.0))
+        plateau = dropped > 100 * eps ** 0.5 * jnp.linalg.norm(st.r)
+        return (gn_norm <= xtol_v * (jnp.linalg.norm(fac.scale * st.x) + xtol_v)) & ~plateau
 
     def _check(st: _State, accepted, jacobian_tests=True, damping_failure=True):
         status = jnp.asarray(_RUNNING)
@@ -629,7 +656,10 @@ def least_squares(residuals: Callable, x0: Any, args: tuple = (), *, jac: Option
             status = jnp.where((status == _RUNNING) & stalled
                                & (model_cosine(st) < stall_costol_v), int(Status.COSTOL), status)
         if damping_failure:
-            status = jnp.where((status == _RUNNING) & ~accepted, int(Status.DAMPING), status)
+            # no step decreased the cost (strictly, over the whole iteration): stop rather
+            # than drift along a plateau of equal cost
+            no_progress = ~accepted | (st.delta_err <= 0)
+            status = jnp.where((status == _RUNNING) & no_progress, int(Status.DAMPING), status)
         status = jnp.where((status == _RUNNING) & ~jnp.isfinite(st.cost), int(Status.NONFINITE),
                            status)
         status = jnp.where((status == _RUNNING) & (st.iteration >= max_iter), int(Status.MAX_ITER),

@@ -70,9 +70,10 @@ def test_singular_problem_gives_infinite_pcov():
     assert np.all(np.isinf(pcov))
 
 
-def test_more_parameters_than_points_gives_infinite_pcov():
-    popt, pcov = curve_fit(model, X[:3], Y[:3], p0=P0)
-    np.testing.assert_allclose(model_np(X[:3], *popt), Y[:3], atol=1e-8)
+def test_as_many_parameters_as_points_gives_infinite_pcov():
+    y_exact = model_np(X[:3], *P_TRUE)
+    popt, pcov = curve_fit(model, X[:3], y_exact, p0=P0)
+    np.testing.assert_allclose(model_np(X[:3], *popt), y_exact, atol=1e-8)
     assert np.all(np.isinf(pcov))
 
 
