@@ -208,14 +208,14 @@ class Probit(Likelihood):
         return value, sign * hazard, -hazard * (hazard + arg)
 
     def mode_bracket(self, outcome, trials, cavity_mean, cavity_precision):
-        # score φ/Φ(s z) is below |z| + 1 for s z < 0 and below 1 otherwise; not needed by
-        # the closed-form moments but kept for the generic quadrature (tests use it).
+        # Only used by the generic quadrature (the moments are closed form). The score
+        # s·φ/Φ(s z) has the sign of s and is below 1 + |z|; between μ and the mode |z| ≤ |μ|,
+        # so the mode lies within (1 + |μ|)/τ of μ on the side of s (padded for safety).
         mu, tau = cavity_mean, cavity_precision
         sign = 2.0 * outcome - 1.0
         reach = (jnp.abs(mu) + 2.0) / tau + jnp.abs(mu) + 2.0
         lo = jnp.where(sign > 0, mu, mu - reach)
         hi = jnp.where(sign > 0, mu + reach, mu)
-        # the mode lies between μ and where the Gaussian pull balances the score
         return lo, hi
 
     def moments(self, outcome, trials, cavity_eta, cavity_tau):
