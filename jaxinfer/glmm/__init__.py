@@ -21,26 +21,34 @@ from jaxinfer.glmm.scan import FastScanner
 from jaxinfer.glmm.kron import Kron2Sum, KronFastScanner, kron2sum_lml
 from jaxinfer.glmm._module import parameter_bounds, parameter_mask
 
+from jaxinfer.glmm.lik import Bernoulli, Binomial, Poisson, Probit, get_likelihood
+from jaxinfer.glmm.ep import (
+    EPOptions,
+    EPResult,
+    EPSites,
+    ep_log_marginal_likelihood,
+    expectation_propagation,
+    expectation_propagation_lml,
+)
+from jaxinfer.glmm.glmm import (
+    GLMMExpFam,
+    GLMMNormal,
+    GLMMParams,
+    fit_glmm,
+    glmm_covariance,
+    glmm_expfam_lml,
+    glmm_normal_lml,
+)
+from jaxinfer.glmm.gp import GP, ExpFamGP, expfam_gp_lml, gp_log_marginal_likelihood
+
 __all__ = [
     "EyeCov", "FreeFormCov", "GivenCov", "Kron2SumCov", "LinearCov", "LRFreeFormCov", "SumCov",
     "KronMean", "LinearMean", "OffsetMean", "SumMean", "parameter_bounds", "parameter_mask",
     "economic_qs", "economic_qs_linear", "economic_qs_zeros", "LMM", "fit_lmm", "lmm_profile",
     "lmm_statistics", "FastScanner", "Kron2Sum", "KronFastScanner", "kron2sum_lml",
+    "Bernoulli", "Binomial", "Poisson", "Probit", "get_likelihood",
+    "EPOptions", "EPResult", "EPSites", "ep_log_marginal_likelihood", "expectation_propagation",
+    "expectation_propagation_lml",
+    "GLMMExpFam", "GLMMNormal", "GLMMParams", "fit_glmm", "glmm_covariance", "glmm_expfam_lml",
+    "glmm_normal_lml", "GP", "ExpFamGP", "expfam_gp_lml", "gp_log_marginal_likelihood",
 ]
-
-# The GLMM / GP classes live in modules owned by the EP work; import them on first access so
-# that ``import jaxinfer.glmm`` stays light and independent of them.
-_LAZY = {
-    "GLMMNormal": "jaxinfer.glmm.glmm",
-    "GLMMExpFam": "jaxinfer.glmm.glmm",
-    "GP": "jaxinfer.glmm.gp",
-    "ExpFamGP": "jaxinfer.glmm.gp",
-}
-
-
-def __getattr__(name):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'jaxinfer.glmm' has no attribute {name!r}")
