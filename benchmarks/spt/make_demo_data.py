@@ -14,7 +14,7 @@ jax.config.update("jax_enable_x64", True)
 from jaxinfer.spt import simulate as sim  # noqa: E402
 
 SEED = 20240601
-PARAMS = dict(n_trajectories=5000, mean_length=10, min_length=2, max_length=40, dt=0.05,
+PARAMS = dict(n_trajectories=4600, mean_length=10, min_length=2, max_length=40, dt=0.05,
               lower_bound=[-1.6, -1.6], upper_bound=[1.6, 1.6], reflect=True, sigma=0.02,
               substeps=5, convention="ito")
 # the field of view: trajectories are cropped to it (split where they leave it), so that the

@@ -289,14 +289,18 @@ def simulate_trajectories(
 
 
 def crop_to_window(df: pd.DataFrame, lower_bound: ArrayLike, upper_bound: ArrayLike,
-                   min_length: int = 2) -> pd.DataFrame:
-    """Keep only what a field of view ``[lower_bound, upper_bound]`` would record.
+                   min_length: int = 2, keep_exit_points: bool = True) -> pd.DataFrame:
+    """Keep the trajectory pieces that start inside a window ``[lower_bound, upper_bound]``.
 
-    Points outside the window are removed and a trajectory is split where it leaves the
-    window (each piece gets a new id), so no translocation jumps across an unseen excursion.
-    Pieces shorter than ``min_length`` points are dropped. Simulating in a larger reflecting
-    box and cropping avoids the wall artefacts a reflecting box leaves in the border cells
-    (reflected jumps are shortened, which biases D down there).
+    A trajectory is split where it leaves the window (each piece gets a new id), so no
+    translocation jumps across an unseen excursion. With ``keep_exit_points`` (default) the
+    first point outside ends its piece: every translocation whose ORIGIN is inside is kept,
+    whatever its length, so cells near the window's edge are not biased towards short jumps
+    (dropping exits would bias D down there). Translocations are assigned to the cell of their
+    origin, so the exit points only end translocations. With ``keep_exit_points=False`` only
+    points inside are kept (a strict field of view). Pieces shorter than ``min_length``
+    points are dropped. Simulating in a larger reflecting box and cropping avoids the wall
+    artefacts a reflecting box leaves in the border cells (reflected jumps are shortened).
 
     Returns a new DataFrame ``n, x, y[, z], t`` with ids renumbered from 1.
     """
@@ -309,11 +313,16 @@ def crop_to_window(df: pd.DataFrame, lower_bound: ArrayLike, upper_bound: ArrayL
     xyz = df[cols].to_numpy(dtype=np.float64)
     inside = np.all((xyz >= lower) & (xyz <= upper), axis=1)
     n = df["n"].to_numpy()
+    same = np.zeros(len(df), dtype=bool)
+    same[1:] = n[1:] == n[:-1]
+    keep = inside.copy()
+    if keep_exit_points:
+        keep[1:] |= same[1:] & inside[:-1]
     new_piece = np.ones(len(df), dtype=bool)
-    new_piece[1:] = (n[1:] != n[:-1]) | ~inside[:-1]
+    new_piece[1:] = ~same[1:] | ~inside[:-1]
     piece = np.cumsum(new_piece)
-    kept = df.loc[inside].copy()
-    kept["n"] = piece[inside]
+    kept = df.loc[keep].copy()
+    kept["n"] = piece[keep]
     sizes = kept.groupby("n")["n"].transform("size")
     kept = kept.loc[sizes >= min_length]
     kept["n"] = pd.factorize(kept["n"])[0].astype(np.int64) + 1

@@ -131,14 +131,21 @@ def test_crop_to_window_splits_trajectories():
     df = pd.DataFrame({"n": [1, 1, 1, 1, 1, 2, 2, 3],
                        "x": [0.1, 0.2, 1.5, 0.3, 0.4, 0.5, 0.6, 2.0],
                        "y": [0.0] * 8, "t": [0, 1, 2, 3, 4, 0, 1, 0.0]})
-    out = sim.crop_to_window(df, (0, -1), (1, 1))
+    strict = sim.crop_to_window(df, (0, -1), (1, 1), keep_exit_points=False)
     # trajectory 1 splits around its excursion; trajectory 3 lies outside
-    assert out["n"].tolist() == [1, 1, 2, 2, 3, 3]
-    assert out["x"].tolist() == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
-    # no translocation of the cropped table leaves the window or spans an excursion
+    assert strict["n"].tolist() == [1, 1, 2, 2, 3, 3]
+    assert strict["x"].tolist() == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    # by default the exit point ends its piece (translocations starting inside are all kept)
+    out = sim.crop_to_window(df, (0, -1), (1, 1))
+    assert out["n"].tolist() == [1, 1, 1, 2, 2, 3, 3]
+    assert out["x"].tolist() == [0.1, 0.2, 1.5, 0.3, 0.4, 0.5, 0.6]
+    # every translocation starts inside and none spans an excursion
     big = sim.simulate_trajectories(jax.random.PRNGKey(8), 0.5, n_trajectories=100,
                                     lower_bound=(-2, -2), upper_bound=(2, 2))
-    cropped = sim.crop_to_window(big, (-1, -1), (1, 1))
-    assert cropped[["x", "y"]].abs().to_numpy().max() <= 1
-    d, _ = _translocations(cropped)
-    np.testing.assert_allclose(d["t"], 0.02)
+    for keep in (True, False):
+        cropped = sim.crop_to_window(big, (-1, -1), (1, 1), keep_exit_points=keep)
+        d, origin = _translocations(cropped)
+        assert np.abs(origin).max() <= 1
+        np.testing.assert_allclose(d["t"], 0.02)
+        if not keep:
+            assert cropped[["x", "y"]].abs().to_numpy().max() <= 1
