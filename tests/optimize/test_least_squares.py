@@ -84,13 +84,15 @@ def test_nonlinear_fit_matches_scipy_lm(scipy_two_exp):
                                rtol=1e-12)
 
 
-@pytest.mark.parametrize("damp_mode, run_type", [("levenberg", 2), ("marquardt", 2),
-                                                  ("transtrum", 2), ("minpack", 2),
-                                                  ("levenberg", 1)])
-def test_every_damping_mode_and_run_type_converges(damp_mode, run_type, scipy_two_exp):
+@pytest.mark.parametrize("damp_mode, run_type, solver", [
+    ("levenberg", 2, "svd"), ("marquardt", 2, "svd"), ("transtrum", 2, "svd"),
+    ("minpack", 2, "svd"), ("levenberg", 1, "svd"), ("minpack", 1, "eigh")])
+def test_every_damping_mode_run_type_and_solver_converges(damp_mode, run_type, solver,
+                                                          scipy_two_exp):
     res = least_squares(two_exp_residuals, jnp.asarray(B_START), args=(T_EXP, Y_EXP),
-                        damp_mode=damp_mode, run_type=run_type, damping=1.0, max_iter=500)
-    assert res.success, (damp_mode, run_type, res.message)
+                        damp_mode=damp_mode, run_type=run_type, damping=1.0, max_iter=500,
+                        linear_solver=solver)
+    assert res.success, (damp_mode, run_type, solver, res.message)
     np.testing.assert_allclose(res.x, scipy_two_exp, rtol=1e-6)
 
 
@@ -257,6 +259,8 @@ def test_bad_options_are_refused():
         least_squares(linear_residuals, jnp.zeros(4), args=(A_LIN, B_LIN), run_type=3)
     with pytest.raises(ValueError, match="increase_damp_factor"):
         least_squares(linear_residuals, jnp.zeros(4), args=(A_LIN, B_LIN), increase_damp_factor=1)
+    with pytest.raises(ValueError, match="linear_solver"):
+        least_squares(linear_residuals, jnp.zeros(4), args=(A_LIN, B_LIN), linear_solver="qr")
 
 
 def test_float32_fit(scipy_two_exp):
