@@ -9,7 +9,6 @@
 Submodules: :mod:`~jaxinfer.spt.tessellation`, :mod:`~jaxinfer.spt.cells`,
 :mod:`~jaxinfer.spt.gradient`, :mod:`~jaxinfer.spt.posteriors`, :mod:`~jaxinfer.spt.infer`,
 and (other areas) trajectories, conjugate, bayes_factors, sampling, simulate, plot.
-Imports of the latter are lazy so that a missing optional piece never breaks the core.
 """
 
 from jaxinfer.spt.cells import (Cells, cells_from_arrays, distributed, space_time_cells,
@@ -20,7 +19,9 @@ from jaxinfer.spt.infer import MODES, Maps, group_by_sign, infer, localization_v
 from jaxinfer.spt.posteriors import (d_neg_posterior, dd_neg_posterior, df_neg_posterior,
                                      dv_neg_posterior, local_dv_neg_posteriors,
                                      stochastic_dv_neg_posterior, unsmooth_d_neg_posterior)
+from jaxinfer.spt.sampling import sample
 from jaxinfer.spt.tessellation import Partition, Tessellation, tessellate
+from jaxinfer.spt.trajectories import load_trajectories, translocations
 
 __all__ = [
     "Cells", "cells_from_arrays", "distributed", "space_time_cells", "time_variation_stencil",
@@ -29,13 +30,6 @@ __all__ = [
     "d_neg_posterior", "dd_neg_posterior", "df_neg_posterior", "dv_neg_posterior",
     "local_dv_neg_posteriors", "stochastic_dv_neg_posterior", "unsmooth_d_neg_posterior",
     "Partition", "Tessellation", "tessellate",
-    "load_trajectories", "translocations",
+    "load_trajectories", "translocations", "sample",
 ]
 
-
-def __getattr__(name):  # lazy re-exports from the trajectories module (another area)
-    if name in ("load_trajectories", "translocations"):
-        from jaxinfer.spt import trajectories
-
-        return getattr(trajectories, name)
-    raise AttributeError(f"module 'jaxinfer.spt' has no attribute {name!r}")

@@ -22,8 +22,8 @@ from typing import Callable, Optional
 import numpy as np
 import pandas as pd
 
-MODES = ("d", "dd", "df", "dv", "stochastic.dv", "d.conj_prior",
-         "degraded.d", "degraded.dd", "degraded.df")
+MODES = ("d", "dd", "df", "dv", "stochastic.dv", "semi.stochastic.dv", "d.conj_prior",
+         "snr", "bayes_factor", "degraded.d", "degraded.dd", "degraded.df")
 TESSELLATIONS = ("grid", "hexagon", "kmeans")
 
 __all__ = ["register", "demo", "main", "run_infer", "partition_for"]
