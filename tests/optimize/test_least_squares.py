@@ -45,6 +45,21 @@ def scipy_two_exp():
     return res.x
 
 
+@pytest.fixture(scope="module")
+def default_two_exp():
+    """The default fit of the two-exponential problem (shared: each distinct call compiles)."""
+    return least_squares(two_exp_residuals, jnp.asarray(B_START), args=(T_EXP, Y_EXP))
+
+
+STALE_KWARGS = dict(args=(T_EXP, Y_EXP), update_J_frequency=5, run_type=1, max_iter=500)
+
+
+@pytest.fixture(scope="module")
+def stale_two_exp():
+    """J refreshed every 5 iterations without updates: the baseline of Broyden / eigen."""
+    return least_squares(two_exp_residuals, jnp.asarray(B_START), **STALE_KWARGS)
+
+
 def rosenbrock(x, a):
     """Rosenbrock as residuals: a narrow curved valley, minimum (1, 1) with zero cost."""
     return jnp.array([a * (x[1] - x[0] ** 2), 1.0 - x[0]])
@@ -75,8 +90,8 @@ def test_weights_match_weighted_normal_equations():
     np.testing.assert_allclose(res.fun, 0.5 * np.sum(w * r * r), rtol=1e-12)
 
 
-def test_nonlinear_fit_matches_scipy_lm(scipy_two_exp):
-    res = least_squares(two_exp_residuals, jnp.asarray(B_START), args=(T_EXP, Y_EXP))
+def test_nonlinear_fit_matches_scipy_lm(scipy_two_exp, default_two_exp):
+    res = default_two_exp
     assert res.success, res.message
     np.testing.assert_allclose(res.x, scipy_two_exp, rtol=1e-7)
     # the returned Jacobian is the exact one at x
@@ -108,7 +123,7 @@ def test_jit_and_vmap_equal_a_python_loop():
     assert bool(jnp.all(batched.success))
 
 
-def test_pytree_parameters_and_user_jacobian():
+def test_pytree_parameters_and_user_jacobian(default_two_exp):
     def residuals(p, t, y):
         return p["amp"] * jnp.exp(-p["rate"] * t) + p["rest"][0] * jnp.exp(-p["rest"][1] * t) \
             + p["rest"][2] - y
@@ -118,7 +133,7 @@ def test_pytree_parameters_and_user_jacobian():
     # ravel order of a dict is by sorted key: amp, rate, rest
     flat = jnp.concatenate([jnp.atleast_1d(res.x["amp"]), jnp.atleast_1d(res.x["rate"]),
                             res.x["rest"]])
-    ref = least_squares(two_exp_residuals, jnp.asarray(B_START), args=(T_EXP, Y_EXP))
+    ref = default_two_exp
     np.testing.assert_allclose(flat, ref.x, rtol=1e-7)
 
     def jac(b, t, y):
@@ -179,10 +194,10 @@ def test_geodesic_acceleration_needs_fewer_iterations_same_answer():
     assert int(strict.extra["accel_rejections"]) > 0
 
 
-def test_broyden_update_saves_jacobians_same_answer(scipy_two_exp):
-    kwargs = dict(args=(T_EXP, Y_EXP), update_J_frequency=5, run_type=1, max_iter=500)
-    stale = least_squares(two_exp_residuals, jnp.asarray(B_START), **kwargs)
-    broyden = least_squares(two_exp_residuals, jnp.asarray(B_START), broyden_update=True, **kwargs)
+def test_broyden_update_saves_jacobians_same_answer(scipy_two_exp, stale_two_exp):
+    stale = stale_two_exp
+    broyden = least_squares(two_exp_residuals, jnp.asarray(B_START), broyden_update=True,
+                            **STALE_KWARGS)
     for res in (stale, broyden):
         assert res.success, res.message
         np.testing.assert_allclose(res.x, scipy_two_exp, rtol=1e-6)
@@ -190,11 +205,10 @@ def test_broyden_update_saves_jacobians_same_answer(scipy_two_exp):
     assert int(broyden.njev) < int(stale.njev)
 
 
-def test_eigen_update_saves_jacobians_same_answer(scipy_two_exp):
-    kwargs = dict(args=(T_EXP, Y_EXP), update_J_frequency=5, run_type=1, max_iter=500)
-    stale = least_squares(two_exp_residuals, jnp.asarray(B_START), **kwargs)
+def test_eigen_update_saves_jacobians_same_answer(scipy_two_exp, stale_two_exp):
+    stale = stale_two_exp
     eig = least_squares(two_exp_residuals, jnp.asarray(B_START), eig_update=True,
-                        eig_update_frequency=1, num_eig_dirs=4, **kwargs)
+                        eig_update_frequency=1, num_eig_dirs=4, **STALE_KWARGS)
     for res in (stale, eig):
         assert res.success, res.message
         np.testing.assert_allclose(res.x, scipy_two_exp, rtol=1e-6)
