@@ -29,7 +29,7 @@ import scipy.optimize  # noqa: E402
 
 from jaxinfer.optimize import curve_fit  # noqa: E402
 
-#: options for many small, well-conditioned fits (see docs/readme/optimize_least_squares.md):
+#: options for many small, well-conditioned fits (see docs/optimize.md):
 #: one trial per damping (peri's run 1), no geodesic acceleration, eigh of the n x n matrix
 FAST_OPTIONS = {"run_type": 1, "use_accel": False, "linear_solver": "eigh"}
 

@@ -4,7 +4,7 @@ All 27 data sets from Start 1 and Start 2. For each fit: significant digits agre
 certified parameters and standard deviations (min LRE), and function evaluations. scipy is
 run with its default settings and, as a second column, with tight tolerances
 (xtol = ftol = 1e-15, maxfev 10,000). Writes benchmarks/results/optimize_nist.json and the
-markdown summary docs/readme/optimize_least_squares.md (its table part).
+markdown summary docs/optimize.md (its table part).
 
     python benchmarks/optimize/bench_nist.py
 """

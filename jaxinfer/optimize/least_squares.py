@@ -762,7 +762,7 @@ def least_squares(residuals: Callable, x0: Any, args: tuple = (), *, jac: Option
 
 #: Options curve_fit passes to least_squares unless overridden: geodesic acceleration and
 #: a deeper damping search make the hard NIST problems (MGH17, Bennett5, Eckerle4 from
-#: Start 1) converge; see docs/readme/optimize_least_squares.md.
+#: Start 1) converge; see docs/optimize.md.
 CURVE_FIT_DEFAULTS = {"use_accel": True, "max_damping_retries": 40, "max_iter": 1000}
 
 

@@ -281,7 +281,7 @@ def minimize(fun: Callable, x0, args=(), method: Optional[str] = None, jac=None,
         ``ctol``.
     callback : ``callback(intermediate_result)`` or ``callback(xk)``, once per iteration,
         return value ignored (see the module docstring).
-    options : dict of method options (scipy's names; see ``docs/readme/optimize_minimize.md``).
+    options : dict of method options (scipy's names; see ``docs/optimize.md``).
         Unknown names raise ValueError.
 
     Returns
