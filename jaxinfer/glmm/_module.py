@@ -235,3 +235,42 @@ def _replace_static(module, **changes):
     import dataclasses
 
     return dataclasses.replace(module, **changes)
+
+
+class SumFacade(Facade):
+    """A sum of facades (SumCov, SumMean): holds the children, so changing one later changes
+    the sum. Subclasses set ``_core_type`` (the sum's equinox core) and ``_children_field``
+    (its field name: ``"covariances"`` or ``"means"``)."""
+
+    _core_type: type
+    _children_field: str
+
+    def __init__(self, children):
+        children = list(children)
+        kind = type(self).__name__
+        if not children:
+            raise ValueError(f"{kind} needs at least one term.")
+        for child in children:
+            if not isinstance(child, Facade):
+                raise TypeError(f"{kind} takes {self._children_field} objects; "
+                                f"got {type(child).__name__}.")
+        self._children = children
+
+    @property
+    def module(self):
+        return self._core_type(**{self._children_field: tuple(c.module for c in self._children)})
+
+    @module.setter
+    def module(self, new):
+        cores = getattr(new, self._children_field, ())
+        if not isinstance(new, self._core_type) or len(cores) != len(self._children):
+            raise TypeError(f"{type(self).__name__}.module must be a {self._core_type.__name__} "
+                            f"with the same children.")
+        for facade, core in zip(self._children, cores):
+            facade.module = core
+
+    def _header(self):
+        return f"{type(self).__name__}({self._children_field}=...)"
+
+    def _body(self):
+        return [line for child in self._children for line in str(child).split("\n")]

@@ -29,6 +29,7 @@ import numpy as np
 
 from jaxinfer.glmm._module import (
     Facade,
+    SumFacade,
     ParametricModule,
     as_float_array,
     format_array,
@@ -505,49 +506,23 @@ class LRFreeFormCov(Facade):
         return ["L: " + format_array(self.L, 5)]
 
 
-class SumCov(Facade):
+class SumCov(SumFacade):
     """Sum of covariance facades K = K₀ + K₁ + ⋯ (glimix-core ``SumCov``).
 
     Holds the children facades: changing a child later changes the sum.
     """
 
-    def __init__(self, covariances):
-        covariances = list(covariances)
-        if not covariances:
-            raise ValueError("SumCov needs at least one covariance.")
-        for c in covariances:
-            if not isinstance(c, Facade):
-                raise TypeError(f"SumCov takes covariance objects; got {type(c).__name__}.")
-        self._covariances = covariances
+    _core_type = SumCovModule
+    _children_field = "covariances"
 
     @property
     def covariances(self):
         """The children facades."""
-        return list(self._covariances)
-
-    @property
-    def module(self):
-        return SumCovModule(covariances=tuple(c.module for c in self._covariances))
-
-    @module.setter
-    def module(self, new):
-        if not isinstance(new, SumCovModule) or len(new.covariances) != len(self._covariances):
-            raise TypeError("SumCov.module must be a SumCovModule with the same children.")
-        for facade, core in zip(self._covariances, new.covariances):
-            facade.module = core
+        return list(self._children)
 
     def logdet(self):
         """log|K|."""
         return self.module.logdet()
-
-    def _header(self):
-        return "SumCov(covariances=...)"
-
-    def _body(self):
-        lines = []
-        for c in self._covariances:
-            lines.extend(str(c).split("\n"))
-        return lines
 
 
 class Kron2SumCov(Facade):

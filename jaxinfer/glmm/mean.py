@@ -18,6 +18,7 @@ import numpy as np
 
 from jaxinfer.glmm._module import (
     Facade,
+    SumFacade,
     ParametricModule,
     as_float_array,
     format_array,
@@ -211,42 +212,16 @@ class LinearMean(Facade):
         return ["effsizes: " + format_array(self.effsizes, 12)]
 
 
-class SumMean(Facade):
+class SumMean(SumFacade):
     """Sum of mean facades f₀ + f₁ + ⋯ (glimix-core ``SumMean``); children stay live."""
 
-    def __init__(self, means):
-        means = list(means)
-        if not means:
-            raise ValueError("SumMean needs at least one mean.")
-        for m in means:
-            if not isinstance(m, Facade):
-                raise TypeError(f"SumMean takes mean objects; got {type(m).__name__}.")
-        self._means = means
+    _core_type = SumMeanModule
+    _children_field = "means"
 
     @property
     def means(self):
         """The children facades."""
-        return list(self._means)
-
-    @property
-    def module(self):
-        return SumMeanModule(means=tuple(m.module for m in self._means))
-
-    @module.setter
-    def module(self, new):
-        if not isinstance(new, SumMeanModule) or len(new.means) != len(self._means):
-            raise TypeError("SumMean.module must be a SumMeanModule with the same children.")
-        for facade, core in zip(self._means, new.means):
-            facade.module = core
-
-    def _header(self):
-        return "SumMean(means=...)"
-
-    def _body(self):
-        lines = []
-        for m in self._means:
-            lines.extend(str(m).split("\n"))
-        return lines
+        return list(self._children)
 
 
 class KronMean(Facade):
