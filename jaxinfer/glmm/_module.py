@@ -55,6 +55,34 @@ class ParametricModule(eqx.Module):
         return {}
 
 
+class SumModule(ParametricModule):
+    """A sum of child cores (SumCovModule, SumMeanModule). Subclasses declare the tuple field
+    that holds the children (``_children_field``) and the label used in gradient keys."""
+
+    _children_field: ClassVar[str] = ""
+    _label: ClassVar[str] = ""
+
+    def children(self):
+        return tuple(getattr(self, self._children_field))
+
+    def child_path(self, index):
+        return (self._children_field, index)
+
+    def value(self):
+        """Sum of the children's values."""
+        terms = self.children()
+        total = terms[0].value()
+        for term in terms[1:]:
+            total = total + term.value()
+        return total
+
+    def gradient(self) -> dict:
+        """Children's gradients keyed '<label>[i].<name>'."""
+        return {f"{self._label}[{i}].{key}": g
+                for i, child in enumerate(self.children())
+                for key, g in child.gradient().items()}
+
+
 def _is_module(x) -> bool:
     return isinstance(x, ParametricModule)
 

@@ -30,6 +30,7 @@ import numpy as np
 from jaxinfer.glmm._module import (
     Facade,
     SumFacade,
+    SumModule,
     ParametricModule,
     as_float_array,
     format_array,
@@ -193,35 +194,16 @@ class LRFreeFormCovModule(ParametricModule):
         return jacobian_dict(self)
 
 
-class SumCovModule(ParametricModule):
+class SumCovModule(SumModule):
     """K = K₀ + K₁ + ⋯ for a tuple of covariance cores."""
 
+    _children_field: ClassVar[str] = "covariances"
+    _label: ClassVar[str] = "SumCov"
     covariances: Tuple[ParametricModule, ...]
-
-    def children(self):
-        return tuple(self.covariances)
-
-    def child_path(self, index):
-        return ("covariances", index)
-
-    def value(self):
-        """Sum of the children's matrices."""
-        total = self.covariances[0].value()
-        for cov in self.covariances[1:]:
-            total = total + cov.value()
-        return total
 
     def logdet(self):
         """log|K| (dense Cholesky)."""
         return _dense_logdet(self.value())
-
-    def gradient(self) -> dict:
-        """Children's gradients keyed 'SumCov[i].<name>'."""
-        out = {}
-        for i, cov in enumerate(self.covariances):
-            for key, g in cov.gradient().items():
-                out[f"SumCov[{i}].{key}"] = g
-        return out
 
 
 class Kron2SumCovModule(ParametricModule):

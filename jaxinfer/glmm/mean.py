@@ -19,6 +19,7 @@ import numpy as np
 from jaxinfer.glmm._module import (
     Facade,
     SumFacade,
+    SumModule,
     ParametricModule,
     as_float_array,
     format_array,
@@ -86,31 +87,12 @@ class LinearMeanModule(ParametricModule):
         return jacobian_dict(self)
 
 
-class SumMeanModule(ParametricModule):
+class SumMeanModule(SumModule):
     """m = f₀ + f₁ + ⋯ for a tuple of mean cores."""
 
+    _children_field: ClassVar[str] = "means"
+    _label: ClassVar[str] = "SumMean"
     means: Tuple[ParametricModule, ...]
-
-    def children(self):
-        return tuple(self.means)
-
-    def child_path(self, index):
-        return ("means", index)
-
-    def value(self):
-        """Sum of the children's vectors."""
-        total = self.means[0].value()
-        for m in self.means[1:]:
-            total = total + m.value()
-        return total
-
-    def gradient(self) -> dict:
-        """Children's gradients keyed 'SumMean[i].<name>'."""
-        out = {}
-        for i, m in enumerate(self.means):
-            for key, g in m.gradient().items():
-                out[f"SumMean[{i}].{key}"] = g
-        return out
 
 
 class KronMeanModule(ParametricModule):
