@@ -15,6 +15,7 @@ __all__ += ["Bounds", "minimize", "minimize_scalar"]
 from jaxinfer.optimize.block import chain_groups, minimize_block_bfgs  # noqa: E402
 
 __all__ += ["chain_groups", "minimize_block_bfgs"]
-from jaxinfer.optimize.least_squares import curve_fit, least_squares  # noqa: E402
+from jaxinfer.optimize.least_squares import least_squares  # noqa: E402
+from jaxinfer.optimize.curve_fit import curve_fit  # noqa: E402
 
 __all__ += ["curve_fit", "least_squares"]

@@ -1,4 +1,5 @@
-"""Plumbing shared by the ``minimize`` solvers: per-iteration callbacks and status tests.
+"""The one solver shape (``AbstractSolver``), its driver (``iterate``), the progress
+convention, and the status helpers every solver shares.
 
 Every solver here works on a flat 1-D parameter vector and a function
 ``value_and_grad(x_flat) -> (f, g_flat)``; :mod:`jaxinfer.optimize.minimize` builds those from
@@ -7,11 +8,16 @@ the user's pytree objective.
 
 from __future__ import annotations
 
+import abc
+import contextlib
+import contextvars
 import inspect
 from typing import Any, Callable, NamedTuple, Optional
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from jaxinfer.optimize.result import Status
 
@@ -82,4 +88,114 @@ def all_finite(*arrays):
     return ok
 
 
-__all__ = ["RUNNING", "IntermediateResult", "make_callback", "first_status", "all_finite", "Status"]
+# --------------------------------------------------------------------------------------------
+# The one solver shape and its driver
+#
+# A solver is a final ``eqx.Module`` holding only settings. Its state is another Module (or
+# NamedTuple) that the user may inspect. Four pure methods:
+#
+#   init(fn, x0, args)        -> state        evaluate at the start, set up counters
+#   step(fn, state, args)     -> state        one iteration (for LM: one trial step)
+#   terminate(fn, state, args)-> int32        a Status code, RUNNING (-1) while going on
+#   postprocess(fn, state, args, status) -> OptimizeResult
+#   progress(state)           -> Progress     what the per-iteration callback sees
+#
+# ``fn`` is whatever the solver family works on (a flat residual function for least squares,
+# a flat ``value_and_grad`` for minimisers, ...); ``args`` is a pytree of arrays passed to it.
+# ``iterate`` is the only while-loop driver; front doors (least_squares, minimize, ...) build
+# ``fn`` and a solver from the user's call and hand both to it. Driving a solver by hand is
+# the same four calls in Python:  st = s.init(fn, x0, args); st = s.step(fn, st, args); ...
+
+
+class Progress(NamedTuple):
+    """What a progress callback receives after every iteration (host NumPy values).
+
+    nit : iterations done; fun : objective (least squares: cost 0.5 sum r^2); x : iterate
+    (flat vector, or the pytree where the front door unravels it).
+    """
+
+    nit: Any
+    fun: Any
+    x: Any
+
+
+class AbstractSolver(eqx.Module):
+    """Base of every iterative solver: settings only; see the module comment for the shape."""
+
+    @abc.abstractmethod
+    def init(self, fn, x0, args):
+        ...
+
+    @abc.abstractmethod
+    def step(self, fn, state, args):
+        ...
+
+    @abc.abstractmethod
+    def terminate(self, fn, state, args):
+        ...
+
+    @abc.abstractmethod
+    def postprocess(self, fn, state, args, status):
+        ...
+
+    @abc.abstractmethod
+    def progress(self, state) -> Progress:
+        ...
+
+
+# The progress sink: front doors compile with ``callback=PROGRESS_SINK`` (a fixed object, so
+# the user's callable is not part of the compile-cache key) and run the compiled solve inside
+# ``with progress_to(user_callback):``. Code that calls ``iterate`` under its own jit passes
+# its callable directly.
+_sink: contextvars.ContextVar = contextvars.ContextVar("jaxinfer_progress_sink", default=None)
+
+
+class _ProgressSink:
+    def __repr__(self):
+        return "PROGRESS_SINK"
+
+    def __call__(self, progress: Progress):
+        target = _sink.get()
+        if target is not None:
+            target(progress)
+
+
+PROGRESS_SINK = _ProgressSink()
+
+
+@contextlib.contextmanager
+def progress_to(callback: Optional[Callable]):
+    """Route ``PROGRESS_SINK`` to ``callback(Progress)`` while the block runs; the block must
+    block until its results are ready (``jax.block_until_ready``) so no callback fires late."""
+    token = _sink.set(callback)
+    try:
+        yield
+    finally:
+        _sink.reset(token)
+
+
+def iterate(solver: AbstractSolver, fn, x0, args=(), *, callback: Optional[Callable] = None):
+    """Run ``solver`` from ``x0`` to termination in one ``lax.while_loop``.
+
+    ``callback(Progress)`` (optional) fires on the host after every step, through
+    ``jax.debug.callback``; its return value is ignored. Under ``vmap`` the loop runs until
+    every lane has terminated; lanes that are done are carried unchanged.
+    Returns ``solver.postprocess(fn, state, args, status)``, an :class:`OptimizeResult`.
+    """
+    state = solver.init(fn, x0, args)
+
+    def cond(state):
+        return solver.terminate(fn, state, args) == RUNNING
+
+    def body(state):
+        state = solver.step(fn, state, args)
+        if callback is not None:
+            jax.debug.callback(callback, solver.progress(state))
+        return state
+
+    state = lax.while_loop(cond, body, state)
+    return solver.postprocess(fn, state, args, solver.terminate(fn, state, args))
+
+
+__all__ = ["RUNNING", "IntermediateResult", "make_callback", "first_status", "all_finite", "Status",
+           "Progress", "AbstractSolver", "PROGRESS_SINK", "progress_to", "iterate"]

@@ -251,7 +251,7 @@ def fit_all(problems=None, starts=(0, 1), progress=None, **lm_options):
     """
     import jax
 
-    from jaxinfer.optimize.least_squares import curve_fit
+    from jaxinfer.optimize.curve_fit import curve_fit
 
     problems = list(load_all().values()) if problems is None else list(problems)
     groups: Dict[tuple, list] = {}

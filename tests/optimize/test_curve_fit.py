@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.optimize
 
-from jaxinfer.optimize.least_squares import curve_fit
+from jaxinfer.optimize.curve_fit import curve_fit
 
 RNG = np.random.default_rng(1)
 X = np.linspace(0.0, 4.0, 30)
