@@ -17,7 +17,7 @@ import sys
 import time
 
 # Order matters: the demo runs the parts in this order.
-SUBPACKAGES = ("optimize", "spt", "glmm")
+SUBPACKAGES = ("optimize", "spt", "glmm", "imaging", "mixture")
 
 
 def _cli_module(name: str):
