@@ -12,6 +12,7 @@ import enum
 from typing import Any, Optional
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -121,3 +122,41 @@ class OptimizeResult(eqx.Module):
 
     def __getitem__(self, key):  # scipy-style res["x"]
         return getattr(self, key)
+
+    def __repr__(self):
+        """scipy's layout with values (``message``, ``success``, ``status``, ``fun``, ``x``,
+        ...); inside a trace, where there are no values, equinox's shape summary."""
+        leaves = jax.tree_util.tree_leaves(self)
+        if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
+            return eqx.tree_pformat(self)
+        fields = {"message": self.message, "success": np.asarray(self.success),
+                  "status": np.asarray(self.status), "fun": self.fun, "x": self.x,
+                  "nit": self.nit, "jac": self.jac, "nfev": self.nfev, "njev": self.njev}
+        if self.hess_inv is not None:
+            fields["hess_inv"] = self.hess_inv
+        fields.update(self.extra)
+        width = max(len(k) for k in fields)
+        lines = []
+        for key, value in fields.items():
+            text = _format_value(value)
+            pad = " " * (width + 2)
+            lines.append(f"{key:>{width}}: " + text.replace("\n", "\n" + pad))
+        return "\n".join(lines)
+
+    __str__ = __repr__
+
+
+def _format_value(value) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (np.ndarray, jnp.ndarray)) or np.isscalar(value):
+        arr = np.asarray(value)
+        if arr.ndim == 0:
+            return str(arr.item())
+        return np.array2string(arr, precision=6, threshold=20)
+    leaves, treedef = jax.tree_util.tree_flatten(value)
+    if leaves and all(isinstance(leaf, (np.ndarray, jnp.ndarray, float, int)) for leaf in leaves):
+        if treedef.num_leaves == 1 and treedef.num_nodes == 1:
+            return _format_value(leaves[0])
+        return repr(jax.tree_util.tree_map(np.asarray, value))
+    return repr(value)

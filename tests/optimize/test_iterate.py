@@ -94,3 +94,12 @@ def test_progress_sink_routes_to_the_active_callback_without_retracing():
     assert [int(p.nit) for p in seen_first] == list(range(1, int(res.nit) + 1))
     np.testing.assert_allclose(seen_first[-1].x, np.log(3.0), rtol=1e-11)
     assert len(seen_second) > 0 and abs(float(seen_second[-1].x) - np.log(5.0)) < 1e-11
+
+
+def test_result_repr_shows_values_like_scipy():
+    res = iterate(_ScalarNewton(), _objective, jnp.asarray(0.0), jnp.asarray(3.0))
+    text = repr(res)
+    assert "success: True" in text and "message: Converged: gradient norm below gtol." in text
+    x_line = [line for line in text.splitlines() if line.strip().startswith("x:")][0]
+    assert abs(float(x_line.split(":")[1]) - np.log(3.0)) < 1e-9
+    assert "f64[]" not in text and "f32[]" not in text
