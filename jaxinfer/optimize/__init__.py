@@ -19,3 +19,6 @@ from jaxinfer.optimize.least_squares import least_squares  # noqa: E402
 from jaxinfer.optimize.curve_fit import curve_fit  # noqa: E402
 
 __all__ += ["curve_fit", "least_squares"]
+from jaxinfer.optimize.fixed_point import FixedPoint, fixed_point  # noqa: E402
+
+__all__ += ["FixedPoint", "fixed_point"]

@@ -1,0 +1,218 @@
+"""fixed_point / FixedPoint against closed forms, numpy and scipy references."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize as so
+
+from jaxinfer.optimize import Status
+from jaxinfer.optimize._iterate import RUNNING, iterate
+from jaxinfer.optimize.fixed_point import FixedPoint, fixed_point, make_fixed_point_fn
+
+DOTTIE = so.brentq(lambda x: np.cos(x) - x, 0.0, 1.0, xtol=1e-15)  # x = cos(x)
+
+
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
+def test_cosine_fixed_point(dtype, tol):
+    res = fixed_point(jnp.cos, jnp.asarray(1.0, dtype))
+    assert res.x.dtype == dtype
+    assert int(res.status) == Status.XTOL and bool(res.success)
+    # |T(x) - x| <= sqrt(eps) and the map contracts with |T'| = sin(x*) ~ 0.67
+    eps = float(jnp.finfo(dtype).eps)
+    assert abs(float(res.x) - DOTTIE) <= 10 * np.sqrt(eps) * DOTTIE
+    assert abs(float(res.x) - DOTTIE) <= tol(dtype, 1e-7, 2e-3)
+    assert float(res.extra["residual_max"]) <= 2 * np.sqrt(eps)
+
+
+# a slow linear contraction on a pytree: x = M x + c with spectral radius 0.97
+_rng = np.random.default_rng(0)
+_Q, _ = np.linalg.qr(_rng.normal(size=(5, 5)))
+_M = _Q @ np.diag([0.97, 0.9, 0.5, -0.3, 0.1]) @ _Q.T
+_C = _rng.normal(size=5)
+_X_STAR = np.linalg.solve(np.eye(5) - _M, _C)
+
+
+def _linear_map(x, M, c):
+    v = jnp.concatenate([x["a"], x["b"]])
+    w = M @ v + c
+    return {"a": w[:2], "b": w[2:]}
+
+
+@pytest.fixture(scope="module")
+def linear_runs():
+    x0 = {"a": jnp.zeros(2), "b": jnp.zeros(3)}
+    args = (jnp.asarray(_M), jnp.asarray(_C))
+    plain = fixed_point(_linear_map, x0, args, xtol=1e-12, xatol=1e-12, maxiter=5000)
+    fast = fixed_point(_linear_map, x0, args, xtol=1e-12, xatol=1e-12, maxiter=5000,
+                       accelerate="squarem")
+    return plain, fast
+
+
+def test_linear_contraction_matches_solve(linear_runs):
+    plain, fast = linear_runs
+    for res in (plain, fast):
+        assert int(res.status) == Status.XTOL
+        x = np.concatenate([np.asarray(res.x["a"]), np.asarray(res.x["b"])])
+        # residual 1e-12 with contraction 0.97: error <= 1e-12 / 0.03 (+ scale)
+        np.testing.assert_allclose(x, _X_STAR, rtol=0, atol=1e-9)
+        r = np.concatenate([np.asarray(res.extra["residual"]["a"]),
+                            np.asarray(res.extra["residual"]["b"])])
+        np.testing.assert_allclose(r, _M @ x + _C - x, atol=1e-14)
+
+
+def test_squarem_same_point_fewer_evaluations(linear_runs):
+    plain, fast = linear_runs
+    # plain iteration needs ~log(1e-12)/log(0.97) ~ 900 steps
+    assert int(plain.nit) > 700 and int(plain.nfev) == int(plain.nit) + 1
+    assert int(fast.nfev) * 3 < int(plain.nfev)
+    assert int(fast.extra["accelerated"]) > 0
+
+
+def test_maxiter_is_a_failure_and_nonfinite_is_reported():
+    res = fixed_point(jnp.cos, 1.0, maxiter=5)
+    assert int(res.status) == Status.MAX_ITER and not bool(res.success)
+    assert int(res.nit) == 5
+    assert abs(float(res.x) - np.cos(np.cos(np.cos(np.cos(np.cos(1.0)))))) <= 1e-15
+    res = fixed_point(lambda x: 3.0 * x + 1.0, 1.0, maxiter=10_000)
+    assert int(res.status) == Status.NONFINITE and not bool(res.success)
+
+
+# ---- EM for a two-component 1-D Gaussian mixture -------------------------------------------
+
+def _gmm_data():
+    rng = np.random.default_rng(1)
+    return np.concatenate([rng.normal(-1.0, 0.6, 150), rng.normal(1.5, 1.0, 250)])
+
+
+def _log_components(p, y):
+    w = jnp.stack([p["logit"], -p["logit"]])
+    logw = jax.nn.log_sigmoid(w)
+    mu, var = p["mu"], p["var"]
+    return logw - 0.5 * jnp.log(2 * jnp.pi * var) - 0.5 * (y[:, None] - mu) ** 2 / var
+
+
+def _em_step(p, y):
+    """One EM step; also returns the log-likelihood at the input parameters."""
+    lc = _log_components(p, y)
+    ll = jax.scipy.special.logsumexp(lc, axis=1)
+    r = jnp.exp(lc - ll[:, None])
+    nk = r.sum(0)
+    mu = (r * y[:, None]).sum(0) / nk
+    var = (r * (y[:, None] - mu) ** 2).sum(0) / nk
+    w = nk / y.shape[0]
+    return {"logit": jnp.log(w[0]) - jnp.log(w[1]), "mu": mu, "var": var}, ll.sum()
+
+
+def _scipy_gmm_mle(y, start):
+    def nll(t):
+        logit, m1, m2, lv1, lv2 = t
+        w = 1 / (1 + np.exp(-logit))
+        d = lambda m, lv: np.exp(-0.5 * (y - m) ** 2 / np.exp(lv)) / np.sqrt(  # noqa: E731
+            2 * np.pi * np.exp(lv))
+        return -np.sum(np.log(w * d(m1, lv1) + (1 - w) * d(m2, lv2)))
+    return so.minimize(nll, start, method="BFGS", options={"gtol": 1e-7})
+
+
+def test_em_gaussian_mixture_matches_scipy_mle():
+    y = jnp.asarray(_gmm_data())
+    p0 = {"logit": jnp.asarray(0.0), "mu": jnp.array([-0.5, 0.5]), "var": jnp.array([1.0, 1.0])}
+    seen = []
+    res = fixed_point(_em_step, p0, args=(y,), objective=True, ftol=1e-13, xtol=0.0,
+                      xatol=0.0, maxiter=2000, callback=lambda pr: seen.append(float(pr.fun)))
+    assert int(res.status) == Status.FTOL and bool(res.success)
+    # EM never decreases the log-likelihood
+    assert np.all(np.diff(seen) >= -1e-9)
+    assert len(seen) == int(res.nit)
+    p = res.x
+    start = [float(p0["logit"]), -0.5, 0.5, 0.0, 0.0]
+    ref = _scipy_gmm_mle(np.asarray(y), start)
+    assert np.max(np.abs(ref.jac)) <= 1e-3  # finite-difference BFGS: stationary to ~1e-4
+    assert abs(float(res.fun) + ref.fun) <= 1e-8 * abs(ref.fun)
+    ours = np.array([float(p["logit"]), *np.asarray(p["mu"]), *np.log(np.asarray(p["var"]))])
+    np.testing.assert_allclose(ours, ref.x, atol=1e-4)
+    # the objective is the log-likelihood at res.x exactly
+    ll = float(jax.scipy.special.logsumexp(_log_components(p, y), axis=1).sum())
+    assert abs(float(res.fun) - ll) <= 1e-10 * abs(ll)
+
+
+def test_em_with_separate_objective_and_squarem_agree():
+    y = jnp.asarray(_gmm_data())
+    p0 = {"logit": jnp.asarray(0.0), "mu": jnp.array([-0.5, 0.5]), "var": jnp.array([1.0, 1.0])}
+
+    def step(p, y):
+        return _em_step(p, y)[0]
+
+    def loglik(p, y):
+        return jax.scipy.special.logsumexp(_log_components(p, y), axis=1).sum()
+
+    kw = dict(args=(y,), objective=loglik, xtol=1e-10, xatol=1e-10, ftol=0.0, maxiter=2000)
+    plain = fixed_point(step, p0, **kw)
+    fast = fixed_point(step, p0, accelerate="squarem", **kw)
+    assert int(plain.status) == int(fast.status) == Status.XTOL
+    for k in ("mu", "var"):
+        np.testing.assert_allclose(fast.x[k], plain.x[k], rtol=1e-7)
+    assert abs(float(fast.fun) - float(plain.fun)) <= 1e-9 * abs(float(plain.fun))
+    assert int(fast.nfev) < int(plain.nfev)
+
+
+# ---- the solver Module: by hand, under jit and vmap, compiled once --------------------------
+
+def test_hand_driven_solver_matches_front_door():
+    solver = FixedPoint(xtol=1e-12, xatol=1e-12, maxiter=500)
+    fn = make_fixed_point_fn(lambda x, a: jnp.cos(a * x), lambda v: v[0])
+    x0 = jnp.array([1.0])
+    state = solver.init(fn, x0, (0.9,))
+    k = 0
+    while int(solver.terminate(fn, state, (0.9,))) == RUNNING:
+        state = solver.step(fn, state, (0.9,))
+        k += 1
+    status = solver.terminate(fn, state, (0.9,))
+    ref = fixed_point(lambda x, a: jnp.cos(a * x), 1.0, args=(0.9,), xtol=1e-12, xatol=1e-12,
+                      maxiter=500)
+    assert int(status) == int(ref.status) == Status.XTOL
+    assert k == int(ref.nit) == int(state.nit)
+    assert float(state.x[0]) == pytest.approx(float(ref.x), abs=1e-15)
+    root = so.brentq(lambda x: np.cos(0.9 * x) - x, 0.0, 2.0, xtol=1e-15)
+    assert abs(float(ref.x) - root) <= 1e-11
+
+
+def test_vmap_of_iterate_equals_loop():
+    solver = FixedPoint(xtol=1e-12, xatol=1e-12, maxiter=500)
+    fn = make_fixed_point_fn(lambda x, a: jnp.cos(a * x), lambda v: v[0])
+    scales = jnp.array([0.5, 0.9, 1.2])
+    batched = jax.jit(jax.vmap(lambda a: iterate(solver, fn, jnp.array([1.0]), (a,))))(scales)
+    for i, a in enumerate(np.asarray(scales)):
+        root = so.brentq(lambda x: np.cos(a * x) - x, 0.0, 2.0, xtol=1e-15)
+        assert abs(float(batched.x[i, 0]) - root) <= 1e-10
+        assert int(batched.status[i]) == Status.XTOL
+
+
+def test_same_shapes_do_not_recompile():
+    traces = []
+
+    def T(x, c):
+        traces.append(1)
+        return 0.5 * x + c
+
+    counts = []
+    for c in (1.0, 2.0, 3.0):
+        res = fixed_point(T, jnp.zeros(3), args=(jnp.full(3, c),))
+        np.testing.assert_allclose(res.x, 2 * c, rtol=1e-7)
+        counts.append(len(traces))
+    assert counts[0] >= 1 and counts[2] == counts[0]
+
+
+def test_bad_input_is_refused():
+    with pytest.raises(ValueError, match="accelerate"):
+        fixed_point(jnp.cos, 1.0, accelerate="anderson")
+    with pytest.raises(ValueError, match="xtol"):
+        fixed_point(jnp.cos, 1.0, xtol=-1.0)
+    with pytest.raises(ValueError, match="maxiter"):
+        fixed_point(jnp.cos, 1.0, maxiter=2.5)
+    with pytest.raises(TypeError, match="objective"):
+        fixed_point(jnp.cos, 1.0, objective="loglik")
+    with pytest.raises(ValueError, match="structure and shapes"):
+        fixed_point(lambda x: jnp.concatenate([x, x]), jnp.zeros(2))
+    with pytest.raises(ValueError, match="pair"):
+        fixed_point(jnp.cos, 1.0, objective=True)
