@@ -12,9 +12,9 @@ from jaxinfer.optimize.minimize import Bounds, minimize  # noqa: E402
 from jaxinfer.optimize.scalar import minimize_scalar  # noqa: E402
 
 __all__ += ["Bounds", "minimize", "minimize_scalar"]
-from jaxinfer.optimize.block import chain_groups, minimize_block_bfgs  # noqa: E402
+from jaxinfer.optimize.block import chain_groups, colour_groups, minimize_block_bfgs  # noqa: E402
 
-__all__ += ["chain_groups", "minimize_block_bfgs"]
+__all__ += ["chain_groups", "colour_groups", "minimize_block_bfgs"]
 from jaxinfer.optimize.least_squares import least_squares  # noqa: E402
 from jaxinfer.optimize.curve_fit import curve_fit  # noqa: E402
 

@@ -36,7 +36,7 @@ from jax import lax
 
 from jaxinfer.optimize.result import OptimizeResult, Status
 
-__all__ = ["minimize_block_bfgs", "chain_groups"]
+__all__ = ["minimize_block_bfgs", "chain_groups", "colour_groups"]
 
 
 class _State(NamedTuple):
@@ -65,6 +65,49 @@ def chain_groups(nblocks: int, coupling_range: int = 1) -> np.ndarray:
     groups = [np.arange(start, nblocks, step) for start in range(min(step, nblocks))]
     width = max(len(g) for g in groups)
     return np.stack([np.pad(g, (0, width - len(g)), constant_values=-1) for g in groups])
+
+
+def colour_groups(block_terms) -> np.ndarray:
+    """Groups of blocks that share no term, by greedy graph colouring (for any structure).
+
+    Two blocks *conflict* when some term of the objective involves both; blocks of one
+    colour share no term, so they can be updated simultaneously (``groups`` of
+    :func:`minimize_block_bfgs`) with the same result as one after the other. Blocks are
+    coloured in index order, each with the smallest colour no conflicting, already
+    coloured block has (the greedy rule; colours used <= 1 + the largest number of blocks
+    any one block conflicts with).
+
+    Parameters
+    ----------
+    block_terms : sequence of length ``nblocks``
+        ``block_terms[i]`` is an iterable of the ids (any hashable, e.g. ints) of the terms
+        that involve block ``i``. For a spatial map whose local term of cell ``j`` involves
+        ``j`` and its neighbours, ``block_terms[i] = {i} | neighbours(i)``: cells at graph
+        distance <= 2 then conflict (a distance-2 colouring of the adjacency graph).
+
+    Returns
+    -------
+    int array [ncolours, max group size], row ``c`` the blocks of colour ``c`` in increasing
+    order, padded with -1. Every block appears exactly once.
+    """
+    terms = [set(t) for t in block_terms]
+    nblocks = len(terms)
+    if nblocks == 0:
+        raise ValueError("block_terms must describe at least one block")
+    owners = {}  # term id -> blocks it involves
+    for i, ts in enumerate(terms):
+        for t in ts:
+            owners.setdefault(t, []).append(i)
+    colour = np.full(nblocks, -1)
+    for i, ts in enumerate(terms):
+        taken = {colour[k] for t in ts for k in owners[t] if colour[k] >= 0}
+        c = 0
+        while c in taken:
+            c += 1
+        colour[i] = c
+    members = [np.nonzero(colour == c)[0] for c in range(colour.max() + 1)]
+    width = max(len(g) for g in members)
+    return np.stack([np.pad(g, (0, width - len(g)), constant_values=-1) for g in members])
 
 
 def _project(x, lower, upper):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import optimize as so
 
-from jaxinfer.optimize.block import chain_groups, minimize_block_bfgs
+from jaxinfer.optimize.block import chain_groups, colour_groups, minimize_block_bfgs
 from jaxinfer.optimize.result import Status
 
 NB, B = 12, 2
@@ -106,3 +106,38 @@ def test_chain_groups():
     g = chain_groups(7)
     np.testing.assert_array_equal(g, [[0, 2, 4, 6], [1, 3, 5, -1]])
     assert chain_groups(7, coupling_range=2).shape == (3, 3)
+
+
+def _conflicts(block_terms):
+    return {(i, k) for i, a in enumerate(block_terms) for k, b in enumerate(block_terms)
+            if i < k and set(a) & set(b)}
+
+
+def test_colour_groups_on_a_chain_is_the_parity_split():
+    # pair terms (i, i+1): block i takes part in terms i-1 and i; conflicts are |i - k| = 1
+    terms = [{i - 1, i} for i in range(7)]
+    np.testing.assert_array_equal(colour_groups(terms), chain_groups(7))
+
+
+def test_colour_groups_on_a_grid_share_no_term():
+    # 4x5 grid; the local term of cell j involves j and its 4-neighbours
+    rows, cols = 4, 5
+    cell = lambda r, c: r * cols + c  # noqa: E731
+    neighbours = [{cell(r + dr, c + dc) for dr, dc in ((0, 0), (1, 0), (-1, 0), (0, 1), (0, -1))
+                   if 0 <= r + dr < rows and 0 <= c + dc < cols}
+                  for r in range(rows) for c in range(cols)]
+    # block i is involved in the terms of every cell whose neighbourhood contains i
+    terms = [{j for j, nb in enumerate(neighbours) if i in nb} for i in range(rows * cols)]
+    groups = colour_groups(terms)
+    members = groups[groups >= 0]
+    np.testing.assert_array_equal(np.sort(members), np.arange(rows * cols))
+    conflicts = _conflicts(terms)
+    for g in groups:
+        g = g[g >= 0]
+        assert all((a, b) not in conflicts for a in g for b in g if a < b)
+    # a distance-2 colouring of a grid needs 5 colours (a cell and its 4 neighbours);
+    # greedy in row-major order finds at most 1 + max conflicts (12 here)
+    assert 5 <= groups.shape[0] <= 13
+    with pytest.raises(ValueError, match="at least one block"):
+        colour_groups([])
+
