@@ -1,210 +1,157 @@
-"""Levenberg–Marquardt least squares (peri's ``LMEngine``, in pure JAX) and ``curve_fit``.
+"""``least_squares``: the front door of the Levenberg–Marquardt solver.
 
-The engine minimises ``cost(x) = 0.5 * sum(weights * r(x)**2)`` over a pytree ``x`` with every
-option of peri's LM engine (after Transtrum & Sethna 2012): Levenberg, Marquardt and
-Transtrum damping, geodesic acceleration, Broyden and eigen-direction updates of the
-Jacobian, peri's ``run_1`` / ``run_2`` step policies with an internal run that reuses J, and
-peri's termination tests. It adds MINPACK's diagonal scaling (the default), relative step and
-gradient tests, box bounds and parameter masks, and it runs as one ``lax.while_loop``, so it
-``jit``s and ``vmap``s over many independent problems.
+It maps the user's call (a pytree ``x0``, ``residuals(x, *args)``, peri's and scipy's option
+strings) onto a :class:`~jaxinfer.optimize.lm.LevenbergMarquardt` (settings) and a
+:class:`~jaxinfer.optimize.lm.LeastSquaresProblem` (residuals, mask, bounds) and runs it with
+the one driver :func:`~jaxinfer.optimize._iterate.iterate`. The algorithm, its phases and
+its statistics are documented in :mod:`jaxinfer.optimize.lm`; the linear algebra in
+:mod:`jaxinfer.optimize.linear_solve`.
 
-How a step is computed
-----------------------
-With ``d`` the damping-scale vector (1 for Levenberg, column norms of J for Marquardt / MINPACK),
-the scaled Jacobian ``J / d`` is factored once by a thin SVD ``U diag(s) Vᵀ``. Every trial step
-for any damping ``λ`` is then ``δ = -(1/d) · V diag(s/(s²+λ)) Uᵀ r``: the exact solution of
-``(JᵀJ + λ diag(d²)) δ = -Jᵀ r`` without forming ``JᵀJ`` (whose condition number is the
-square of J's). Directions with ``s² + λ <= min_eigval · (s_max² + λ)`` are dropped, as peri's
-``lstsq(rcond=min_eigval)`` does. Retrying with another damping costs one residual
-evaluation, no refactorisation.
-
-Units of the statistics
------------------------
-``OptimizeResult.fun`` is the cost ``0.5 * sum(w r²)`` (scipy's convention). peri's "error" is
-the plain sum of squares, ``SSE = 2 * fun``; ``errtol`` and ``exptol`` and the statistics
-``delta_err`` / ``exp_err`` in ``extra`` are in SSE units, as in peri.
+Compile boundary (for caching and implicit differentiation): :func:`_least_squares_solve`
+``(static, x0_flat, args, mask, lower, upper, weights, callback)`` where ``static`` (a
+:class:`LeastSquaresStatic`, hashable: the user's callables, the pytree structure of x0 and
+the solver settings) is the only non-array argument, and every other argument is an array or
+a pytree of arrays (traced). ``jax.jit(_least_squares_solve, static_argnums=(0, 7))`` compiles
+once per ``static`` and array shapes.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional, Tuple
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
+from jaxinfer.optimize._iterate import iterate
 from jaxinfer.optimize._pytree import _as_float
-from jaxinfer.optimize.result import OptimizeResult, Status
+from jaxinfer.optimize.linear_solve import (AbstractLinearSolver, DenseEigh, DenseSVD,
+                                            NormalEquations)
+from jaxinfer.optimize.lm import (LeastSquaresProblem, Levenberg, LevenbergMarquardt,
+                                  Marquardt, Minpack, RunOne, RunTwo, Transtrum)
+from jaxinfer.optimize.result import OptimizeResult
 
 __all__ = ["least_squares"]
 
 _DAMP_MODES = ("levenberg", "marquardt", "transtrum", "minpack")
-_RUNNING = -1
-_STALL_RETRIES = 4  # damping retries left to a stalled fit (see least_squares.hopeless)
+_LINEAR_SOLVERS = ("svd", "eigh", "cholesky")
 
 
-class _Factor(NamedTuple):
-    """SVD of the scaled Jacobian and what a trial step needs from it."""
+class LeastSquaresStatic(NamedTuple):
+    """Everything about a least_squares call that is not an array (hashable).
 
-    scale: jnp.ndarray      # (n,) d: damping metric is diag(d**2)
-    u: jnp.ndarray          # (m, k) left singular vectors of J / d
-    s: jnp.ndarray          # (k,) singular values, descending
-    v: jnp.ndarray          # (n, k) right singular vectors
-    utr: jnp.ndarray        # (k,) Uᵀ r at the current point
-    free: jnp.ndarray       # (n,) 1 for free parameters, 0 for those held at a bound
+    residuals, jac, residual_chunk : the user's callables (or None). treedef, shapes,
+    dtypes : the structure of ``x0``. m : number of residuals. solver : the settings.
+    """
+
+    residuals: Callable
+    jac: Optional[Callable]
+    residual_chunk: Optional[Callable]
+    treedef: Any
+    shapes: Tuple[tuple, ...]
+    dtypes: Tuple[Any, ...]
+    m: int
+    solver: LevenbergMarquardt
 
 
-class _State(NamedTuple):
-    x: jnp.ndarray          # (n,) free parameters, flat
-    r: jnp.ndarray          # (m,) weighted residuals at x
-    cost: jnp.ndarray       # 0.5 * r·r
-    jac: jnp.ndarray        # (m, n) Jacobian (exact or Broyden/eigen-updated)
-    fac: _Factor
-    damping: jnp.ndarray
-    iteration: jnp.ndarray
-    nfev: jnp.ndarray
-    njev: jnp.ndarray
-    njvp: jnp.ndarray
-    partial_updates: jnp.ndarray  # accepted steps since the last full Jacobian
-    status: jnp.ndarray
-    delta_vals: jnp.ndarray       # max |Δx| over the last iteration
-    delta_err: jnp.ndarray        # SSE decrease over the last iteration
-    exp_err: jnp.ndarray          # expected SSE decrease of the last accepted step
-    frac_err: jnp.ndarray         # delta_err / SSE at the iteration's start
-    step_norm: jnp.ndarray        # ||d·Δx|| over the last iteration
-    accepted_steps: jnp.ndarray
-    rejected_steps: jnp.ndarray
-    accel_rejections: jnp.ndarray
+def _unravel(static: LeastSquaresStatic, flat):
+    leaves, start = [], 0
+    for shape, dtype in zip(static.shapes, static.dtypes):
+        size = int(np.prod(shape, dtype=int))
+        leaves.append(jnp.reshape(flat[start:start + size], shape).astype(dtype))
+        start += size
+    return jax.tree_util.tree_unflatten(static.treedef, leaves)
+
+
+def _least_squares_solve(static: LeastSquaresStatic, x0_flat, args, mask, lower, upper,
+                         weights, callback=None) -> OptimizeResult:
+    """The traced core of :func:`least_squares`.
+
+    x0_flat (n,) float; args: tuple of the user's extra arguments (pytrees of arrays);
+    mask (n,) bool; lower, upper (n,) float (±inf for none); weights (m,) float (w, not √w);
+    callback: ``callback(Progress)`` or None (pass ``PROGRESS_SINK`` when compiling).
+    Returns the OptimizeResult with ``x`` unravelled to x0's pytree.
+    """
+    dtype = x0_flat.dtype
+    sqrt_w = jnp.sqrt(weights.astype(dtype))
+
+    def residuals(z, a):
+        r = ravel_pytree(static.residuals(_unravel(static, z), *a))[0].astype(dtype)
+        return sqrt_w * r
+
+    jacobian = None
+    if static.jac is not None:
+        def jacobian(z, a):
+            j = jnp.reshape(jnp.asarray(static.jac(_unravel(static, z), *a), dtype),
+                            (static.m, z.shape[0]))
+            return sqrt_w[:, None] * j
+
+    chunk = None
+    if static.residual_chunk is not None:
+        def chunk(z, a, start, size):
+            r = jnp.ravel(static.residual_chunk(_unravel(static, z), *a, start=start,
+                                                size=size)).astype(dtype)
+            return lax.dynamic_slice_in_dim(sqrt_w, start, size) * r
+
+    problem = LeastSquaresProblem(residuals, jacobian=jacobian, chunk=chunk, mask=mask,
+                                  lower=lower, upper=upper)
+    result = iterate(static.solver, problem, x0_flat, args, callback=callback)
+    return OptimizeResult(x=_unravel(static, result.x), fun=result.fun, jac=result.jac,
+                          status=result.status, nit=result.nit, nfev=result.nfev,
+                          njev=result.njev, hess_inv=None, extra=result.extra)
+
+
+#: the compiled core: arrays traced, everything else (callables, settings, structure) static,
+#: so the same residual function with new arrays of the same shapes reuses the compilation
+_compiled_solve = eqx.filter_jit(_least_squares_solve)
 
 
 # --------------------------------------------------------------------------------------------
-# small linear-algebra helpers
+# the edge: validation and mapping of option strings onto objects
 
 
-def _column_norms(jac):
-    return jnp.sqrt(jnp.sum(jac * jac, axis=0))
+def _is_traced(a):
+    return isinstance(a, jax.core.Tracer)
 
 
-def _damping_scale(jac, prev_scale, damp_mode, transtrum_min):
-    """d with damping metric diag(d²): Levenberg 1, Marquardt |J_j|, Transtrum / MINPACK."""
-    norms = _column_norms(jac)
-    if damp_mode == "levenberg":
-        return jnp.ones_like(norms)
-    if damp_mode == "marquardt":
-        scale = norms
-    elif damp_mode == "transtrum":
-        scale = jnp.sqrt(jnp.maximum(norms * norms, transtrum_min))
-    else:  # minpack: running maximum of the column norms (Moré 1978)
-        scale = jnp.maximum(prev_scale, norms)
-    return jnp.where(scale > 0, scale, 1.0)
-
-
-def _factor(jac, r, prev_scale, damp_mode, transtrum_min, free=None, linear_solver="svd"):
-    """``free`` (n,) 0/1: columns of parameters held at a bound are zeroed, so their step is 0."""
-    scale = _damping_scale(jac, prev_scale, damp_mode, transtrum_min)
-    scaled = jac / scale if free is None else jac * (free / scale)
-    if linear_solver == "eigh":
-        # eigendecomposition of the small n x n Gram matrix (J/d)ᵀ(J/d) = V diag(s²) Vᵀ and
-        # U = (J/d) V / s: much cheaper than a batched SVD for tiny n under vmap, but it
-        # squares the condition number (directions with s < √ε s_max are lost)
-        gram = scaled.T @ scaled
-        evals, evecs = jnp.linalg.eigh(gram)
-        evals, v = evals[::-1], evecs[:, ::-1]
-        s = jnp.sqrt(jnp.maximum(evals, 0.0))
-        u = (scaled @ v) * jnp.where(s > 0, 1.0 / jnp.where(s > 0, s, 1.0), 0.0)
-    else:
-        u, s, vt = jnp.linalg.svd(scaled, full_matrices=False)
-        v = vt.T
-    free = jnp.ones_like(scale) if free is None else free
-    return _Factor(scale=scale, u=u, s=s, v=v, utr=u.T @ r, free=free)
-
-
-def _eigen_update(jac, jvp, num_dirs: int):
-    """Replace J's action on the ``num_dirs`` stiffest eigenvectors of JᵀJ by the exact one.
-
-    ``jvp(v) -> (m,)`` is the exact directional derivative. The eigenvectors are the columns
-    of V in ``JᵀJ = V Λ Vᵀ`` (peri used rows of V). They are orthonormal, so
-    ``J + (J_true E - J E) Eᵀ`` agrees with the exact Jacobian on span(E) and with the old J on
-    its orthogonal complement.
-    """
-    _, evecs = jnp.linalg.eigh(jac.T @ jac)
-    dirs = evecs[:, ::-1][:, :num_dirs]                       # largest eigenvalues first
-    true_cols = jax.vmap(jvp, out_axes=1)(dirs.T)             # (m, num_dirs)
-    return jac + (true_cols - jac @ dirs) @ dirs.T
-
-
-def _structural(fac: _Factor):
-    """Singular directions that exist: s > 0 and not one of the zeroed (held) columns.
-
-    Columns of parameters held at a bound are zeroed before the SVD; their singular values
-    are zero only up to rounding, so the smallest ``#held`` of them are dropped by count.
-    """
-    held = jnp.sum(1.0 - fac.free)
-    return (fac.s > 0) & (jnp.arange(fac.s.shape[0]) < fac.s.shape[0] - held)
-
-
-def _damped_solve(fac: _Factor, utb, damping, min_eigval):
-    """-(JᵀJ + λ diag(d²))⁺ Jᵀ b given Uᵀ b; rcond-like cut at min_eigval."""
-    s2 = fac.s * fac.s
-    denom = s2 + damping
-    keep = (denom > min_eigval * (s2[0] + damping)) & _structural(fac)
-    filt = jnp.where(keep, fac.s / jnp.where(keep, denom, 1.0), 0.0)
-    return -(fac.v @ (filt * utb)) / fac.scale * fac.free
-
-
-# --------------------------------------------------------------------------------------------
-# the engine
-
-
-def _validate_options(damp_mode, run_type, increase_damp_factor, decrease_damp_factor,
-                      max_damping_retries, run_length, update_J_frequency,
-                      eig_update_frequency, num_eig_dirs):
-    if damp_mode not in _DAMP_MODES:
-        raise ValueError(f"damp_mode must be one of {_DAMP_MODES}, got {damp_mode!r}")
-    if run_type not in (1, 2):
-        raise ValueError(f"run_type must be 1 (peri's do_run_1) or 2 (do_run_2), got {run_type!r}")
-    if not increase_damp_factor > 1:
-        raise ValueError(f"increase_damp_factor must be > 1, got {increase_damp_factor}")
-    if not decrease_damp_factor > 1:
-        raise ValueError(f"decrease_damp_factor must be > 1, got {decrease_damp_factor}")
-    for name, value, low in (("max_damping_retries", max_damping_retries, 0),
-                             ("run_length", run_length, 0),
-                             ("update_J_frequency", update_J_frequency, 1),
-                             ("eig_update_frequency", eig_update_frequency, 1),
-                             ("num_eig_dirs", num_eig_dirs, 1)):
-        if int(value) != value or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-
-
-def _flat_mask(mask, x0_tree, n_total):
+def _flat_mask(mask, x0_tree, n):
     if mask is None:
-        return None
-    try:
-        leaves = jax.tree_util.tree_leaves(mask)
-        flat = np.concatenate([np.ravel(np.asarray(leaf)) for leaf in leaves]) if leaves else np.zeros(0)
-    except jax.errors.TracerArrayConversionError as err:  # pragma: no cover - message only
-        raise TypeError("mask must be a concrete (non-traced) boolean array or pytree: it "
-                        "selects which parameters are fitted, which fixes array shapes") from err
-    if flat.shape != (n_total,):
-        raise ValueError(f"mask must have one entry per parameter ({n_total}), got {flat.size}")
+        return jnp.ones((n,), bool)
+    leaves = jax.tree_util.tree_leaves(mask)
+    if not leaves:
+        raise ValueError(f"mask must be a bool array of length {n} or a pytree like x0, got "
+                         "an empty pytree")
+    if any(_is_traced(leaf) for leaf in leaves):
+        flat = jnp.concatenate([jnp.ravel(jnp.asarray(leaf)) for leaf in leaves])
+        if flat.shape != (n,):
+            raise ValueError(f"mask must have one entry per parameter ({n}), got {flat.size}")
+        if flat.dtype != bool and not jnp.issubdtype(flat.dtype, jnp.integer):
+            raise TypeError(f"mask must be boolean (or 0/1 integers), got dtype {flat.dtype}")
+        return flat.astype(bool)
+    flat = np.concatenate([np.ravel(np.asarray(leaf)) for leaf in leaves])
+    if flat.shape != (n,):
+        raise ValueError(f"mask must have one entry per parameter ({n}), got {flat.size}")
     if flat.dtype != bool:
-        raise TypeError(f"mask must be boolean, got dtype {flat.dtype}")
+        if np.issubdtype(flat.dtype, np.integer) and np.all((flat == 0) | (flat == 1)):
+            flat = flat.astype(bool)
+        else:
+            raise TypeError(f"mask must be boolean (or 0/1 integers), got dtype {flat.dtype}")
     if not flat.any():
         raise ValueError("mask selects no parameter to fit")
-    return flat
+    return jnp.asarray(flat)
 
 
 def _flat_bound(bound, x0_tree, x_flat, default):
     if bound is None:
         return jnp.full_like(x_flat, default)
-    if jax.tree_util.tree_structure(bound) == jax.tree_util.tree_structure(x0_tree) and \
-            jax.tree_util.tree_structure(x0_tree).num_leaves > 1:
-        flat = ravel_pytree(jax.tree_util.tree_map(
+    structure = jax.tree_util.tree_structure(x0_tree)
+    if jax.tree_util.tree_structure(bound) == structure and structure.num_leaves > 1:
+        return ravel_pytree(jax.tree_util.tree_map(
             lambda b, x: jnp.broadcast_to(jnp.asarray(b, x_flat.dtype), jnp.shape(x)),
             bound, x0_tree))[0]
-        return flat
     b = jnp.asarray(bound, x_flat.dtype)
     if b.ndim == 0:
         return jnp.full_like(x_flat, b)
@@ -213,6 +160,40 @@ def _flat_bound(bound, x0_tree, x_flat, default):
         raise ValueError(f"bounds must be scalars, a pytree like x0, or flat arrays of "
                          f"length {x_flat.size}; got shape {b.shape}")
     return b
+
+
+def _damping_scale(damp_mode, transtrum_min):
+    if damp_mode not in _DAMP_MODES:
+        raise ValueError(f"damp_mode must be one of {_DAMP_MODES}, got {damp_mode!r}")
+    return {"levenberg": Levenberg(), "marquardt": Marquardt(),
+            "transtrum": Transtrum(float(transtrum_min)), "minpack": Minpack()}[damp_mode]
+
+
+def _linear_solver(linear_solver, max_mem):
+    if isinstance(linear_solver, AbstractLinearSolver):
+        if max_mem is not None:
+            raise ValueError("max_mem goes into the linear-solver object "
+                             "(NormalEquations(max_mem=...)), not next to it")
+        return linear_solver
+    if linear_solver not in _LINEAR_SOLVERS:
+        raise ValueError(f"linear_solver must be one of {_LINEAR_SOLVERS} or a linear-solver "
+                         f"object, got {linear_solver!r}")
+    if max_mem is not None and linear_solver != "cholesky":
+        raise ValueError(f"max_mem needs linear_solver='cholesky' (normal equations), got "
+                         f"linear_solver={linear_solver!r}")
+    if linear_solver == "svd":
+        return DenseSVD()
+    if linear_solver == "eigh":
+        return DenseEigh()
+    return NormalEquations("cholesky", None if max_mem is None else float(max_mem))
+
+
+def _policy(run_type, run_length):
+    if run_type not in (1, 2):
+        raise ValueError(f"run_type must be 1 (peri's do_run_1) or 2 (do_run_2), got {run_type!r}")
+    if int(run_length) != run_length or run_length < 0:
+        raise ValueError(f"run_length must be an integer >= 0, got {run_length!r}")
+    return RunOne() if run_type == 1 else RunTwo(int(run_length))
 
 
 def least_squares(residuals: Callable, x0: Any, args: tuple = (), *, jac: Optional[Callable] = None,
@@ -230,7 +211,9 @@ def least_squares(residuals: Callable, x0: Any, args: tuple = (), *, jac: Option
                   costol: Optional[float] = None, xtol: Any = "auto",
                   gtol: Optional[float] = None,
                   stall_costol: Any = "auto",
-                  max_iter: int = 200, linear_solver: str = "svd") -> OptimizeResult:
+                  max_iter: int = 200, linear_solver: Any = "svd",
+                  max_mem: Optional[float] = None, residual_chunk: Optional[Callable] = None,
+                  callback: Optional[Callable] = None) -> OptimizeResult:
     """Minimise ``0.5 * sum(weights * residuals(x, *args)**2)`` by Levenberg–Marquardt.
 
     Parameters
@@ -251,9 +234,10 @@ def least_squares(residuals: Callable, x0: Any, args: tuple = (), *, jac: Option
         Box bounds, each a scalar, a flat array of length n or a pytree like ``x0``; ±inf for
         none. Bounds are enforced by projection: every trial point is clipped onto the box and
         the predicted reduction is computed for the clipped step (a projected LM step).
-    mask : bool array or pytree like ``x0``, concrete (not traced), or None
-        Which parameters to fit (peri's sub-block); the others stay at ``x0``. The Jacobian is
-        only computed for the fitted block.
+    mask : bool array or pytree like ``x0`` (traced or concrete), or None
+        Which parameters to fit (peri's sub-block); the others stay at ``x0``. The mask is
+        data, not a setting: every mask of a given shape shares one compilation (a vmapped
+        batch may carry one mask per lane). The Jacobian is computed for all n parameters.
     damping : float
         Initial damping λ. Relative to the scale ``d²`` (for Levenberg: absolute, in units of
         JᵀJ). peri's default is 1; ours is 1e-3 (Nielsen's τ for scaled problems).
@@ -324,13 +308,27 @@ def least_squares(residuals: Callable, x0: Any, args: tuple = (), *, jac: Option
         off by default; pass them explicitly to reproduce peri. Steps that leave the cost
         unchanged (to the last bit) are accepted, so the last Gauss-Newton correction that the
         cost can no longer resolve is still taken.
-    linear_solver : 'svd' | 'eigh'
-        How the scaled Jacobian is factored once per Jacobian. 'svd' (default): thin SVD of
-        the (m, n) matrix, accurate on ill-conditioned problems (the NIST results rely on it).
-        'eigh': eigendecomposition of the (n, n) matrix ``(J/d)ᵀ(J/d)``, about 4x cheaper
-        per factorisation for tiny n under ``vmap`` on CPU, but it squares the condition
-        number, so directions with singular values below ~√ε · s_max are lost. Use it for
-        many small, well-conditioned fits.
+    linear_solver : 'svd' | 'eigh' | 'cholesky' | a linear-solver object
+        How the scaled Jacobian is factored (see :mod:`jaxinfer.optimize.linear_solve`).
+        'svd' (default, ``DenseSVD()``): thin SVD of the (m, n) matrix, accurate on
+        ill-conditioned problems (the NIST results rely on it). 'eigh' (``DenseEigh()``):
+        eigendecomposition of the (n, n) matrix ``(J/d)ᵀ(J/d)``, cheaper for tiny n under
+        ``vmap``, but it squares the condition number, so directions with singular values
+        below ~√ε · s_max are lost. 'cholesky' (``NormalEquations('cholesky')``): a Cholesky
+        factorisation of the damped normal equations per trial, unrolled for n <= 8: the
+        fastest for many small, well-conditioned fits (same caveat as 'eigh').
+    max_mem : float or None
+        Bytes: with ``linear_solver='cholesky'`` (or a ``NormalEquations`` object), JᵀJ and
+        Jᵀr are accumulated in chunks under this bound and the (m, n) Jacobian is never
+        formed (``result.jac`` is then None and ``extra['gradient']`` holds Jᵀr). Broyden and
+        eigen updates need the dense J and are refused.
+    residual_chunk : callable ``residual_chunk(x, *args, start, size) -> (size,)`` or None
+        Rows ``start .. start+size`` of the (flattened) residual vector, for ``max_mem``:
+        JᵀJ is then accumulated over row chunks with ``jacfwd`` (fast when rows are
+        independent). Without it, over blocks of parameter columns (forward mode for
+        ``J E``, one reverse-mode pullback for ``Jᵀ(J E)``).
+    callback : callable ``callback(Progress)`` or None
+        Called on the host after every trial step with ``Progress(nit, fun, x)`` (x flat).
     max_iter : int
         Maximum number of iterations (peri's ``max_iter``; one iteration = one Jacobian
         plus its retries and internal run). Exhaustion gives ``Status.MAX_ITER`` and
@@ -340,417 +338,66 @@ def least_squares(residuals: Callable, x0: Any, args: tuple = (), *, jac: Option
     -------
     OptimizeResult
         ``x`` (pytree like x0), ``fun`` (cost ``0.5 Σ w r²``), ``jac`` (exact weighted
-        Jacobian (m, n_free) at ``x``), ``status``/``success``/``message``, ``nit``
+        Jacobian (m, n) at ``x``, all n parameters; None with ``max_mem``), ``status``/``success``/``message``, ``nit``
         (iterations), ``nfev`` (residual evaluations), ``njev`` (full Jacobians), and
         ``extra``: peri's termination statistics ``delta_vals``, ``delta_err``, ``exp_err``,
         ``frac_err``, ``num_iter``, ``model_cosine``, ``damping``, plus ``grad_cosine``,
         ``num_jvp``, ``accepted_steps``, ``rejected_steps``, ``accel_rejections``,
-        ``residuals`` (weighted, flat) and ``cost``.
+        ``residuals`` (weighted, flat), ``cost`` and ``gradient`` (Jᵀr, (n,)).
     """
-    _validate_options(damp_mode, run_type, increase_damp_factor, decrease_damp_factor,
-                      max_damping_retries, run_length, update_J_frequency,
-                      eig_update_frequency, num_eig_dirs)
     if not callable(residuals):
         raise TypeError(f"residuals must be callable, got {type(residuals).__name__}")
+    if jac is not None and not callable(jac):
+        raise TypeError("jac must be callable or None")
+    if residual_chunk is not None and not callable(residual_chunk):
+        raise TypeError("residual_chunk must be callable or None")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
+    solver = LevenbergMarquardt(
+        damping_scale=_damping_scale(damp_mode, transtrum_min),
+        linear_solver=_linear_solver(linear_solver, max_mem),
+        policy=_policy(run_type, run_length), damping=float(damping),
+        increase_damp_factor=float(increase_damp_factor),
+        decrease_damp_factor=float(decrease_damp_factor), min_eigval=float(min_eigval),
+        use_accel=bool(use_accel), max_accel_correction=float(max_accel_correction),
+        broyden_update=bool(broyden_update), eig_update=bool(eig_update),
+        eig_update_frequency=eig_update_frequency, num_eig_dirs=num_eig_dirs,
+        update_J_frequency=update_J_frequency, max_damping_retries=max_damping_retries,
+        paramtol=paramtol, errtol=errtol, exptol=exptol, fractol=fractol, costol=costol,
+        xtol=xtol, gtol=gtol, stall_costol=stall_costol, max_iter=max_iter)
+    if residual_chunk is not None and solver.linear_solver.dense():
+        raise ValueError("residual_chunk is used only by the chunked normal equations: pass "
+                         "max_mem with linear_solver='cholesky'")
     if not isinstance(args, tuple):
         args = (args,)
     x0_tree = jax.tree_util.tree_map(_as_float, x0)
-    x0_flat, unravel = ravel_pytree(x0_tree)
-    if x0_flat.size == 0:
+    x0_flat, _ = ravel_pytree(x0_tree)
+    n = x0_flat.size
+    if n == 0:
         raise ValueError("x0 has no parameters")
-    dtype = x0_flat.dtype
-    n_total = x0_flat.size
-    free_mask = _flat_mask(mask, x0_tree, n_total)
-    free_idx = None if free_mask is None else np.flatnonzero(free_mask)
+    leaves, treedef = jax.tree_util.tree_flatten(x0_tree)
+    flat_mask = _flat_mask(mask, x0_tree, n)
+    if bounds is not None and len(bounds) != 2:
+        raise ValueError("bounds must be a pair (lower, upper)")
+    lower = _flat_bound(None if bounds is None else bounds[0], x0_tree, x0_flat, -jnp.inf)
+    upper = _flat_bound(None if bounds is None else bounds[1], x0_tree, x0_flat, jnp.inf)
 
-    lower = upper = None
-    if bounds is not None:
-        if len(bounds) != 2:
-            raise ValueError("bounds must be a pair (lower, upper)")
-        lower = _flat_bound(bounds[0], x0_tree, x0_flat, -jnp.inf)
-        upper = _flat_bound(bounds[1], x0_tree, x0_flat, jnp.inf)
-        x0_flat = jnp.clip(x0_flat, lower, upper)
-
-    def full_from_free(z):
-        return z if free_idx is None else x0_flat.at[free_idx].set(z)
-
-    def free_from_full(x):
-        return x if free_idx is None else x[free_idx]
-
-    out0 = jax.eval_shape(lambda x: residuals(unravel(x), *args), x0_flat)
-    m = sum(int(np.prod(leaf.shape)) for leaf in jax.tree_util.tree_leaves(out0))
-    sqrt_w = None
-    if weights is not None:
-        w = jnp.asarray(weights, dtype)
+    out0 = jax.eval_shape(lambda x: residuals(x, *args), x0_tree)
+    out_leaves = jax.tree_util.tree_leaves(out0)
+    m = sum(int(np.prod(leaf.shape, dtype=int)) for leaf in out_leaves)
+    if m == 0:
+        raise ValueError("residuals(x0, *args) returned no values")
+    if weights is None:
+        w = jnp.ones((m,), x0_flat.dtype)
+    else:
+        w = jnp.asarray(weights, x0_flat.dtype)
         try:
             w = jnp.broadcast_to(w, (m,)) if w.ndim <= 1 else jnp.ravel(
-                jnp.broadcast_to(w, jax.tree_util.tree_leaves(out0)[0].shape))
+                jnp.broadcast_to(w, out_leaves[0].shape))
         except ValueError as err:
-            raise ValueError(f"weights of shape {w.shape} do not broadcast to the {m} residuals") from err
-        sqrt_w = jnp.sqrt(w)
-
-    def fun(z):
-        r = ravel_pytree(residuals(unravel(full_from_free(z)), *args))[0].astype(dtype)
-        return r if sqrt_w is None else sqrt_w * r
-
-    z0 = free_from_full(x0_flat)
-    n = z0.size
-    if lower is not None:
-        lo, hi = free_from_full(lower), free_from_full(upper)
-
-        def project(z):
-            return jnp.clip(z, lo, hi)
-    else:
-        def project(z):
-            return z
-
-    if jac is None:
-        autodiff = jax.jacfwd if m >= n else jax.jacrev
-
-        def full_jac(z):
-            return autodiff(fun)(z)
-    else:
-        if not callable(jac):
-            raise TypeError("jac must be callable or None")
-
-        def full_jac(z):
-            j = jnp.asarray(jac(unravel(full_from_free(z)), *args), dtype)
-            j = jnp.reshape(j, (m, n_total))
-            if free_idx is not None:
-                j = j[:, free_idx]
-            return j if sqrt_w is None else sqrt_w[:, None] * j
-
-    eps = float(jnp.finfo(dtype).eps)
-    if linear_solver not in ("svd", "eigh"):
-        raise ValueError(f"linear_solver must be 'svd' or 'eigh', got {linear_solver!r}")
-    solver = linear_solver
-
-    def _auto(value, auto_value):
-        if isinstance(value, str):
-            if value != "auto":
-                raise ValueError(f"tolerances are floats, None or 'auto'; got {value!r}")
-            return auto_value
-        return value
-
-    fractol_v = _auto(fractol, 64 * eps)
-    xtol_v = _auto(xtol, 10 * eps ** 0.75)
-    gtol_v = _auto(gtol, None)
-    costol_v = _auto(costol, None)
-    stall_costol_v = _auto(stall_costol, 100 * eps ** 0.5)
-    tiny = float(jnp.finfo(dtype).tiny)
-    inc = float(increase_damp_factor)
-    dec = float(decrease_damp_factor)
-    n_eig = min(int(num_eig_dirs), n)
-    approx_jacobian = broyden_update or eig_update or update_J_frequency > 1
-
-    def free_columns(z, jac_, r):
-        """1 for parameters free to move, 0 for those at a bound the gradient pushes against.
-
-        Steps are computed in the free subspace (an active-set projected LM step), then
-        clipped onto the box; the set is refreshed whenever J is refactored.
-        """
-        if lower is None:
-            return None
-        g = jac_.T @ r
-        held = ((z <= lo) & (g > 0)) | ((z >= hi) & (g < 0))
-        return jnp.where(held, 0.0, 1.0).astype(dtype)
-
-    def second_directional(z, direction):
-        inner = lambda y: jax.jvp(fun, (y,), (direction,))[1]  # noqa: E731
-        return jax.jvp(inner, (z,), (direction,))[1]
-
-    # ---- one trial step -------------------------------------------------------------------
-    class _Trial(NamedTuple):
-        x: jnp.ndarray
-        r: jnp.ndarray
-        cost: jnp.ndarray
-        step: jnp.ndarray
-        predicted: jnp.ndarray    # predicted cost decrease (linear model)
-        accel_bad: jnp.ndarray
-
-    def trial(st: _State, lam) -> _Trial:
-        fac = st.fac
-        step = _damped_solve(fac, fac.utr, lam, min_eigval)
-        accel_bad = jnp.asarray(False)
-        if use_accel:
-            rpp = second_directional(st.x, step)
-            corr = 0.5 * _damped_solve(fac, fac.u.T @ rpp, lam, min_eigval)
-            ratio = jnp.linalg.norm(fac.scale * corr) / jnp.maximum(
-                jnp.linalg.norm(fac.scale * step), tiny)
-            accel_bad = ~(ratio <= max_accel_correction)
-            step = step + jnp.where(accel_bad, 0.0, corr)
-        z_new = project(st.x + step)
-        step = z_new - st.x
-        r_new = fun(z_new)  # (the accel correction's nested JVP is counted in num_jvp)
-        cost_new = 0.5 * jnp.dot(r_new, r_new)
-        cost_new = jnp.where(jnp.isfinite(cost_new) & ~accel_bad, cost_new, jnp.inf)
-        lin = st.r + st.jac @ step
-        predicted = st.cost - 0.5 * jnp.dot(lin, lin)
-        return _Trial(z_new, r_new, cost_new, step, predicted, accel_bad)
-
-    def partial_update(st: _State, t: _Trial):
-        """Broyden / eigen updates of J after an accepted step; refactor."""
-        jac_new = st.jac
-        njvp = st.njvp
-        count = st.partial_updates + 1
-        if broyden_update:
-            ss = jnp.dot(t.step, t.step)
-            upd = jnp.outer(t.r - st.r - jac_new @ t.step, t.step) / jnp.maximum(ss, tiny)
-            jac_new = jnp.where(ss > 0, jac_new + upd, jac_new)
-        if eig_update:
-            def do_eig(j):
-                return _eigen_update(j, lambda v: jax.jvp(fun, (t.x,), (v,))[1], n_eig)
-            due = (count % eig_update_frequency) == 0
-            jac_new = lax.cond(due, do_eig, lambda j: j, jac_new)
-            njvp = njvp + jnp.where(due, n_eig, 0)
-        fac = _factor(jac_new, t.r, st.fac.scale, damp_mode, transtrum_min,
-                      free_columns(t.x, jac_new, t.r), solver)
-        return jac_new, fac, njvp, count
-
-    def accept(st: _State, t: _Trial, lam) -> _State:
-        if broyden_update or eig_update:
-            jac_new, fac, njvp, count = partial_update(st, t)
-        else:
-            jac_new, fac, njvp, count = (st.jac, st.fac._replace(utr=st.fac.u.T @ t.r), st.njvp,
-                                         st.partial_updates + 1)
-        return st._replace(x=t.x, r=t.r, cost=t.cost, jac=jac_new, fac=fac, njvp=njvp,
-                           partial_updates=count, damping=lam, exp_err=2 * t.predicted,
-                           accepted_steps=st.accepted_steps + 1)
-
-    def select(flag, a, b):
-        return jax.tree_util.tree_map(lambda u, v: jnp.where(flag, u, v), a, b)
-
-    def count_trial(st: _State, t: _Trial, good, nfev=1) -> _State:
-        return st._replace(nfev=st.nfev + nfev, njvp=st.njvp + (nfev if use_accel else 0),
-                           accel_rejections=st.accel_rejections + jnp.sum(t.accel_bad.astype(jnp.int32)),
-                           rejected_steps=st.rejected_steps + jnp.where(good, 0, 1))
-
-    # ---- one iteration (peri's do_run_1 / do_run_2 call) --------------------------------------
-    def iteration(st: _State) -> _State:
-        start = st
-        lam = st.damping
-        # first attempt: run 2 tries λ and λ/dec (batched: one evaluation site) and keeps the
-        # better one; run 1 tries λ and decreases it after a success.
-        if run_type == 2:
-            lams = jnp.stack([lam, lam / dec])
-            both = jax.vmap(lambda l: trial(st, l))(lams)
-            pick = (both.cost[1] < both.cost[0]).astype(jnp.int32)
-            best = jax.tree_util.tree_map(lambda a: a[pick], both)
-            lam_best = lams[pick]
-            ok = best.cost <= st.cost
-            st = count_trial(st, both, ok, nfev=2)
-        else:
-            best = trial(st, lam)
-            lam_best = lam / dec
-            ok = best.cost <= st.cost
-            st = count_trial(st, best, ok)
-        st = select(ok, accept(st, best, lam_best), st)
-
-        # A step is accepted when it does not increase the cost: at the last digits the cost
-        # cannot resolve the remaining Gauss-Newton correction, which is still worth taking.
-
-        # then one loop: retries with increasing damping until a step is accepted, followed
-        # (run 2) by the internal run: up to run_length more steps on the same J and damping,
-        # stopping at the first one that does not decrease the cost.
-        internal = run_length if run_type == 2 else 0
-
-        def hopeless(s, tries):
-            """Stop retrying early when the Gauss-Newton step could lower the cost by at most a
-            fraction stall_costol² (then the stall test ends the fit as COSTOL anyway): after
-            _STALL_RETRIES retries, which are enough to find a rounding-level step that leaves
-            the cost unchanged, more damping only proves that nothing decreases the cost.
-            This matters under vmap, where every lane waits for the slowest: without it a
-            converged lane spends max_damping_retries residual evaluations on that proof.
-            Only trusted on an exact J."""
-            if stall_costol_v is None:
-                return jnp.asarray(False)
-            exact = (s.partial_updates == 0) if approx_jacobian else jnp.asarray(True)
-            return exact & (tries >= _STALL_RETRIES) & (model_cosine(s) < stall_costol_v)
-
-        def inner_cond(carry):
-            return carry[5]
-
-        def inner_body(carry):
-            s, accepted, lam_try, tries, run_steps, _ = carry
-            retrying = ~accepted
-            lam_t = jnp.where(retrying, lam_try * inc, s.damping)
-            t = trial(s, lam_t)
-            good = t.cost <= s.cost
-            lam_keep = lam_t / dec if run_type == 1 else lam_t
-            s = count_trial(s, t, good | ~retrying)
-            s = select(good, accept(s, t, lam_keep), s)
-            tries = tries + retrying.astype(tries.dtype)
-            run_steps = run_steps + (~retrying).astype(run_steps.dtype)
-            go_retry = (~good & (tries < max_damping_retries) & ~hopeless(s, tries)) | (good & (internal > 0))
-            go_run = good & (run_steps < internal)
-            go = jnp.where(retrying, go_retry, go_run)
-            return s, accepted | good, jnp.where(retrying, lam_t, lam_try), tries, run_steps, go
-
-        go0 = (~ok & (max_damping_retries > 0) & ~hopeless(st, 0)) | (ok & (internal > 0))
-        st, accepted, lam_retry, _, _, _ = lax.while_loop(
-            inner_cond, inner_body, (st, ok, lam, jnp.asarray(0), jnp.asarray(0), go0))
-
-        # fresh Jacobian for the next iteration (or keep the updated one)
-        it = start.iteration + 1
-        st = st._replace(iteration=it, damping=jnp.where(accepted, st.damping, lam_retry))
-        if update_J_frequency == 1:
-            st = refresh(st)
-        else:
-            due = ((it % update_J_frequency) == 0) & accepted
-            st = lax.cond(due, refresh, lambda s_: s_, st)
-
-        # termination statistics over the whole iteration
-        dx = st.x - start.x
-        sse0 = 2 * start.cost
-        delta_err = sse0 - 2 * st.cost
-        step_norm = jnp.linalg.norm(st.fac.scale * dx)
-        st = st._replace(delta_vals=jnp.max(jnp.abs(dx)), delta_err=delta_err,
-                         frac_err=delta_err / jnp.maximum(sse0, tiny), step_norm=step_norm)
-        status = _check(st, accepted, jacobian_tests=True)
-        if update_J_frequency > 1 or broyden_update or eig_update:
-            # a test on an approximate J is not trusted: refresh J and test again
-            # (and a failure to decrease the cost on an approximate J is retried on the exact
-            # one rather than reported)
-            status_without_j = _check(st, accepted, jacobian_tests=False)
-            stale = st.partial_updates > 0
-            recheck = ((status != status_without_j) | ~accepted) & stale
-            fresh = lax.cond(recheck, refresh, lambda s_: s_, st)
-            status = jnp.where(recheck, _check(fresh, accepted, jacobian_tests=True,
-                                               damping_failure=False), status)
-            st = fresh
-        return st._replace(status=status)
-
-    def refresh(st: _State) -> _State:
-        """Exact Jacobian at st.x and its factorisation."""
-        new_jac = full_jac(st.x)
-        fac = _factor(new_jac, st.r, st.fac.scale, damp_mode, transtrum_min,
-                      free_columns(st.x, new_jac, st.r), solver)
-        return st._replace(jac=new_jac, fac=fac, njev=st.njev + 1,
-                           partial_updates=jnp.zeros_like(st.partial_updates))
-
-    def blocked(st: _State, g):
-        """Parameters held at a bound by the gradient (the projected gradient is zero)."""
-        if lower is None:
-            return jnp.zeros_like(g, dtype=bool)
-        return ((st.x <= lo) & (g > 0)) | ((st.x >= hi) & (g < 0))
-
-    def grad_cosine(st: _State):
-        g = st.jac.T @ st.r
-        denom = _column_norms(st.jac) * jnp.linalg.norm(st.r)
-        cos = jnp.where(denom > 0, jnp.abs(g) / jnp.where(denom > 0, denom, 1.0), 0.0)
-        return jnp.max(jnp.where(blocked(st, g), 0.0, cos))
-
-    def model_cosine(st: _State):
-        # all directions with a nonzero singular value: a tiny but nonzero column of J
-        # (a parameter on a plateau) is still a direction the residuals can move along
-        proj = jnp.linalg.norm(jnp.where(_structural(st.fac), st.fac.utr, 0.0))
-        # (with bounds, J's held columns are zeroed in the factor: the free-subspace cosine)
-        return proj / jnp.maximum(jnp.linalg.norm(st.r), tiny)
-
-    def gauss_newton_small(st: _State, accepted):
-        """Is the undamped (Gauss-Newton) step from x below xtol, relative, in the d-norm?
-
-        Near a minimum LM converges like Gauss-Newton, so the GN step estimates the distance
-        to the minimum: this test stops when x is known to ~xtol relative precision.
-        """
-        fac = st.fac
-        exists = _structural(fac)
-        keep = (fac.s * fac.s > min_eigval * fac.s[0] * fac.s[0]) & exists
-        gn = jnp.where(keep, fac.utr / jnp.where(keep, fac.s, 1.0), 0.0)
-        gn_norm = jnp.linalg.norm(gn)   # with bounds: the step in the free subspace
-        # directions dropped by min_eigval must not carry residual: a parameter on a plateau
-        # (a nearly zero column of J, e.g. exp(-b x) with b huge) is not converged
-        dropped = jnp.linalg.norm(jnp.where(~keep & exists, fac.utr, 0.0))
-        plateau = dropped > 100 * eps ** 0.5 * jnp.linalg.norm(st.r)
-        return (gn_norm <= xtol_v * (jnp.linalg.norm(fac.scale * st.x) + xtol_v)) & ~plateau
-
-    def _check(st: _State, accepted, jacobian_tests=True, damping_failure=True):
-        status = jnp.asarray(_RUNNING)
-        # later assignments take precedence: list from weakest to strongest evidence
-        if exptol is not None:
-            status = jnp.where(accepted & (st.exp_err < exptol), int(Status.EXPTOL), status)
-        if errtol is not None:
-            status = jnp.where(accepted & (st.delta_err < errtol), int(Status.ERRTOL), status)
-        if fractol_v is not None:
-            rel_pred = st.exp_err / jnp.maximum(2 * st.cost, tiny)
-            status = jnp.where(accepted & (st.frac_err < fractol_v) & (rel_pred < fractol_v),
-                               int(Status.FRACTOL), status)
-        if paramtol is not None:
-            status = jnp.where(accepted & (st.delta_vals < paramtol), int(Status.XTOL), status)
-        if xtol_v is not None and jacobian_tests:
-            status = jnp.where(gauss_newton_small(st, accepted), int(Status.XTOL), status)
-        if costol_v is not None and jacobian_tests:
-            status = jnp.where(model_cosine(st) < costol_v, int(Status.COSTOL), status)
-        if gtol_v is not None and jacobian_tests:
-            status = jnp.where(grad_cosine(st) <= gtol_v, int(Status.GTOL), status)
-        status = jnp.where(st.cost <= tiny, int(Status.ZERO_RESIDUAL), status)
-        if stall_costol_v is not None and jacobian_tests:
-            # no damping decreased the cost: at a minimum to working precision if the
-            # Gauss-Newton step could reduce the cost by at most a fraction stall_costol²
-            stalled = ~accepted | (st.delta_err <= 0)
-            status = jnp.where((status == _RUNNING) & stalled
-                               & (model_cosine(st) < stall_costol_v), int(Status.COSTOL), status)
-        if damping_failure:
-            # no step decreased the cost (strictly, over the whole iteration): stop rather
-            # than drift along a plateau of equal cost
-            no_progress = ~accepted | (st.delta_err <= 0)
-            status = jnp.where((status == _RUNNING) & no_progress, int(Status.DAMPING), status)
-        status = jnp.where((status == _RUNNING) & ~jnp.isfinite(st.cost), int(Status.NONFINITE),
-                           status)
-        status = jnp.where((status == _RUNNING) & (st.iteration >= max_iter), int(Status.MAX_ITER),
-                           status)
-        return status
-
-    # ---- initial state ---------------------------------------------------------------------
-    r0 = fun(z0)
-    cost0 = 0.5 * jnp.dot(r0, r0)
-    jac0 = full_jac(z0)
-    fac0 = _factor(jac0, r0, jnp.zeros((n,), dtype), damp_mode, transtrum_min,
-                   free_columns(z0, jac0, r0), solver)
-    zero = jnp.zeros((), dtype)
-    izero = jnp.asarray(0)
-    state = _State(x=z0, r=r0, cost=cost0, jac=jac0, fac=fac0,
-                   damping=jnp.asarray(damping, dtype), iteration=izero, nfev=jnp.asarray(1),
-                   njev=jnp.asarray(1), njvp=izero, partial_updates=izero,
-                   status=jnp.asarray(_RUNNING), delta_vals=zero, delta_err=zero,
-                   exp_err=zero, frac_err=zero, step_norm=zero, accepted_steps=izero,
-                   rejected_steps=izero, accel_rejections=izero)
-    init_status = jnp.where(~jnp.isfinite(cost0) | ~jnp.all(jnp.isfinite(jac0)),
-                            int(Status.NONFINITE), _RUNNING)
-    init_status = jnp.where(cost0 <= tiny, int(Status.ZERO_RESIDUAL), init_status)
-    if gtol_v is not None:
-        init_status = jnp.where((init_status == _RUNNING) & (grad_cosine(state) <= gtol_v),
-                                int(Status.GTOL), init_status)
-    if xtol_v is not None:
-        init_status = jnp.where((init_status == _RUNNING) & gauss_newton_small(state, False),
-                                int(Status.XTOL), init_status)
-    init_status = jnp.where((init_status == _RUNNING) & (max_iter <= 0), int(Status.MAX_ITER),
-                            init_status)
-    state = state._replace(status=init_status)
-
-    state = lax.while_loop(lambda s: s.status == _RUNNING, iteration, state)
-
-    final_jac = state.jac
-    njev = state.njev
-    if approx_jacobian:
-        final_jac = full_jac(state.x)
-        njev = njev + 1
-    x_out = unravel(full_from_free(state.x))
-    extra = {
-        "delta_vals": state.delta_vals,
-        "delta_err": state.delta_err,
-        "exp_err": state.exp_err,
-        "frac_err": state.frac_err,
-        "num_iter": state.iteration,
-        "model_cosine": model_cosine(state),
-        "grad_cosine": grad_cosine(state._replace(jac=final_jac)),
-        "damping": state.damping,
-        "num_jvp": state.njvp,
-        "accepted_steps": state.accepted_steps,
-        "rejected_steps": state.rejected_steps,
-        "accel_rejections": state.accel_rejections,
-        "residuals": state.r,
-        "cost": state.cost,
-    }
-    return OptimizeResult(x=x_out, fun=state.cost, jac=final_jac, status=state.status,
-                          nit=state.iteration, nfev=state.nfev, njev=njev, extra=extra)
+            raise ValueError(f"weights of shape {w.shape} do not broadcast to the {m} "
+                             "residuals") from err
+    static = LeastSquaresStatic(residuals=residuals, jac=jac, residual_chunk=residual_chunk,
+                                treedef=treedef, shapes=tuple(tuple(leaf.shape) for leaf in leaves),
+                                dtypes=tuple(leaf.dtype for leaf in leaves), m=m, solver=solver)
+    return _compiled_solve(static, x0_flat, args, flat_mask, lower, upper, w, callback)

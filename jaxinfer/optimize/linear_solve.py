@@ -1,0 +1,361 @@
+"""The damped linear solves of Levenberg–Marquardt, and normal equations in bounded memory.
+
+Every LM step solves ``(JᵀJ + λ diag(d²)) δ = -Jᵀ r`` for one or more dampings ``λ``. Here
+that is done on the *scaled* problem ``A = J · diag(free / d)`` (``free`` is 1 for parameters
+that may move, 0 for masked ones and ones held at a bound), where the system reads
+``(AᵀA + λ I) y = -Aᵀ r`` and ``δ = y · free / d``. A linear solver turns a linearisation into
+a *factor* once per Jacobian; a factor answers every damped solve and the statistics the
+termination tests need:
+
+``DenseSVD`` (default)
+    thin SVD ``A = U diag(s) Vᵀ`` of the (m, n) matrix: accurate on ill-conditioned problems
+    (it never squares the condition number).
+``DenseEigh``
+    eigendecomposition of the (n, n) Gram matrix ``AᵀA``: cheaper than a batched SVD for tiny n
+    under ``vmap``, but directions with ``s < √ε s_max`` are lost.
+``NormalEquations(method='cholesky' | 'eigh', max_mem=None)``
+    works on ``JᵀJ`` and ``Jᵀr`` only. 'cholesky' factors ``AᵀA + λ I`` for each λ (unrolled
+    into scalar operations for n <= 8, so a batch of tiny fits under ``vmap`` is not turned
+    into a batched LU); 'eigh' diagonalises ``AᵀA`` once. With ``max_mem`` (bytes), ``JᵀJ`` and
+    ``Jᵀr`` are accumulated without ever holding the (m, n) Jacobian:
+
+    * if the residual function offers ``chunk(x, args, start, size) -> (size,)`` (rows
+      ``start .. start+size`` of the residual vector), over row chunks with ``jacfwd`` inside
+      ``lax.scan``: memory ~ ``size · n`` numbers, the fastest form when rows are independent
+      (data points, pixels of an unconvolved model);
+    * otherwise over blocks of k parameter columns inside ``lax.map``: ``J E_k`` by forward
+      mode, then ``Jᵀ (J E_k)`` by one stored reverse-mode pullback; memory ~ the residual
+      function's intermediates plus ``2 k m`` numbers (an image model with FFTs: this form).
+
+Shapes: m residuals, n parameters (flat). All functions are pure and vmap-able.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+__all__ = ["DenseSVD", "DenseEigh", "NormalEquations", "SpectralFactor", "CholeskyFactor",
+           "normal_equations_by_rows", "normal_equations_by_columns", "cholesky_solve"]
+
+SMALL_N = 8  # up to this size the Cholesky factorisation is unrolled into scalar operations
+
+
+# --------------------------------------------------------------------------------------------
+# factors
+
+
+class SpectralFactor(eqx.Module):
+    """``AᵀA = V diag(s²) Vᵀ`` with ``utr = Uᵀ r``; ``u`` (m, k) is kept by the dense solvers.
+
+    scale (n,) d; free (n,) 0/1; s (k,) descending; v (n, k); utr (k,); u (m, k) or None;
+    g (n,) the unscaled gradient ``Jᵀ r``; col_norms (n,) ``|J_j|``.
+    """
+
+    scale: jnp.ndarray
+    free: jnp.ndarray
+    s: jnp.ndarray
+    v: jnp.ndarray
+    utr: jnp.ndarray
+    u: Optional[jnp.ndarray]
+    g: jnp.ndarray
+    col_norms: jnp.ndarray
+
+    def structural(self):
+        """Directions that exist: s > 0 and not one of the zeroed (masked / held) columns.
+
+        Zeroed columns have singular values that are zero only up to rounding, so the
+        smallest ``#zeroed`` are dropped by count."""
+        held = jnp.sum(1.0 - self.free)
+        k = self.s.shape[0]
+        return (self.s > 0) & (jnp.arange(k) < k - held)
+
+    def _filtered(self, coeffs, damping, min_eigval):
+        s2 = self.s * self.s
+        denom = s2 + damping
+        keep = (denom > min_eigval * (s2[0] + damping)) & self.structural()
+        filt = jnp.where(keep, self.s / jnp.where(keep, denom, 1.0), 0.0)
+        return -(self.v @ (filt * coeffs)) / self.scale * self.free
+
+    def solve(self, damping, min_eigval):
+        """δ = -(JᵀJ + λ D)⁺ Jᵀ r (unscaled, (n,)); an rcond-like cut at min_eigval."""
+        return self._filtered(self.utr, damping, min_eigval)
+
+    def solve_for(self, damping, min_eigval, b, jt_b):
+        """δ = -(JᵀJ + λ D)⁺ Jᵀ b for another right-hand side b (m,); ``jt_b = Jᵀ b`` (n,)."""
+        if self.u is not None:
+            coeffs = self.u.T @ b
+        else:
+            h = (self.free / self.scale) * jt_b
+            safe = jnp.where(self.s > 0, self.s, 1.0)
+            coeffs = jnp.where(self.s > 0, (self.v.T @ h) / safe, 0.0)
+        return self._filtered(coeffs, damping, min_eigval)
+
+    def with_residuals(self, r, g):
+        """The same J, new residuals r (m,) with unscaled gradient g = Jᵀ r (n,)."""
+        if self.u is not None:
+            utr = self.u.T @ r
+        else:
+            h = (self.free / self.scale) * g
+            safe = jnp.where(self.s > 0, self.s, 1.0)
+            utr = jnp.where(self.s > 0, (self.v.T @ h) / safe, 0.0)
+        return eqx.tree_at(lambda f: (f.utr, f.g), self, (utr, g))
+
+    def projected_norm(self):
+        """``|P_J r|``: the residuals' component in J's column space (free subspace)."""
+        return jnp.linalg.norm(jnp.where(self.structural(), self.utr, 0.0))
+
+    def gauss_newton(self, min_eigval, rnorm):
+        """(norm of the scaled Gauss-Newton step, residual norm along dropped directions)."""
+        exists = self.structural()
+        keep = (self.s * self.s > min_eigval * self.s[0] * self.s[0]) & exists
+        gn = jnp.where(keep, self.utr / jnp.where(keep, self.s, 1.0), 0.0)
+        dropped = jnp.linalg.norm(jnp.where(~keep & exists, self.utr, 0.0))
+        return jnp.linalg.norm(gn), dropped
+
+    def scaled_gram_quadratic(self, y):
+        """``|A y|²`` for a scaled step y (n,)."""
+        return jnp.sum((self.s * (self.v.T @ y)) ** 2)
+
+
+class CholeskyFactor(eqx.Module):
+    """Normal equations solved by Cholesky for each damping: gram (n, n) = ``AᵀA`` (masked),
+    g (n,) the unscaled ``Jᵀ r``, scale, free, col_norms as in :class:`SpectralFactor`."""
+
+    scale: jnp.ndarray
+    free: jnp.ndarray
+    gram: jnp.ndarray
+    g: jnp.ndarray
+    col_norms: jnp.ndarray
+
+    def _solve_scaled(self, h, damping, min_eigval):
+        diag = jnp.diagonal(self.gram)
+        # a floor on the damping plays the part of the spectral solvers' rcond cut
+        shift = damping + min_eigval * jnp.max(diag) + jnp.finfo(self.gram.dtype).tiny
+        mat = self.gram + shift * jnp.eye(self.gram.shape[0], dtype=self.gram.dtype)
+        return -cholesky_solve(mat, h)
+
+    def solve(self, damping, min_eigval):
+        h = (self.free / self.scale) * self.g
+        return self._solve_scaled(h, damping, min_eigval) / self.scale * self.free
+
+    def solve_for(self, damping, min_eigval, b, jt_b):
+        h = (self.free / self.scale) * jt_b
+        return self._solve_scaled(h, damping, min_eigval) / self.scale * self.free
+
+    def with_residuals(self, r, g):
+        return eqx.tree_at(lambda f: f.g, self, g)
+
+    def projected_norm(self):
+        h = (self.free / self.scale) * self.g
+        y = self._solve_scaled(h, 0.0, 1e-13)
+        return jnp.sqrt(jnp.maximum(-jnp.dot(h, y), 0.0))
+
+    def gauss_newton(self, min_eigval, rnorm):
+        h = (self.free / self.scale) * self.g
+        y = self._solve_scaled(h, 0.0, min_eigval)
+        return jnp.linalg.norm(y), jnp.zeros((), h.dtype)
+
+    def scaled_gram_quadratic(self, y):
+        return jnp.dot(y, self.gram @ y)
+
+
+# --------------------------------------------------------------------------------------------
+# small-n Cholesky
+
+
+def cholesky_solve(mat, b):
+    """Solve ``mat x = b`` for a symmetric positive-definite (n, n) ``mat``.
+
+    For n <= 8 the factorisation and both triangular solves are unrolled into scalar
+    operations (under ``vmap`` they stay elementwise instead of becoming a batched LAPACK
+    call); larger n uses ``jnp.linalg.cholesky``. A matrix that is not positive definite gives
+    non-finite values, which LM rejects as a failed trial.
+    """
+    n = mat.shape[0]
+    if n > SMALL_N:
+        chol = jnp.linalg.cholesky(mat)
+        z = jax.scipy.linalg.solve_triangular(chol, b, lower=True)
+        return jax.scipy.linalg.solve_triangular(chol.T, z, lower=False)
+    low = [[None] * n for _ in range(n)]
+    for j in range(n):
+        acc = mat[j, j]
+        for k in range(j):
+            acc = acc - low[j][k] * low[j][k]
+        ljj = jnp.sqrt(acc)
+        low[j][j] = ljj
+        for i in range(j + 1, n):
+            acc = mat[i, j]
+            for k in range(j):
+                acc = acc - low[i][k] * low[j][k]
+            low[i][j] = acc / ljj
+    z = [None] * n
+    for i in range(n):
+        acc = b[i]
+        for k in range(i):
+            acc = acc - low[i][k] * z[k]
+        z[i] = acc / low[i][i]
+    x = [None] * n
+    for i in reversed(range(n)):
+        acc = z[i]
+        for k in range(i + 1, n):
+            acc = acc - low[k][i] * x[k]
+        x[i] = acc / low[i][i]
+    return jnp.stack(x)
+
+
+# --------------------------------------------------------------------------------------------
+# normal equations in bounded memory
+
+
+def normal_equations_by_rows(chunk: Callable, x, args, m: int, rows: int):
+    """``(JᵀJ (n, n), Jᵀr (n,))`` accumulated over row chunks of the residual vector.
+
+    ``chunk(x, args, start, size) -> (size,)`` gives residual rows ``start .. start+size``
+    (``start + size <= m`` always holds: the last chunk is shifted back and its rows that
+    were already counted are masked out). ``rows`` is the chunk size.
+    """
+    rows = int(min(max(rows, 1), m))
+    n_chunks = -(-m // rows)
+    n = x.shape[0]
+
+    def body(carry, i):
+        gram, grad = carry
+        nominal = i * rows
+        start = jnp.minimum(nominal, m - rows)
+
+        def f(z):
+            r = chunk(z, args, start, rows)
+            return r, r
+
+        jac_c, r_c = jax.jacfwd(f, has_aux=True)(x)
+        valid = (start + jnp.arange(rows)) >= nominal
+        r_c = jnp.where(valid, r_c, 0.0)
+        jac_c = jnp.where(valid[:, None], jac_c, 0.0)
+        return (gram + jac_c.T @ jac_c, grad + jac_c.T @ r_c), None
+
+    zero = (jnp.zeros((n, n), x.dtype), jnp.zeros((n,), x.dtype))
+    (gram, grad), _ = lax.scan(body, zero, jnp.arange(n_chunks))
+    return gram, grad
+
+
+def normal_equations_by_columns(f: Callable, x, block: int):
+    """``(JᵀJ, Jᵀr, r)`` for ``f(x) -> (m,)`` over blocks of ``block`` parameter columns.
+
+    Each block computes ``J E`` (m, block) by forward mode and ``Jᵀ (J E)`` by the stored
+    reverse-mode pullback; the (m, n) Jacobian is never formed.
+    """
+    n = x.shape[0]
+    block = int(min(max(block, 1), n))
+    n_blocks = -(-n // block)
+    r, pullback = jax.vjp(f, x)
+    basis = jnp.eye(n_blocks * block, n, dtype=x.dtype)
+
+    def one_block(b):
+        tangents = lax.dynamic_slice_in_dim(basis, b * block, block, axis=0)   # (block, n)
+        cols = jax.vmap(lambda v: jax.jvp(f, (x,), (v,))[1])(tangents)         # (block, m)
+        return jax.vmap(lambda c: pullback(c)[0])(cols)                        # (block, n)
+
+    gram = lax.map(one_block, jnp.arange(n_blocks)).reshape(n_blocks * block, n)[:n]
+    grad = pullback(r)[0]
+    return 0.5 * (gram + gram.T), grad, r
+
+
+def rows_for_memory(max_mem: float, n: int, itemsize: int) -> int:
+    """Row-chunk size whose (rows, n) Jacobian chunk and its jacfwd workspace fit max_mem."""
+    return max(1, int(max_mem // (4 * n * itemsize)))
+
+
+def columns_for_memory(max_mem: float, m: int, itemsize: int) -> int:
+    """Column-block size whose two (m, block) buffers fit max_mem."""
+    return max(1, int(max_mem // (4 * m * itemsize)))
+
+
+# --------------------------------------------------------------------------------------------
+# the linear solvers (settings only)
+
+
+class AbstractLinearSolver(eqx.Module):
+    """How LM turns a Jacobian into a factor. ``dense`` solvers keep the (m, n) J in the state."""
+
+    def dense(self) -> bool:
+        return True
+
+    def factor_dense(self, jac, r, scale, free):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def _spectral_from_gram(gram_scaled, g, scale, free, col_norms, u_from=None):
+    evals, evecs = jnp.linalg.eigh(gram_scaled)
+    evals, v = evals[::-1], evecs[:, ::-1]
+    s = jnp.sqrt(jnp.maximum(evals, 0.0))
+    safe = jnp.where(s > 0, s, 1.0)
+    inv_s = jnp.where(s > 0, 1.0 / safe, 0.0)
+    if u_from is not None:
+        scaled, r = u_from
+        u = (scaled @ v) * inv_s
+        utr = u.T @ r
+    else:
+        u = None
+        utr = (v.T @ ((free / scale) * g)) * inv_s
+    return SpectralFactor(scale=scale, free=free, s=s, v=v, utr=utr, u=u, g=g,
+                          col_norms=col_norms)
+
+
+class DenseSVD(AbstractLinearSolver):
+    """Thin SVD of the scaled (m, n) Jacobian (default; accurate on ill-conditioned fits)."""
+
+    def factor_dense(self, jac, r, scale, free):
+        scaled = jac * (free / scale)
+        u, s, vt = jnp.linalg.svd(scaled, full_matrices=False)
+        return SpectralFactor(scale=scale, free=free, s=s, v=vt.T, utr=u.T @ r, u=u,
+                              g=jac.T @ r, col_norms=_column_norms(jac))
+
+
+class DenseEigh(AbstractLinearSolver):
+    """Eigendecomposition of the scaled (n, n) Gram matrix, J kept (squares the condition)."""
+
+    def factor_dense(self, jac, r, scale, free):
+        scaled = jac * (free / scale)
+        return _spectral_from_gram(scaled.T @ scaled, jac.T @ r, scale, free,
+                                   _column_norms(jac), u_from=(scaled, r))
+
+
+class NormalEquations(AbstractLinearSolver):
+    """Work on ``JᵀJ`` and ``Jᵀr``: ``method`` 'cholesky' (per-damping Cholesky, unrolled for
+    n <= 8) or 'eigh'; ``max_mem`` (bytes) or None. With ``max_mem`` the Jacobian is never
+    formed (see the module docstring); without, J is formed by autodiff and kept (Broyden and
+    eigen updates then work)."""
+
+    method: str = eqx.field(default="cholesky", static=True)
+    max_mem: Optional[float] = eqx.field(default=None, static=True)
+
+    def __check_init__(self):
+        if self.method not in ("cholesky", "eigh"):
+            raise ValueError(f"NormalEquations.method must be 'cholesky' or 'eigh', got "
+                             f"{self.method!r}")
+        if self.max_mem is not None and not self.max_mem > 0:
+            raise ValueError(f"max_mem must be a positive number of bytes or None, got "
+                             f"{self.max_mem!r}")
+
+    def dense(self) -> bool:
+        return self.max_mem is None
+
+    def factor_normal(self, jtj, jtr, scale, free):
+        col_norms = jnp.sqrt(jnp.maximum(jnp.diagonal(jtj), 0.0))
+        w = free / scale
+        gram = jtj * jnp.outer(w, w)
+        if self.method == "eigh":
+            return _spectral_from_gram(gram, jtr, scale, free, col_norms)
+        return CholeskyFactor(scale=scale, free=free, gram=gram, g=jtr, col_norms=col_norms)
+
+    def factor_dense(self, jac, r, scale, free):
+        return self.factor_normal(jac.T @ jac, jac.T @ r, scale, free)
+
+
+def _column_norms(jac):
+    return jnp.sqrt(jnp.sum(jac * jac, axis=0))

@@ -1,0 +1,657 @@
+"""Levenberg–Marquardt as one steppable solver: ``LevenbergMarquardt`` (settings), ``LMState``.
+
+Every option of peri's LM engine (after Transtrum & Sethna 2012) plus MINPACK's scaling,
+relative step / gradient tests, box bounds and masks, written as a state machine of which
+each ``step`` makes exactly ONE trial step (one residual evaluation):
+
+====================  ==========================================================================
+phase                 trial damping
+====================  ==========================================================================
+``FIRST``             λ (run 1: the iteration's only first trial; run 2: the first of two)
+``SECOND``            λ / decrease (run 2 only): the better of the two is kept, with its λ
+``RETRY``             λ_try · increase, after a rejected step, up to ``max_damping_retries``
+``RUN``               the current λ on the same J (run 2's internal run, with Broyden / eigen
+                      updates), up to ``run_length`` steps, ending at the first that fails
+====================  ==========================================================================
+
+When a phase ends the iteration, the same ``step`` refreshes J (every ``update_J_frequency``
+iterations), computes peri's termination statistics and sets ``status``. Branches are
+``lax.cond`` (real branches unbatched; selects under ``vmap``), so lanes of a vmapped batch
+advance in lockstep through one ``lax.while_loop`` (:func:`jaxinfer.optimize._iterate.iterate`)
+and a lane that has terminated is frozen.
+
+Driving it by hand::
+
+    lm = LevenbergMarquardt()
+    problem = LeastSquaresProblem(residuals)          # residuals(x, args) -> (m,)
+    state = lm.init(problem, x0, args)
+    while lm.terminate(problem, state, args) == RUNNING:
+        state = lm.step(problem, state, args)
+    result = lm.postprocess(problem, state, args, lm.terminate(problem, state, args))
+
+Units: ``cost = 0.5 Σ r²`` (the residuals are already weighted); peri's "error" is the sum of
+squares ``SSE = 2 cost``; ``errtol``, ``exptol``, ``delta_err`` and ``exp_err`` are in SSE
+units, as in peri.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Union
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from jaxinfer.optimize._iterate import RUNNING, AbstractSolver, Progress
+from jaxinfer.optimize.linear_solve import (AbstractLinearSolver, DenseEigh, DenseSVD,
+                                            NormalEquations, columns_for_memory,
+                                            normal_equations_by_columns,
+                                            normal_equations_by_rows, rows_for_memory)
+from jaxinfer.optimize.result import OptimizeResult, Status
+
+__all__ = ["LevenbergMarquardt", "LMState", "LeastSquaresProblem", "Levenberg", "Marquardt",
+           "Transtrum", "Minpack", "RunOne", "RunTwo", "FIRST", "SECOND", "RETRY", "RUN",
+           "eigen_update"]
+
+FIRST, SECOND, RETRY, RUN = 0, 1, 2, 3
+STALL_RETRIES = 4  # damping retries left to a stalled fit (see LevenbergMarquardt._hopeless)
+
+
+# --------------------------------------------------------------------------------------------
+# the problem: residuals plus their feasible set (data, traced)
+
+
+class LeastSquaresProblem(eqx.Module):
+    """What LM minimises: ``0.5 Σ residuals(x, args)²`` over flat ``x`` (n,) in a box.
+
+    residuals : ``(x (n,), args) -> (m,)`` (already weighted).
+    jacobian : ``(x, args) -> (m, n)`` or None (autodiff: jacfwd if m >= n, else jacrev).
+    chunk : ``(x, args, start, size) -> (size,)`` residual rows ``start..start+size``, or None;
+        used by ``NormalEquations(max_mem=...)`` to accumulate JᵀJ over row chunks.
+    mask : (n,) bool / 0-1 array or None: which parameters move (data: any mask of a shape
+        shares one compile). lower, upper : (n,) arrays or None (±inf).
+    """
+
+    residuals: Callable = eqx.field(static=True)
+    jacobian: Optional[Callable] = eqx.field(default=None, static=True)
+    chunk: Optional[Callable] = eqx.field(default=None, static=True)
+    mask: Any = None
+    lower: Any = None
+    upper: Any = None
+
+
+def _as_problem(fn) -> LeastSquaresProblem:
+    return fn if isinstance(fn, LeastSquaresProblem) else LeastSquaresProblem(fn)
+
+
+# --------------------------------------------------------------------------------------------
+# small variants: damping scale and step policy
+
+
+class _DampingScale(eqx.Module):
+    """d with damping metric diag(d²), from the column norms of J and the previous d."""
+
+    def __call__(self, col_norms, prev_scale):
+        scale = self.raw(col_norms, prev_scale)
+        return jnp.where(scale > 0, scale, 1.0)
+
+
+class Levenberg(_DampingScale):
+    """Identity metric (peri's default)."""
+
+    def raw(self, col_norms, prev_scale):
+        return jnp.ones_like(col_norms)
+
+
+class Marquardt(_DampingScale):
+    """``diag(JᵀJ)`` (peri's ``marquardt_damping``)."""
+
+    def raw(self, col_norms, prev_scale):
+        return col_norms
+
+
+class Transtrum(_DampingScale):
+    """``max(diag(JᵀJ), floor)`` (peri's ``transtrum_damping``)."""
+
+    floor: float = eqx.field(default=1e-6, static=True)
+
+    def raw(self, col_norms, prev_scale):
+        return jnp.sqrt(jnp.maximum(col_norms * col_norms, self.floor))
+
+
+class Minpack(_DampingScale):
+    """Running maximum of the column norms over the iterations (Moré 1978; our default)."""
+
+    def raw(self, col_norms, prev_scale):
+        return jnp.maximum(prev_scale, col_norms)
+
+
+class RunOne(eqx.Module):
+    """peri's ``do_run_1``: one trial with λ; after success λ /= decrease; retries on failure."""
+
+    run_length = 0
+    two_trials = False
+
+
+class RunTwo(eqx.Module):
+    """peri's ``do_run_2``: trials with λ and λ/decrease, keep the better (and its λ); retries;
+    then an internal run of up to ``run_length`` steps on the same J."""
+
+    run_length: int = eqx.field(default=5, static=True)
+    two_trials = True
+
+
+# --------------------------------------------------------------------------------------------
+# the state
+
+
+class Trial(eqx.Module):
+    """One evaluated trial point: x (n,), r (m,), cost, step (n,), predicted cost decrease."""
+
+    x: jnp.ndarray
+    r: jnp.ndarray
+    cost: jnp.ndarray
+    step: jnp.ndarray
+    predicted: jnp.ndarray
+    accel_bad: jnp.ndarray
+
+
+class LMState(eqx.Module):
+    """The public LM state (flat vectors; m residuals, n parameters).
+
+    x, r, cost : iterate, weighted residuals, ``0.5 r·r``. jac : (m, n) Jacobian (exact or
+    Broyden / eigen-updated), or None for ``NormalEquations(max_mem=...)``. factor : the
+    linear solver's factor of J at x (``SpectralFactor`` / ``CholeskyFactor``; holds the
+    gradient ``Jᵀr`` and the column norms). damping : λ. phase : FIRST / SECOND / RETRY / RUN.
+    lam_try, tries, run_steps, accepted : bookkeeping of the current iteration. candidate :
+    run 2's first trial while the second is made. x_start, cost_start : at the iteration's
+    start. iteration, nfev, njev, njvp, partial_updates : counters. status : RUNNING (-1) or a
+    Status code. delta_vals, delta_err, exp_err, frac_err, step_norm : peri's statistics of
+    the last iteration. accepted_steps, rejected_steps, accel_rejections : step counters.
+    """
+
+    x: jnp.ndarray
+    r: jnp.ndarray
+    cost: jnp.ndarray
+    jac: Optional[jnp.ndarray]
+    factor: Any
+    damping: jnp.ndarray
+    phase: jnp.ndarray
+    lam_try: jnp.ndarray
+    tries: jnp.ndarray
+    run_steps: jnp.ndarray
+    accepted: jnp.ndarray
+    candidate: Optional[Trial]
+    x_start: jnp.ndarray
+    cost_start: jnp.ndarray
+    iteration: jnp.ndarray
+    nfev: jnp.ndarray
+    njev: jnp.ndarray
+    njvp: jnp.ndarray
+    partial_updates: jnp.ndarray
+    status: jnp.ndarray
+    delta_vals: jnp.ndarray
+    delta_err: jnp.ndarray
+    exp_err: jnp.ndarray
+    frac_err: jnp.ndarray
+    step_norm: jnp.ndarray
+    accepted_steps: jnp.ndarray
+    rejected_steps: jnp.ndarray
+    accel_rejections: jnp.ndarray
+
+
+def _select(flag, a, b):
+    return jax.tree_util.tree_map(lambda u, v: jnp.where(flag, u, v), a, b)
+
+
+def eigen_update(jac, jvp, num_dirs: int):
+    """Replace J's action on the ``num_dirs`` stiffest eigenvectors of JᵀJ by the exact one.
+
+    ``jvp(v) -> (m,)`` is the exact directional derivative. The eigenvectors are the columns
+    of V in ``JᵀJ = V Λ Vᵀ`` (peri used rows of V, which are not eigenvectors). They are
+    orthonormal, so ``J + (J_true E - J E) Eᵀ`` agrees with the exact Jacobian on span(E) and
+    with the old J on its orthogonal complement.
+    """
+    _, evecs = jnp.linalg.eigh(jac.T @ jac)
+    dirs = evecs[:, ::-1][:, :num_dirs]
+    true_cols = jax.vmap(jvp, out_axes=1)(dirs.T)
+    return jac + (true_cols - jac @ dirs) @ dirs.T
+
+
+def _auto(value, auto_value):
+    if isinstance(value, str):
+        if value != "auto":
+            raise ValueError(f"tolerances are floats, None or 'auto'; got {value!r}")
+        return auto_value
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# the solver
+
+
+class LevenbergMarquardt(AbstractSolver):
+    """Levenberg–Marquardt settings (see :func:`jaxinfer.optimize.least_squares` for each).
+
+    damping_scale : Levenberg() | Marquardt() | Transtrum(floor) | Minpack() (default).
+    linear_solver : DenseSVD() (default) | DenseEigh() | NormalEquations(method, max_mem).
+    policy : RunTwo(run_length) (default) | RunOne().
+    Tolerances are floats, None (test off) or 'auto' (dtype-aware: xtol ``10 ε^¾``,
+    fractol ``64 ε``, stall_costol ``100 √ε``).
+    """
+
+    damping_scale: _DampingScale = Minpack()
+    linear_solver: AbstractLinearSolver = DenseSVD()
+    policy: Union[RunOne, RunTwo] = RunTwo()
+    damping: float = eqx.field(default=1e-3, static=True)
+    increase_damp_factor: float = eqx.field(default=3.0, static=True)
+    decrease_damp_factor: float = eqx.field(default=8.0, static=True)
+    min_eigval: float = eqx.field(default=1e-13, static=True)
+    use_accel: bool = eqx.field(default=False, static=True)
+    max_accel_correction: float = eqx.field(default=1.0, static=True)
+    broyden_update: bool = eqx.field(default=False, static=True)
+    eig_update: bool = eqx.field(default=False, static=True)
+    eig_update_frequency: int = eqx.field(default=3, static=True)
+    num_eig_dirs: int = eqx.field(default=8, static=True)
+    update_J_frequency: int = eqx.field(default=1, static=True)
+    max_damping_retries: int = eqx.field(default=15, static=True)
+    paramtol: Optional[float] = eqx.field(default=None, static=True)
+    errtol: Optional[float] = eqx.field(default=None, static=True)
+    exptol: Optional[float] = eqx.field(default=None, static=True)
+    fractol: Any = eqx.field(default=None, static=True)
+    costol: Any = eqx.field(default=None, static=True)
+    xtol: Any = eqx.field(default="auto", static=True)
+    gtol: Any = eqx.field(default=None, static=True)
+    stall_costol: Any = eqx.field(default="auto", static=True)
+    max_iter: int = eqx.field(default=200, static=True)
+
+    def __check_init__(self):
+        if not self.increase_damp_factor > 1:
+            raise ValueError(f"increase_damp_factor must be > 1, got {self.increase_damp_factor}")
+        if not self.decrease_damp_factor > 1:
+            raise ValueError(f"decrease_damp_factor must be > 1, got {self.decrease_damp_factor}")
+        for name, value, low in (("max_damping_retries", self.max_damping_retries, 0),
+                                 ("run_length", self.policy.run_length, 0),
+                                 ("update_J_frequency", self.update_J_frequency, 1),
+                                 ("eig_update_frequency", self.eig_update_frequency, 1),
+                                 ("num_eig_dirs", self.num_eig_dirs, 1),
+                                 ("max_iter", self.max_iter, 0)):
+            if int(value) != value or value < low:
+                raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        if not self.linear_solver.dense() and (self.broyden_update or self.eig_update):
+            raise ValueError("broyden_update and eig_update change the (m, n) Jacobian, which "
+                             "NormalEquations(max_mem=...) never forms; use a dense linear "
+                             "solver or switch the updates off")
+        for name in ("fractol", "costol", "xtol", "gtol", "stall_costol"):
+            _auto(getattr(self, name), None)
+
+    # ---- settings resolved by dtype ------------------------------------------------------
+    def _tols(self, dtype):
+        eps = float(jnp.finfo(dtype).eps)
+        return dict(fractol=_auto(self.fractol, 64 * eps), xtol=_auto(self.xtol, 10 * eps ** 0.75),
+                    gtol=_auto(self.gtol, None), costol=_auto(self.costol, None),
+                    stall=_auto(self.stall_costol, 100 * eps ** 0.5),
+                    tiny=float(jnp.finfo(dtype).tiny), eps=eps)
+
+    @property
+    def _approx_jacobian(self):
+        return self.broyden_update or self.eig_update or self.update_J_frequency > 1
+
+    # ---- the problem's pieces --------------------------------------------------------------
+    @staticmethod
+    def _bounds(prob: LeastSquaresProblem, x):
+        lo = jnp.full_like(x, -jnp.inf) if prob.lower is None else jnp.asarray(prob.lower, x.dtype)
+        hi = jnp.full_like(x, jnp.inf) if prob.upper is None else jnp.asarray(prob.upper, x.dtype)
+        return lo, hi
+
+    @staticmethod
+    def _mask(prob: LeastSquaresProblem, x):
+        if prob.mask is None:
+            return jnp.ones_like(x)
+        return jnp.asarray(prob.mask).astype(x.dtype)
+
+    @staticmethod
+    def _fun(prob, x, args):
+        return jnp.ravel(prob.residuals(x, args)).astype(x.dtype)
+
+    def _jacobian(self, prob, x, args, m):
+        if prob.jacobian is not None:
+            return jnp.reshape(jnp.asarray(prob.jacobian(x, args), x.dtype), (m, x.shape[0]))
+        diff = jax.jacfwd if m >= x.shape[0] else jax.jacrev
+        return diff(lambda z: self._fun(prob, z, args))(x)
+
+    def _free(self, prob, x, g):
+        """1 for parameters free to move: in the mask and not held at a bound by the gradient
+        (an active-set projected step, refreshed with every factorisation)."""
+        lo, hi = self._bounds(prob, x)
+        held = ((x <= lo) & (g > 0)) | ((x >= hi) & (g < 0))
+        return jnp.where(held, 0.0, self._mask(prob, x))
+
+    def _linearise(self, prob, x, args, r, prev_scale):
+        """(jac or None, factor) at x with residuals r."""
+        solver = self.linear_solver
+        if solver.dense():
+            jac = self._jacobian(prob, x, args, r.shape[0])
+            return jac, self._factor_dense(prob, x, jac, r, prev_scale)
+        itemsize = jnp.dtype(x.dtype).itemsize
+        if prob.chunk is not None:
+            rows = rows_for_memory(solver.max_mem, x.shape[0], itemsize)
+            jtj, jtr = normal_equations_by_rows(prob.chunk, x, args, r.shape[0], rows)
+        else:
+            block = columns_for_memory(solver.max_mem, r.shape[0], itemsize)
+            jtj, jtr, _ = normal_equations_by_columns(lambda z: self._fun(prob, z, args), x,
+                                                      block)
+        col_norms = jnp.sqrt(jnp.maximum(jnp.diagonal(jtj), 0.0))
+        scale = self.damping_scale(col_norms, prev_scale)
+        free = self._free(prob, x, jtr)
+        return None, solver.factor_normal(jtj, jtr, scale, free)
+
+    def _factor_dense(self, prob, x, jac, r, prev_scale):
+        g = jac.T @ r
+        scale = self.damping_scale(jnp.sqrt(jnp.sum(jac * jac, axis=0)), prev_scale)
+        return self.linear_solver.factor_dense(jac, r, scale, self._free(prob, x, g))
+
+    def _jt(self, prob, st: LMState, args, b):
+        """Jᵀ b (n,) with the state's J (the exact J at x when J is not stored)."""
+        if st.jac is not None:
+            return st.jac.T @ b
+        _, pullback = jax.vjp(lambda z: self._fun(prob, z, args), st.x)
+        return pullback(b)[0]
+
+    # ---- statistics --------------------------------------------------------------------------
+    def _model_cosine(self, st: LMState, tiny):
+        return st.factor.projected_norm() / jnp.maximum(jnp.linalg.norm(st.r), tiny)
+
+    def _grad_cosine(self, prob, st: LMState):
+        g, norms = st.factor.g, st.factor.col_norms
+        denom = norms * jnp.linalg.norm(st.r)
+        cos = jnp.where(denom > 0, jnp.abs(g) / jnp.where(denom > 0, denom, 1.0), 0.0)
+        lo, hi = self._bounds(prob, st.x)
+        blocked = ((st.x <= lo) & (g > 0)) | ((st.x >= hi) & (g < 0))
+        cos = jnp.where(blocked | (self._mask(prob, st.x) == 0), 0.0, cos)
+        return jnp.max(cos)
+
+    def _gauss_newton_small(self, prob, st: LMState, t):
+        """Is the undamped (Gauss-Newton) step from x below xtol, relative, in the d-norm?
+        Not while residuals lie along directions dropped by min_eigval (a plateau)."""
+        rnorm = jnp.linalg.norm(st.r)
+        gn_norm, dropped = st.factor.gauss_newton(self.min_eigval, rnorm)
+        plateau = dropped > 100 * t["eps"] ** 0.5 * rnorm
+        xnorm = jnp.linalg.norm(st.factor.scale * st.x * self._mask(prob, st.x))
+        return (gn_norm <= t["xtol"] * (xnorm + t["xtol"])) & ~plateau
+
+    def _check(self, prob, st: LMState, accepted, t, jacobian_tests=True, damping_failure=True):
+        status = jnp.asarray(RUNNING, jnp.int32)
+
+        def put(cond, code, status):
+            return jnp.where(cond, jnp.int32(int(code)), status)
+
+        # later assignments take precedence: from weakest to strongest evidence
+        if self.exptol is not None:
+            status = put(accepted & (st.exp_err < self.exptol), Status.EXPTOL, status)
+        if self.errtol is not None:
+            status = put(accepted & (st.delta_err < self.errtol), Status.ERRTOL, status)
+        if t["fractol"] is not None:
+            rel_pred = st.exp_err / jnp.maximum(2 * st.cost, t["tiny"])
+            status = put(accepted & (st.frac_err < t["fractol"]) & (rel_pred < t["fractol"]),
+                         Status.FRACTOL, status)
+        if self.paramtol is not None:
+            status = put(accepted & (st.delta_vals < self.paramtol), Status.XTOL, status)
+        if t["xtol"] is not None and jacobian_tests:
+            status = put(self._gauss_newton_small(prob, st, t), Status.XTOL, status)
+        if t["costol"] is not None and jacobian_tests:
+            status = put(self._model_cosine(st, t["tiny"]) < t["costol"], Status.COSTOL, status)
+        if t["gtol"] is not None and jacobian_tests:
+            status = put(self._grad_cosine(prob, st) <= t["gtol"], Status.GTOL, status)
+        status = put(st.cost <= t["tiny"], Status.ZERO_RESIDUAL, status)
+        stalled = ~accepted | (st.delta_err <= 0)
+        if t["stall"] is not None and jacobian_tests:
+            # no damping decreased the cost: at a minimum to working precision if the
+            # Gauss-Newton step could reduce the cost by at most a fraction stall_costol²
+            status = put((status == RUNNING) & stalled
+                         & (self._model_cosine(st, t["tiny"]) < t["stall"]), Status.COSTOL, status)
+        if damping_failure:
+            status = put((status == RUNNING) & stalled, Status.DAMPING, status)
+        status = put((status == RUNNING) & ~jnp.isfinite(st.cost), Status.NONFINITE, status)
+        status = put((status == RUNNING) & (st.iteration >= self.max_iter), Status.MAX_ITER,
+                     status)
+        return status
+
+    def _hopeless(self, st: LMState, tries, t):
+        """Stop retrying a stalled fit after STALL_RETRIES: when the Gauss-Newton step could
+        lower the cost by at most a fraction stall_costol² (the stall test then ends the fit as
+        COSTOL anyway), more damping only proves that nothing decreases the cost. Under vmap
+        every lane waits for the slowest, so this matters. Only trusted on an exact J."""
+        if t["stall"] is None:
+            return jnp.asarray(False)
+        exact = (st.partial_updates == 0) if self._approx_jacobian else jnp.asarray(True)
+        return exact & (tries >= STALL_RETRIES) & (self._model_cosine(st, t["tiny"]) < t["stall"])
+
+    # ---- one trial -------------------------------------------------------------------------
+    def _trial(self, prob, st: LMState, args, lam, t) -> Trial:
+        lo, hi = self._bounds(prob, st.x)
+        fac = st.factor
+        step = fac.solve(lam, self.min_eigval)
+        accel_bad = jnp.asarray(False)
+        if self.use_accel:
+            fun = lambda z: self._fun(prob, z, args)  # noqa: E731
+            inner = lambda y: jax.jvp(fun, (y,), (step,))[1]  # noqa: E731
+            rpp = jax.jvp(inner, (st.x,), (step,))[1]
+            corr = 0.5 * fac.solve_for(lam, self.min_eigval, rpp, self._jt(prob, st, args, rpp))
+            ratio = jnp.linalg.norm(fac.scale * corr) / jnp.maximum(
+                jnp.linalg.norm(fac.scale * step), t["tiny"])
+            accel_bad = ~(ratio <= self.max_accel_correction)
+            step = step + jnp.where(accel_bad, 0.0, corr)
+        x_new = jnp.clip(st.x + step, lo, hi)
+        step = x_new - st.x
+        r_new = self._fun(prob, x_new, args)
+        cost_new = 0.5 * jnp.dot(r_new, r_new)
+        cost_new = jnp.where(jnp.isfinite(cost_new) & ~accel_bad, cost_new, jnp.inf)
+        if st.jac is not None:
+            lin = st.r + st.jac @ step
+            predicted = st.cost - 0.5 * jnp.dot(lin, lin)
+        else:
+            y = step * fac.scale * fac.free
+            predicted = -(jnp.dot(step, fac.g) + 0.5 * fac.scaled_gram_quadratic(y))
+        return Trial(x_new, r_new, cost_new, step, predicted, accel_bad)
+
+    def _accept(self, prob, st: LMState, args, tr: Trial, lam) -> LMState:
+        count = st.partial_updates + 1
+        njvp = st.njvp
+        if self.broyden_update or self.eig_update:
+            jac = st.jac
+            if self.broyden_update:
+                ss = jnp.dot(tr.step, tr.step)
+                upd = jnp.outer(tr.r - st.r - jac @ tr.step, tr.step) / jnp.maximum(
+                    ss, jnp.finfo(ss.dtype).tiny)
+                jac = jnp.where(ss > 0, jac + upd, jac)
+            if self.eig_update:
+                n_eig = min(int(self.num_eig_dirs), st.x.shape[0])
+                fun = lambda z: self._fun(prob, z, args)  # noqa: E731
+
+                def do_eig(j):
+                    return eigen_update(j, lambda v: jax.jvp(fun, (tr.x,), (v,))[1], n_eig)
+
+                due = (count % self.eig_update_frequency) == 0
+                jac = lax.cond(due, do_eig, lambda j: j, jac)
+                njvp = njvp + jnp.where(due, n_eig, 0)
+            factor = self._factor_dense(prob, tr.x, jac, tr.r, st.factor.scale)
+        else:
+            jac = st.jac
+            if jac is not None:
+                g = jac.T @ tr.r
+            else:   # J not stored: the exact gradient at the new point, JᵀJ reused
+                g = jax.vjp(lambda z: self._fun(prob, z, args), tr.x)[1](tr.r)[0]
+            factor = st.factor.with_residuals(tr.r, g)
+        return eqx.tree_at(
+            lambda s: (s.x, s.r, s.cost, s.jac, s.factor, s.njvp, s.partial_updates, s.damping,
+                       s.exp_err, s.accepted_steps),
+            st, (tr.x, tr.r, tr.cost, jac, factor, njvp, count, lam, 2 * tr.predicted,
+                 st.accepted_steps + 1), is_leaf=lambda v: v is None)
+
+    def _refresh(self, prob, st: LMState, args) -> LMState:
+        """Exact J at x and its factor."""
+        jac, factor = self._linearise(prob, st.x, args, st.r, st.factor.scale)
+        return eqx.tree_at(lambda s: (s.jac, s.factor, s.njev, s.partial_updates), st,
+                           (jac, factor, st.njev + 1, jnp.zeros_like(st.partial_updates)),
+                           is_leaf=lambda v: v is None)
+
+    def _end_iteration(self, prob, st: LMState, args) -> LMState:
+        t = self._tols(st.x.dtype)
+        it = st.iteration + 1
+        accepted = st.accepted
+        st = eqx.tree_at(lambda s: (s.iteration, s.damping), st,
+                         (it, jnp.where(accepted, st.damping, st.lam_try)))
+        if self.update_J_frequency == 1:
+            st = self._refresh(prob, st, args)
+        else:
+            due = ((it % self.update_J_frequency) == 0) & accepted
+            st = lax.cond(due, lambda s: self._refresh(prob, s, args), lambda s: s, st)
+        dx = st.x - st.x_start
+        sse0 = 2 * st.cost_start
+        delta_err = sse0 - 2 * st.cost
+        st = eqx.tree_at(
+            lambda s: (s.delta_vals, s.delta_err, s.frac_err, s.step_norm), st,
+            (jnp.max(jnp.abs(dx)), delta_err, delta_err / jnp.maximum(sse0, t["tiny"]),
+             jnp.linalg.norm(st.factor.scale * dx)))
+        status = self._check(prob, st, accepted, t)
+        if self._approx_jacobian:
+            # a test passed on an approximate J is not trusted: refresh J and test again (and a
+            # failure to decrease the cost on an approximate J is retried on the exact one)
+            without_j = self._check(prob, st, accepted, t, jacobian_tests=False)
+            recheck = ((status != without_j) | ~accepted) & (st.partial_updates > 0)
+            st = lax.cond(recheck, lambda s: self._refresh(prob, s, args), lambda s: s, st)
+            status = jnp.where(recheck, self._check(prob, st, accepted, t, damping_failure=False),
+                               status)
+        zero = jnp.zeros_like(st.tries)
+        return eqx.tree_at(
+            lambda s: (s.status, s.phase, s.tries, s.run_steps, s.accepted, s.x_start,
+                       s.cost_start, s.lam_try),
+            st, (status, jnp.full_like(st.phase, FIRST), zero, zero, jnp.asarray(False),
+                 st.x, st.cost, st.damping))
+
+    # ---- the solver shape ------------------------------------------------------------------
+    def init(self, fn, x0, args) -> LMState:
+        prob = _as_problem(fn)
+        x0 = jnp.asarray(x0)
+        if x0.ndim != 1 or not jnp.issubdtype(x0.dtype, jnp.inexact):
+            raise ValueError(f"LevenbergMarquardt works on a flat float vector x0, got shape "
+                             f"{x0.shape} and dtype {x0.dtype}")
+        t = self._tols(x0.dtype)
+        lo, hi = self._bounds(prob, x0)
+        x = jnp.clip(x0, lo, hi)
+        r = self._fun(prob, x, args)
+        cost = 0.5 * jnp.dot(r, r)
+        n = x.shape[0]
+        jac, factor = self._linearise(prob, x, args, r, jnp.zeros((n,), x.dtype))
+        izero = jnp.zeros((), jnp.int32)
+        zero = jnp.zeros((), x.dtype)
+        lam = jnp.asarray(self.damping, x.dtype)
+        candidate = None
+        if self.policy.two_trials:
+            candidate = Trial(x, r, jnp.asarray(jnp.inf, x.dtype), jnp.zeros_like(x), zero,
+                              jnp.asarray(False))
+        st = LMState(x=x, r=r, cost=cost, jac=jac, factor=factor, damping=lam, phase=jnp.asarray(FIRST, jnp.int32), lam_try=lam,
+                     tries=izero, run_steps=izero, accepted=jnp.asarray(False),
+                     candidate=candidate, x_start=x, cost_start=cost, iteration=izero,
+                     nfev=jnp.ones((), jnp.int32), njev=jnp.ones((), jnp.int32), njvp=izero,
+                     partial_updates=izero, status=jnp.asarray(RUNNING, jnp.int32),
+                     delta_vals=zero, delta_err=zero, exp_err=zero, frac_err=zero,
+                     step_norm=zero, accepted_steps=izero, rejected_steps=izero,
+                     accel_rejections=izero)
+        finite = jnp.isfinite(cost) & jnp.all(jnp.isfinite(factor.g))
+        if jac is not None:
+            finite = finite & jnp.all(jnp.isfinite(jac))
+        status = jnp.where(~finite, int(Status.NONFINITE), RUNNING)
+        status = jnp.where(cost <= t["tiny"], int(Status.ZERO_RESIDUAL), status)
+        if t["gtol"] is not None:
+            status = jnp.where((status == RUNNING) & (self._grad_cosine(prob, st) <= t["gtol"]),
+                               int(Status.GTOL), status)
+        if t["xtol"] is not None:
+            status = jnp.where((status == RUNNING) & self._gauss_newton_small(prob, st, t),
+                               int(Status.XTOL), status)
+        if self.max_iter <= 0:
+            status = jnp.where(status == RUNNING, int(Status.MAX_ITER), status)
+        return eqx.tree_at(lambda s: s.status, st, status.astype(jnp.int32))
+
+    def step(self, fn, st: LMState, args) -> LMState:
+        prob = _as_problem(fn)
+        t = self._tols(st.x.dtype)
+        inc, dec = float(self.increase_damp_factor), float(self.decrease_damp_factor)
+        two = self.policy.two_trials
+        internal = int(self.policy.run_length)
+        phase = st.phase
+        is_first, is_second = phase == FIRST, phase == SECOND
+        is_retry, is_run = phase == RETRY, phase == RUN
+
+        lam = jnp.where(is_second, st.damping / dec,
+                        jnp.where(is_retry, st.lam_try * inc, st.damping))
+        tr = self._trial(prob, st, args, lam, t)
+
+        if two:
+            pick_new = tr.cost < st.candidate.cost
+            best = _select(is_second & ~pick_new, st.candidate, tr)
+            lam_first = jnp.where(pick_new, lam, st.damping)
+            resolving = is_second
+            waiting = is_first           # run 2's first trial: keep it, try the second
+        else:
+            best = tr
+            lam_first = lam / dec
+            resolving = is_first
+            waiting = jnp.asarray(False)
+        lam_keep = jnp.where(resolving, lam_first,
+                             jnp.where(is_retry & (not two), lam / dec, lam))
+        good = best.cost <= st.cost
+
+        counted = eqx.tree_at(
+            lambda s: (s.nfev, s.njvp, s.accel_rejections, s.rejected_steps), st,
+            (st.nfev + 1, st.njvp + (1 if self.use_accel else 0),
+             st.accel_rejections + tr.accel_bad.astype(jnp.int32),
+             st.rejected_steps + ((resolving | is_retry) & ~good).astype(jnp.int32)))
+        if two:
+            counted = eqx.tree_at(lambda s: s.candidate, counted,
+                                  _select(waiting, tr, st.candidate))
+        take = good & ~waiting
+        new = lax.cond(take, lambda s: self._accept(prob, s, args, best, lam_keep),
+                       lambda s: s, counted)
+
+        tries = st.tries + is_retry.astype(st.tries.dtype)
+        run_steps = st.run_steps + is_run.astype(st.run_steps.dtype)
+        accepted = jnp.where(resolving, good, st.accepted | (good & ~waiting))
+        retry_ok = jnp.where(resolving, self.max_damping_retries > 0,
+                             (tries < self.max_damping_retries) & ~self._hopeless(new, tries, t))
+        go_retry = ~good & retry_ok & (resolving | is_retry)
+        go_run = good & jnp.where(is_run, run_steps < internal, internal > 0)
+        go = waiting | go_retry | go_run
+        next_phase = jnp.where(waiting, SECOND, jnp.where(go_retry, RETRY, RUN)).astype(jnp.int32)
+        lam_try = jnp.where(resolving, st.damping, jnp.where(is_retry, lam, st.lam_try))
+        new = eqx.tree_at(lambda s: (s.phase, s.tries, s.run_steps, s.accepted, s.lam_try), new,
+                          (next_phase, tries, run_steps, accepted, lam_try))
+        return lax.cond(go, lambda s: s, lambda s: self._end_iteration(prob, s, args), new)
+
+    def terminate(self, fn, state: LMState, args):
+        return state.status
+
+    def postprocess(self, fn, st: LMState, args, status) -> OptimizeResult:
+        prob = _as_problem(fn)
+        t = self._tols(st.x.dtype)
+        final = st
+        njev = st.njev
+        if self._approx_jacobian:
+            final = self._refresh(prob, st, args)
+            njev = final.njev
+        extra = {
+            "delta_vals": st.delta_vals, "delta_err": st.delta_err, "exp_err": st.exp_err,
+            "frac_err": st.frac_err, "num_iter": st.iteration,
+            "model_cosine": self._model_cosine(st, t["tiny"]),
+            "grad_cosine": self._grad_cosine(prob, final), "damping": st.damping,
+            "num_jvp": st.njvp, "accepted_steps": st.accepted_steps,
+            "rejected_steps": st.rejected_steps, "accel_rejections": st.accel_rejections,
+            "residuals": st.r, "cost": st.cost, "gradient": final.factor.g,
+        }
+        return OptimizeResult(x=st.x, fun=st.cost, jac=final.jac, status=status,
+                              nit=st.iteration, nfev=st.nfev, njev=njev, extra=extra)
+
+    def progress(self, state: LMState) -> Progress:
+        return Progress(nit=state.iteration, fun=state.cost, x=state.x)
