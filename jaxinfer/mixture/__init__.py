@@ -6,5 +6,7 @@ Unilateral`` replaces ``from lymph.models import Unilateral``.
 """
 
 from jaxinfer.mixture import lymph, utils  # noqa: F401
+from jaxinfer.mixture.models import LymphMixture  # noqa: F401
+from jaxinfer.mixture import em  # noqa: F401  (after models: em uses LymphMixture)
 
-__all__ = ["lymph", "utils"]
+__all__ = ["LymphMixture", "em", "lymph", "utils"]

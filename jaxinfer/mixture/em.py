@@ -1,0 +1,206 @@
+"""EM for :class:`~jaxinfer.mixture.models.LymphMixture` with lymixture 0.0.2's names.
+
+* :func:`expectation` - E-step: responsibilities (entries <= 1e-8 set to 0, renormalised).
+* :func:`maximization` - M-step: coefficients in closed form, then every component's
+  parameters at once by bounded L-BFGS-B on autodiff gradients, vmapped over components
+  (lymixture: scipy Powell, one component after the other).
+* :func:`fit` - the whole EM loop compiled into one ``lax.while_loop`` with a real
+  convergence test, the log-likelihood history and a progress callback (lymixture leaves
+  the loop to the user).
+* :func:`log_prob_fn`, :func:`log_prob_fn_fixed_mixture`, :func:`complete_latent_likelihood`
+  - the original's log-densities (``-inf`` outside [0, 1]).
+* Sampling (NumPyro NUTS instead of emcee): :func:`sample_fixed_mixture`,
+  :func:`sample_model_params` (see :mod:`jaxinfer.mixture.sampling`).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable, Mapping, Optional
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxinfer.mixture import _core
+from jaxinfer.mixture._em_solver import EM, inner_options, maximize_components
+from jaxinfer.mixture.models import LymphMixture
+from jaxinfer.optimize._iterate import PROGRESS_SINK, iterate, progress_to
+from jaxinfer.optimize.result import OptimizeResult, status_message
+
+
+def _set_params(model: LymphMixture, params) -> None:
+    if params is None:
+        return
+    if isinstance(params, Mapping):
+        model.set_params(**params)
+    else:
+        model.set_params(*params)
+
+
+def _ensure_coefs(model: LymphMixture) -> None:
+    coefs = model.get_mixture_coefs(norm=False).to_numpy()
+    if np.isnan(coefs).any():
+        raise ValueError("mixture coefficients are not set: give {c}_{subgroup}_coef values with "
+                         "set_params(...) or set_mixture_coefs(...) first")
+
+
+@partial(jax.jit, static_argnums=2)
+def _responsibilities(thetas, coefs, spec, data):
+    return _core.responsibilities(thetas, coefs, spec, data)
+
+
+def expectation(model: LymphMixture, params=None, *, log: bool = False) -> np.ndarray:
+    """E-step at ``params`` (dict or sequence, set on the model first; None: the current
+    ones): ``(P, K)`` responsibilities (their logarithm if ``log``)."""
+    _set_params(model, params)
+    _ensure_coefs(model)
+    thetas, coefs, data = model.arrays()
+    resp = np.asarray(_responsibilities(thetas, coefs, model.spec, data))
+    with np.errstate(divide="ignore"):
+        return np.log(resp) if log else resp
+
+
+@partial(jax.jit, static_argnums=(2, 3, 4))
+def _maximize(thetas, resp, spec, num_groups, options, data):
+    coefs = _core.infer_coefs(resp, data, num_groups)
+    new, nit, status = maximize_components(thetas, resp, spec, data, dict(options))
+    return coefs, new, nit, status
+
+
+def _options_key(model, options: Optional[Mapping]):
+    dtype = jnp.result_type(float)
+    merged = inner_options(dtype)
+    merged.update(options or {})
+    return tuple(sorted(merged.items()))
+
+
+def maximization(model: LymphMixture, latent, *, log: bool = False,
+                 options: Optional[Mapping] = None) -> dict:
+    """M-step given responsibilities ``latent (P, K)`` (log-responsibilities if ``log``):
+    sets the closed-form coefficients and the L-BFGS-B optimum of every component on the
+    model and returns :meth:`LymphMixture.get_params`. RuntimeError if a component's fit
+    passed no convergence test (as lymixture does). ``options``: L-BFGS-B options."""
+    if model.universal_p:
+        raise NotImplementedError("EM with universal_p=True (a time prior shared by all "
+                                  "components) is not implemented")
+    latent = np.asarray(latent.to_numpy() if hasattr(latent, "to_numpy") else latent, float)
+    resp = np.exp(latent) if log else latent
+    if resp.shape != (model.num_patients, len(model.components)):
+        raise ValueError(f"latent must have shape (patients, components) = "
+                         f"{(model.num_patients, len(model.components))}, got {resp.shape}")
+    model.set_resps(resp)
+    thetas, _, data = model.arrays()
+    coefs, new, nit, status = _maximize(thetas, jnp.asarray(resp), model.spec,
+                                        len(model.subgroups), _options_key(model, options), data)
+    model.set_mixture_coefs(np.asarray(coefs))
+    model.normalize_mixture_coefs()
+    status = np.asarray(status)
+    for c, comp in enumerate(model.components):
+        if status[c] >= 20:
+            raise RuntimeError(f"M-step of component {c} did not converge: "
+                               f"{status_message(status[c])}")
+        comp.set_params(*np.clip(np.asarray(new[c]), 0.0, 1.0).tolist())
+    return model.get_params(as_dict=True)
+
+
+@eqx.filter_jit
+def _run_em(solver: EM, x0, data):
+    return iterate(solver, None, x0, data, callback=PROGRESS_SINK)
+
+
+def fit(model: LymphMixture, *, maxiter: int = 100, atol: float = 1e-3, rtol: float = 0.0,
+        options: Optional[Mapping] = None, callback: Optional[Callable] = None) -> OptimizeResult:
+    """Run EM from the model's current parameters and coefficients to convergence.
+
+    Stops when ``|l_new - l_old| <= atol + rtol |l_new|`` (``l`` the incomplete-data
+    log-likelihood; lymixture's quickstart uses ``atol=1e-8, rtol=1e-4``), or after
+    ``maxiter`` steps (then ``success`` is False). ``callback(Progress)`` fires after
+    every step on the host (``Progress.fun`` is the log-likelihood). ``options``: L-BFGS-B
+    options of the M-step.
+
+    The fitted parameters, coefficients and final responsibilities are set on the model.
+    Returns an :class:`OptimizeResult`: ``x = {"thetas": (K, d), "coefs": (K, G)}``,
+    ``fun`` = minus the log-likelihood, ``extra["loglik"]``, ``extra["history"]``
+    (``(maxiter + 1,)``, NaN after ``nit``), ``extra["resp"]``, ``extra["inner_failures"]``.
+    """
+    if model.universal_p:
+        raise NotImplementedError("EM with universal_p=True is not implemented")
+    if int(maxiter) < 1:
+        raise ValueError(f"maxiter must be >= 1, got {maxiter}")
+    if atol < 0 or rtol < 0:
+        raise ValueError(f"atol and rtol must be >= 0, got {atol}, {rtol}")
+    if callback is not None and not callable(callback):
+        raise TypeError("callback must be callable or None")
+    _ensure_coefs(model)
+    thetas, coefs, data = model.arrays()
+    solver = EM(spec=model.spec, num_groups=len(model.subgroups), atol=float(atol),
+                rtol=float(rtol), maxiter=int(maxiter), inner=_options_key(model, options))
+    with progress_to(callback):
+        result = jax.block_until_ready(_run_em(solver, (thetas, coefs), data))
+    _store(model, result.x["thetas"], result.x["coefs"], result.extra["resp"])
+    return result
+
+
+def _store(model: LymphMixture, thetas, coefs, resp=None) -> None:
+    thetas = np.clip(np.asarray(thetas), 0.0, 1.0)
+    for c, comp in enumerate(model.components):
+        comp.set_params(*thetas[c].tolist())
+    model.set_mixture_coefs(np.asarray(coefs))
+    model.normalize_mixture_coefs()
+    if resp is not None:
+        model.set_resps(np.asarray(resp))
+
+
+# ------------------------------------------------------------------ log-densities
+
+
+def _component_thetas(theta, model: LymphMixture):
+    k = len(model.components)
+    return jnp.asarray(theta, dtype=jnp.result_type(float)).reshape(k, -1)
+
+
+def log_prob_fn_fixed_mixture(theta, model: LymphMixture) -> float:
+    """Incomplete-data log-likelihood at the components' parameters ``theta``
+    (``(K * d,)``, component after component), coefficients fixed; ``-inf`` outside [0, 1]."""
+    theta = np.asarray(theta, dtype=float)
+    if np.any(theta < 0) or np.any(theta > 1):
+        return -np.inf
+    _, coefs, data = model.arrays()
+    return float(_incomplete(_component_thetas(theta, model), coefs, model.spec, data))
+
+
+@partial(jax.jit, static_argnums=2)
+def _incomplete(thetas, coefs, spec, data):
+    return _core.incomplete_loglik(thetas, coefs, spec, data)
+
+
+def log_prob_fn(theta, model: LymphMixture) -> float:
+    """Complete-data log-likelihood with the stored responsibilities at all parameters
+    ``theta`` (:meth:`LymphMixture.get_params` order, coefficients included and renormalised
+    on setting); ``-inf`` outside [0, 1]."""
+    theta = np.asarray(theta, dtype=float)
+    if np.any(theta < 0) or np.any(theta > 1):
+        return -np.inf
+    model.set_params(*theta.tolist())
+    return model.likelihood(log=True, use_complete=True)
+
+
+def complete_latent_likelihood(theta, model: LymphMixture) -> float:
+    """Complete-data log-likelihood with the latent assignments ``theta (P, K)`` set as
+    the responsibilities."""
+    model.set_resps(np.asarray(theta, dtype=float).reshape(model.num_patients, -1))
+    return model.complete_data_likelihood(log=True)
+
+
+def __getattr__(name):  # the samplers live in jaxinfer.mixture.sampling (NumPyro, lazily)
+    if name in ("sample_fixed_mixture", "sample_model_params",
+                "mh_latent_sampler_per_patient_2_component"):
+        from jaxinfer.mixture import sampling
+        return getattr(sampling, name)
+    raise AttributeError(f"module 'jaxinfer.mixture.em' has no attribute {name!r}")
+
+
+__all__ = ["expectation", "maximization", "fit", "log_prob_fn", "log_prob_fn_fixed_mixture",
+           "complete_latent_likelihood", "sample_fixed_mixture", "sample_model_params"]
