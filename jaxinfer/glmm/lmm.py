@@ -12,7 +12,8 @@ Pure core (jit / vmap / grad):
   β = (XᵀBX)⁻¹XᵀBy, s = (y-Xβ)ᵀB(y-Xβ)/df (df = n, or n - rank X when restricted) and the
   log marginal likelihood. O(r·c²) per call.
 * :func:`fit_lmm` maximises over δ like glimix-core: bracketing from logit(δ) = 0 then
-  Brent's method on logit(δ) ∈ [-log(max float64), +log(max float64)], rtol = atol = 1e-6.
+  Brent's method on logit(δ) ∈ [-log(max float64), +log(max float64)], rtol = atol = 1e-6
+  (sqrt(eps) in float32), then a polish to the root of the lml's autodiff derivative.
 
 Facade: :class:`LMM` with glimix-core's names (fit, lml, beta, beta_covariance, scale, delta,
 v0, v1, mean, covariance, fix/unfix, get_fast_scanner).
@@ -33,7 +34,9 @@ import numpy as np
 
 from jaxinfer.glmm._checks import check_covariates, check_outcome, check_qs
 from jaxinfer.glmm._scalar_search import bracket_brent_minimize
+from jaxinfer.glmm._stationary import polish_minimum
 from jaxinfer.glmm.qs import economic_qs_zeros
+from jaxinfer.optimize.result import Status, is_success, status_message
 
 __all__ = ["LMM", "LMMData", "LMMProfile", "LMMFit", "lmm_statistics", "lmm_profile",
            "fit_lmm", "lmm_lml_dense"]
@@ -147,21 +150,52 @@ def _delta_from_logit(x):
 
 
 class LMMFit(NamedTuple):
-    """Result of :func:`fit_lmm`: δ, β, s, lml, Brent evaluations, convergence flag."""
+    """Result of :func:`fit_lmm` (a pytree; stacks under vmap).
+
+    delta, beta (c,), scale, lml: the fit; nfev: objective + derivative evaluations;
+    status: a :class:`~jaxinfer.optimize.Status` code (``XTOL`` when δ converged, ``MAX_ITER``
+    when a search ran out of iterations, ``NONFINITE`` when the lml is not finite).
+    """
 
     delta: jnp.ndarray
     beta: jnp.ndarray
     scale: jnp.ndarray
     lml: jnp.ndarray
     nfev: jnp.ndarray
-    converged: jnp.ndarray
+    status: jnp.ndarray
+
+    @property
+    def success(self) -> jnp.ndarray:
+        """Bool array: a convergence test passed (derived from :attr:`status`)."""
+        return is_success(self.status)
+
+    @property
+    def converged(self) -> jnp.ndarray:
+        """Same as :attr:`success` (glimix-style name)."""
+        return self.success
+
+    @property
+    def message(self):
+        """Why the fit stopped (str, or an array of str for a batch)."""
+        return status_message(self.status)
+
+
+def delta_search_tolerance(dtype) -> float:
+    """Tolerance of the value search on logit(δ): glimix-core's 1e-6, or sqrt(eps) when the
+    dtype cannot resolve that (float32: 3.5e-4; the derivative polish then refines)."""
+    return max(1e-6, float(np.sqrt(np.finfo(dtype).eps)))
 
 
 @partial(jax.jit, static_argnames=("restricted", "fit_delta", "fit_beta", "fit_scale"))
 def fit_lmm(data: LMMData, delta=0.5, beta=None, scale=1.0, *, restricted: bool = False,
             fit_delta: bool = True, fit_beta: bool = True, fit_scale: bool = True) -> LMMFit:
-    """Maximum-likelihood fit of δ (Brent on logit δ), then closed-form β and s.
+    """Maximum-likelihood fit of δ, then closed-form β and s.
 
+    δ is found as glimix-core does (bracketing from logit δ = 0, then Brent on logit δ,
+    tolerance 1e-6 in float64 / sqrt(eps) in float32) and then polished to the root of the
+    autodiff derivative of the lml (:mod:`jaxinfer.glmm._stationary`), to ``1e-2·sqrt(eps)``
+    in logit δ. The polish is what makes float32 fits agree with float64 ones: the lml's
+    rounding noise hides its maximum within ~1e-2 in logit δ, its derivative does not.
     Parameters not fitted keep the given values (``delta``, ``beta`` (c,), ``scale``).
     jit-compiled; vmap over a batch of ``LMMData`` (e.g. many traits) works.
     """
@@ -175,16 +209,31 @@ def fit_lmm(data: LMMData, delta=0.5, beta=None, scale=1.0, *, restricted: bool 
         def objective(x):
             return -lmm_profile(data, _delta_from_logit(x), b_arg, s_arg, restricted).lml
 
-        found = bracket_brent_minimize(objective, -_LOGMAX, _LOGMAX, rtol=1e-6, atol=1e-6,
+        tol = delta_search_tolerance(dtype)
+        found = bracket_brent_minimize(objective, -_LOGMAX, _LOGMAX, rtol=tol, atol=tol,
                                        dtype=dtype)
-        delta = _delta_from_logit(found.x)
-        nfev, converged = found.nfev, found.converged
+        # polish only where δ and 1 - δ exceed sqrt(eps): closer to a bound the derivative is
+        # ~e^{-|x|}, all rounding, and the value search's answer (on the bound) stands
+        edge = float(np.log(1 / np.sqrt(np.finfo(dtype).eps)))
+        interior = jnp.abs(found.x) < edge
+        polish = polish_minimum(objective, jnp.clip(found.x, -edge, edge), -edge, edge,
+                                width=16 * tol * (1 + jnp.abs(found.x)),
+                                xtol=1e-2 * float(np.sqrt(np.finfo(dtype).eps)))
+        polished = interior & polish.polished
+        x = jnp.where(polished, polish.x, found.x)
+        delta = _delta_from_logit(x)
+        nfev = found.nfev + polish.nfev
+        # converged: Brent's test passed and, where a derivative root was bracketed, it was
+        # refined to tolerance (an optimum on a bound of δ has no root to refine)
+        ok = found.converged & (polish.converged | ~polished)
     else:
         delta = jnp.asarray(delta, dtype)
-        nfev, converged = jnp.zeros((), jnp.int32), jnp.ones((), bool)
+        nfev, ok = jnp.zeros((), jnp.int32), jnp.ones((), bool)
     prof = lmm_profile(data, delta, b_arg, s_arg, restricted)
+    status = jnp.where(~jnp.isfinite(prof.lml), int(Status.NONFINITE),
+                       jnp.where(ok, int(Status.XTOL), int(Status.MAX_ITER))).astype(jnp.int32)
     return LMMFit(delta=delta, beta=prof.beta, scale=prof.scale, lml=prof.lml, nfev=nfev,
-                  converged=converged)
+                  status=status)
 
 
 def lmm_lml_dense(y, X, K, beta, v0, v1):
