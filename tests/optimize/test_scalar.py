@@ -84,3 +84,70 @@ def test_jit_and_vmap_over_data():
         ref = so.minimize_scalar(scipy_wavy, bounds=(0.0, 3.0), args=(s,), method="bounded",
                                  options={"xatol": 1e-10})
         assert abs(x - ref.x) <= 1e-8
+
+
+# ---- glimix-core's bracket-then-Brent search (brent_search 2.0.2 fixtures) -------------------
+
+def _fixture_cases():
+    import json
+    import pathlib
+    path = pathlib.Path(__file__).with_name("fixtures") / "bracket_brent.json"
+    return json.loads(path.read_text())["cases"]
+
+
+_NS = {name: getattr(jnp, name) for name in ("exp", "log", "sin", "cosh", "log1p")}
+
+
+def test_bracket_brent_matches_brent_search():
+    for case in _fixture_cases():
+        f = lambda x, e=case["expr"]: eval(e, dict(_NS, x=x))  # noqa: E731
+        opts = {"rtol": case.get("rtol", 1.4902e-08), "atol": case.get("atol", 1.4902e-08)}
+        res = minimize_scalar(f, bounds=(case["a"], case["b"]), method="bracket-brent",
+                              options=opts)
+        assert int(res.status) == Status.XTOL, case["expr"]
+        assert int(res.nfev) == case["nfev"], case["expr"]
+        assert abs(float(res.x) - case["x"]) <= 1e-9 * max(1.0, abs(case["x"])), case["expr"]
+        assert abs(float(res.fun) - case["fun"]) <= 1e-12 * max(1.0, abs(case["fun"]))
+
+
+def test_bracket_brent_float32_budget_and_errors():
+    lo, hi = jnp.asarray(-30.0, jnp.float32), jnp.asarray(30.0, jnp.float32)
+    res = minimize_scalar(lambda x: (x - 3.0) ** 2 + 0.1 * jnp.sin(5 * x), bounds=(lo, hi),
+                          method="bracket-brent", options={"rtol": 1e-3, "atol": 1e-3})
+    assert res.x.dtype == jnp.float32 and int(res.status) == Status.XTOL
+    # the float64 fixture's minimiser, to the float32 search tolerance
+    assert abs(float(res.x) - _fixture_cases()[0]["x"]) <= 5e-3
+    res = minimize_scalar(lambda x: (x - 3.0) ** 2, bounds=(-30.0, 30.0),
+                          method="Bracket-Brent", options={"maxiter": 3})
+    assert int(res.status) == Status.MAX_ITER and not bool(res.success)
+    with pytest.raises(ValueError, match="needs bounds"):
+        minimize_scalar(wavy, method="bracket-brent")
+    with pytest.raises(ValueError, match="bracket is not used"):
+        minimize_scalar(wavy, bracket=(0, 1), bounds=(0, 1), method="bracket-brent")
+
+
+def test_brent_solver_by_hand_matches_front_door():
+    from jaxinfer.optimize._iterate import RUNNING
+    from jaxinfer.optimize.scalar import Brent
+
+    solver = Brent()
+    fn = lambda x, args: wavy(x, *args)  # noqa: E731
+    init = jax.jit(lambda x0: solver.init(fn, x0, (1.3,)))
+    step = jax.jit(lambda st: solver.step(fn, st, (1.3,)))
+    terminate = jax.jit(lambda st: solver.terminate(fn, st, (1.3,)))
+    state = init(jnp.array([-3.0, -2.5]))  # far from the minimum: the bracket must grow
+    phases = []
+    while int(terminate(state)) == RUNNING:
+        state = step(state)
+        phases.append(bool(state.bracketing))
+    res = solver.postprocess(fn, state, (1.3,), terminate(state))
+    nits = []
+    ref = minimize_scalar(wavy, bracket=(-3.0, -2.5), args=(1.3,),
+                          callback=lambda p: nits.append(int(p.nit)))
+    assert int(res.status) == int(ref.status) == Status.XTOL
+    assert float(res.x) == float(ref.x) and int(res.nfev) == int(ref.nfev)
+    assert abs(float(res.x) - 1.3) <= 1e-8
+    # bracketing steps come first, then Brent's; the callback saw every step
+    assert int(state.bracket.it) >= 1 and phases[0] and not phases[-1]
+    assert phases == sorted(phases, reverse=True)
+    assert len(nits) == len(phases) and nits[-1] == int(ref.nit)
