@@ -107,8 +107,14 @@ def run_compiled(fn: Callable, static, *arrays, progress: Optional[Callable] = N
         return jax.block_until_ready(compiled(fn)(static, *arrays))
 
 
+# Sinks with the two calling conventions of scipy callbacks; each forwards its one argument
+# (a Progress, an IntermediateResult or xk, whatever the solver hands it) to PROGRESS_SINK.
 def _forward_intermediate_result(intermediate_result):
     PROGRESS_SINK(intermediate_result)
+
+
+def _forward_xk(xk):
+    PROGRESS_SINK(xk)
 
 
 def callback_key(callback: Optional[Callable], traced: bool) -> Any:
@@ -127,4 +133,4 @@ def callback_key(callback: Optional[Callable], traced: bool) -> Any:
         params = list(inspect.signature(callback).parameters)
     except (TypeError, ValueError):
         params = []
-    return _forward_intermediate_result if params == ["intermediate_result"] else PROGRESS_SINK
+    return _forward_intermediate_result if params == ["intermediate_result"] else _forward_xk

@@ -60,7 +60,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-__all__ = ["implicit_root", "implicit_minimum", "implicit_solve", "DENSE_MAX"]
+__all__ = ["implicit_root", "implicit_minimum", "implicit_solve", "no_derivative", "DENSE_MAX"]
 
 #: Largest number of unknowns for which ``linear_solver='auto'`` forms A densely.
 DENSE_MAX = 500
@@ -189,16 +189,16 @@ def _attach_jvp(optimality, settings, primals, tangents):
     return x_star, unravel(dx)
 
 
-def implicit_minimum(x_star: Any, objective: Callable, theta: Any, *, bounds=None,
-                     linear_solver: str = "auto", tol: Optional[float] = None,
-                     maxiter: Optional[int] = None):
+def implicit_minimum(x_star: Any, objective: Optional[Callable], theta: Any, *, bounds=None,
+                     gradient: Optional[Callable] = None, linear_solver: str = "auto",
+                     tol: Optional[float] = None, maxiter: Optional[int] = None):
     """``x_star``, a minimiser of ``objective(x, theta)``, with its derivative w.r.t. ``theta``.
 
     Parameters
     ----------
     x_star : pytree of float arrays, n scalars in all
         A (local) minimiser, computed without tangents.
-    objective : callable ``objective(x, theta) -> scalar``
+    objective : callable ``objective(x, theta) -> scalar``, or None with ``gradient``
         Twice differentiable in ``x`` near ``x_star``. For least squares:
         ``lambda x, th: 0.5 * jnp.sum(residuals(x, th) ** 2)`` (weights included).
     theta : pytree of arrays
@@ -209,6 +209,9 @@ def implicit_minimum(x_star: Any, objective: Callable, theta: Any, *, bounds=Non
         differentiated. The condition is then the projected-gradient fixed point
         ``x - clip(x - ∇f, lower, upper) = 0``: free parameters follow the Hessian, a
         parameter held at a bound follows that bound.
+    gradient : callable ``gradient(x, theta) -> pytree like x`` or None
+        The objective's gradient, when the user supplies it (it is differentiated once
+        more for the Hessian); None: ``jax.grad`` of ``objective``.
     linear_solver, tol, maxiter
         As in :func:`implicit_root`; without bounds ``A`` (the Hessian) is symmetric, so
         large problems use CG.
@@ -217,11 +220,15 @@ def implicit_minimum(x_star: Any, objective: Callable, theta: Any, *, bounds=Non
     -------
     pytree like ``x_star`` carrying ``dx*/dθ = -H⁻¹ ∂(∇f)/∂θ`` (H the Hessian at x_star).
     """
-    if not callable(objective):
+    if gradient is None and not callable(objective):
         raise TypeError(f"objective must be callable, got {type(objective).__name__}")
+    if gradient is not None and not callable(gradient):
+        raise TypeError(f"gradient must be callable or None, got {type(gradient).__name__}")
     x_flat, unravel = ravel_pytree(x_star)
 
     def grad_flat(y_flat, th):
+        if gradient is not None:
+            return ravel_pytree(gradient(unravel(y_flat), th))[0].astype(y_flat.dtype)
         return ravel_pytree(jax.grad(lambda y: jnp.reshape(
             objective(unravel(y), th), ()))(y_flat))[0]
 
@@ -259,3 +266,22 @@ def implicit_solve(solve: Callable, optimality: Callable, theta: Any, *, has_aux
     x = implicit_root(x_star, optimality, theta, symmetric=symmetric,
                       linear_solver=linear_solver, tol=tol, maxiter=maxiter)
     return (x, lax.stop_gradient(aux)) if has_aux else x
+
+
+def no_derivative(x: Any, reason: str):
+    """``x`` unchanged, but differentiating through it raises ``NotImplementedError(reason)``.
+
+    For solutions whose derivative is not available (e.g. a constrained solve whose KKT
+    system is not implemented): better an error than a silent zero or an unrolled loop.
+    """
+    return _refuse(reason, x)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _refuse(reason, x):
+    return x
+
+
+@_refuse.defjvp
+def _refuse_jvp(reason, primals, tangents):
+    raise NotImplementedError(reason)
