@@ -26,13 +26,16 @@ from __future__ import annotations
 import numbers
 from typing import Any, Callable, NamedTuple, Optional
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from jaxinfer.optimize._iterate import make_callback
+from jaxinfer.optimize._compile import callback_key, is_traced, run_compiled
 from jaxinfer.optimize._pytree import flatten_objective
+from jaxinfer.optimize.implicit import implicit_minimum, no_derivative
 from jaxinfer.optimize.result import OptimizeResult
 
 
@@ -325,14 +328,40 @@ def minimize(fun: Callable, x0, args=(), method: Optional[str] = None, jac=None,
         lb, ub = box
     arg_static, arg_dynamic = _split_args(args)
     con_static, con_dynamic = zip(*[_split_args(a) for a in con_args]) if con_args else ((), ())
-    static = _Static(name, tuple(sorted(opts.items(), key=lambda kv: kv[0])), fun, jac, hess,
-                     hessp, callback, con_specs, arg_static, tuple(con_static))
     dynamic = (x0, arg_dynamic, tuple(con_dynamic), lb, ub)
+    # one compile cache for every front door (jaxinfer.optimize._compile): the user's
+    # callback is kept out of the key, and inside a user's jit / vmap / grad the solve is
+    # inlined, run on stop_gradient inputs, and x* gets implicit derivatives w.r.t. args and
+    # bounds (the loop is never differentiated)
+    traced = is_traced(dynamic)
+    static = _Static(name, tuple(sorted(opts.items(), key=lambda kv: kv[0])), fun, jac, hess,
+                     hessp, callback_key(callback, traced), con_specs, arg_static,
+                     tuple(con_static))
+    inputs = jax.lax.stop_gradient(dynamic) if traced else dynamic
     try:
         hash(static)
     except TypeError:  # e.g. an array-valued option: run without the compilation cache
-        return _solve(static, *dynamic)
-    return _solve_cached(static, *dynamic)
+        result = _solve(static._replace(callback=callback), *inputs)
+    else:
+        result = run_compiled(_solve, static, *inputs, progress=None if traced else callback)
+    if not traced:
+        return result
+    if name == "slsqp":
+        return eqx.tree_at(lambda r: r.x, result, no_derivative(
+            result.x, "minimize: derivatives of a constrained (SLSQP) solution are not "
+            "implemented; differentiate an unconstrained or bound-constrained problem"))
+
+    def objective(x, theta):
+        return fun(x, *_join_args(arg_static, theta))
+
+    gradient = None
+    if jac is True:
+        gradient = lambda x, theta: objective(x, theta)[1]  # noqa: E731
+    elif callable(jac):
+        gradient = lambda x, theta: jac(x, *_join_args(arg_static, theta))  # noqa: E731
+    x = implicit_minimum(result.x, None if gradient is not None else objective, arg_dynamic,
+                         gradient=gradient, bounds=None if box is None else (lb, ub))
+    return eqx.tree_at(lambda r: r.x, result, x)
 
 
 def _as_float(leaf):
