@@ -9,11 +9,16 @@ iteration serves all CG steps), or from the user's ``hessp`` / ``hess``.
 Stopping: ``sum |alpha p| <= n * xtol`` (scipy's ``xtol`` test, status ``XTOL``), or
 ``max |g| <= gtol`` when ``gtol > 0`` (``GTOL``); ``maxiter`` (default ``200 n``) ->
 ``MAX_ITER``; a failed line search -> ``LINE_SEARCH``.
+
+:class:`NewtonCG` is a solver of the one shape (``init / step / terminate / postprocess``
+over :class:`NewtonCGState`, run by :func:`~jaxinfer.optimize._iterate.iterate`) on a flat
+vector and ``fn(x, args) -> (f, g)``; one ``step`` is one Newton iteration (the truncated CG
+solve and the line search inside it).
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, Optional
 
 import equinox as eqx
 import jax
@@ -21,16 +26,18 @@ import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from jaxinfer.optimize._iterate import RUNNING, all_finite, first_status
+from jaxinfer.optimize._iterate import AbstractSolver, Progress, all_finite, first_status
 from jaxinfer.optimize.line_search import wolfe_line_search
-from jaxinfer.optimize.result import Status
+from jaxinfer.optimize.result import OptimizeResult, Status
 
 
-def make_hvp(value_and_grad: Callable, fun, args, unravel, x0_flat, hess=None, hessp=None):
-    """Return ``linearize(x) -> (v -> H(x) v)`` on flat vectors.
+def make_hvp(fun, args, unravel, x0_flat, hess=None, hessp=None):
+    """The user's second derivatives as ``linearize(x, args) -> (v -> H(x) v)`` on flat
+    vectors, or None (autodiff) when neither is given.
 
     ``hessp(x, p, *args)`` takes and returns pytrees like ``x0``; ``hess(x, *args)`` returns
-    the (n, n) Hessian over the flattened parameters. Without either, autodiff is used.
+    the (n, n) Hessian over the flattened parameters. ``args`` here are the user's extra
+    arguments (closed over); the solver's own ``args`` are ignored.
     """
     n = x0_flat.shape[0]
     dtype = x0_flat.dtype
@@ -38,7 +45,7 @@ def make_hvp(value_and_grad: Callable, fun, args, unravel, x0_flat, hess=None, h
         if not callable(hessp):
             raise TypeError("hessp must be callable")
 
-        def linearize(x):
+        def linearize(x, _solver_args):
             xt = unravel(x)
             return lambda v: ravel_pytree(hessp(xt, unravel(v), *args))[0].astype(dtype)
         return linearize
@@ -46,38 +53,39 @@ def make_hvp(value_and_grad: Callable, fun, args, unravel, x0_flat, hess=None, h
         if not callable(hess):
             raise TypeError("hess must be callable (finite-difference strategies are not used)")
 
-        def linearize(x):
+        def linearize(x, _solver_args):
             H = jnp.reshape(jnp.asarray(hess(unravel(x), *args), dtype), (n, n))
             return lambda v: H @ v
         return linearize
-
-    def grad(x):
-        return value_and_grad(x)[1]
-
-    def linearize(x):
-        return jax.linearize(grad, x)[1]
-    return linearize
+    return None
 
 
-class NewtonCGState(NamedTuple):
+class NewtonCGState(eqx.Module):
+    """Public state of :class:`NewtonCG` (flat vectors of length n).
+
+    x, f, g : iterate, objective, gradient; update_l1 : ``sum |x_k - x_{k-1}|`` of the last
+    step (inf before the first); nit, nfev, nhev : iterations, objective+gradient and
+    Hessian-vector evaluations; ls_failed : the last line search found no acceptable step.
+    """
+
     x: jnp.ndarray
     f: jnp.ndarray
     g: jnp.ndarray
-    f_prev: jnp.ndarray
     update_l1: jnp.ndarray
     nit: jnp.ndarray
     nfev: jnp.ndarray
     nhev: jnp.ndarray
     ls_failed: jnp.ndarray
-    status: jnp.ndarray
 
 
-class NewtonCG(eqx.Module):
+class NewtonCG(AbstractSolver):
     """Truncated-Newton (Newton-CG) with a strong-Wolfe line search.
 
     Settings: ``xtol`` (1e-5, average step per parameter), ``gtol`` (0: off), ``maxiter``
     (None -> 200 n), ``cg_maxiter`` (None -> 20 n), ``c1``/``c2`` (1e-4, 0.9),
-    ``maxls`` (30).
+    ``maxls`` (30), ``linearize``: None (autodiff: forward-over-reverse on ``fn``'s
+    gradient) or ``linearize(x, args) -> (v -> H(x) v)`` (see :func:`make_hvp`).
+    ``fn(x, args) -> (f scalar, g (n,))``.
     """
 
     xtol: float = 1e-5
@@ -87,20 +95,21 @@ class NewtonCG(eqx.Module):
     c1: float = 1e-4
     c2: float = 0.9
     maxls: int = 30
+    linearize: Optional[Callable] = eqx.field(static=True, default=None)
 
-    def init(self, value_and_grad, x0) -> NewtonCGState:
-        f, g = value_and_grad(x0)
-        n = x0.shape[0]
-        maxiter = 200 * n if self.maxiter is None else self.maxiter
-        status = first_status(
-            (~all_finite(f, g), Status.NONFINITE),
-            (jnp.max(jnp.abs(g)) <= self.gtol, Status.GTOL),
-            (jnp.asarray(maxiter <= 0), Status.MAX_ITER),
-        )
-        return NewtonCGState(x=x0, f=f, g=g, f_prev=f, update_l1=jnp.asarray(jnp.inf, x0.dtype),
+    def _maxiter(self, n):
+        return 200 * n if self.maxiter is None else self.maxiter
+
+    def _hvp(self, fn, x, args):
+        if self.linearize is not None:
+            return self.linearize(x, args)
+        return jax.linearize(lambda z: fn(z, args)[1], x)[1]
+
+    def init(self, fn, x0, args) -> NewtonCGState:
+        f, g = fn(x0, args)
+        return NewtonCGState(x=x0, f=f, g=g, update_l1=jnp.asarray(jnp.inf, x0.dtype),
                              nit=jnp.zeros((), jnp.int32), nfev=jnp.ones((), jnp.int32),
-                             nhev=jnp.zeros((), jnp.int32), ls_failed=jnp.asarray(False),
-                             status=status)
+                             nhev=jnp.zeros((), jnp.int32), ls_failed=jnp.asarray(False))
 
     def _cg(self, hvp, g):
         """Approximately solve ``H p = -g``; returns ``(p, number of H products)``."""
@@ -139,15 +148,15 @@ class NewtonCG(eqx.Module):
         xs, _, _, _, i, _ = lax.while_loop(cond, body, s)
         return xs, i
 
-    def step(self, value_and_grad, linearize, state: NewtonCGState) -> NewtonCGState:
+    def step(self, fn, state: NewtonCGState, args) -> NewtonCGState:
         x, g = state.x, state.g
         dtype = x.dtype
-        hvp = linearize(x)
-        p, nh = self._cg(hvp, g)
+        p, nh = self._cg(self._hvp(fn, x, args), g)
         bad = ~(jnp.vdot(g, p) < 0) | ~all_finite(p)
         p = jnp.where(bad, -g, p)
-        ls = wolfe_line_search(value_and_grad, x, state.f, g, p, jnp.asarray(1.0, dtype), 1e10,
-                               c1=self.c1, c2=self.c2, maxls=self.maxls)
+        ls = wolfe_line_search(lambda z: fn(z, args), x, state.f, g, p,
+                               jnp.asarray(1.0, dtype), 1e10, c1=self.c1, c2=self.c2,
+                               maxls=self.maxls)
         ok = ls.success
         update = ls.x - x
         # A full Newton step already below xtol: converged even if rounding leaves the line
@@ -156,29 +165,24 @@ class NewtonCG(eqx.Module):
         small = step_l1 <= x.shape[0] * self.xtol
         return NewtonCGState(
             x=jnp.where(ok, ls.x, x), f=jnp.where(ok, ls.f, state.f), g=jnp.where(ok, ls.g, g),
-            f_prev=state.f,
             update_l1=jnp.where(ok, jnp.sum(jnp.abs(update)), jnp.where(small, step_l1, jnp.inf)),
             nit=state.nit + 1, nfev=state.nfev + ls.nfev, nhev=state.nhev + nh,
-            ls_failed=(~ok) & (~small), status=state.status)
+            ls_failed=(~ok) & (~small))
 
-    def terminate(self, state: NewtonCGState) -> jnp.ndarray:
+    def terminate(self, fn, state: NewtonCGState, args) -> jnp.ndarray:
         n = state.x.shape[0]
-        maxiter = 200 * n if self.maxiter is None else self.maxiter
         return first_status(
             (~all_finite(state.f, state.g), Status.NONFINITE),
             (jnp.max(jnp.abs(state.g)) <= self.gtol, Status.GTOL),
             (state.update_l1 <= n * self.xtol, Status.XTOL),
             (state.ls_failed, Status.LINE_SEARCH),
-            (state.nit >= maxiter, Status.MAX_ITER),
+            (state.nit >= self._maxiter(n), Status.MAX_ITER),
         )
 
-    def run(self, value_and_grad, linearize, x0, callback=None):
-        state = self.init(value_and_grad, x0)
+    def postprocess(self, fn, state: NewtonCGState, args, status) -> OptimizeResult:
+        return OptimizeResult(x=state.x, fun=state.f, jac=state.g, status=status,
+                              nit=state.nit, nfev=state.nfev, njev=state.nfev,
+                              extra={"nhev": state.nhev})
 
-        def body(state):
-            state = self.step(value_and_grad, linearize, state)
-            if callback is not None:
-                callback(state.x, state.f, state.g, state.nit)
-            return state._replace(status=self.terminate(state))
-
-        return lax.while_loop(lambda s: s.status == RUNNING, body, state)
+    def progress(self, state: NewtonCGState) -> Progress:
+        return Progress(nit=state.nit, fun=state.f, x=state.x)
