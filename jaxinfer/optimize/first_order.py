@@ -19,19 +19,23 @@ values close long before convergence), when
 ``|f_k - f_{k+1}| <= ftol * max(|f_k|, |f_{k+1}|, 1)``. Running out of ``maxiter``
 (default 1000) gives ``success=False`` with status ``MAX_ITER``. With bounds, every step is
 projected onto the box.
+
+:class:`FirstOrder` is a solver of the one shape over :class:`FirstOrderState`, run by
+:func:`~jaxinfer.optimize._iterate.iterate`; the update rule is an optax
+``GradientTransformation`` setting (:func:`make_transform` builds the three above), so any
+optax optimiser can be driven with these stopping rules.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import equinox as eqx
 import jax.numpy as jnp
 import optax
-from jax import lax
 
-from jaxinfer.optimize._iterate import RUNNING, all_finite, first_status
-from jaxinfer.optimize.result import Status
+from jaxinfer.optimize._iterate import AbstractSolver, Progress, all_finite, first_status
+from jaxinfer.optimize.result import OptimizeResult, Status
 
 _HYPER = {
     "momentum": {"learning_rate": 1e-3, "mass": 0.9},
@@ -61,7 +65,10 @@ def make_transform(method: str, **hyper) -> optax.GradientTransformation:
     raise ValueError(f"unknown first-order method {method!r}")
 
 
-class FirstOrderState(NamedTuple):
+class FirstOrderState(eqx.Module):
+    """Public state of :class:`FirstOrder`: iterate ``x`` (n,), objective ``f``, gradient
+    ``g``, previous objective ``f_prev``, the optax state, ``nit`` / ``nfev`` counters."""
+
     x: jnp.ndarray
     f: jnp.ndarray
     g: jnp.ndarray
@@ -69,50 +76,62 @@ class FirstOrderState(NamedTuple):
     opt_state: Any
     nit: jnp.ndarray
     nfev: jnp.ndarray
-    status: jnp.ndarray
 
 
-class FirstOrder(eqx.Module):
-    """Settings of a first-order run: ``method`` in {'momentum', 'rmsprop', 'adam'},
-    ``hyper`` (sorted tuple of ``(name, value)``), ``maxiter``, ``gtol``, ``ftol``."""
+class FirstOrder(AbstractSolver):
+    """A first-order method with honest stopping rules (module docstring).
 
-    method: str = eqx.field(static=True)
-    hyper: tuple = eqx.field(static=True, default=())
-    maxiter: int = eqx.field(static=True, default=1000)
-    gtol: float = eqx.field(static=True, default=1e-5)
-    ftol: float = eqx.field(static=True, default=0.0)
+    Settings: ``transform`` (an optax ``GradientTransformation``, e.g.
+    ``make_transform('adam', learning_rate=1e-2)``), ``maxiter`` (1000), ``gtol`` (1e-5, on
+    ``max |projected gradient|``), ``ftol`` (0: off), ``lower`` / ``upper`` bounds ((n,)
+    arrays or scalars; None for none). ``fn(x, args) -> (f scalar, g (n,))``.
+    """
 
-    def _gnorm(self, x, g, lb, ub):
+    transform: optax.GradientTransformation = eqx.field(static=True)
+    maxiter: int = 1000
+    gtol: float = 1e-5
+    ftol: float = 0.0
+    lower: Any = None
+    upper: Any = None
+
+    def _bounds(self, x):
+        lb = -jnp.inf if self.lower is None else self.lower
+        ub = jnp.inf if self.upper is None else self.upper
+        return (jnp.broadcast_to(jnp.asarray(lb, x.dtype), x.shape),
+                jnp.broadcast_to(jnp.asarray(ub, x.dtype), x.shape))
+
+    def _gnorm(self, x, g):
+        lb, ub = self._bounds(x)
         return jnp.max(jnp.abs(jnp.clip(x - g, lb, ub) - x))
 
-    def run(self, value_and_grad, x0, lb, ub, callback=None) -> FirstOrderState:
-        tx = make_transform(self.method, **dict(self.hyper))
+    def init(self, fn, x0, args) -> FirstOrderState:
+        lb, ub = self._bounds(x0)
         x0 = jnp.clip(x0, lb, ub)
-        f, g = value_and_grad(x0)
-        status = first_status(
-            (~all_finite(f, g), Status.NONFINITE),
-            (self._gnorm(x0, g, lb, ub) <= self.gtol, Status.GTOL),
-            (jnp.asarray(self.maxiter <= 0), Status.MAX_ITER),
+        f, g = fn(x0, args)
+        return FirstOrderState(x=x0, f=f, g=g, f_prev=f, opt_state=self.transform.init(x0),
+                               nit=jnp.zeros((), jnp.int32), nfev=jnp.ones((), jnp.int32))
+
+    def step(self, fn, state: FirstOrderState, args) -> FirstOrderState:
+        lb, ub = self._bounds(state.x)
+        updates, opt_state = self.transform.update(state.g, state.opt_state, state.x)
+        x = jnp.clip(state.x + updates, lb, ub)
+        f, g = fn(x, args)
+        return FirstOrderState(x=x, f=f, g=g, f_prev=state.f, opt_state=opt_state,
+                               nit=state.nit + 1, nfev=state.nfev + 1)
+
+    def terminate(self, fn, state: FirstOrderState, args) -> jnp.ndarray:
+        f, f_prev = state.f, state.f_prev
+        rel = jnp.abs(f_prev - f) / jnp.maximum(jnp.maximum(jnp.abs(f_prev), jnp.abs(f)), 1.0)
+        return first_status(
+            (~all_finite(f, state.g), Status.NONFINITE),
+            (self._gnorm(state.x, state.g) <= self.gtol, Status.GTOL),
+            (jnp.asarray(self.ftol > 0) & (state.nit >= 1) & (rel <= self.ftol), Status.FTOL),
+            (state.nit >= self.maxiter, Status.MAX_ITER),
         )
-        state = FirstOrderState(x=x0, f=f, g=g, f_prev=f, opt_state=tx.init(x0),
-                                nit=jnp.zeros((), jnp.int32), nfev=jnp.ones((), jnp.int32),
-                                status=status)
 
-        def body(s):
-            updates, opt_state = tx.update(s.g, s.opt_state, s.x)
-            x = jnp.clip(s.x + updates, lb, ub)
-            f, g = value_and_grad(x)
-            nit = s.nit + 1
-            if callback is not None:
-                callback(x, f, g, nit)
-            rel = jnp.abs(s.f - f) / jnp.maximum(jnp.maximum(jnp.abs(s.f), jnp.abs(f)), 1.0)
-            status = first_status(
-                (~all_finite(f, g), Status.NONFINITE),
-                (self._gnorm(x, g, lb, ub) <= self.gtol, Status.GTOL),
-                (jnp.asarray(self.ftol > 0) & (rel <= self.ftol), Status.FTOL),
-                (nit >= self.maxiter, Status.MAX_ITER),
-            )
-            return FirstOrderState(x=x, f=f, g=g, f_prev=s.f, opt_state=opt_state, nit=nit,
-                                   nfev=s.nfev + 1, status=status)
+    def postprocess(self, fn, state: FirstOrderState, args, status) -> OptimizeResult:
+        return OptimizeResult(x=state.x, fun=state.f, jac=state.g, status=status,
+                              nit=state.nit, nfev=state.nfev, njev=state.nfev)
 
-        return lax.while_loop(lambda s: s.status == RUNNING, body, state)
+    def progress(self, state: FirstOrderState) -> Progress:
+        return Progress(nit=state.nit, fun=state.f, x=state.x)

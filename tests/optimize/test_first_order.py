@@ -117,3 +117,32 @@ def test_vmap_over_x0_equals_loop():
         x, nit, status = one(s)
         np.testing.assert_allclose(xs[i], x, atol=1e-14)
         assert int(nits[i]) == int(nit) and int(statuses[i]) == int(status) == Status.GTOL
+
+
+def test_any_optax_transform_as_a_solver_setting():
+    """FirstOrder driven by iterate with plain optax.sgd: on a diagonal quadratic the error
+    contracts by (1 - lr d_i) per step, so the step count to gtol has a closed form."""
+    import optax
+
+    from jaxinfer.optimize._iterate import iterate
+    from jaxinfer.optimize.first_order import FirstOrder
+
+    d = np.array([1.0, 2.0, 4.0])
+    c = np.array([0.5, -1.0, 2.0])
+    lr, gtol = 0.1, 1e-8
+
+    def fn(x, args):
+        return jax.value_and_grad(lambda z: 0.5 * jnp.sum(args[0] * (z - args[1]) ** 2))(x)
+
+    solver = FirstOrder(transform=optax.sgd(lr), gtol=gtol, maxiter=1000)
+    res = jax.jit(lambda x0: iterate(solver, fn, x0, (jnp.asarray(d), jnp.asarray(c))))(
+        jnp.zeros(3))
+    k = 0
+    while np.max(np.abs(d * (1 - lr * d) ** k * (0 - c))) > gtol:
+        k += 1
+    assert int(res.status) == Status.GTOL and int(res.nit) == k
+    np.testing.assert_allclose(res.x, c, atol=gtol)
+    short = iterate(FirstOrder(transform=optax.sgd(lr), gtol=gtol, maxiter=5), fn,
+                    jnp.zeros(3), (jnp.asarray(d), jnp.asarray(c)))
+    assert int(short.status) == Status.MAX_ITER and not bool(short.success)
+    np.testing.assert_allclose(short.x, c - (1 - lr * d) ** 5 * c, rtol=1e-12)
