@@ -26,9 +26,11 @@ psf        (3,)      psf-sigz, psf-sigy, psf-sigx (2 sigma, pixels)
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -89,6 +91,7 @@ class ImageModel(eqx.Module):
         return names
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def platonic_field(model: ImageModel, params, active=None):
     """P on the padded volume."""
     centres = params["pos"] + jnp.asarray(model.pad, params["pos"].dtype)
@@ -98,12 +101,14 @@ def platonic_field(model: ImageModel, params, active=None):
         volume_error=model.volume_error, max_radius_change=model.max_radius_change)
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def illumination_field(model: ImageModel, params):
     """I on the padded volume."""
     basis = fields.field_basis(model.ilm_kind, model.ilm_order, model.padded_shape)
     return fields.evaluate_field(model.ilm_kind, model.ilm_order, basis, params["ilm"])
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def background_field(model: ImageModel, params):
     """B on the padded volume (a scalar for ``bkg_kind='scalar'``)."""
     if model.bkg_kind == "scalar":
@@ -112,6 +117,7 @@ def background_field(model: ImageModel, params):
     return fields.evaluate_field(model.bkg_kind, model.bkg_order, basis, params["bkg"])
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def render_padded(model: ImageModel, params, active=None):
     """The model image M on the whole padded volume, ``model.padded_shape``."""
     p = platonic_field(model, params, active)
@@ -121,11 +127,13 @@ def render_padded(model: ImageModel, params, active=None):
     return blurred + background_field(model, params)
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def render(model: ImageModel, params, active=None):
     """The model image on the unpadded image, ``model.shape`` (peri's ``state.model``)."""
     return render_padded(model, params, active)[model.inner]
 
 
+@functools.partial(jax.jit, static_argnums=0)
 def residuals(model: ImageModel, params, data, active=None):
     """``data - model`` on the unpadded image (peri's sign convention)."""
     return data - render(model, params, active)
