@@ -21,22 +21,25 @@ sqrt(machine epsilon)`` (1.5e-8 in float64); scipy's SLSQP ``ftol`` option, when
 sets both (unless they are given too). Running out of outer iterations gives
 ``INFEASIBLE`` when the constraints are still violated by more than ``ctol``, else
 ``MAX_ITER``.
+
+:class:`AugmentedLagrangian` is a solver of the one shape (one outer iteration per ``step``)
+over :class:`AugLagState`; each step runs the inner bound-constrained solve with
+:func:`~jaxinfer.optimize._iterate.iterate` on :class:`~jaxinfer.optimize.quasi_newton.LBFGSB`.
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, Optional
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from jaxinfer.optimize._iterate import RUNNING, all_finite, first_status
+from jaxinfer.optimize._iterate import AbstractSolver, Progress, all_finite, first_status, iterate
 from jaxinfer.optimize.quasi_newton import LBFGSB, projected_gradient
-from jaxinfer.optimize.result import Status
+from jaxinfer.optimize.result import OptimizeResult, Status
 
 
 def _with_user_jacobian(c_flat: Callable, jac_flat: Callable) -> Callable:
@@ -104,29 +107,45 @@ def build_constraints(specs, con_args, x0_flat, unravel):
     return stack(parts["eq"]), stack(parts["ineq"])
 
 
-class AugLagState(NamedTuple):
-    x: jnp.ndarray
-    f: jnp.ndarray
-    g: jnp.ndarray            # gradient of the objective at x
-    lam_eq: jnp.ndarray       # (m_eq,) multipliers of h(x) = 0
-    lam_ineq: jnp.ndarray     # (m_ineq,) multipliers (>= 0) of c(x) >= 0
-    rho: jnp.ndarray          # penalty parameter
-    measure: jnp.ndarray      # V = max(|h|, |min(c, mu/rho)|) at x
-    violation: jnp.ndarray    # max(|h|, max(0, -c)) at x
-    stationarity: jnp.ndarray  # max |projected gradient of the Lagrangian| at x
-    nit: jnp.ndarray
-    nfev: jnp.ndarray
-    status: jnp.ndarray
+class AugLagState(eqx.Module):
+    """Public state of :class:`AugmentedLagrangian` (flat vectors of length n).
 
-
-class AugmentedLagrangian(eqx.Module):
-    """PHR augmented Lagrangian with inner L-BFGS-B (see module docstring).
-
-    Settings: ``maxiter`` outer iterations (100), ``ctol`` / ``gtol`` (None -> sqrt(eps)),
-    ``ftol`` (scipy SLSQP's name; sets ctol and gtol when those are None), ``penalty``
-    initial rho (10), ``inner_maxiter`` (2000) and ``maxcor`` (10) of the inner L-BFGS-B.
+    x, f, g : iterate, objective, objective gradient; lam_eq (m_eq,), lam_ineq (m_ineq,
+    >= 0) : multipliers; rho : penalty; measure : ``V = max(|h|, |min(c, mu/rho)|)``;
+    violation : ``max(|h|, max(0, -c))``; stationarity : ``max |projected gradient of the
+    Lagrangian|``; complementarity : ``max |min(c, mu)|``; nit, nfev : outer iterations and
+    objective evaluations (inner ones included).
     """
 
+    x: jnp.ndarray
+    f: jnp.ndarray
+    g: jnp.ndarray
+    lam_eq: jnp.ndarray
+    lam_ineq: jnp.ndarray
+    rho: jnp.ndarray
+    measure: jnp.ndarray
+    violation: jnp.ndarray
+    stationarity: jnp.ndarray
+    complementarity: jnp.ndarray
+    nit: jnp.ndarray
+    nfev: jnp.ndarray
+
+
+class AugmentedLagrangian(AbstractSolver):
+    """PHR augmented Lagrangian with inner L-BFGS-B (see module docstring).
+
+    Settings: ``eq`` / ``ineq`` constraint functions ``x (n,) -> (m,)`` (see
+    :func:`build_constraints`; None for none), ``lower`` / ``upper`` bounds ((n,) or
+    scalars, None for none), ``maxiter`` outer iterations (100), ``ctol`` / ``gtol`` (None ->
+    sqrt(eps)), ``ftol`` (scipy SLSQP's name; sets ctol and gtol when those are None),
+    ``penalty`` initial rho (10), ``inner_maxiter`` (2000) and ``maxcor`` (10) of the inner
+    L-BFGS-B, ``max_penalty`` (1e10). ``fn(x, args) -> (f scalar, g (n,))``.
+    """
+
+    eq: Optional[Callable] = eqx.field(static=True, default=None)
+    ineq: Optional[Callable] = eqx.field(static=True, default=None)
+    lower: Any = None
+    upper: Any = None
     maxiter: int = 100
     ctol: Optional[float] = None
     gtol: Optional[float] = None
@@ -143,81 +162,98 @@ class AugmentedLagrangian(eqx.Module):
         gtol = base if self.gtol is None else float(self.gtol)
         return ctol, gtol
 
-    def run(self, value_and_grad: Callable, eq: Callable, ineq: Callable, x0, lb, ub,
-            callback=None) -> AugLagState:
+    def _bounds(self, x):
+        lb = -jnp.inf if self.lower is None else self.lower
+        ub = jnp.inf if self.upper is None else self.upper
+        return (jnp.broadcast_to(jnp.asarray(lb, x.dtype), x.shape),
+                jnp.broadcast_to(jnp.asarray(ub, x.dtype), x.shape))
+
+    def _constraints(self, x):
+        none = jnp.zeros((0,), x.dtype)
+        h = none if self.eq is None else self.eq(x)
+        c = none if self.ineq is None else self.ineq(x)
+        return h, c
+
+    def _measures(self, x, mu, mu_new, rho):
+        h, c = self._constraints(x)
+        infeas = jnp.maximum(jnp.max(jnp.abs(h), initial=0.0),
+                             jnp.max(jnp.maximum(-c, 0.0), initial=0.0))
+        V = jnp.maximum(jnp.max(jnp.abs(h), initial=0.0),
+                        jnp.max(jnp.abs(jnp.minimum(c, mu / rho)), initial=0.0))
+        comp = jnp.max(jnp.abs(jnp.minimum(c, mu_new)), initial=0.0)
+        return infeas, V, comp
+
+    def init(self, fn, x0, args) -> AugLagState:
         dtype = x0.dtype
-        ctol, gtol = self._tols(dtype)
-        lb = jnp.broadcast_to(jnp.asarray(lb, dtype), x0.shape)
-        ub = jnp.broadcast_to(jnp.asarray(ub, dtype), x0.shape)
+        lb, ub = self._bounds(x0)
         x0 = jnp.clip(x0, lb, ub)
-        inner = LBFGSB(maxcor=self.maxcor, ftol=0.0, gtol=0.1 * gtol,
-                       maxiter=self.inner_maxiter, maxfun=10 * self.inner_maxiter)
-
-        def measures(x, lam, mu, mu_new, rho):
-            h = eq(x)
-            c = ineq(x)
-            infeas = jnp.maximum(jnp.max(jnp.abs(h), initial=0.0),
-                                 jnp.max(jnp.maximum(-c, 0.0), initial=0.0))
-            V = jnp.maximum(jnp.max(jnp.abs(h), initial=0.0),
-                            jnp.max(jnp.abs(jnp.minimum(c, mu / rho)), initial=0.0))
-            comp = jnp.max(jnp.abs(jnp.minimum(c, mu_new)), initial=0.0)
-            return infeas, V, comp
-
-        f0, g0 = value_and_grad(x0)
-        m_eq = jax.eval_shape(eq, x0).shape[0]
-        m_in = jax.eval_shape(ineq, x0).shape[0]
-        lam0 = jnp.zeros((m_eq,), dtype)
-        mu0 = jnp.zeros((m_in,), dtype)
+        f0, g0 = fn(x0, args)
+        h0, c0 = jax.eval_shape(self._constraints, x0)
+        lam0 = jnp.zeros(h0.shape, dtype)
+        mu0 = jnp.zeros(c0.shape, dtype)
         rho0 = jnp.asarray(self.penalty, dtype)
-        infeas0, V0, _ = measures(x0, lam0, mu0, mu0, rho0)
-        state = AugLagState(
-            x=x0, f=f0, g=g0, lam_eq=lam0, lam_ineq=mu0, rho=rho0, measure=V0,
-            violation=infeas0, stationarity=jnp.asarray(jnp.inf, dtype),
-            nit=jnp.zeros((), jnp.int32), nfev=jnp.ones((), jnp.int32),
-            status=first_status((~all_finite(f0, g0), Status.NONFINITE),
-                                (jnp.asarray(self.maxiter <= 0), Status.MAX_ITER)))
+        infeas0, V0, comp0 = self._measures(x0, mu0, mu0, rho0)
+        return AugLagState(x=x0, f=f0, g=g0, lam_eq=lam0, lam_ineq=mu0, rho=rho0, measure=V0,
+                           violation=infeas0, stationarity=jnp.asarray(jnp.inf, dtype),
+                           complementarity=comp0, nit=jnp.zeros((), jnp.int32),
+                           nfev=jnp.ones((), jnp.int32))
 
-        def body(s):
-            lam, mu, rho = s.lam_eq, s.lam_ineq, s.rho
+    def step(self, fn, s: AugLagState, args) -> AugLagState:
+        ctol, gtol = self._tols(s.x.dtype)
+        lb, ub = self._bounds(s.x)
+        lam, mu, rho = s.lam_eq, s.lam_ineq, s.rho
+        eq = (lambda x: jnp.zeros((0,), x.dtype)) if self.eq is None else self.eq
+        ineq = (lambda x: jnp.zeros((0,), x.dtype)) if self.ineq is None else self.ineq
 
-            def aug_value_and_grad(x):
-                f, gf = value_and_grad(x)
-                h, h_vjp = jax.vjp(eq, x)
-                c, c_vjp = jax.vjp(ineq, x)
-                shifted = jnp.maximum(0.0, mu - rho * c)
-                value = (f - jnp.vdot(lam, h) + 0.5 * rho * jnp.vdot(h, h)
-                         + (jnp.vdot(shifted, shifted) - jnp.vdot(mu, mu)) / (2.0 * rho))
-                grad = gf + h_vjp(-(lam - rho * h))[0] + c_vjp(-shifted)[0]
-                return value, grad
+        def augmented(x, args):
+            f, gf = fn(x, args)
+            h, h_vjp = jax.vjp(eq, x)
+            c, c_vjp = jax.vjp(ineq, x)
+            shifted = jnp.maximum(0.0, mu - rho * c)
+            value = (f - jnp.vdot(lam, h) + 0.5 * rho * jnp.vdot(h, h)
+                     + (jnp.vdot(shifted, shifted) - jnp.vdot(mu, mu)) / (2.0 * rho))
+            grad = gf + h_vjp(-(lam - rho * h))[0] + c_vjp(-shifted)[0]
+            return value, grad
 
-            sub = inner.run(aug_value_and_grad, s.x, lb, ub)
-            x = sub.x
-            h = eq(x)
-            c = ineq(x)
-            lam_new = lam - rho * h
-            mu_new = jnp.maximum(0.0, mu - rho * c)
-            infeas, V, comp = measures(x, lam, mu, mu_new, rho)
-            # gradient of the Lagrangian with the new multipliers = gradient of L_rho at x
-            stationarity = jnp.max(jnp.abs(projected_gradient(x, sub.g, lb, ub)), initial=0.0)
-            f, gf = value_and_grad(x)
-            nit = s.nit + 1
-            if callback is not None:
-                callback(x, f, gf, nit)
-            rho_new = jnp.where((nit > 1) & (V > 0.5 * s.measure) & (V > ctol),
-                                jnp.minimum(10.0 * rho, self.max_penalty), rho)
-            # stationarity relative to the objective's gradient scale (cancellation between
-            # grad f and the constraint terms limits what is reachable, notably in float32)
-            grad_scale = jnp.maximum(1.0, jnp.max(jnp.abs(gf), initial=0.0))
-            converged = ((stationarity <= gtol * grad_scale) & (infeas <= ctol)
-                         & (comp <= ctol))
-            status = first_status(
-                (~all_finite(f, gf, x), Status.NONFINITE),
-                (converged, Status.CONSTRAINED_OK),
-                ((nit >= self.maxiter) & (infeas > ctol), Status.INFEASIBLE),
-                (nit >= self.maxiter, Status.MAX_ITER),
-            )
-            return AugLagState(x=x, f=f, g=gf, lam_eq=lam_new, lam_ineq=mu_new, rho=rho_new,
-                               measure=V, violation=infeas, stationarity=stationarity, nit=nit,
-                               nfev=s.nfev + sub.nfev + 1, status=status)
+        inner = LBFGSB(maxcor=self.maxcor, ftol=0.0, gtol=0.1 * gtol,
+                       maxiter=self.inner_maxiter, maxfun=10 * self.inner_maxiter,
+                       lower=lb, upper=ub)
+        sub = iterate(inner, augmented, s.x, args)
+        x = sub.x
+        h, c = self._constraints(x)
+        lam_new = lam - rho * h
+        mu_new = jnp.maximum(0.0, mu - rho * c)
+        infeas, V, comp = self._measures(x, mu, mu_new, rho)
+        # gradient of the Lagrangian with the new multipliers = gradient of L_rho at x
+        stationarity = jnp.max(jnp.abs(projected_gradient(x, sub.jac, lb, ub)), initial=0.0)
+        f, gf = fn(x, args)
+        nit = s.nit + 1
+        rho_new = jnp.where((nit > 1) & (V > 0.5 * s.measure) & (V > ctol),
+                            jnp.minimum(10.0 * rho, self.max_penalty), rho)
+        return AugLagState(x=x, f=f, g=gf, lam_eq=lam_new, lam_ineq=mu_new, rho=rho_new,
+                           measure=V, violation=infeas, stationarity=stationarity,
+                           complementarity=comp, nit=nit, nfev=s.nfev + sub.nfev + 1)
 
-        return lax.while_loop(lambda s: s.status == RUNNING, body, state)
+    def terminate(self, fn, s: AugLagState, args) -> jnp.ndarray:
+        ctol, gtol = self._tols(s.x.dtype)
+        # stationarity relative to the objective's gradient scale (cancellation between
+        # grad f and the constraint terms limits what is reachable, notably in float32)
+        grad_scale = jnp.maximum(1.0, jnp.max(jnp.abs(s.g), initial=0.0))
+        converged = ((s.stationarity <= gtol * grad_scale) & (s.violation <= ctol)
+                     & (s.complementarity <= ctol))
+        return first_status(
+            (~all_finite(s.f, s.g, s.x), Status.NONFINITE),
+            (converged, Status.CONSTRAINED_OK),
+            ((s.nit >= self.maxiter) & (s.violation > ctol), Status.INFEASIBLE),
+            (s.nit >= self.maxiter, Status.MAX_ITER),
+        )
+
+    def postprocess(self, fn, s: AugLagState, args, status) -> OptimizeResult:
+        return OptimizeResult(
+            x=s.x, fun=s.f, jac=s.g, status=status, nit=s.nit, nfev=s.nfev, njev=s.nfev,
+            extra={"multipliers_eq": s.lam_eq, "multipliers_ineq": s.lam_ineq,
+                   "constraint_violation": s.violation,
+                   "lagrangian_gradient_norm": s.stationarity, "penalty": s.rho})
+
+    def progress(self, s: AugLagState) -> Progress:
+        return Progress(nit=s.nit, fun=s.f, x=s.x)

@@ -167,3 +167,16 @@ def test_degenerate_duplicate_equalities():
     np.testing.assert_allclose(res.x, [0.5, 0.5, 0.0], atol=1e-7)
     lam = np.asarray(res.extra["multipliers_eq"])
     assert abs(lam[0] + 2.0 * lam[1] - 1.0) <= 1e-6
+
+
+def test_solver_module_under_iterate_closed_form():
+    """min x^2 + y^2 s.t. x + y = 1: x* = (1/2, 1/2), multiplier 1 (grad f = lam grad h)."""
+    from jaxinfer.optimize._iterate import iterate
+    from jaxinfer.optimize.constrained import AugmentedLagrangian
+
+    solver = AugmentedLagrangian(eq=lambda x: jnp.atleast_1d(x[0] + x[1] - 1.0))
+    res = iterate(solver, lambda x, a: jax.value_and_grad(lambda z: z @ z)(x), jnp.zeros(2))
+    assert int(res.status) == Status.CONSTRAINED_OK and bool(res.success)
+    np.testing.assert_allclose(res.x, [0.5, 0.5], atol=1e-7)
+    np.testing.assert_allclose(res.extra["multipliers_eq"], [1.0], atol=1e-6)
+    assert float(res.extra["constraint_violation"]) <= 1.5e-8
