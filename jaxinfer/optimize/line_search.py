@@ -2,12 +2,15 @@
 
 Used by BFGS, L-BFGS-B and Newton-CG. The search is over ``phi(alpha) = f(point(alpha))``
 where ``point(alpha)`` is usually ``x + alpha * p`` (clipped into the bounds for L-BFGS-B,
-whose search segment is feasible for ``alpha <= 1``).
+whose search segment is feasible for ``alpha <= alpha_max``).
 
 Algorithm: bracketing then zoom (Nocedal & Wright, *Numerical Optimization*, 2nd ed.,
-algorithms 3.5 and 3.6) with safeguarded cubic interpolation. When the evaluation budget
-runs out, a point that satisfies the sufficient-decrease (Armijo) condition is still
-accepted (``wolfe=False``); only when no such point was found does the search fail.
+algorithms 3.5 and 3.6) with safeguarded cubic interpolation. The search stops by a rule
+(``converged``): a strong-Wolfe point, an approximate-Wolfe point at the rounding floor of
+``f``, still descending at ``alpha_max``, or a bracket collapsed to rounding width. When the
+evaluation budget runs out first, the best sufficient-decrease (Armijo) point found is still
+returned (``success``), with ``converged=False``; callers decide whether to take it (Newton-CG
+does; L-BFGS-B treats it as a failed search, as scipy does).
 """
 
 from __future__ import annotations
@@ -21,11 +24,14 @@ from jax import lax
 class LineSearchResult(NamedTuple):
     """Outcome of :func:`wolfe_line_search`.
 
-    alpha : scalar, the accepted step (0 when the search failed).
+    alpha : scalar, the accepted step (0 when no Armijo point was found).
     x, f, g : the point, objective and gradient vector (n,) at ``alpha``.
     nfev : number of objective+gradient evaluations spent.
     success : bool, a step with sufficient decrease was found.
-    wolfe : bool, the step also satisfies the strong curvature condition.
+    wolfe : bool, the step also satisfies the strong curvature condition (or its
+        approximate form at the rounding floor of ``f``).
+    converged : bool, the search stopped by one of its rules, not by running out of
+        evaluations.
     """
 
     alpha: jnp.ndarray
@@ -35,6 +41,7 @@ class LineSearchResult(NamedTuple):
     nfev: jnp.ndarray
     success: jnp.ndarray
     wolfe: jnp.ndarray
+    converged: jnp.ndarray
 
 
 class _LSState(NamedTuple):
@@ -166,4 +173,4 @@ def wolfe_line_search(
     s = lax.while_loop(cond, body, init)
     success = s.lo_a > 0
     return LineSearchResult(alpha=s.lo_a, x=s.lo_x, f=s.lo_f, g=s.lo_g, nfev=s.nfev,
-                            success=success, wolfe=s.wolfe & success)
+                            success=success, wolfe=s.wolfe & success, converged=s.done)

@@ -23,6 +23,7 @@ Differences from :func:`scipy.optimize.minimize`, on purpose:
 
 from __future__ import annotations
 
+import inspect
 import numbers
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -32,7 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from jaxinfer.optimize._iterate import make_callback
+from jaxinfer.optimize._iterate import (PROGRESS_SINK, IntermediateResult, iterate,
+                                        make_callback)
 from jaxinfer.optimize._compile import callback_key, is_traced, run_compiled
 from jaxinfer.optimize._pytree import flatten_objective
 from jaxinfer.optimize.implicit import implicit_minimum, no_derivative
@@ -70,7 +72,8 @@ _IGNORED = {"disp", "iprint", "eps", "finite_diff_rel_step", "return_all"}
 _OPTIONS = {
     "bfgs": {"gtol": 1e-5, "norm": float("inf"), "maxiter": None, "xrtol": 0.0,
              "c1": 1e-4, "c2": 0.9, "hess_inv0": None, "maxls": 30},
-    "l-bfgs-b": {"maxcor": 10, "ftol": 2.2204460492503131e-09, "gtol": 1e-5,
+    # ftol None: scipy's 2.2e-9, raised to eps(dtype) in float32 (quasi_newton.resolved_ftol)
+    "l-bfgs-b": {"maxcor": 10, "ftol": None, "gtol": 1e-5,
                  "maxiter": 15000, "maxfun": 15000, "maxls": 20},
     "newton-cg": {"xtol": 1e-5, "gtol": 0.0, "maxiter": None, "c1": 1e-4, "c2": 0.9,
                   "cg_maxiter": None, "maxls": 30},
@@ -451,60 +454,91 @@ def _solve(static: _Static, x0, arg_dynamic, con_dynamic, lb, ub) -> OptimizeRes
     lb = jnp.asarray(lb, x0_flat.dtype)
     ub = jnp.asarray(ub, x0_flat.dtype)
 
-    if name == "l-bfgs-b":
-        from jaxinfer.optimize.quasi_newton import LBFGSB
-        solver = LBFGSB(maxcor=int(opts["maxcor"]), ftol=opts["ftol"], gtol=opts["gtol"],
-                        maxiter=int(opts["maxiter"]), maxfun=int(opts["maxfun"]),
-                        maxls=int(opts["maxls"]))
-        st = solver.run(value_and_grad, x0_flat, lb, ub, callback=cb)
-        from jaxinfer.optimize.quasi_newton import inverse_hessian_operator
-        return _result(st, unravel, njev=st.nfev,
-                       hess_inv=inverse_hessian_operator(st, solver.maxcor))
-    if name == "bfgs":
-        from jaxinfer.optimize.quasi_newton import BFGS
-        solver = BFGS(gtol=opts["gtol"], norm=float(opts["norm"]),
-                      maxiter=None if opts["maxiter"] is None else int(opts["maxiter"]),
-                      xrtol=opts["xrtol"], c1=opts["c1"], c2=opts["c2"],
-                      maxls=int(opts["maxls"]))
-        st = solver.run(value_and_grad, x0_flat, callback=cb, hess_inv0=opts["hess_inv0"])
-        return _result(st, unravel, njev=st.nfev, hess_inv=st.hess_inv)
+    if name in ("l-bfgs-b", "bfgs"):
+        solver = _quasi_newton_solver(name, opts, lb, ub)
+        res = iterate(solver, lambda x, a: value_and_grad(x), x0_flat, (),
+                      callback=_progress_callback(static.callback, unravel))
+        return _unravel_result(res, unravel)
     if name == "newton-cg":
         from jaxinfer.optimize.newton import NewtonCG, make_hvp
-        hvp = make_hvp(value_and_grad, fun, args, unravel, x0_flat, hess, hessp)
         solver = NewtonCG(xtol=opts["xtol"], gtol=opts["gtol"],
                           maxiter=None if opts["maxiter"] is None else int(opts["maxiter"]),
                           c1=opts["c1"], c2=opts["c2"], maxls=int(opts["maxls"]),
                           cg_maxiter=None if opts["cg_maxiter"] is None
-                          else int(opts["cg_maxiter"]))
-        st = solver.run(value_and_grad, hvp, x0_flat, callback=cb)
-        return _result(st, unravel, njev=st.nfev, extra={"nhev": st.nhev})
+                          else int(opts["cg_maxiter"]),
+                          linearize=make_hvp(fun, args, unravel, x0_flat, hess, hessp))
+        res = iterate(solver, lambda x, a: value_and_grad(x), x0_flat, (),
+                      callback=_progress_callback(static.callback, unravel))
+        return _unravel_result(res, unravel)
     if name in ("momentum", "rmsprop", "adam"):
-        from jaxinfer.optimize.first_order import FirstOrder
+        from jaxinfer.optimize.first_order import FirstOrder, make_transform
         hyper = {k: float(v) for k, v in opts.items() if k not in ("maxiter", "gtol", "ftol")}
-        solver = FirstOrder(method=name, hyper=tuple(sorted(hyper.items())),
-                            maxiter=int(opts["maxiter"]), gtol=opts["gtol"], ftol=opts["ftol"])
-        st = solver.run(value_and_grad, x0_flat, lb, ub, callback=cb)
-        return _result(st, unravel, njev=st.nfev)
+        solver = FirstOrder(transform=make_transform(name, **hyper),
+                            maxiter=int(opts["maxiter"]), gtol=opts["gtol"], ftol=opts["ftol"],
+                            lower=lb, upper=ub)
+        res = iterate(solver, lambda x, a: value_and_grad(x), x0_flat, (),
+                      callback=_progress_callback(static.callback, unravel))
+        return _unravel_result(res, unravel)
     if name == "slsqp":
         from jaxinfer.optimize.constrained import AugmentedLagrangian, build_constraints
         con_args = tuple(_join_args(s, d) for s, d in zip(static.con_static, con_dynamic))
         eq, ineq = build_constraints(static.con_specs, con_args, x0_flat, unravel)
         solver = AugmentedLagrangian(
+            eq=eq, ineq=ineq, lower=lb, upper=ub,
             maxiter=int(opts["maxiter"]), ctol=opts["ctol"], gtol=opts["gtol"],
             ftol=opts["ftol"], penalty=float(opts["penalty"]),
             inner_maxiter=int(opts["inner_maxiter"]), maxcor=int(opts["maxcor"]))
-        st = solver.run(value_and_grad, eq, ineq, x0_flat, lb, ub, callback=cb)
-        return _result(st, unravel, njev=st.nfev,
-                       extra={"multipliers_eq": st.lam_eq, "multipliers_ineq": st.lam_ineq,
-                              "constraint_violation": st.violation,
-                              "lagrangian_gradient_norm": st.stationarity,
-                              "penalty": st.rho})
+        res = iterate(solver, lambda x, a: value_and_grad(x), x0_flat, (),
+                      callback=_progress_callback(static.callback, unravel))
+        return _unravel_result(res, unravel)
     raise AssertionError(name)  # pragma: no cover
 
 
 # One compiled solver per (static configuration, argument shapes): repeated eager calls
 # with the same objective function reuse it; inside a user's jit it is simply inlined.
 _solve_cached = jax.jit(_solve, static_argnums=0)
+
+
+def _quasi_newton_solver(name: str, opts: dict, lb, ub):
+    """The BFGS / L-BFGS-B solver module for resolved scipy-style options."""
+    from jaxinfer.optimize.quasi_newton import BFGS, LBFGSB
+
+    if name == "l-bfgs-b":
+        return LBFGSB(maxcor=int(opts["maxcor"]), ftol=opts["ftol"], gtol=opts["gtol"],
+                      maxiter=int(opts["maxiter"]), maxfun=int(opts["maxfun"]),
+                      maxls=int(opts["maxls"]), lower=lb, upper=ub)
+    return BFGS(gtol=opts["gtol"], norm=float(opts["norm"]),
+                maxiter=None if opts["maxiter"] is None else int(opts["maxiter"]),
+                xrtol=opts["xrtol"], c1=opts["c1"], c2=opts["c2"], maxls=int(opts["maxls"]),
+                hess_inv0=opts["hess_inv0"])
+
+
+def _progress_callback(user_callback, unravel):
+    """A user's ``callback(intermediate_result)`` / ``callback(xk)`` as a host-side
+    ``callback(Progress)`` for :func:`iterate` (``PROGRESS_SINK`` passes through)."""
+    if user_callback is None or user_callback is PROGRESS_SINK:
+        return user_callback
+    try:
+        params = list(inspect.signature(user_callback).parameters)
+    except (TypeError, ValueError):
+        params = []
+    wants_result = params == ["intermediate_result"]
+
+    def host(progress):
+        x = unravel(jnp.asarray(progress.x))
+        if wants_result:
+            user_callback(IntermediateResult(x=x, fun=progress.fun, jac=None, nit=progress.nit))
+        else:
+            user_callback(x)
+
+    return host
+
+
+def _unravel_result(res: OptimizeResult, unravel) -> OptimizeResult:
+    """A flat solver result with ``x`` and ``jac`` given ``x0``'s pytree structure."""
+    return OptimizeResult(x=unravel(res.x), fun=res.fun, jac=unravel(res.jac), status=res.status,
+                          nit=res.nit, nfev=res.nfev, njev=res.njev, hess_inv=res.hess_inv,
+                          extra=res.extra)
 
 
 def _result(st, unravel, njev, hess_inv=None, extra=None):

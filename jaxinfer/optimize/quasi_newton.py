@@ -1,39 +1,62 @@
 """Quasi-Newton solvers: dense BFGS and limited-memory L-BFGS-B with box bounds.
 
-Both work on a flat parameter vector ``x (n,)`` and ``value_and_grad(x) -> (f, g)``; use
-:func:`jaxinfer.optimize.minimize` for pytrees and scipy-style options. Each solver is an
-``equinox`` module that only holds settings; ``init`` / ``step`` / ``terminate`` are pure
-functions of a state NamedTuple and ``run`` drives them with one ``lax.while_loop``, so
-solvers ``jit`` and ``vmap``.
+Both are solvers of the one shape (:class:`~jaxinfer.optimize._iterate.AbstractSolver`): a
+final module of settings with ``init / step / terminate / postprocess / progress`` over a
+public state module, run by :func:`~jaxinfer.optimize._iterate.iterate`. They work on a flat
+parameter vector ``x (n,)`` and ``fn(x, args) -> (f, g)`` (objective and gradient); use
+:func:`jaxinfer.optimize.minimize` for pytrees and scipy-style options. By hand::
 
-L-BFGS-B here follows scipy's stopping rules exactly (projected-gradient ``gtol`` test,
-relative-reduction ``ftol`` test, ``maxiter``, ``maxfun``) but computes its search direction
-by a projected limited-memory quasi-Newton step rather than the generalised Cauchy point of
-Byrd, Lu, Nocedal & Zhu (1995):
+    solver = LBFGSB(lower=lb, upper=ub)
+    state = solver.init(fn, x0, args)
+    while solver.terminate(fn, state, args) == RUNNING:
+        state = solver.step(fn, state, args)
 
-1. variables at a bound whose gradient pushes outward are *active* and held fixed;
-2. the two-loop recursion over the memory pairs restricted to the free variables gives a
-   quasi-Newton step ``d`` in the free subspace (pairs without positive curvature there
-   are skipped);
-3. the target ``xbar = clip(x + d, lb, ub)`` defines a feasible segment ``x + a (xbar - x)``,
-   ``0 < a <= 1``, searched with a strong-Wolfe line search (c1 = 1e-3, c2 = 0.9 as in
-   scipy); if ``xbar - x`` is not a descent direction the projected-gradient segment is used.
+L-BFGS-B follows scipy's rules (Byrd, Lu, Nocedal & Zhu 1995; scipy's ``lbfgsb``) where they
+decide what is reported:
 
-Iterates therefore differ from scipy's, the optima and the stopping semantics do not.
+* stop on ``max |projected gradient| <= gtol``, or when an iteration's relative reduction
+  ``(f_k - f_{k+1}) / max(|f_k|, |f_{k+1}|, 1) <= ftol``, or on ``maxiter`` / ``maxfun``;
+* the memory pair ``(s, y)`` is stored only when ``s.y > eps * (-g.s)``; the initial
+  inverse-Hessian scale is ``s.y / y.y`` of the newest pair (scipy's ``1 / theta``);
+* the first iteration tries ``min(1 / |d|, 1)`` (bounded) or ``1 / |d|`` (unbounded); later
+  ones try 1; the largest step is the longest feasible one along ``d`` (scipy's ``stpmx``);
+* a line search that ends without an acceptable point (budget exhausted, no decrease) is
+  undone: with a non-empty memory the memory is dropped and the iteration restarts; with an
+  empty one the run stops as failed (scipy's ``ABNORMAL_TERMINATION_IN_LNSRCH``).
+
+One deliberate difference in the rules: a step taken at the rounding floor of ``f`` (the
+line search accepts approximate-Wolfe points, Hager & Zhang 2005, whose ``f`` equals ``f_k``
+to rounding) has no measured reduction, and scipy's test ``(f_k - f_{k+1}) <= ftol * ...``
+would pass on it trivially, a false convergence wherever ``f`` is noisier than its gradient
+(float32, objectives with large cancelling terms). Such a step passes the test only if its
+first-order decrease ``-alpha g.d`` is below ``ftol * max(|f|, 1)`` too. ``ftol`` below the dtype's resolution is raised to
+``eps(dtype)`` (a relative reduction below it cannot be measured); ``ftol=0`` turns it off. In float32 a failed search
+is reported as :attr:`Status.PRECISION` (the objective is at its rounding noise: use float64).
+
+The search direction is a projected limited-memory quasi-Newton step rather than the
+generalised Cauchy point plus subspace minimisation of the paper: variables at a bound whose
+gradient points outward are held fixed, the two-loop recursion over the memory restricted to
+the free variables gives ``d``, and the segment ``x -> clip(x + d, lb, ub)`` is searched with
+a strong-Wolfe line search (c1 = 1e-3, c2 = 0.9 as scipy). Without active bounds this is
+exactly scipy's iteration; with them, iterates differ, optima and stopping semantics do not.
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+import dataclasses
+from typing import Any, NamedTuple, Optional
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxinfer.optimize._iterate import RUNNING, all_finite, first_status
+from jaxinfer.optimize._iterate import AbstractSolver, Progress, all_finite, first_status
 from jaxinfer.optimize.line_search import wolfe_line_search
-from jaxinfer.optimize.result import Status
+from jaxinfer.optimize.result import OptimizeResult, Status
+
+SCIPY_FTOL = 2.2204460492503131e-09  # scipy's default factr * eps(float64) = 1e7 * 2.2e-16
+_BIG_STEP = 1e10                      # scipy's stpmx when no bound limits the step
 
 
 def projected_gradient(x, g, lb, ub):
@@ -41,12 +64,37 @@ def projected_gradient(x, g, lb, ub):
     return jnp.clip(x - g, lb, ub) - x
 
 
+def resolved_ftol(ftol: Optional[float], dtype) -> float:
+    """The relative-reduction tolerance used for ``dtype``: ``ftol`` (None: scipy's 2.2e-9),
+    raised to ``eps(dtype)`` where it is below what the dtype can resolve (float32); 0 turns
+    the test off (only strict decreases are accepted, so a zero reduction never occurs)."""
+    base = SCIPY_FTOL if ftol is None else float(ftol)
+    if base < 0:
+        raise ValueError(f"ftol must be >= 0, got {ftol}")
+    return 0.0 if base == 0 else max(base, float(jnp.finfo(dtype).eps))
+
+
+def _low_precision(dtype) -> bool:
+    return float(jnp.finfo(dtype).eps) > 1e-10
+
+
+def _max_feasible_step(x, p, lb, ub):
+    """Longest ``a`` with ``lb <= x + a p <= ub`` (scipy's ``stpmx``), capped at 1e10."""
+    down = (p < 0) & jnp.isfinite(lb)
+    up = (p > 0) & jnp.isfinite(ub)
+    safe_p = jnp.where(down | up, p, 1.0)
+    ratio = jnp.where(down, (lb - x) / safe_p, jnp.where(up, (ub - x) / safe_p, _BIG_STEP))
+    return jnp.clip(jnp.min(ratio, initial=_BIG_STEP), 0.0, _BIG_STEP)
+
+
 # --------------------------------------------------------------------------------------
 # L-BFGS-B
 # --------------------------------------------------------------------------------------
 
 
-class LBFGSBState(NamedTuple):
+class LBFGSBState(eqx.Module):
+    """State of an L-BFGS-B run (all arrays; ``n`` parameters, ``m = maxcor`` pairs)."""
+
     x: jnp.ndarray          # (n,) current iterate (always inside the bounds)
     f: jnp.ndarray          # objective at x
     g: jnp.ndarray          # (n,) gradient at x
@@ -56,11 +104,11 @@ class LBFGSBState(NamedTuple):
     count: jnp.ndarray      # number of valid pairs (<= m)
     head: jnp.ndarray       # next slot to write
     gamma: jnp.ndarray      # initial inverse-Hessian scale s'y / y'y of the newest pair
-    nit: jnp.ndarray
-    nfev: jnp.ndarray
-    moved: jnp.ndarray      # did the last step change x (False after a memory reset)
-    ls_failed: jnp.ndarray  # the last line search failed with an empty memory
-    status: jnp.ndarray
+    nit: jnp.ndarray        # accepted iterations
+    nfev: jnp.ndarray       # objective + gradient evaluations
+    moved: jnp.ndarray      # the last line search was accepted (x changed)
+    predicted: jnp.ndarray  # first-order decrease -alpha g.p of the last accepted step
+    failed: jnp.ndarray     # a line search failed with an empty memory: nothing left to try
 
 
 class LbfgsInvHessProduct(eqx.Module):
@@ -75,20 +123,7 @@ class LbfgsInvHessProduct(eqx.Module):
     gamma: jnp.ndarray  # initial scale s'y / y'y of the newest pair
 
     def matvec(self, v):
-        def newest_first(q, pair):
-            s, y, r = pair
-            a = r * jnp.vdot(s, q)
-            return q - a * y, a
-
-        q, alphas = lax.scan(newest_first, v, (self.s, self.y, self.rho))
-
-        def oldest_first(r, pair):
-            s, y, rh, a = pair
-            return r + s * (a - rh * jnp.vdot(y, r)), None
-
-        r, _ = lax.scan(oldest_first, self.gamma * q, (self.s, self.y, self.rho, alphas),
-                        reverse=True)
-        return r
+        return _two_loop(self.s, self.y, self.rho, self.gamma, v)
 
     def dot(self, v):
         return self.matvec(v)
@@ -101,105 +136,119 @@ class LbfgsInvHessProduct(eqx.Module):
         return jax.vmap(self.matvec, out_axes=1)(jnp.eye(n, dtype=self.s.dtype))
 
 
-def inverse_hessian_operator(state: "LBFGSBState", maxcor: int) -> LbfgsInvHessProduct:
-    """The final memory of an L-BFGS-B run as a :class:`LbfgsInvHessProduct`."""
+def _two_loop(S, Y, rho, gamma, v):
+    """``H v`` for the L-BFGS inverse Hessian of pairs ``S, Y`` (m, n), newest first."""
+    def newest_first(q, pair):
+        s, y, r = pair
+        a = r * jnp.vdot(s, q)
+        return q - a * y, a
+
+    q, alphas = lax.scan(newest_first, v, (S, Y, rho))
+
+    def oldest_first(r, pair):
+        s, y, rh, a = pair
+        return r + s * (a - rh * jnp.vdot(y, r)), None
+
+    r, _ = lax.scan(oldest_first, gamma * q, (S, Y, rho, alphas), reverse=True)
+    return r
+
+
+def _newest_first(state: LBFGSBState, maxcor: int):
     order = (state.head - 1 - jnp.arange(maxcor)) % maxcor
-    S = state.s_mem[order]
-    Y = state.y_mem[order]
+    return state.s_mem[order], state.y_mem[order]
+
+
+def inverse_hessian_operator(state: LBFGSBState, maxcor: int) -> LbfgsInvHessProduct:
+    """The final memory of an L-BFGS-B run as a :class:`LbfgsInvHessProduct`."""
+    S, Y = _newest_first(state, maxcor)
     sy = jnp.sum(S * Y, axis=1)
     valid = (jnp.arange(maxcor) < state.count) & (sy > 0)
     rho = jnp.where(valid, 1.0 / jnp.where(valid, sy, 1.0), 0.0)
     return LbfgsInvHessProduct(s=S, y=Y, rho=rho, gamma=state.gamma)
 
 
-class LBFGSB(eqx.Module):
-    """Limited-memory BFGS with box bounds (scipy's ``'L-BFGS-B'`` stopping semantics).
+class LBFGSB(AbstractSolver):
+    """Limited-memory BFGS with box bounds (scipy's ``'L-BFGS-B'`` rules; module docstring).
 
-    Settings: ``maxcor`` memory pairs (10), ``ftol`` relative reduction (2.2e-9),
-    ``gtol`` on ``max |projected gradient|`` (1e-5), ``maxiter`` (15000), ``maxfun``
-    (15000), ``maxls`` line-search evaluations per iteration (20).
+    Settings: ``maxcor`` memory pairs (10); ``ftol`` relative reduction (None: scipy's
+    2.2e-9, at least ``eps(dtype)``); ``gtol`` on ``max |projected gradient|`` (1e-5);
+    ``maxiter`` (15000); ``maxfun`` (15000); ``maxls`` evaluations per line search (20);
+    ``lower`` / ``upper``: bounds, (n,) arrays or scalars, None or +-inf for none.
+    ``fn(x, args) -> (f scalar, g (n,))``.
     """
 
     maxcor: int = 10
-    ftol: float = 2.2204460492503131e-09
+    ftol: Optional[float] = None
     gtol: float = 1e-5
     maxiter: int = 15000
     maxfun: int = 15000
     maxls: int = 20
+    lower: Any = None
+    upper: Any = None
 
-    def init(self, value_and_grad: Callable, x0, lb, ub) -> LBFGSBState:
+    def __check_init__(self):
+        for name in ("maxcor", "maxls"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"L-BFGS-B {name} must be >= 1, got {getattr(self, name)}")
+
+    def bounds(self, x):
+        """``(lb, ub)`` as (n,) arrays of ``x``'s dtype."""
+        lb = -jnp.inf if self.lower is None else self.lower
+        ub = jnp.inf if self.upper is None else self.upper
+        return (jnp.broadcast_to(jnp.asarray(lb, x.dtype), x.shape),
+                jnp.broadcast_to(jnp.asarray(ub, x.dtype), x.shape))
+
+    def init(self, fn, x0, args) -> LBFGSBState:
+        lb, ub = self.bounds(x0)
         x0 = jnp.clip(x0, lb, ub)
-        f, g = value_and_grad(x0)
-        n = x0.shape[0]
-        dtype = x0.dtype
-        m = self.maxcor
-        pg = projected_gradient(x0, g, lb, ub)
-        status = first_status(
-            (~all_finite(f, g), Status.NONFINITE),
-            (jnp.max(jnp.abs(pg), initial=0.0) <= self.gtol, Status.GTOL),
-            (jnp.asarray(self.maxiter <= 0), Status.MAX_ITER),
-        )
+        f, g = fn(x0, args)
+        n, m, dtype = x0.shape[0], self.maxcor, x0.dtype
+        false = jnp.asarray(False)
         return LBFGSBState(
             x=x0, f=f, g=g, f_prev=f,
             s_mem=jnp.zeros((m, n), dtype), y_mem=jnp.zeros((m, n), dtype),
             count=jnp.zeros((), jnp.int32), head=jnp.zeros((), jnp.int32),
-            gamma=jnp.ones((), dtype),
-            nit=jnp.zeros((), jnp.int32), nfev=jnp.ones((), jnp.int32),
-            moved=jnp.asarray(False), ls_failed=jnp.asarray(False), status=status,
-        )
+            gamma=jnp.ones((), dtype), nit=jnp.zeros((), jnp.int32),
+            nfev=jnp.ones((), jnp.int32), moved=false, predicted=jnp.zeros((), dtype),
+            failed=false)
 
     def _direction(self, state: LBFGSBState, free):
-        """Two-loop recursion restricted to the free variables: ``-H_free g_free``.
+        """Two-loop recursion restricted to the free variables: ``-H_free g_free`` (n,).
 
-        Pairs without positive curvature in the free subspace are skipped. Written as two
-        ``lax.scan``s over the (masked) memory, newest pair first then oldest first, which
-        compiles faster than the compact-matrix form with triangular solves.
-        """
-        m = self.maxcor
+        Pairs without positive curvature in the free subspace are skipped."""
         dtype = state.x.dtype
-        tiny = jnp.finfo(dtype).eps
-        order = (state.head - 1 - jnp.arange(m)) % m        # newest pair first
-        S = jnp.where(free[None, :], state.s_mem[order], 0.0)
-        Y = jnp.where(free[None, :], state.y_mem[order], 0.0)
+        S, Y = _newest_first(state, self.maxcor)
+        S = jnp.where(free[None, :], S, 0.0)
+        Y = jnp.where(free[None, :], Y, 0.0)
         sy = jnp.sum(S * Y, axis=1)
-        valid = (jnp.arange(m) < state.count) & (sy > tiny * jnp.sum(Y * Y, axis=1))
+        valid = ((jnp.arange(self.maxcor) < state.count)
+                 & (sy > jnp.finfo(dtype).eps * jnp.sum(Y * Y, axis=1)))
         rho = jnp.where(valid, 1.0 / jnp.where(valid, sy, 1.0), 0.0)
-        q = jnp.where(free, state.g, 0.0)
-
-        def newest_first(q, pair):
-            s, y, r = pair
-            a = r * jnp.vdot(s, q)
-            return q - a * y, a
-
-        q, alphas = lax.scan(newest_first, q, (S, Y, rho))
-
-        def oldest_first(r, pair):
-            s, y, rh, a = pair
-            b = rh * jnp.vdot(y, r)
-            return r + s * (a - b), None
-
-        r, _ = lax.scan(oldest_first, state.gamma * q, (S, Y, rho, alphas), reverse=True)
+        r = _two_loop(S, Y, rho, state.gamma, jnp.where(free, state.g, 0.0))
         return -jnp.where(free, r, 0.0)
 
-    def step(self, value_and_grad: Callable, state: LBFGSBState, lb, ub) -> LBFGSBState:
+    def step(self, fn, state: LBFGSBState, args) -> LBFGSBState:
         x, g = state.x, state.g
         dtype = x.dtype
+        lb, ub = self.bounds(x)
         active = ((x <= lb) & (g > 0)) | ((x >= ub) & (g < 0))
         d = self._direction(state, ~active)
         p = jnp.clip(x + d, lb, ub) - x
-        descent = jnp.vdot(g, p) < 0
-        p_pg = jnp.clip(x - state.gamma * g, lb, ub) - x
-        p = jnp.where(descent & all_finite(p), p, p_pg)
+        descent = (jnp.vdot(g, p) < 0) & all_finite(p)
+        p = jnp.where(descent, p, jnp.clip(x - state.gamma * g, lb, ub) - x)
         bounded = jnp.any(jnp.isfinite(lb)) | jnp.any(jnp.isfinite(ub))
-        alpha_max = jnp.where(bounded, 1.0, 1e10).astype(dtype)
-        pnorm = jnp.linalg.norm(p)
-        alpha0 = jnp.where(state.count == 0,
-                           jnp.minimum(1.0 / jnp.maximum(pnorm, jnp.finfo(dtype).tiny), alpha_max),
-                           1.0).astype(dtype)
-        ls = wolfe_line_search(value_and_grad, x, state.f, g, p, alpha0, alpha_max,
-                               c1=1e-3, c2=0.9, maxls=self.maxls,
+        boxed = jnp.all(jnp.isfinite(lb) & jnp.isfinite(ub))
+        first = state.nit == 0
+        alpha_max = jnp.where(first & bounded, 1.0, _max_feasible_step(x, p, lb, ub))
+        alpha_max = jnp.maximum(alpha_max, 1.0).astype(dtype)
+        pnorm = jnp.maximum(jnp.linalg.norm(p), jnp.finfo(dtype).tiny)
+        alpha0 = jnp.where(first & ~boxed, jnp.minimum(1.0 / pnorm, alpha_max), 1.0)
+        ls = wolfe_line_search(lambda z: fn(z, args), x, state.f, g, p, alpha0.astype(dtype),
+                               alpha_max, c1=1e-3, c2=0.9, maxls=self.maxls,
                                project=lambda z: jnp.clip(z, lb, ub))
-        ok = ls.success
+        # A search that ran out of evaluations is a failed search (scipy), even if it found
+        # some decrease: the memory is dropped and the iteration restarts.
+        ok = ls.success & ls.converged & all_finite(ls.f, ls.g)
         s = ls.x - x
         y = ls.g - g
         sy = jnp.vdot(s, y)
@@ -219,35 +268,58 @@ class LBFGSB(eqx.Module):
             g=jnp.where(ok, ls.g, g), f_prev=state.f,
             s_mem=s_mem, y_mem=y_mem, count=count, head=head, gamma=gamma,
             nit=state.nit + ok.astype(jnp.int32), nfev=state.nfev + ls.nfev,
-            moved=ok, ls_failed=(~ok) & (state.count == 0), status=state.status,
-        )
+            moved=ok, predicted=jnp.where(ok, -ls.alpha * jnp.vdot(g, p), 0.0).astype(dtype),
+            failed=(~ok) & (state.count == 0))
 
-    def terminate(self, state: LBFGSBState, lb, ub) -> jnp.ndarray:
+    def terminate(self, fn, state: LBFGSBState, args) -> jnp.ndarray:
+        lb, ub = self.bounds(state.x)
         pg_norm = jnp.max(jnp.abs(projected_gradient(state.x, state.g, lb, ub)), initial=0.0)
-        rel_red = (state.f_prev - state.f) / jnp.maximum(
-            jnp.maximum(jnp.abs(state.f_prev), jnp.abs(state.f)), 1.0)
+        scale = jnp.maximum(jnp.maximum(jnp.abs(state.f_prev), jnp.abs(state.f)), 1.0)
+        # scipy's test on the measured reduction; a step taken at the rounding floor (no
+        # measured decrease) passes only if its first-order decrease is below ftol too, so
+        # rounding noise in f cannot pass for convergence while the gradient still says
+        # there is something to gain.
+        reduction = jnp.where(state.f < state.f_prev, state.f_prev - state.f, state.predicted)
+        rel_red = reduction / scale
+        ftol = resolved_ftol(self.ftol, state.x.dtype)
+        failure = Status.PRECISION if _low_precision(state.x.dtype) else Status.LINE_SEARCH
         return first_status(
             (~all_finite(state.f, state.g), Status.NONFINITE),
             (pg_norm <= self.gtol, Status.GTOL),
-            (state.moved & (rel_red <= self.ftol), Status.FTOL),
-            (state.ls_failed, Status.LINE_SEARCH),
-            (state.nit >= self.maxiter, Status.MAX_ITER),
+            (state.moved & (rel_red <= ftol), Status.FTOL),
+            (state.failed, failure),
+            (jnp.asarray(self.maxiter <= 0) | (state.nit >= self.maxiter), Status.MAX_ITER),
             (state.nfev >= self.maxfun, Status.MAX_FEV),
         )
 
-    def run(self, value_and_grad: Callable, x0, lb, ub, callback: Optional[Callable] = None):
-        """Minimise from ``x0 (n,)`` within ``lb <= x <= ub`` ((n,) arrays, +-inf allowed)."""
-        lb = jnp.broadcast_to(jnp.asarray(lb, x0.dtype), x0.shape)
-        ub = jnp.broadcast_to(jnp.asarray(ub, x0.dtype), x0.shape)
-        state = self.init(value_and_grad, x0, lb, ub)
+    def postprocess(self, fn, state: LBFGSBState, args, status) -> OptimizeResult:
+        return OptimizeResult(x=state.x, fun=state.f, jac=state.g, status=status,
+                              nit=state.nit, nfev=state.nfev, njev=state.nfev,
+                              hess_inv=inverse_hessian_operator(state, self.maxcor))
 
-        def body(state):
-            state = self.step(value_and_grad, state, lb, ub)
-            if callback is not None:
-                callback(state.x, state.f, state.g, state.nit)
-            return state._replace(status=self.terminate(state, lb, ub))
+    def progress(self, state: LBFGSBState) -> Progress:
+        return Progress(nit=state.nit, fun=state.f, x=state.x)
 
-        return lax.while_loop(lambda s: s.status == RUNNING, body, state)
+    def run(self, value_and_grad, x0, lb, ub, callback=None) -> "RunOutcome":
+        """Transitional: ``iterate`` on ``value_and_grad(x) -> (f, g)`` within ``[lb, ub]``, for
+        callers not yet written against the solver shape (the augmented Lagrangian)."""
+        from jaxinfer.optimize._iterate import iterate
+
+        solver = dataclasses.replace(self, lower=lb, upper=ub)
+        res = iterate(solver, lambda x, args: value_and_grad(x), x0, ())
+        return RunOutcome(x=res.x, f=res.fun, g=res.jac, nit=res.nit, nfev=res.nfev,
+                          status=res.status)
+
+
+class RunOutcome(NamedTuple):
+    """What :meth:`LBFGSB.run` returns: the final point, objective, gradient and counters."""
+
+    x: jnp.ndarray
+    f: jnp.ndarray
+    g: jnp.ndarray
+    nit: jnp.ndarray
+    nfev: jnp.ndarray
+    status: jnp.ndarray
 
 
 # --------------------------------------------------------------------------------------
@@ -255,27 +327,30 @@ class LBFGSB(eqx.Module):
 # --------------------------------------------------------------------------------------
 
 
-class BFGSState(NamedTuple):
+class BFGSState(eqx.Module):
+    """State of a BFGS run (``n`` parameters)."""
+
     x: jnp.ndarray
     f: jnp.ndarray
     g: jnp.ndarray
-    f_prev: jnp.ndarray
+    f_prev: jnp.ndarray     # objective before the last accepted step (for the first trial)
     hess_inv: jnp.ndarray   # (n, n)
     fresh: jnp.ndarray      # hess_inv is the identity (no update since the last reset)
-    step_norm: jnp.ndarray
+    step_norm: jnp.ndarray  # |x_{k+1} - x_k| of the last accepted step (inf after a failure)
     nit: jnp.ndarray
     nfev: jnp.ndarray
-    ls_failed: jnp.ndarray
-    status: jnp.ndarray
+    failed: jnp.ndarray     # a line search failed from the identity: nothing left to try
 
 
-class BFGS(eqx.Module):
+class BFGS(AbstractSolver):
     """Dense BFGS on the inverse Hessian with a strong-Wolfe line search (scipy ``'BFGS'``).
 
     Settings: ``gtol`` on ``norm(g, ord=norm)`` (1e-5, ``norm=inf``), ``maxiter``
     (None -> 200 n), ``xrtol`` relative step test (0: off), ``c1``/``c2`` Wolfe constants
-    (1e-4, 0.9), ``maxls`` line-search evaluations (30). A failed line search first resets
-    the inverse Hessian to the identity; a second failure stops with ``LINE_SEARCH``.
+    (1e-4, 0.9), ``maxls`` line-search evaluations (30), ``hess_inv0`` (n, n) initial inverse
+    Hessian (None: identity). A failed line search first resets the inverse Hessian to the
+    identity; a second failure stops with ``LINE_SEARCH`` (``PRECISION`` in float32).
+    ``fn(x, args) -> (f scalar, g (n,))``.
     """
 
     gtol: float = 1e-5
@@ -285,6 +360,7 @@ class BFGS(eqx.Module):
     c1: float = 1e-4
     c2: float = 0.9
     maxls: int = 30
+    hess_inv0: Any = None
 
     def _gnorm(self, g):
         if self.norm == float("inf"):
@@ -296,77 +372,79 @@ class BFGS(eqx.Module):
     def _maxiter(self, n):
         return 200 * n if self.maxiter is None else self.maxiter
 
-    def init(self, value_and_grad, x0, hess_inv0=None) -> BFGSState:
-        f, g = value_and_grad(x0)
+    def init(self, fn, x0, args) -> BFGSState:
+        f, g = fn(x0, args)
         n = x0.shape[0]
-        eye = jnp.eye(n, dtype=x0.dtype)
-        h0 = eye if hess_inv0 is None else jnp.asarray(hess_inv0, x0.dtype)
-        status = first_status(
-            (~all_finite(f, g), Status.NONFINITE),
-            (self._gnorm(g) <= self.gtol, Status.GTOL),
-            (jnp.asarray(self._maxiter(n) <= 0), Status.MAX_ITER),
-        )
+        if self.hess_inv0 is None:
+            h0 = jnp.eye(n, dtype=x0.dtype)
+        else:
+            h0 = jnp.asarray(self.hess_inv0, x0.dtype)
+            if h0.shape != (n, n):
+                raise ValueError(f"hess_inv0 must have shape ({n}, {n}), got {h0.shape}")
         return BFGSState(x=x0, f=f, g=g, f_prev=f + 0.5 * jnp.linalg.norm(g), hess_inv=h0,
-                         fresh=jnp.asarray(hess_inv0 is None), step_norm=jnp.zeros((), x0.dtype),
+                         fresh=jnp.asarray(self.hess_inv0 is None),
+                         step_norm=jnp.asarray(jnp.inf, x0.dtype),
                          nit=jnp.zeros((), jnp.int32), nfev=jnp.ones((), jnp.int32),
-                         ls_failed=jnp.asarray(False), status=status)
+                         failed=jnp.asarray(False))
 
-    def step(self, value_and_grad, state: BFGSState) -> BFGSState:
+    def step(self, fn, state: BFGSState, args) -> BFGSState:
         x, g, H = state.x, state.g, state.hess_inv
         n = x.shape[0]
         dtype = x.dtype
         eye = jnp.eye(n, dtype=dtype)
         p = -H @ g
-        dphi0 = jnp.vdot(g, p)
-        bad = ~(dphi0 < 0) | ~all_finite(p)
+        bad = ~(jnp.vdot(g, p) < 0) | ~all_finite(p)
         H = jnp.where(bad, eye, H)
         p = jnp.where(bad, -g, p)
         dphi0 = jnp.vdot(g, p)
         # scipy's first trial step: 1.01 * 2 (f - f_prev) / phi'(0), capped at 1
         guess = 1.01 * 2.0 * (state.f - state.f_prev) / dphi0
         alpha0 = jnp.where(jnp.isfinite(guess) & (guess > 0), jnp.minimum(1.0, guess), 1.0)
-        ls = wolfe_line_search(value_and_grad, x, state.f, g, p, alpha0.astype(dtype), 1e10,
-                               c1=self.c1, c2=self.c2, maxls=self.maxls)
-        ok = ls.success
+        ls = wolfe_line_search(lambda z: fn(z, args), x, state.f, g, p, alpha0.astype(dtype),
+                               _BIG_STEP, c1=self.c1, c2=self.c2, maxls=self.maxls)
+        ok = ls.success & (ls.f <= state.f) & all_finite(ls.f, ls.g)
         s = ls.x - x
         y = ls.g - g
         sy = jnp.vdot(s, y)
         update = ok & (sy > 0) & jnp.isfinite(sy)
         rho = 1.0 / jnp.where(update, sy, 1.0)
-        A = eye - rho * jnp.outer(s, y)
-        H_new = A @ H @ A.T + rho * jnp.outer(s, s)
+        Hy = H @ y
+        # (I - rho s y') H (I - rho y s') + rho s s', written with one matrix-vector product
+        H_new = (H - rho * (jnp.outer(s, Hy) + jnp.outer(Hy, s))
+                 + (rho * rho * jnp.vdot(y, Hy) + rho) * jnp.outer(s, s))
         H_new = jnp.where(update, H_new, H)
         fresh = bad | state.fresh
         # failure with a used hess_inv: reset it and try again from the same point
-        retry = (~ok) & (~fresh)
-        H_new = jnp.where(retry, eye, H_new)
+        H_new = jnp.where((~ok) & (~fresh), eye, H_new)
         return BFGSState(
             x=jnp.where(ok, ls.x, x), f=jnp.where(ok, ls.f, state.f), g=jnp.where(ok, ls.g, g),
             f_prev=jnp.where(ok, state.f, state.f_prev), hess_inv=H_new,
             fresh=jnp.where(ok, (~update) & fresh, True),
             step_norm=jnp.where(ok, jnp.linalg.norm(s), jnp.inf),
             nit=state.nit + ok.astype(jnp.int32), nfev=state.nfev + ls.nfev,
-            ls_failed=(~ok) & fresh, status=state.status)
+            failed=(~ok) & fresh)
 
-    def terminate(self, state: BFGSState) -> jnp.ndarray:
+    def terminate(self, fn, state: BFGSState, args) -> jnp.ndarray:
         n = state.x.shape[0]
+        failure = Status.PRECISION if _low_precision(state.x.dtype) else Status.LINE_SEARCH
         return first_status(
             (~all_finite(state.f, state.g), Status.NONFINITE),
             (self._gnorm(state.g) <= self.gtol, Status.GTOL),
             (jnp.asarray(self.xrtol > 0)
              & (state.step_norm <= self.xrtol * (self.xrtol + jnp.linalg.norm(state.x))),
              Status.XTOL),
-            (state.ls_failed, Status.LINE_SEARCH),
+            (state.failed, failure),
             (state.nit >= self._maxiter(n), Status.MAX_ITER),
         )
 
-    def run(self, value_and_grad, x0, callback=None, hess_inv0=None):
-        state = self.init(value_and_grad, x0, hess_inv0)
+    def postprocess(self, fn, state: BFGSState, args, status) -> OptimizeResult:
+        return OptimizeResult(x=state.x, fun=state.f, jac=state.g, status=status,
+                              nit=state.nit, nfev=state.nfev, njev=state.nfev,
+                              hess_inv=state.hess_inv)
 
-        def body(state):
-            state = self.step(value_and_grad, state)
-            if callback is not None:
-                callback(state.x, state.f, state.g, state.nit)
-            return state._replace(status=self.terminate(state))
+    def progress(self, state: BFGSState) -> Progress:
+        return Progress(nit=state.nit, fun=state.f, x=state.x)
 
-        return lax.while_loop(lambda s: s.status == RUNNING, body, state)
+
+__all__ = ["BFGS", "BFGSState", "LBFGSB", "LBFGSBState", "LbfgsInvHessProduct",
+           "inverse_hessian_operator", "projected_gradient", "resolved_ftol", "SCIPY_FTOL"]

@@ -38,6 +38,7 @@ class Status(enum.IntEnum):
     INFEASIBLE = 24   # constraints could not be satisfied
     DAMPING = 25      # LM: no damping value produced a decrease (all retries failed)
     CALLBACK = 26     # stopped by the user's callback (not a convergence test)
+    PRECISION = 27    # no further decrease at the dtype's rounding level (float32): use float64
 
 
 _MESSAGES = {
@@ -57,6 +58,8 @@ _MESSAGES = {
     Status.INFEASIBLE: "Not converged: the constraints could not be satisfied.",
     Status.DAMPING: "Not converged: no damping value decreased the cost.",
     Status.CALLBACK: "Stopped by the callback before convergence.",
+    Status.PRECISION: ("Not converged: the objective no longer decreases at its dtype's rounding "
+                       "level; float64 is needed: jax.config.update(\"jax_enable_x64\", True)."),
 }
 
 SUCCESS_CODES = tuple(int(s) for s in Status if s < 20)
