@@ -27,10 +27,19 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from jaxinfer.spt.modes import VECTOR_PARAMETERS
+
 __all__ = ["sample", "sample_batch", "bootstrap_cells", "run_nuts", "SampleResult",
            "unconstrained_potential", "SAMPLING_MODES"]
 
-SAMPLING_MODES = ("d", "dd", "df", "dv")
+def _samplable_names():
+    from jaxinfer.spt.modes import MODES, resolve
+    from jaxinfer.spt.settings import PRIOR_NAMES
+
+    return tuple(m for m in MODES if resolve(m, PRIOR_NAMES).samplable)
+
+
+SAMPLING_MODES = _samplable_names()  # from the one registry (jaxinfer.spt.modes)
 
 
 class SampleResult(NamedTuple):
@@ -71,37 +80,42 @@ def _stencil(cells):
     return grad1_stencil(centers, lists)
 
 
+def sampling_mode(name: str):
+    """The registry entry NUTS samples for ``name`` (``d``/``dd``/``df`` are the smooth
+    modes here: the sampler always has the priors' terms, zero when a prior is None)."""
+    from jaxinfer.spt.modes import resolve
+    from jaxinfer.spt.settings import PRIOR_NAMES
+
+    try:
+        mode = resolve(name, PRIOR_NAMES)
+    except ValueError:
+        mode = None
+    if mode is None or not mode.samplable:
+        raise ValueError(f"unknown sampling mode {name!r}; expected one of {SAMPLING_MODES}")
+    return mode
+
+
 def _objective(mode: str, cells, grad, *, sigma2, diffusivity_prior=None, potential_prior=None,
                drift_prior=None, force_prior=None, jeffreys_prior=False):
-    """``params -> negative log-posterior`` for ``mode`` (TRamWAy's objective).
+    """``params -> negative log-posterior`` for ``mode``: the registry's posterior (TRamWAy's
+    objective) over a dict of ``diffusivity`` [ncells] and, by mode, ``drift`` / ``force``
+    [ncells, dim] or ``potential`` [ncells]. None priors count as 0."""
+    from jaxinfer.spt.modes import Problem
 
-    ``params`` is a dict with ``diffusivity`` [ncells] and, by mode, ``drift`` /
-    ``force`` [ncells, dim] or ``potential`` [ncells]. None priors count as 0.
-    """
-    from jaxinfer.spt import posteriors
-
-    lD = 0.0 if diffusivity_prior is None else diffusivity_prior
-    if mode == "d":
-        return lambda p: posteriors.d_neg_posterior(p["diffusivity"], cells, grad, sigma2, lD,
-                                                    jeffreys_prior)
-    if mode == "dd":
-        la = 0.0 if drift_prior is None else drift_prior
-        return lambda p: posteriors.dd_neg_posterior(p["diffusivity"], p["drift"], cells, grad,
-                                                     sigma2, lD, la, jeffreys_prior)
-    if mode == "df":
-        lF = 0.0 if force_prior is None else force_prior
-        return lambda p: posteriors.df_neg_posterior(p["diffusivity"], p["force"], cells, grad,
-                                                     sigma2, lD, lF, jeffreys_prior)
-    if mode == "dv":
-        lV = 0.0 if potential_prior is None else potential_prior
-        return lambda p: posteriors.dv_neg_posterior(p["diffusivity"], p["potential"], cells,
-                                                     grad, sigma2, lD, lV, jeffreys_prior)
-    raise ValueError(f"unknown sampling mode {mode!r}; expected one of {SAMPLING_MODES}")
+    entry = sampling_mode(mode)
+    dtype = cells.dr.dtype
+    weight = lambda v: jnp.asarray(0.0 if v is None else v, dtype)  # noqa: E731
+    priors = dict(diffusivity=weight(diffusivity_prior), drift=weight(drift_prior),
+                  force=weight(force_prior), potential=weight(potential_prior),
+                  diffusivity_time=weight(None), potential_time=weight(None))
+    problem = Problem(cells=cells, grad=grad, regularizer=grad, sigma2=weight(sigma2),
+                      priors=priors, normalization=weight(1.0), offset=weight(0.0),
+                      jeffreys=bool(jeffreys_prior))
+    return lambda params: entry.posterior(params, problem)
 
 
 def _parameter_names(mode: str):
-    return {"d": ("diffusivity",), "dd": ("diffusivity", "drift"),
-            "df": ("diffusivity", "force"), "dv": ("diffusivity", "potential")}[mode]
+    return sampling_mode(mode).parameters
 
 
 def unconstrained_potential(neg_log_posterior: Callable, lower_diffusivity,
@@ -179,14 +193,12 @@ def run_nuts(key, potential_fn: Callable, init_params, *, num_warmup: int = 500,
 
 
 def _prepare(cells, mode, sigma, sigma2, min_diffusivity, init):
-    if mode not in SAMPLING_MODES:
-        raise ValueError(f"unknown sampling mode {mode!r}; expected one of {SAMPLING_MODES}")
+    sampling_mode(mode)
     if sigma is not None and sigma2 is not None:
         raise ValueError("give sigma (localization error, µm) or sigma2 (its square), not both")
-    if sigma2 is None:
-        sigma2 = 0.03**2 if sigma is None else float(sigma) ** 2  # TRamWAy's default sigma
-    if sigma2 < 0:
-        raise ValueError(f"sigma2 must be >= 0, got {sigma2}")
+    from jaxinfer.spt.settings import localization_variance
+
+    sigma2 = localization_variance(sigma=sigma, sigma2=sigma2)  # refuses sigma < 0, NaN
     lower = 0.0 if min_diffusivity is None else float(min_diffusivity)
     ncells, dim = cells.dt.shape[-2], cells.dr.shape[-1]
     dtype = cells.dr.dtype
@@ -202,7 +214,7 @@ def _prepare(cells, mode, sigma, sigma2, min_diffusivity, init):
     shape = init["diffusivity"].shape
     for name in _parameter_names(mode)[1:]:
         if name not in init:
-            extra = (dim,) if name in ("drift", "force") else ()
+            extra = (dim,) if name in VECTOR_PARAMETERS else ()
             init[name] = jnp.zeros(shape + extra, dtype)
         else:
             init[name] = jnp.asarray(init[name], dtype)
@@ -245,8 +257,11 @@ def _compiled_chain(mode, num_warmup, num_samples, target_accept_prob, max_tree_
     return jax.jit(jax.vmap(chain, in_axes=(0, batched, None, 0)))
 
 
-def _objective_items(**kwargs):
-    return tuple(sorted((k, v) for k, v in kwargs.items()))
+def _objective_items(jeffreys_prior=False, **priors):
+    from jaxinfer.spt.settings import check_priors
+
+    items = dict(check_priors(**priors), jeffreys_prior=jeffreys_prior)
+    return tuple(sorted(items.items()))
 
 
 def sample(cells, mode: str = "d", *, key, num_samples: int = 500, num_warmup: int = 500,

@@ -109,6 +109,12 @@ def test_jit_vmap_grad_float32(fixture, tol):
     g = jax.grad(fn)(1.0)
     h = 1e-6
     np.testing.assert_allclose(g, (fn(1.0 + h) - fn(1.0 - h)) / (2 * h), rtol=1e-6)
+    # the upper bound and the MAP w.r.t. sigma2 (implicit derivatives of the inverse)
+    hi = jax.jit(lambda s: jnp.nansum(d_conj_prior(dr, dt, mask, sigma2=s)["ci_high"]
+                                      + d_conj_prior(dr, dt, mask, sigma2=s)["diffusivity"]))
+    g = jax.grad(hi)(0.0036)
+    h = 1e-7
+    np.testing.assert_allclose(g, (hi(0.0036 + h) - hi(0.0036 - h)) / (2 * h), rtol=1e-5)
     # float32
     out32 = d_conj_prior(dr.astype(np.float32), dt.astype(np.float32), mask, sigma=0.02)
     assert out32["diffusivity"].dtype == jnp.float32

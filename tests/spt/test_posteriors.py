@@ -31,36 +31,40 @@ def problem(request):
     return _problem(request.param)
 
 
+# fixture mode name -> registry entry (jaxinfer.spt.modes, the one table of modes)
+_REGISTRY_NAME = {"d": "smooth.d", "dd": "smooth.dd", "df": "smooth.df", "dv": "dv",
+                  "stochastic.dv": "stochastic.dv", "unsmooth.d": "unsmooth.d"}
+_FIXTURE_KEY = {"diffusivity": "D", "drift": "drift", "force": "force", "potential": "V"}
+
+
 def _ours(mode, p, pr):
-    cells, g, s2 = pr["cells"], pr["grad"], pr["s2"]
-    reg = None
+    """The registry's posterior of ``mode`` at the fixture's parameters."""
+    from jaxinfer.spt.modes import PER_CELL, REGISTRY, CellProblem, Problem
+
+    cells, s2 = pr["cells"], pr["s2"]
+    reg = pr["grad"]
     if mode.endswith(".delta0"):  # TRamWAy's *_neg_posterior1: priors on delta0
         mode, reg = mode[:-len(".delta0")], pr["delta"]
+    entry = REGISTRY[_REGISTRY_NAME[mode]]
+    jf = bool(p["jeffreys_prior"])
+    if entry.kind == PER_CELL:
+        ac = pr["all_cells"]
+        full = jnp.full((ac.ncells,), 1.0)
+        cell_problems = CellProblem(ac.dr, ac.dt, ac.mask, ac.counts.astype(float), ac.dt_mean,
+                                    s2 * full, full, jf)
+        D = p["factor"] * ac.initial_diffusivity()
+        return jnp.sum(jax.vmap(entry.posterior)({"diffusivity": D[:, None]}, cell_problems))
 
     def lam(k):
-        return 0.0 if p.get(k) is None else p[k]
+        return jnp.asarray(0.0 if p.get(k) is None else p[k])
 
-    jf = bool(p["jeffreys_prior"])
-    if mode == "d":
-        return P.d_neg_posterior(p["D"], cells, g, s2, lam("diffusivity_prior"), jf, reg)
-    if mode == "dd":
-        return P.dd_neg_posterior(p["D"], p["drift"], cells, g, s2, lam("diffusivity_prior"),
-                                  lam("drift_prior"), jf, reg)
-    if mode == "df":
-        return P.df_neg_posterior(p["D"], p["force"], cells, g, s2, lam("diffusivity_prior"),
-                                  lam("force_prior"), jf, reg)
-    if mode == "dv":
-        return P.dv_neg_posterior(p["D"], p["V"], cells, g, s2, lam("diffusivity_prior"),
-                                  lam("potential_prior"), jf, reg)
-    if mode == "stochastic.dv":
-        return P.stochastic_dv_neg_posterior(
-            p["D"], p["V"], cells, g, pr["delta"], s2, diffusivity_prior=lam("diffusivity_prior"),
-            potential_prior=lam("potential_prior"), jeffreys_prior=jf)
-    if mode == "unsmooth.d":
-        ac = pr["all_cells"]
-        D = p["factor"] * ac.initial_diffusivity()
-        return jnp.sum(P.unsmooth_d_neg_posterior(D, ac, s2, jf))
-    raise AssertionError(mode)
+    priors = {k: lam(f"{k}_prior") for k in ("diffusivity", "drift", "force", "potential",
+                                              "diffusivity_time", "potential_time")}
+    problem = Problem(cells=cells, grad=pr["grad"], regularizer=reg, sigma2=jnp.asarray(s2),
+                      priors=priors, normalization=jnp.asarray(1.0), offset=jnp.asarray(0.0),
+                      delta=pr["delta"], jeffreys=jf)
+    params = {name: jnp.asarray(p[_FIXTURE_KEY[name]]) for name in entry.parameters}
+    return entry.posterior(params, problem)
 
 
 def test_objectives_match_tramway(problem):
@@ -77,10 +81,12 @@ def test_initial_values_match_tramway(problem):
     f, cells = problem["f"], problem["cells"]
     np.testing.assert_allclose(cells.dt_mean, f["dt_mean"], rtol=1e-12)
     np.testing.assert_allclose(cells.initial_diffusivity(), f["D_initial"], rtol=1e-12)
-    from jaxinfer.spt.infer import _bounds_for_d, _initial_potential
+    from jaxinfer.spt.infer import _initial_potential, _lower_diffusivity
 
-    np.testing.assert_allclose(_bounds_for_d(cells, problem["s2"], None), f["D_lower"], rtol=1e-12)
-    np.testing.assert_allclose(_initial_potential(cells), f["V_initial"], rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(_lower_diffusivity(cells, problem["s2"], None), f["D_lower"],
+                               rtol=1e-12)
+    np.testing.assert_allclose(_initial_potential(cells, None), f["V_initial"], rtol=1e-10,
+                               atol=1e-12)
 
 
 def test_autodiff_gradients_match_finite_differences():
