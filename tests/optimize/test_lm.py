@@ -1,0 +1,190 @@
+"""LevenbergMarquardt as a steppable solver: hand driving, traced masks, chunked normal equations."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxinfer.optimize._iterate import RUNNING, iterate
+from jaxinfer.optimize.least_squares import least_squares
+from jaxinfer.optimize.linear_solve import NormalEquations, cholesky_solve
+from jaxinfer.optimize.lm import (LeastSquaresProblem, LevenbergMarquardt, RunOne,
+                                  Transtrum)
+
+RNG = np.random.default_rng(7)
+X = np.linspace(0.0, 4.0, 30)
+P_TRUE = np.array([2.5, 1.3, 0.5])
+Y = P_TRUE[0] * np.exp(-P_TRUE[1] * X) + P_TRUE[2] + 0.01 * RNG.normal(size=X.size)
+P0 = np.array([1.0, 1.0, 0.0])
+
+
+def exp_residuals(p, x, y):
+    return p[0] * jnp.exp(-p[1] * x) + p[2] - y
+
+
+def test_driving_by_hand_matches_least_squares_one_trial_per_step():
+    solver = LevenbergMarquardt()
+    problem = LeastSquaresProblem(lambda p, a: exp_residuals(p, *a))
+    args = (jnp.asarray(X), jnp.asarray(Y))
+    state = jax.jit(lambda x0: solver.init(problem, x0, args))(jnp.asarray(P0))
+    step = jax.jit(lambda s: solver.step(problem, s, args))
+    steps = 0
+    while int(solver.terminate(problem, state, args)) == RUNNING:
+        nfev = int(state.nfev)
+        state = step(state)
+        steps += 1
+        assert int(state.nfev) == nfev + 1          # exactly one residual evaluation per step
+        assert steps < 500
+    mine = jax.jit(lambda s: solver.postprocess(problem, s, args, solver.terminate(problem, s, args)))(state)
+    front = least_squares(exp_residuals, jnp.asarray(P0), args=(X, Y))
+    assert bool(mine.success) and bool(front.success), (mine.message, front.message)
+    np.testing.assert_allclose(mine.x, front.x, rtol=1e-10)
+    assert int(mine.nfev) == steps + 1
+    # and the answer is the least-squares minimum: the gradient Jᵀr vanishes
+    jac = jax.jacfwd(exp_residuals)(mine.x, X, Y)
+    grad = jac.T @ exp_residuals(mine.x, X, Y)
+    assert float(jnp.max(jnp.abs(grad))) < 1e-10
+    # iterate() (one while_loop) takes the same path as the hand-driven steps
+    looped = jax.jit(lambda x0: iterate(solver, problem, x0, args))(jnp.asarray(P0))
+    np.testing.assert_allclose(looped.x, mine.x, rtol=1e-10)
+
+
+A_LIN = RNG.normal(size=(12, 4))
+B_LIN = RNG.normal(size=12)
+
+
+def test_sixty_four_masks_share_one_trace():
+    traces = {"solve": 0, "residuals": 0}
+
+    def residuals(x, a, b):
+        traces["residuals"] += 1
+        return a @ x - b
+
+    x0 = jnp.array([0.0, 0.7, 0.0, -0.3])
+
+    @jax.jit
+    @jax.vmap
+    def solve(mask):
+        traces["solve"] += 1
+        return least_squares(residuals, x0, args=(A_LIN, B_LIN), mask=mask).x
+
+    masks = RNG.random((2, 64, 4)) < 0.6
+    masks[..., 0] = True                       # every lane fits at least one parameter
+    first = solve(jnp.asarray(masks[0]))
+    residual_traces = traces["residuals"]
+    second = solve(jnp.asarray(masks[1]))
+    assert traces["solve"] == 1                     # one trace for 128 different masks
+    assert traces["residuals"] == residual_traces  # the second batch did not retrace
+    for batch, xs in ((masks[0], first), (masks[1], second)):
+        for mask, x in zip(batch, np.asarray(xs)):
+            rhs = B_LIN - A_LIN[:, ~mask] @ np.asarray(x0)[~mask]
+            expected = np.linalg.lstsq(A_LIN[:, mask], rhs, rcond=None)[0]
+            np.testing.assert_allclose(x[mask], expected, rtol=1e-9, atol=1e-12)
+            np.testing.assert_array_equal(x[~mask], np.asarray(x0)[~mask])
+
+
+# ---- chunked normal equations ---------------------------------------------------------------
+
+N_COEF = 30                                    # a cubic B-spline of 30 coefficients
+T_BIG = np.linspace(0.0, 1.0, 20_000)
+KNOTS = np.linspace(0.0, 1.0, N_COEF)
+TRUTH = 0.5 * np.sin(6 * np.pi * KNOTS) + 0.1 * RNG.normal(size=N_COEF)
+START = TRUTH + 0.05 * RNG.normal(size=N_COEF)
+
+
+def spline(coef, t):
+    """Uniform cubic B-spline with len(coef) coefficients on [0, 1], at t (m,)."""
+    u = jnp.clip(t, 0.0, 1.0) * (coef.shape[0] - 3)
+    idx = jnp.clip(jnp.floor(u).astype(jnp.int32), 0, coef.shape[0] - 4)
+    f = u - idx
+    w = jnp.stack([(1 - f) ** 3 / 6, (3 * f ** 3 - 6 * f ** 2 + 4) / 6,
+                   (-3 * f ** 3 + 3 * f ** 2 + 3 * f + 1) / 6, f ** 3 / 6], axis=1)
+    return jnp.sum(w * coef[idx[:, None] + jnp.arange(4)], axis=1)
+
+
+Y_BIG = np.exp(np.asarray(spline(jnp.asarray(TRUTH), T_BIG))) + 0.01 * RNG.normal(size=T_BIG.size)
+
+
+def spline_residuals(p, t, y):
+    return jnp.exp(spline(p, t)) - y
+
+
+def spline_chunk(p, t, y, *, start, size):
+    t_c = jax.lax.dynamic_slice_in_dim(jnp.asarray(t), start, size)
+    y_c = jax.lax.dynamic_slice_in_dim(jnp.asarray(y), start, size)
+    return jnp.exp(spline(p, t_c)) - y_c
+
+
+@pytest.fixture(scope="module")
+def dense_spline():
+    return least_squares(spline_residuals, jnp.asarray(START), args=(T_BIG, Y_BIG))
+
+
+@pytest.mark.parametrize("by", ["rows", "columns"])
+def test_chunked_normal_equations_match_the_dense_svd_path(by, dense_spline):
+    kwargs = dict(linear_solver="cholesky", max_mem=1e6)   # J itself would be 4.8 MB
+    if by == "rows":
+        kwargs["residual_chunk"] = spline_chunk
+    res = least_squares(spline_residuals, jnp.asarray(START), args=(T_BIG, Y_BIG), **kwargs)
+    assert bool(dense_spline.success) and bool(res.success), (dense_spline.message, res.message)
+    assert res.jac is None
+    np.testing.assert_allclose(res.x, dense_spline.x, rtol=1e-8,
+                               atol=1e-8 * float(jnp.max(jnp.abs(dense_spline.x))))
+    np.testing.assert_allclose(res.fun, dense_spline.fun, rtol=1e-10)
+    # the gradient the chunked path accumulated is Jᵀr of the dense Jacobian
+    jac = dense_spline.jac
+    np.testing.assert_allclose(res.extra["gradient"], jac.T @ dense_spline.extra["residuals"],
+                               atol=1e-8 * float(jnp.linalg.norm(jac)))
+
+
+def test_normal_equation_pieces_match_the_dense_jacobian():
+    from jaxinfer.optimize.linear_solve import (normal_equations_by_columns,
+                                                normal_equations_by_rows)
+
+    x = jnp.asarray(START)
+    jac = jax.jacfwd(spline_residuals)(x, T_BIG[:997], Y_BIG[:997])
+    r = spline_residuals(x, T_BIG[:997], Y_BIG[:997])
+    chunk = lambda p, a, start, size: spline_chunk(p, *a, start=start, size=size)  # noqa: E731
+    by_rows = normal_equations_by_rows(chunk, x, (T_BIG[:997], Y_BIG[:997]), 997, rows=100)
+    by_cols = normal_equations_by_columns(lambda p: spline_residuals(p, T_BIG[:997], Y_BIG[:997]),
+                                          x, block=7)
+    for gram, grad in (by_rows, by_cols[:2]):
+        np.testing.assert_allclose(gram, jac.T @ jac, rtol=1e-12, atol=1e-10)
+        np.testing.assert_allclose(grad, jac.T @ r, rtol=1e-12, atol=1e-10)
+
+
+@pytest.mark.parametrize("n", [3, 12])
+def test_cholesky_solve_matches_numpy(n):
+    a = RNG.normal(size=(n + 5, n))
+    mat, b = a.T @ a + 0.1 * np.eye(n), RNG.normal(size=n)
+    np.testing.assert_allclose(cholesky_solve(jnp.asarray(mat), jnp.asarray(b)),
+                               np.linalg.solve(mat, b), rtol=1e-10)
+
+
+# ---- options as objects, float32, refusals ---------------------------------------------------
+
+
+def test_solver_objects_and_float32_cholesky():
+    solver = LevenbergMarquardt(damping_scale=Transtrum(1e-6), policy=RunOne(),
+                                linear_solver=NormalEquations("cholesky"), damping=1.0)
+    problem = LeastSquaresProblem(lambda p, a: exp_residuals(p, *a))
+    ref = least_squares(exp_residuals, jnp.asarray(P0), args=(X, Y))
+    res = jax.jit(lambda x0: iterate(solver, problem, x0, (X, Y)))(jnp.asarray(P0))
+    assert bool(res.success), res.message
+    np.testing.assert_allclose(res.x, ref.x, rtol=1e-8)
+    args32 = (jnp.asarray(X, jnp.float32), jnp.asarray(Y, jnp.float32))
+    res32 = jax.jit(lambda x0: iterate(solver, problem, x0, args32))(jnp.asarray(P0, jnp.float32))
+    assert res32.x.dtype == jnp.float32
+    assert bool(res32.success), res32.message
+    np.testing.assert_allclose(res32.x, ref.x, rtol=1e-3)
+
+
+def test_refusals_name_the_problem():
+    with pytest.raises(ValueError, match="NormalEquations"):
+        LevenbergMarquardt(linear_solver=NormalEquations("cholesky", 1e6), broyden_update=True)
+    with pytest.raises(ValueError, match="max_mem needs"):
+        least_squares(exp_residuals, jnp.asarray(P0), args=(X, Y), max_mem=1e6)
+    with pytest.raises(ValueError, match="residual_chunk"):
+        least_squares(exp_residuals, jnp.asarray(P0), args=(X, Y), residual_chunk=spline_chunk)
+    with pytest.raises(ValueError, match="method"):
+        NormalEquations("lu")
