@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import contextvars
 import inspect
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -147,7 +146,25 @@ class AbstractSolver(eqx.Module):
 # the user's callable is not part of the compile-cache key) and run the compiled solve inside
 # ``with progress_to(user_callback):``. Code that calls ``iterate`` under its own jit passes
 # its callable directly.
-_sink: contextvars.ContextVar = contextvars.ContextVar("jaxinfer_progress_sink", default=None)
+# The route is one process-wide slot, not a ContextVar: XLA runs host callbacks of larger
+# programs on its own threads, where a ContextVar set by the caller reads as unset (the
+# progress was silently dropped). Nested progress_to blocks stack.
+class _Route:
+    def __init__(self):
+        self._stack = [None]
+
+    def get(self):
+        return self._stack[-1]
+
+    def set(self, callback):
+        self._stack.append(callback)
+        return len(self._stack) - 1
+
+    def reset(self, token):
+        del self._stack[token:]
+
+
+_sink = _Route()
 
 
 class _ProgressSink:
