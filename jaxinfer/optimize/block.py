@@ -21,34 +21,28 @@ Stopping, checked after every epoch (one pass over all groups):
 * ``NONFINITE``: the objective became NaN / inf;
 * ``MAX_ITER``: ``max_epochs`` epochs without any of the above.
 
-Everything is a pure function: ``minimize_block_bfgs`` jits (the callables are static) and
-vmaps over ``x0`` / ``args``.
+:class:`BlockBFGS` is a solver of the one shape (one epoch per ``step``) over
+:class:`BlockBFGSState`, run by :func:`~jaxinfer.optimize._iterate.iterate`;
+:func:`minimize_block_bfgs` is its front door: compiled once per (functions, settings, shapes)
+when called eagerly, inlined under a user's ``jit`` / ``vmap`` (it vmaps over ``x0`` / ``args``).
 """
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxinfer.optimize._compile import callback_key, is_traced, run_compiled
+from jaxinfer.optimize._iterate import AbstractSolver, Progress, first_status, iterate
 from jaxinfer.optimize.result import OptimizeResult, Status
 
-__all__ = ["minimize_block_bfgs", "chain_groups", "colour_groups"]
-
-
-class _State(NamedTuple):
-    x: jnp.ndarray            # [nblocks, b]
-    H: jnp.ndarray            # [nblocks, b, b]
-    f: jnp.ndarray            # total objective after the last epoch
-    epoch: jnp.ndarray
-    status: jnp.ndarray
-    nfev: jnp.ndarray
-    njev: jnp.ndarray
-    accepted: jnp.ndarray     # accepted block steps in the last epoch
-    failures: jnp.ndarray     # failed line searches in total
+__all__ = ["BlockBFGS", "BlockBFGSState", "minimize_block_bfgs", "chain_groups",
+           "colour_groups"]
 
 
 def chain_groups(nblocks: int, coupling_range: int = 1) -> np.ndarray:
@@ -110,136 +104,117 @@ def colour_groups(block_terms) -> np.ndarray:
     return np.stack([np.pad(g, (0, width - len(g)), constant_values=-1) for g in members])
 
 
-def _project(x, lower, upper):
-    return jnp.clip(x, lower, upper)
+class BlockBFGSState(eqx.Module):
+    """Public state of :class:`BlockBFGS`.
 
-
-def minimize_block_bfgs(
-    fun: Callable,
-    x0,
-    *,
-    local_fun: Optional[Callable] = None,
-    args: tuple = (),
-    groups=None,
-    bounds: Optional[tuple] = None,
-    ftol: float = 1e-10,
-    gtol: float = 1e-6,
-    max_epochs: int = 200,
-    max_line_search: int = 30,
-    armijo: float = 1e-4,
-) -> OptimizeResult:
-    """Minimise ``fun(x, *args)`` block by block with per-block BFGS.
-
-    Parameters
-    ----------
-    fun : callable
-        ``fun(x, *args) -> scalar``, the total objective; ``x`` has shape
-        ``[nblocks, block_size]``. Used once per epoch (stopping tests) and, when
-        ``local_fun`` is None, for the block steps too (exact but O(total) per step).
-    x0 : array [nblocks, block_size] (or [nblocks] for scalar blocks)
-    local_fun : callable, optional
-        ``local_fun(i, x, *args) -> scalar``: the sum of the terms of ``fun`` that involve
-        block ``i`` (``i`` is a traced int). Its gradient with respect to ``x[i]`` must equal
-        that of ``fun`` (it includes every term touching block ``i``); it is what makes a
-        step cost O(local).
-    groups : int array [ngroups, group_size], optional
-        Blocks updated simultaneously (padded with −1); blocks in one group must not share
-        any term (e.g. :func:`chain_groups`, or a colouring of a cell adjacency graph).
-        Default: one block per group, in order (Gauss–Seidel sweeps like TRamWAy).
-    bounds : (lower, upper), optional
-        Arrays broadcastable to ``x0`` (use ±inf for free parameters); steps are projected.
-    ftol, gtol, max_epochs : see the module docstring.
-    max_line_search : int
-        Halvings of the step before a block's line search is declared failed.
-    armijo : float
-        Sufficient-decrease constant of the line search.
-
-    Returns
-    -------
-    OptimizeResult
-        ``x`` (shape of ``x0``), ``fun``, ``jac`` (full gradient), ``status``, ``nit``
-        (epochs), ``nfev`` / ``njev`` (local-function and local-gradient evaluations),
-        ``extra`` = {"block_hess_inv": H [nblocks, b, b], "line_search_failures": int,
-        "projected_gradient_max": float}.
+    x [nblocks, b] : iterate; H [nblocks, b, b] : per-block inverse-Hessian approximations;
+    f, f_prev : total objective after the last and the previous epoch; g [nblocks, b] : full
+    gradient at ``x``; epoch : epochs done; nfev / njev : local-function and local-gradient
+    evaluations; accepted : accepted block steps in the last epoch; failures : failed line
+    searches in total.
     """
-    x0 = jnp.asarray(x0)
-    if not jnp.issubdtype(x0.dtype, jnp.floating):
-        x0 = x0.astype(jnp.result_type(float))
-    scalar_blocks = x0.ndim == 1
-    if x0.ndim not in (1, 2):
-        raise ValueError(f"x0 must have shape [nblocks, block_size] or [nblocks], got {x0.shape}")
-    x = x0[:, None] if scalar_blocks else x0
-    nblocks, bsize = x.shape
-    dtype = x.dtype
 
-    def total(xb):
-        return fun(xb[:, 0] if scalar_blocks else xb, *args)
+    x: jnp.ndarray
+    H: jnp.ndarray
+    f: jnp.ndarray
+    f_prev: jnp.ndarray
+    g: jnp.ndarray
+    epoch: jnp.ndarray
+    nfev: jnp.ndarray
+    njev: jnp.ndarray
+    accepted: jnp.ndarray
+    failures: jnp.ndarray
 
-    if local_fun is None:
-        def local(i, xb):
-            return total(xb)
-    else:
-        def local(i, xb):
-            return local_fun(i, xb[:, 0] if scalar_blocks else xb, *args)
 
-    if groups is None:
-        groups_arr = jnp.arange(nblocks)[:, None]
-    else:
-        groups_np = np.asarray(groups)
-        if groups_np.ndim != 2 or not np.issubdtype(groups_np.dtype, np.integer):
-            raise ValueError("groups must be an int array [ngroups, group_size] padded with -1")
-        members = groups_np[groups_np >= 0]
-        if members.max(initial=-1) >= nblocks or np.unique(members).size != nblocks:
-            raise ValueError(f"groups must cover every block 0..{nblocks - 1} exactly once")
-        groups_arr = jnp.asarray(groups_np)
+class BlockBFGS(AbstractSolver):
+    """Block-coordinate BFGS on ``x [nblocks, b]`` (module docstring); ``fn(x, args) ->``
+    the total objective (scalar).
 
-    if bounds is None:
-        lower = jnp.full_like(x, -jnp.inf)
-        upper = jnp.full_like(x, jnp.inf)
-    else:
-        lo, hi = bounds
-        shape = x0.shape
-        lower = jnp.broadcast_to(jnp.asarray(lo, dtype), shape).reshape(x.shape)
-        upper = jnp.broadcast_to(jnp.asarray(hi, dtype), shape).reshape(x.shape)
-    x = _project(x, lower, upper)
+    Settings: ``local_fun`` (``local(i, x, args) -> scalar``, the terms involving block
+    ``i``; None: use ``fn``), ``groups`` (int array [ngroups, group_size] padded with -1;
+    None: one block per group in order), ``lower`` / ``upper`` (broadcastable to ``x``;
+    None: unbounded), ``ftol`` (1e-10), ``gtol`` (1e-6), ``max_epochs`` (200),
+    ``max_line_search`` (30 halvings), ``armijo`` (1e-4).
+    """
 
-    def block_value_and_grad(i, xi, xb):
-        return jax.value_and_grad(lambda v: local(i, xb.at[i].set(v)))(xi)
+    local_fun: Optional[Callable] = eqx.field(static=True, default=None)
+    groups: Any = None
+    lower: Any = None
+    upper: Any = None
+    ftol: float = 1e-10
+    gtol: float = 1e-6
+    max_epochs: int = 200
+    max_line_search: int = 30
+    armijo: float = 1e-4
 
-    def block_step(i, xb, H):
+    def _bounds(self, x):
+        lb = -jnp.inf if self.lower is None else self.lower
+        ub = jnp.inf if self.upper is None else self.upper
+        return (jnp.broadcast_to(jnp.asarray(lb, x.dtype), x.shape),
+                jnp.broadcast_to(jnp.asarray(ub, x.dtype), x.shape))
+
+    def _groups(self, nblocks):
+        if self.groups is None:
+            return jnp.arange(nblocks)[:, None]
+        return jnp.asarray(self.groups)
+
+    def _local(self, fn, i, x, args):
+        if self.local_fun is None:
+            return fn(x, args)
+        return self.local_fun(i, x, args)
+
+    def _block_value_and_grad(self, fn, i, xi, x, args):
+        return jax.value_and_grad(lambda v: self._local(fn, i, x.at[i].set(v), args))(xi)
+
+    def _full_gradient(self, fn, x, args):
+        return jax.vmap(lambda i: self._block_value_and_grad(fn, i, x[i], x, args)[1])(
+            jnp.arange(x.shape[0]))
+
+    def _projected_max(self, x, g):
+        lb, ub = self._bounds(x)
+        return jnp.max(jnp.abs(jnp.clip(x - g, lb, ub) - x))
+
+    def init(self, fn, x0, args) -> BlockBFGSState:
+        lb, ub = self._bounds(x0)
+        x = jnp.clip(x0, lb, ub)
+        nblocks, bsize = x.shape
+        f = fn(x, args)
+        zero = jnp.zeros((), jnp.int32)
+        return BlockBFGSState(
+            x=x, H=jnp.broadcast_to(jnp.eye(bsize, dtype=x.dtype), (nblocks, bsize, bsize)),
+            f=f, f_prev=f, g=self._full_gradient(fn, x, args), epoch=zero,
+            nfev=jnp.asarray(1 + nblocks, jnp.int32), njev=jnp.asarray(nblocks, jnp.int32),
+            accepted=zero, failures=zero)
+
+    def _block_step(self, fn, i, xb, H, args, lower, upper):
         """One BFGS step on block i with x elsewhere fixed. Returns new x_i, H_i, stats."""
+        dtype = xb.dtype
+        bsize = xb.shape[1]
         xi = xb[i]
         Hi = H[i]
-        f0, g = block_value_and_grad(i, xi, xb)
+        f0, g = self._block_value_and_grad(fn, i, xi, xb, args)
         lo_i, hi_i = lower[i], upper[i]
         # variables held at a bound by the gradient are frozen for this step
         free = ~(((xi <= lo_i) & (g > 0)) | ((xi >= hi_i) & (g < 0)))
         g_free = jnp.where(free, g, 0.0)
-        d = -(Hi @ g_free)
-        d = jnp.where(free, d, 0.0)
-        slope = jnp.dot(g_free, d)
+        d = jnp.where(free, -(Hi @ g_free), 0.0)
         # not a descent direction: reset to steepest descent
-        bad = ~(slope < 0)
+        bad = ~(jnp.dot(g_free, d) < 0)
         d = jnp.where(bad, -g_free, d)
         Hi = jnp.where(bad, jnp.eye(bsize, dtype=dtype), Hi)
-
-        def phi(alpha):
-            cand = _project(xi + alpha * d, lo_i, hi_i)
-            f_c, g_c = block_value_and_grad(i, cand, xb)
-            return f_c, g_c, cand
-
         g_norm = jnp.sqrt(jnp.dot(g_free, g_free))
         roundoff = 8.0 * jnp.finfo(dtype).eps * jnp.abs(f0)
 
         def ls_cond(c):
             k, alpha, f_new, g_new, _, done = c
-            return (~done) & (k < max_line_search)
+            return (~done) & (k < self.max_line_search)
 
         def ls_body(c):
             k, alpha, _, _, _, _ = c
-            f_new, g_new, cand = phi(alpha)
+            cand = jnp.clip(xi + alpha * d, lo_i, hi_i)
+            f_new, g_new = self._block_value_and_grad(fn, i, cand, xb, args)
             decrease = jnp.dot(g_free, cand - xi)  # projected slope, <= 0
-            armijo_ok = (f_new <= f0 + armijo * decrease) & (f_new < f0)
+            armijo_ok = (f_new <= f0 + self.armijo * decrease) & (f_new < f0)
             # when the decrease is below the objective's rounding level, accept a step that
             # reduces the gradient instead (otherwise BFGS stalls at |g| ~ sqrt(eps))
             g_new_free = jnp.where(free, g_new, 0.0)
@@ -262,72 +237,189 @@ def minimize_block_bfgs(
         # first update: scale the identity as in Nocedal & Wright (6.20)
         first = jnp.all(Hi == eye)
         H0 = jnp.where(first, (sy / jnp.where(curvature, jnp.dot(y, y), 1.0)) * eye, Hi)
-        H_upd = V @ H0 @ V.T + rho * jnp.outer(s, s)
-        Hi = jnp.where(curvature, H_upd, Hi)
+        Hi = jnp.where(curvature, V @ H0 @ V.T + rho * jnp.outer(s, s), Hi)
         return x_new, Hi, ok, k + 1, k + 1
 
-    def group_step(gi, carry):
-        xb, H, acc, fail, nfev, njev = carry
-        members = groups_arr[gi]
-        valid = members >= 0
-        safe = jnp.where(valid, members, 0)
-        x_new, H_new, ok, nf, nj = jax.vmap(lambda i: block_step(i, xb, H))(safe)
-        # padded slots scatter out of range and are dropped
-        target = jnp.where(valid, members, nblocks)
-        xb = xb.at[target].set(x_new, mode="drop")
-        H = H.at[target].set(H_new, mode="drop")
+    def step(self, fn, state: BlockBFGSState, args) -> BlockBFGSState:
+        nblocks = state.x.shape[0]
+        groups = self._groups(nblocks)
+        lower, upper = self._bounds(state.x)
         i32 = jnp.int32
-        acc = acc + jnp.sum(ok & valid, dtype=i32)
-        fail = fail + jnp.sum(~ok & valid, dtype=i32)
-        nfev = nfev + jnp.sum(jnp.where(valid, nf, 0), dtype=i32)
-        njev = njev + jnp.sum(jnp.where(valid, nj, 0), dtype=i32)
-        return xb, H, acc, fail, nfev, njev
 
-    def full_gradient(xb):
-        def one(i):
-            return block_value_and_grad(i, xb[i], xb)[1]
-        return jax.vmap(one)(jnp.arange(nblocks))
+        def group_step(gi, carry):
+            xb, H, acc, fail, nfev, njev = carry
+            members = groups[gi]
+            valid = members >= 0
+            safe = jnp.where(valid, members, 0)
+            x_new, H_new, ok, nf, nj = jax.vmap(
+                lambda i: self._block_step(fn, i, xb, H, args, lower, upper))(safe)
+            # padded slots scatter out of range and are dropped
+            target = jnp.where(valid, members, nblocks)
+            xb = xb.at[target].set(x_new, mode="drop")
+            H = H.at[target].set(H_new, mode="drop")
+            return (xb, H, acc + jnp.sum(ok & valid, dtype=i32),
+                    fail + jnp.sum(~ok & valid, dtype=i32),
+                    nfev + jnp.sum(jnp.where(valid, nf, 0), dtype=i32),
+                    njev + jnp.sum(jnp.where(valid, nj, 0), dtype=i32))
 
-    def projected_max(xb, g):
-        pg = _project(xb - g, lower, upper) - xb
-        return jnp.max(jnp.abs(pg))
+        carry = (state.x, state.H, jnp.zeros((), i32), state.failures, state.nfev, state.njev)
+        xb, H, acc, fail, nfev, njev = lax.fori_loop(0, groups.shape[0], group_step, carry)
+        return BlockBFGSState(x=xb, H=H, f=fn(xb, args), f_prev=state.f,
+                              g=self._full_gradient(fn, xb, args), epoch=state.epoch + 1,
+                              nfev=nfev + 1 + nblocks, njev=njev + nblocks, accepted=acc,
+                              failures=fail)
 
-    f_init = total(x)
-    g_init = full_gradient(x)
-    status0 = jnp.where(~jnp.isfinite(f_init), int(Status.NONFINITE),
-                        jnp.where(projected_max(x, g_init) <= gtol, int(Status.GTOL), -1))
-    state = _State(x=x, H=jnp.broadcast_to(jnp.eye(bsize, dtype=dtype), (nblocks, bsize, bsize)),
-                   f=f_init, epoch=jnp.zeros((), jnp.int32), status=status0.astype(jnp.int32),
-                   nfev=jnp.asarray(1 + nblocks, jnp.int32), njev=jnp.asarray(nblocks, jnp.int32),
-                   accepted=jnp.zeros((), jnp.int32), failures=jnp.zeros((), jnp.int32))
+    def terminate(self, fn, state: BlockBFGSState, args) -> jnp.ndarray:
+        scale = jnp.maximum(jnp.maximum(jnp.abs(state.f_prev), jnp.abs(state.f)), 1.0)
+        stepped = state.epoch >= 1
+        small_decrease = (stepped & (state.accepted > 0) & jnp.asarray(self.ftol > 0)
+                          & (state.f_prev - state.f <= self.ftol * scale))
+        return first_status(
+            (~jnp.isfinite(state.f), Status.NONFINITE),
+            (self._projected_max(state.x, state.g) <= self.gtol, Status.GTOL),
+            (small_decrease, Status.FTOL),
+            (stepped & (state.accepted == 0), Status.LINE_SEARCH),
+            (state.epoch >= self.max_epochs, Status.MAX_ITER),
+        )
 
-    def cond(st):
-        return st.status < 0
+    def postprocess(self, fn, state: BlockBFGSState, args, status) -> OptimizeResult:
+        return OptimizeResult(
+            x=state.x, fun=state.f, jac=state.g, status=status, nit=state.epoch,
+            nfev=state.nfev, njev=state.njev, hess_inv=None,
+            extra={"block_hess_inv": state.H, "line_search_failures": state.failures,
+                   "projected_gradient_max": self._projected_max(state.x, state.g)})
 
-    def body(st):
-        init = (st.x, st.H, jnp.zeros((), jnp.int32), st.failures, st.nfev, st.njev)
-        xb, H, acc, fail, nfev, njev = lax.fori_loop(0, groups_arr.shape[0], group_step, init)
-        f_new = total(xb)
-        g = full_gradient(xb)
-        pg = projected_max(xb, g)
-        epoch = st.epoch + 1
-        scale = jnp.maximum(jnp.maximum(jnp.abs(st.f), jnp.abs(f_new)), 1.0)
-        status = jnp.where(
-            ~jnp.isfinite(f_new), int(Status.NONFINITE),
-            jnp.where(pg <= gtol, int(Status.GTOL),
-                      jnp.where((acc > 0) & (ftol > 0) & (st.f - f_new <= ftol * scale), int(Status.FTOL),
-                                jnp.where(acc == 0, int(Status.LINE_SEARCH),
-                                          jnp.where(epoch >= max_epochs, int(Status.MAX_ITER),
-                                                    -1)))))
-        return _State(x=xb, H=H, f=f_new, epoch=epoch, status=status.astype(jnp.int32),
-                      nfev=nfev + 1 + nblocks, njev=njev + nblocks, accepted=acc, failures=fail)
+    def progress(self, state: BlockBFGSState) -> Progress:
+        return Progress(nit=state.epoch, fun=state.f, x=state.x)
 
-    final = lax.while_loop(cond, body, state)
-    g = full_gradient(final.x)
-    x_out = final.x[:, 0] if scalar_blocks else final.x
-    g_out = g[:, 0] if scalar_blocks else g
-    return OptimizeResult(
-        x=x_out, fun=final.f, jac=g_out, status=final.status, nit=final.epoch,
-        nfev=final.nfev, njev=final.njev, hess_inv=None,
-        extra={"block_hess_inv": final.H, "line_search_failures": final.failures,
-               "projected_gradient_max": projected_max(final.x, g)})
+
+class _BlockStatic(NamedTuple):
+    """The compile key of :func:`minimize_block_bfgs`."""
+
+    fun: Any
+    local_fun: Any
+    groups: Any              # tuple of tuples, or None
+    settings: tuple          # (ftol, gtol, max_epochs, max_line_search, armijo)
+    arg_static: tuple
+    scalar_blocks: bool
+    callback: Any
+
+
+def minimize_block_bfgs(
+    fun: Callable,
+    x0,
+    *,
+    local_fun: Optional[Callable] = None,
+    args: tuple = (),
+    groups=None,
+    bounds: Optional[tuple] = None,
+    ftol: float = 1e-10,
+    gtol: float = 1e-6,
+    max_epochs: int = 200,
+    max_line_search: int = 30,
+    armijo: float = 1e-4,
+    callback: Optional[Callable] = None,
+) -> OptimizeResult:
+    """Minimise ``fun(x, *args)`` block by block with per-block BFGS.
+
+    Parameters
+    ----------
+    fun : callable
+        ``fun(x, *args) -> scalar``, the total objective; ``x`` has shape
+        ``[nblocks, block_size]``. Used once per epoch (stopping tests) and, when
+        ``local_fun`` is None, for the block steps too (exact but O(total) per step).
+    x0 : array [nblocks, block_size] (or [nblocks] for scalar blocks)
+    local_fun : callable, optional
+        ``local_fun(i, x, *args) -> scalar``: the sum of the terms of ``fun`` that involve
+        block ``i`` (``i`` is a traced int). Its gradient with respect to ``x[i]`` must equal
+        that of ``fun`` (it includes every term touching block ``i``); it is what makes a
+        step cost O(local).
+    groups : int array [ngroups, group_size], optional
+        Blocks updated simultaneously (padded with −1); blocks in one group must not share
+        any term (e.g. :func:`chain_groups`, or :func:`colour_groups` for any structure).
+        Default: one block per group, in order (Gauss–Seidel sweeps like TRamWAy).
+    bounds : (lower, upper), optional
+        Arrays broadcastable to ``x0`` (use ±inf for free parameters); steps are projected.
+    ftol, gtol, max_epochs : see the module docstring.
+    max_line_search : int
+        Halvings of the step before a block's line search is declared failed.
+    armijo : float
+        Sufficient-decrease constant of the line search.
+    callback : optional ``callback(Progress(nit, fun, x))`` after every epoch (host values;
+        ``nit`` counts epochs; not part of the compile key).
+
+    Returns
+    -------
+    OptimizeResult
+        ``x`` (shape of ``x0``), ``fun``, ``jac`` (full gradient), ``status``, ``nit``
+        (epochs), ``nfev`` / ``njev`` (local-function and local-gradient evaluations),
+        ``extra`` = {"block_hess_inv": H [nblocks, b, b], "line_search_failures": int,
+        "projected_gradient_max": float}.
+    """
+    x0 = jnp.asarray(x0)
+    if not jnp.issubdtype(x0.dtype, jnp.floating):
+        x0 = x0.astype(jnp.result_type(float))
+    if x0.ndim not in (1, 2):
+        raise ValueError(f"x0 must have shape [nblocks, block_size] or [nblocks], got {x0.shape}")
+    nblocks = x0.shape[0]
+    groups_key = None
+    if groups is not None:
+        groups_np = np.asarray(groups)
+        if groups_np.ndim != 2 or not np.issubdtype(groups_np.dtype, np.integer):
+            raise ValueError("groups must be an int array [ngroups, group_size] padded with -1")
+        members = groups_np[groups_np >= 0]
+        if members.max(initial=-1) >= nblocks or np.unique(members).size != nblocks \
+                or members.size != nblocks:
+            raise ValueError(f"groups must cover every block 0..{nblocks - 1} exactly once")
+        groups_key = tuple(map(tuple, groups_np.tolist()))
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
+    if not isinstance(args, tuple):
+        args = (args,)
+    from jaxinfer.optimize.minimize import _split_args
+    arg_static, arg_dynamic = _split_args(args)
+    if bounds is None:
+        lower, upper = -jnp.inf, jnp.inf
+    else:
+        lower, upper = bounds
+    lower = jnp.broadcast_to(jnp.asarray(lower, x0.dtype), x0.shape)
+    upper = jnp.broadcast_to(jnp.asarray(upper, x0.dtype), x0.shape)
+    arrays = (x0, arg_dynamic, lower, upper)
+    traced = is_traced(arrays)
+    static = _BlockStatic(fun=fun, local_fun=local_fun, groups=groups_key,
+                          settings=(float(ftol), float(gtol), int(max_epochs),
+                                    int(max_line_search), float(armijo)),
+                          arg_static=arg_static, scalar_blocks=x0.ndim == 1,
+                          callback=callback_key(callback, traced))
+    return run_compiled(_solve_block, static, *arrays, progress=None if traced else callback)
+
+
+def _solve_block(static: _BlockStatic, x0, arg_dynamic, lower, upper) -> OptimizeResult:
+    from jaxinfer.optimize.minimize import _join_args
+    user_args = _join_args(static.arg_static, arg_dynamic)
+    scalar = static.scalar_blocks
+    unblock = (lambda xb: xb[:, 0]) if scalar else (lambda xb: xb)  # noqa: E731
+
+    def total(xb, args):
+        return static.fun(unblock(xb), *args)
+
+    local = None
+    if static.local_fun is not None:
+        def local(i, xb, args):
+            return static.local_fun(i, unblock(xb), *args)
+
+    ftol, gtol, max_epochs, max_line_search, armijo = static.settings
+    block = (lambda a: a[:, None]) if scalar else (lambda a: a)  # noqa: E731
+    solver = BlockBFGS(local_fun=local,
+                       groups=None if static.groups is None else np.asarray(static.groups),
+                       lower=block(lower), upper=block(upper), ftol=ftol, gtol=gtol,
+                       max_epochs=max_epochs, max_line_search=max_line_search, armijo=armijo)
+    cb = static.callback
+    if cb is not None:
+        # the user's callable (traced call) or callback_key's sink, which forwards to it:
+        # either way it receives Progress with x shaped like x0
+        forward = cb
+        cb = lambda p: forward(p._replace(x=np.asarray(p.x)[:, 0] if scalar else p.x))  # noqa: E731
+    res = iterate(solver, total, block(x0), user_args, callback=cb)
+    return OptimizeResult(x=unblock(res.x), fun=res.fun, jac=unblock(res.jac), status=res.status,
+                          nit=res.nit, nfev=res.nfev, njev=res.njev, extra=res.extra)

@@ -68,12 +68,15 @@ def test_sequential_and_total_objective_agree(scipy_optimum):
     np.testing.assert_allclose(res.x, x_ref, atol=1e-6)
 
 
-def test_max_iter_is_a_failure():
-    res = jax.jit(lambda x0: minimize_block_bfgs(total, x0, local_fun=local, max_epochs=2,
-                                                 groups=chain_groups(NB), gtol=1e-12,
-                                                 ftol=0.0))(jnp.zeros((NB, B)))
+def test_max_iter_is_a_failure_and_callback_sees_every_epoch():
+    seen = []
+    res = minimize_block_bfgs(total, jnp.zeros((NB, B)), local_fun=local, max_epochs=2,
+                              groups=chain_groups(NB), gtol=1e-12, ftol=0.0,
+                              callback=lambda p: seen.append((int(p.nit), float(p.fun))))
     assert int(res.status) == Status.MAX_ITER and not bool(res.success)
     assert int(res.nit) == 2
+    assert [k for k, _ in seen] == [1, 2] and seen[-1][1] == float(res.fun)
+    assert seen[1][1] < seen[0][1] < float(total(jnp.zeros((NB, B))))
 
 
 def test_bounds_and_vmap(solved, scipy_optimum):
