@@ -11,7 +11,7 @@ cell index, centre, features) goes to ``--out`` (CSV) or to stdout.
 from __future__ import annotations
 
 import argparse
-import inspect
+import importlib.util
 import json
 import math
 import os
@@ -22,9 +22,32 @@ from typing import Callable, Optional
 import numpy as np
 import pandas as pd
 
-MODES = ("d", "dd", "df", "dv", "stochastic.dv", "semi.stochastic.dv", "d.conj_prior",
-         "snr", "bayes_factor", "degraded.d", "degraded.dd", "degraded.df")
 TESSELLATIONS = ("grid", "hexagon", "kmeans")
+PLOT_INSTALL = 'pip install "jaxinfer[plot]"'
+# the Python-only options named in library errors -> the options of this command
+_CLI_SPELLING = {"drop_invalid=True": "--drop-invalid", "sort=True": "--sort",
+                 "frame_interval=<seconds per frame> (CLI --frame-interval)":
+                     "--frame-interval SECONDS"}
+
+
+def cli_modes() -> tuple:
+    """Modes offered by ``spt infer --mode``: every name of the registry
+    (:mod:`jaxinfer.spt.modes`) that needs only trajectories (not an earlier map)."""
+    from jaxinfer.spt.modes import MODES, resolve
+    from jaxinfer.spt.settings import PRIOR_NAMES
+
+    return tuple(m for m in MODES if not resolve(m, PRIOR_NAMES).needs_input_maps)
+
+
+def _mode_help() -> str:
+    from jaxinfer.spt.modes import REGISTRY
+
+    lines = ["inference mode (default: d). d, dd, df: per cell without priors, smoothed "
+             "when a prior is given (as TRamWAy); degraded.* = unsmooth.*; standard.* = "
+             "smooth.*."]
+    lines += [f"{m.name}: {m.summary}." for m in REGISTRY.values() if not m.needs_input_maps]
+    return " ".join(lines)
+
 
 __all__ = ["register", "demo", "main", "run_infer", "partition_for"]
 
@@ -85,22 +108,23 @@ def _progress_adapter(progress: Optional[Callable[[str], None]], label: str):
 
 
 def run_infer(partition, mode: str, *, progress=None, **options):
-    """Call :func:`jaxinfer.spt.infer.infer` with the options it supports.
+    """Call :func:`jaxinfer.spt.infer.infer`; options that are None are not passed.
 
-    Options that are None are not passed. ``progress(message)`` gets progress lines.
+    ``progress(message)`` gets progress lines: at most two per second while a smooth mode
+    iterates, then one final line with the result's own iteration count and objective.
     Returns the Maps.
     """
     from jaxinfer.spt.infer import infer
 
     options = {k: v for k, v in options.items() if v is not None}
-    try:
-        accepted = inspect.signature(infer).parameters
-        takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in accepted.values())
-    except (TypeError, ValueError):  # pragma: no cover - builtins
-        accepted, takes_kwargs = {}, True
-    if progress is not None and ("progress" in accepted or takes_kwargs):
+    if progress is not None:
         options["progress"] = _progress_adapter(progress, mode)
-    return infer(partition, mode, **options)
+    maps = infer(partition, mode, **options)
+    result = maps.result
+    if progress is not None and result is not None and np.ndim(result.nit) == 0:
+        progress(f"{mode}: iteration {int(result.nit)} (final), objective "
+                 f"{float(result.fun):.6g}")
+    return maps
 
 
 def _maps_table(maps, partition) -> pd.DataFrame:
@@ -131,10 +155,10 @@ def _result_summary(maps) -> dict:
         value = np.asarray(value)
         if value.dtype.kind in "fiub" and value.size == 1:
             value = value.item()
-        elif value.dtype.kind in "fiub":
+        elif value.dtype.kind in "fiub" or value.size > 1:
             value = value.tolist()
         else:
-            value = str(value)
+            value = str(value.reshape(-1)[0]) if value.size else ""
         summary[name] = value
     success = summary.get("success")
     summary["converged"] = bool(np.all(success)) if success is not None else None
@@ -159,33 +183,70 @@ def register(subparsers) -> None:
     commands = spt.add_subparsers(dest="spt_command", required=True)
     p = commands.add_parser(
         "infer", help="infer maps from a trajectory file",
-        description="Tessellate the trajectories and infer maps (TRamWAy's modes).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        description="Tessellate the trajectories and infer maps (TRamWAy's modes). Lengths "
+                    "are in µm, times in s, diffusivities in µm²/s, potentials in kT.")
     p.add_argument("trajectories", help="text file: n x y [z] t per row (headerless, TRamWAy "
-                                        "layout) or CSV with a header")
-    p.add_argument("--tessellation", choices=TESSELLATIONS, default="grid")
-    p.add_argument("--cells", type=int, default=400, help="approximate number of cells")
-    p.add_argument("--lower-bound", type=float, nargs="+", default=None,
-                   help="box lower corner (default: data box)")
-    p.add_argument("--upper-bound", type=float, nargs="+", default=None,
-                   help="box upper corner (default: data box)")
-    p.add_argument("--min-location-count", type=int, default=None,
-                   help="drop cells with fewer locations")
-    p.add_argument("--mode", choices=MODES, default="d")
-    p.add_argument("--sigma", type=_positive_or_none, default=None,
-                   help="localization error (µm); TRamWAy's default is 0.03")
-    p.add_argument("--diffusivity-prior", type=_positive_or_none, default=None)
-    p.add_argument("--potential-prior", type=_positive_or_none, default=None)
-    p.add_argument("--drift-prior", type=_positive_or_none, default=None)
-    p.add_argument("--force-prior", type=_positive_or_none, default=None)
-    p.add_argument("--jeffreys-prior", action="store_true")
-    p.add_argument("--max-iter", type=int, default=None)
-    p.add_argument("--float32", action="store_true", help="compute in float32 (default float64)")
-    p.add_argument("--out", default=None, help="CSV for the maps (default: stdout)")
-    p.add_argument("--plot", default=None, help="image file (PNG/PDF/SVG) of the maps")
-    p.add_argument("--summary-json", default=None, help="write a JSON run summary here")
+                                        "layout), or a CSV with a header (n, x, y[, z], t; or "
+                                        "trackpy's particle, frame, x, y with "
+                                        "--frame-interval)")
+    p.add_argument("--frame-interval", type=_positive, default=None, metavar="SECONDS",
+                   help="seconds per frame, for trackpy-style files (columns particle, frame)")
+    p.add_argument("--drop-invalid", action="store_true",
+                   help="drop rows with missing, non-numeric or infinite values (counted) "
+                        "instead of stopping")
+    p.add_argument("--sort", action="store_true",
+                   help="sort the points of each trajectory by time instead of requiring "
+                        "increasing times")
+    p.add_argument("--tessellation", choices=TESSELLATIONS, default="grid",
+                   help="how space is cut into cells (default: grid)")
+    p.add_argument("--cells", type=int, default=400,
+                   help="approximate number of cells (default: 400)")
+    p.add_argument("--lower-bound", type=float, nargs="+", default=None, metavar="µm",
+                   help="lower corner of the box, one number per axis (default: the data's)")
+    p.add_argument("--upper-bound", type=float, nargs="+", default=None, metavar="µm",
+                   help="upper corner of the box, one number per axis (default: the data's)")
+    p.add_argument("--min-location-count", type=int, default=None, metavar="N",
+                   help="leave out cells with fewer than N locations (default: keep all)")
+    p.add_argument("--mode", choices=cli_modes(), default="d", metavar="MODE",
+                   help=_mode_help())
+    p.add_argument("--sigma", type=_positive_or_none, default=None, metavar="µm",
+                   help="localization error (default: 0.03, TRamWAy's)")
+    p.add_argument("--diffusivity-prior", type=_positive_or_none, default=None,
+                   metavar="WEIGHT", help="smoothing weight of D (default: none); "
+                                          "docs/spt.md uses 100")
+    p.add_argument("--potential-prior", type=_positive_or_none, default=None,
+                   metavar="WEIGHT", help="smoothing weight of V (dv modes; default: none); "
+                                          "docs/spt.md uses 10-30")
+    p.add_argument("--drift-prior", type=_positive_or_none, default=None, metavar="WEIGHT",
+                   help="ridge weight of the drift (dd; default: none)")
+    p.add_argument("--force-prior", type=_positive_or_none, default=None, metavar="WEIGHT",
+                   help="ridge weight of the force (df; default: none)")
+    p.add_argument("--jeffreys-prior", action="store_true", help="add Jeffreys' prior on D")
+    p.add_argument("--max-iter", type=int, default=None, metavar="N",
+                   help="solver iterations at most (default: 1000, TRamWAy's)")
+    p.add_argument("--float32", action="store_true",
+                   help="compute in float32 (closed-form modes only: d.conj_prior, density; "
+                        "the others need and use float64)")
+    p.add_argument("--out", default=None, metavar="CSV", help="maps file (default: stdout)")
+    p.add_argument("--plot", default=None, metavar="IMAGE",
+                   help=f"image of the maps, PNG/PDF/SVG (needs matplotlib: {PLOT_INSTALL})")
+    p.add_argument("--summary-json", default=None, metavar="JSON",
+                   help="write a run summary (timings, convergence) here")
     p.add_argument("--quiet", action="store_true", help="no progress on stderr")
     p.set_defaults(handler=_infer_command)
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {text!r}")
+    return value
+
+
+def _cli_message(message: str) -> str:
+    for python, option in _CLI_SPELLING.items():
+        message = message.replace(python, option)
+    return message
 
 
 def _say(args, message: str) -> None:
@@ -201,12 +262,17 @@ def _infer_command(args) -> int:
     from jaxinfer.spt.trajectories import load_trajectories
 
     def fail(message: str) -> int:
-        print(f"jaxinfer spt infer: error: {message}", file=sys.stderr, flush=True)
+        print(f"jaxinfer spt infer: error: {_cli_message(message)}", file=sys.stderr,
+              flush=True)
         return 2
 
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        return fail(f"--plot needs matplotlib, which is not installed: {PLOT_INSTALL} "
+                    "(or leave out --plot)")
     start = time.perf_counter()
     try:
-        df = load_trajectories(args.trajectories)
+        df = load_trajectories(args.trajectories, drop_invalid=args.drop_invalid,
+                               sort=args.sort, frame_interval=args.frame_interval)
     except (OSError, ValueError, TypeError) as err:
         return fail(str(err))
     _say(args, f"loaded {len(df)} points in {df['n'].nunique()} trajectories from "
@@ -241,17 +307,14 @@ def _infer_command(args) -> int:
     elapsed = time.perf_counter() - t0
     summary = _result_summary(maps)
     table = _maps_table(maps, partition)
-    state = {True: "converged", False: "NOT converged", None: "done"}[summary.get("converged")]
-    _say(args, f"{args.mode}: {state} in {elapsed:.2f} s"
-               + (f", {summary['nit']} iterations" if "nit" in summary else "")
-               + (f" ({summary['message']})" if summary.get("message") else ""))
+    _say(args, f"{args.mode}: {_summary_line(summary)} in {elapsed:.2f} s")
     if args.out:
         table.to_csv(args.out, index=False)
         _say(args, f"maps written to {args.out} ({len(table)} cells)")
     else:
         table.to_csv(sys.stdout, index=False)
     if args.plot:
-        from jaxinfer.spt.plot import save_maps
+        from jaxinfer.spt.plot import grid_squares, save_maps
 
         centers = table[[c for c in table.columns if c.startswith("center ")]].to_numpy()
         if centers.shape[1] != 2:
@@ -263,10 +326,12 @@ def _infer_command(args) -> int:
                             if args.lower_bound is None else args.lower_bound, float)
             hi = np.asarray(partition.tessellation.params.get("upper_bound", centers.max(0))
                             if args.upper_bound is None else args.upper_bound, float)
-            bounds = None
+            bounds, polygons = None, None
             if lo.shape == (2,) and hi.shape == (2,) and args.tessellation == "grid":
                 bounds = (lo[0], lo[1], hi[0], hi[1])
-            save_maps(args.plot, features, centers, bounds=bounds)
+                counts = np.asarray(partition.tessellation.params["count_per_dim"], float)
+                polygons = grid_squares(centers, (hi - lo) / counts)  # empty cells blank
+            save_maps(args.plot, features, centers, bounds=bounds, polygons=polygons)
             _say(args, f"plot written to {args.plot}")
     if args.summary_json:
         record = dict(file=args.trajectories, mode=args.mode, tessellation=args.tessellation,
@@ -275,9 +340,29 @@ def _infer_command(args) -> int:
         with open(args.summary_json, "w") as fd:
             json.dump(record, fd, indent=2, default=str)
     if summary.get("converged") is False:
-        print("jaxinfer spt infer: warning: the solver did not converge; the maps are its last "
-              "iterate (see the message above)", file=sys.stderr, flush=True)
+        print(f"jaxinfer spt infer: warning: the solver did not converge, the maps are its "
+              f"last iterate: {_summary_line(summary)}; try a larger --max-iter or stronger "
+              f"priors", file=sys.stderr, flush=True)
     return 0
+
+
+def _summary_line(summary: dict) -> str:
+    """One line for a whole run: converged or not, iterations (per-cell modes: the cells'
+    range) and the solver's message (per-cell modes: counts per message)."""
+    state = {True: "converged", False: "NOT converged", None: "done"}[summary.get("converged")]
+    nit = summary.get("nit")
+    if isinstance(nit, list):
+        success = np.asarray(summary.get("success", []), dtype=bool)
+        state = (f"{int(success.sum())} of {success.size} cells converged"
+                 if success.size else state)
+        text = f"{state}, {min(nit)}-{max(nit)} iterations per cell" if nit else state
+    else:
+        text = state + (f" after {nit} iterations" if nit is not None else "")
+    message = summary.get("message")
+    if isinstance(message, list):
+        values, counts = np.unique(np.asarray(message, dtype=str), return_counts=True)
+        message = "; ".join(f"{c} cells: {v}" for v, c in zip(values, counts))
+    return text + (f" ({message})" if message else "")
 
 
 # --------------------------------------------------------------------------- demo

@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["cell_centers", "cell_polygons", "plot_map", "plot_force", "plot_maps", "save_maps"]
+__all__ = ["cell_centers", "cell_polygons", "grid_squares", "plot_map", "plot_force", "plot_maps", "save_maps"]
 
 
 def cell_centers(cells) -> np.ndarray:
@@ -80,6 +80,17 @@ def cell_polygons(centers: np.ndarray, bounds: Optional[Sequence[float]] = None)
     return polygons
 
 
+def grid_squares(centers: np.ndarray, step) -> list:
+    """The cells of a regular grid as squares (rectangles) of side ``step`` (scalar or one
+    per axis, µm) centred on ``centers`` (n, 2): each occupied cell drawn as itself, however
+    many of its neighbours are empty (Voronoi polygons of the occupied centres would spread
+    over the empty ones)."""
+    centers = np.asarray(centers, dtype=np.float64)
+    half = 0.5 * np.broadcast_to(np.asarray(step, dtype=np.float64), (2,))
+    corners = np.array([[-1, -1], [1, -1], [1, 1], [-1, 1]]) * half
+    return [c + corners for c in centers]
+
+
 def _default_bounds(centers):
     lo, hi = centers.min(axis=0), centers.max(axis=0)
     if len(centers) > 1:
@@ -112,7 +123,7 @@ def _table(maps):
 
 def plot_map(maps, column: str, cells, *, ax=None, bounds=None, cmap: str = "viridis",
              vmin=None, vmax=None, title: Optional[str] = None, colorbar: bool = True,
-             unit: Optional[str] = None):
+             unit: Optional[str] = None, polygons: Optional[list] = None):
     """Draw one scalar map: every cell's polygon filled with its value.
 
     Parameters
@@ -129,6 +140,10 @@ def plot_map(maps, column: str, cells, *, ax=None, bounds=None, cmap: str = "vir
         Clipping box; default: the centres' bounding box plus half a cell.
     cmap, vmin, vmax, title, colorbar, unit
         Usual matplotlib options; ``unit`` goes to the colour bar label.
+    polygons : list of (k, 2) arrays, optional
+        The cells' outlines (e.g. :func:`grid_squares` for a grid); default: Voronoi
+        polygons of the centres (:func:`cell_polygons`). Cells not in ``maps`` (empty cells)
+        are left blank; cells whose value is NaN are hatched grey.
 
     Returns
     -------
@@ -143,7 +158,10 @@ def plot_map(maps, column: str, cells, *, ax=None, bounds=None, cmap: str = "vir
                          f"centres: they must match")
     ax = ax if ax is not None else _new_axes()
     bounds = bounds if bounds is not None else _default_bounds(centers)
-    polygons = cell_polygons(centers, bounds)
+    if polygons is None:
+        polygons = cell_polygons(centers, bounds)
+    elif len(polygons) != len(centers):
+        raise ValueError(f"{len(polygons)} polygons for {len(centers)} cells: they must match")
     finite = np.isfinite(values)
     collection = PolyCollection([p for p, ok in zip(polygons, finite) if ok], cmap=cmap,
                                 edgecolors="face", linewidths=0.2)
@@ -159,8 +177,8 @@ def plot_map(maps, column: str, cells, *, ax=None, bounds=None, cmap: str = "vir
     ax.set_xlim(bounds[0], bounds[2])
     ax.set_ylim(bounds[1], bounds[3])
     ax.set_aspect("equal")
-    ax.set_xlabel("x")
-    ax.set_ylabel("y")
+    ax.set_xlabel("x (µm)")
+    ax.set_ylabel("y (µm)")
     ax.set_title(title if title is not None else column)
     if colorbar:
         bar = ax.figure.colorbar(collection, ax=ax, shrink=0.85)
@@ -170,11 +188,12 @@ def plot_map(maps, column: str, cells, *, ax=None, bounds=None, cmap: str = "vir
 
 
 def plot_force(maps, cells, *, column: str = "force", ax=None, scale=None,
-               color: str = "black", title: Optional[str] = None):
+               color: str = "black", title: Optional[str] = None, key: bool = True):
     """Draw a vector map (``"force"`` or ``"drift"``) as arrows at the cell centres.
 
     ``maps`` must have ``"<column> x"`` and ``"<column> y"``. Cells with non-finite vectors
-    are skipped. ``scale`` is matplotlib's quiver scale (default: automatic).
+    are skipped. ``scale`` is matplotlib's quiver scale (default: automatic). ``key`` adds an
+    arrow of a round length near the median with its value and unit (the scale key).
     """
     table = _table(maps)
     cols = [f"{column} x", f"{column} y"]
@@ -188,24 +207,44 @@ def plot_force(maps, cells, *, column: str = "force", ax=None, scale=None,
                          f"centres: they must match")
     ok = np.all(np.isfinite(vectors), axis=1)
     ax = ax if ax is not None else _new_axes()
-    ax.quiver(centers[ok, 0], centers[ok, 1], vectors[ok, 0], vectors[ok, 1], color=color,
-              scale=scale, angles="xy", width=0.004)
+    arrows = ax.quiver(centers[ok, 0], centers[ok, 1], vectors[ok, 0], vectors[ok, 1],
+                       color=color, scale=scale, angles="xy", width=0.004)
+    ax.set_xlabel("x (µm)")
+    ax.set_ylabel("y (µm)")
+    if key and ok.any():
+        length = arrow_key_length(np.hypot(vectors[ok, 0], vectors[ok, 1]))
+        ax.quiverkey(arrows, 0.88, 1.02, length, f"{length:g} {_UNITS.get(column, '')}",
+                     labelpos="W", coordinates="axes", color="black")
     ax.set_aspect("equal")
     if title is not None:
         ax.set_title(title)
     return ax
 
 
-_UNITS = {"diffusivity": "µm²/s", "potential": "k_B T", "force": "k_B T/µm", "drift": "µm/s"}
+_UNITS = {"diffusivity": "µm²/s", "potential": "$k_B T$", "force": "$k_B T$/µm",
+          "drift": "µm/s"}
+
+
+def arrow_key_length(magnitudes) -> float:
+    """A round length (1, 2 or 5 x 10^k) at or below the median of ``magnitudes`` (> 0)."""
+    m = float(np.median(np.asarray(magnitudes, dtype=float)))
+    if not np.isfinite(m) or m <= 0:
+        return 1.0
+    exponent = np.floor(np.log10(m))
+    for mantissa in (5.0, 2.0, 1.0):
+        if mantissa * 10 ** exponent <= m:
+            return float(mantissa * 10 ** exponent)
+    return float(10 ** exponent)
 
 
 def plot_maps(maps, cells, *, features: Optional[Sequence[str]] = None, truth=None,
-              bounds=None, figsize_per_panel=(4.2, 3.6)):
+              bounds=None, figsize_per_panel=(4.2, 3.6), polygons: Optional[list] = None):
     """A figure with one panel per feature (and a second row with the truth if given).
 
     Scalar features (``diffusivity``, ``potential``, ...) are coloured cells; vector
     features (``force``, ``drift``) are arrows drawn over the potential panel when there is
-    one, otherwise on their own panel. Returns a :class:`matplotlib.figure.Figure`.
+    one, otherwise on their own panel. ``polygons``: cell outlines (see :func:`plot_map`).
+    Returns a :class:`matplotlib.figure.Figure`.
     """
     from matplotlib.figure import Figure
 
@@ -231,7 +270,8 @@ def plot_maps(maps, cells, *, features: Optional[Sequence[str]] = None, truth=No
             ax = axes[r, c]
             if feature in scalar:
                 plot_map(tab, feature, cells, ax=ax, bounds=bounds, title=prefix + feature,
-                         unit=_UNITS.get(feature), cmap="viridis" if feature != "potential" else "magma")
+                         unit=_UNITS.get(feature), polygons=polygons,
+                         cmap="viridis" if feature != "potential" else "magma")
                 if feature == arrows_on and vector and f"{vector[0]} x" in tab.columns:
                     # one vector field over the potential: the force if inferred
                     plot_force(tab, cells, column=vector[0], ax=ax, color="white")

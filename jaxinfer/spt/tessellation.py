@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -469,5 +470,19 @@ def tessellate(data, method: str = "grid", *, count_per_dim=None, lower_bound=No
     location_count = np.bincount(tess.assign(locations), minlength=tess.number_of_cells)
     if min_location_count:
         small = location_count < min_location_count
+        occupied = location_count > 0
+        dropped = small & occupied
+        if dropped.any():
+            lost = int(np.sum(small[cell_index]))
+            warnings.warn(
+                f"min_location_count={min_location_count}: {int(dropped.sum())} of "
+                f"{int(occupied.sum())} occupied cells hold fewer locations and are left out "
+                f"(with their {lost} of {cell_index.size} translocations); counts of those "
+                f"cells: {_preview_counts(location_count[dropped])}", UserWarning, stacklevel=2)
         cell_index = np.where(small[cell_index], -1, cell_index)
     return Partition(tess, tr.reset_index(drop=True), cell_index, location_count)
+
+
+def _preview_counts(counts, k: int = 10) -> str:
+    counts = [int(c) for c in counts]
+    return ", ".join(map(str, counts[:k])) + (", ..." if len(counts) > k else "")

@@ -174,6 +174,7 @@ def load_trajectories(
     sep: Optional[str] = None,
     drop_invalid: bool = False,
     sort: bool = False,
+    frame_interval: Optional[float] = None,
     return_report: bool = False,
 ):
     """Load and validate single-particle trajectories.
@@ -198,8 +199,16 @@ def load_trajectories(
         If False (default), the times of each trajectory must strictly increase in input
         order (``ValueError`` naming the trajectory otherwise). If True, points are sorted by
         time within each trajectory first; repeated times in a trajectory still raise.
+    frame_interval : float, optional
+        Seconds per frame, for trackpy-style tables (columns ``particle``, ``frame``, ``x``,
+        ``y`` [, ``z``]): ``n`` = ``particle``, ``t`` = ``frame * frame_interval``. Required
+        for such tables (they carry no time), refused for tables that have ``t``.
     return_report : bool
         Also return the :class:`TrajectoryReport`.
+
+    Trajectory ids may be numbers, strings or categories (e.g. ``"traj1"``): non-numeric ids
+    are numbered 0, 1, ... in order of first appearance, and the original labels are kept in
+    ``df.attrs["trajectory_labels"]`` (label of id k at position k).
 
     Returns
     -------
@@ -226,8 +235,62 @@ def load_trajectories(
         raise TypeError(f"source must be a pandas.DataFrame or a path to a text file, got "
                         f"{type(source).__name__}")
 
+    raw = _from_trackpy(raw, what, frame_interval)
+    raw, labels = _numbered_ids(raw)
     df, report = _validate(raw, what, drop_invalid=drop_invalid, sort=sort)
+    if labels is not None:
+        df.attrs["trajectory_labels"] = labels
     return (df, report) if return_report else df
+
+
+def _from_trackpy(raw: pd.DataFrame, what: str, frame_interval) -> pd.DataFrame:
+    """trackpy's ``particle, frame, x, y`` layout -> ``n, x, y, t`` (t = frame * interval)."""
+    trackpy = "particle" in raw.columns and "frame" in raw.columns
+    if frame_interval is not None:
+        try:
+            interval = float(frame_interval)
+        except (TypeError, ValueError):
+            raise TypeError(f"frame_interval must be a number of seconds per frame, got "
+                            f"{frame_interval!r}") from None
+        if not np.isfinite(interval) or interval <= 0:
+            raise ValueError(f"frame_interval must be a finite number of seconds > 0, got "
+                             f"{interval}")
+        if not trackpy:
+            raise ValueError(f"{what}: frame_interval is for trackpy-style tables with columns "
+                             f"'particle' and 'frame'; found {list(raw.columns)}")
+    if not trackpy or ("n" in raw.columns and "t" in raw.columns and frame_interval is None):
+        return raw
+    if frame_interval is None:
+        raise ValueError(f"{what} is a trackpy-style table (columns 'particle', 'frame') with "
+                         f"no time column: pass frame_interval=<seconds per frame> (CLI "
+                         f"--frame-interval)")
+    frames = pd.to_numeric(raw["frame"], errors="coerce").to_numpy(dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(frames) | (frames != np.round(frames)))
+    if bad.size:
+        raise ValueError(f"{what}: column 'frame' must hold integer frame numbers; data rows "
+                         f"{_preview(bad.tolist())} hold {_preview(raw['frame'].iloc[bad].tolist())}")
+    out = raw.drop(columns=[c for c in ("n", "t") if c in raw.columns])
+    out = out.rename(columns={"particle": "n"})
+    out["t"] = frames * interval
+    return out
+
+
+def _numbered_ids(raw: pd.DataFrame):
+    """Non-numeric trajectory ids (strings, categories) -> 0, 1, ... by first appearance."""
+    if "n" not in raw.columns:
+        return raw, None
+    column = raw["n"]
+    if pd.api.types.is_numeric_dtype(column) and not pd.api.types.is_bool_dtype(column):
+        return raw, None
+    if not isinstance(column.dtype, pd.CategoricalDtype):
+        numeric = pd.to_numeric(column, errors="coerce")
+        if numeric.notna().all():  # numbers read as text
+            return raw, None
+    present = column.notna().to_numpy()
+    codes, labels = pd.factorize(column.astype(object).where(present, None), sort=False)
+    out = raw.copy()
+    out["n"] = np.where(codes >= 0, codes, np.nan)  # missing ids stay invalid
+    return out, np.asarray(labels, dtype=object)
 
 
 def _validate(raw: pd.DataFrame, what: str, *, drop_invalid: bool, sort: bool):

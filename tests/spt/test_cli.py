@@ -129,3 +129,21 @@ def test_cell_polygons_of_a_grid_are_its_squares():
     assert total == pytest.approx(1.0, rel=1e-9)
     with pytest.raises(ValueError, match="no column"):
         plot.plot_map(pd.DataFrame({"a": np.ones(25)}), "diffusivity", centers)
+
+
+def test_plot_units_arrow_key_and_grid_squares():
+    pytest.importorskip("matplotlib")
+    xs = (np.arange(3) + 0.5) / 3
+    X, Y = np.meshgrid(xs, xs)
+    centers = np.c_[X.ravel(), Y.ravel()][[0, 1, 2, 4, 8]]  # 4 of 9 grid cells empty
+    table = pd.DataFrame({"potential": [0.0, 1, 2, 3, 4], "force x": [1.0, 2, 3, 8, 9],
+                          "force y": [0.0, 0, 0, 0, 0]})
+    squares = plot.grid_squares(centers, 1 / 3)
+    np.testing.assert_allclose([np.ptp(s, axis=0) for s in squares], 1 / 3)  # the cells themselves
+    fig = plot.plot_maps(table, centers, bounds=(0, 0, 1, 1), polygons=squares)
+    ax = fig.axes[0]
+    assert ax.get_xlabel() == "x (µm)" and ax.get_ylabel() == "y (µm)"
+    assert fig.axes[1].get_ylabel() == "$k_B T$"  # colour bar in math text
+    keys = [t.get_text() for t in ax.texts] + [
+        c.text.get_text() for c in ax.artists if hasattr(c, "text")]
+    assert "2 $k_B T$/µm" in keys  # the 1-2-5 length at or below the median |F| = 3

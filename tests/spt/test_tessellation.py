@@ -96,8 +96,9 @@ def test_min_location_count_and_translocation_input():
     tr = pd.DataFrame(dict(n=np.arange(n), x=rng.uniform(0, 1, n) ** 3, y=rng.uniform(0, 1, n),
                            t=np.zeros(n), dx=rng.normal(0, .05, n), dy=rng.normal(0, .05, n),
                            dt=np.full(n, 0.1)))
-    part = tessellate(tr, "grid", count_per_dim=[4, 1], lower_bound=[0, 0], upper_bound=[1, 1],
-                      min_location_count=40)
+    with pytest.warns(UserWarning, match="min_location_count=40: 2 of 4 occupied cells"):
+        part = tessellate(tr, "grid", count_per_dim=[4, 1], lower_bound=[0, 0],
+                          upper_bound=[1, 1], min_location_count=40)
     counts = part.location_count
     small = counts < 40
     assert small.any() and not small.all()
