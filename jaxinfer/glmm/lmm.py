@@ -33,10 +33,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinfer.glmm._checks import check_covariates, check_outcome, check_qs
-from jaxinfer.glmm._scalar_search import bracket_brent_minimize
 from jaxinfer.glmm._stationary import polish_minimum
 from jaxinfer.glmm.qs import economic_qs_zeros
 from jaxinfer.optimize.result import Status, is_success, status_message
+from jaxinfer.optimize.scalar import minimize_scalar
 
 __all__ = ["LMM", "LMMData", "LMMProfile", "LMMFit", "lmm_statistics", "lmm_profile",
            "fit_lmm", "lmm_lml_dense"]
@@ -210,8 +210,9 @@ def fit_lmm(data: LMMData, delta=0.5, beta=None, scale=1.0, *, restricted: bool 
             return -lmm_profile(data, _delta_from_logit(x), b_arg, s_arg, restricted).lml
 
         tol = delta_search_tolerance(dtype)
-        found = bracket_brent_minimize(objective, -_LOGMAX, _LOGMAX, rtol=tol, atol=tol,
-                                       dtype=dtype)
+        found = minimize_scalar(objective, bounds=(jnp.asarray(-_LOGMAX, dtype),
+                                                   jnp.asarray(_LOGMAX, dtype)),
+                                method="bracket-brent", options={"rtol": tol, "atol": tol})
         # polish only where δ and 1 - δ exceed sqrt(eps): closer to a bound the derivative is
         # ~e^{-|x|}, all rounding, and the value search's answer (on the bound) stands
         edge = float(np.log(1 / np.sqrt(np.finfo(dtype).eps)))
@@ -225,7 +226,7 @@ def fit_lmm(data: LMMData, delta=0.5, beta=None, scale=1.0, *, restricted: bool 
         nfev = found.nfev + polish.nfev
         # converged: Brent's test passed and, where a derivative root was bracketed, it was
         # refined to tolerance (an optimum on a bound of δ has no root to refine)
-        ok = found.converged & (polish.converged | ~polished)
+        ok = found.success & (polish.converged | ~polished)
     else:
         delta = jnp.asarray(delta, dtype)
         nfev, ok = jnp.zeros((), jnp.int32), jnp.ones((), bool)
