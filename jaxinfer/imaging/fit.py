@@ -159,26 +159,34 @@ def group_particles(pos, image_shape, region_size=40, shift=None):
     return [np.flatnonzero(inverse.ravel() == k) for k in range(len(keys))]
 
 
-def plan_groups(model: ImageModel, pos, psf_values, groups):
+def _bucket(n):
+    """Round up to a power of two, so that layouts of similar size share a compilation."""
+    return 1 << max(0, int(np.ceil(np.log2(max(int(n), 1)))))
+
+
+def plan_groups(model: ImageModel, pos, psf_values, groups, region_size=40):
     """Static layout of a particle sweep: a common tile shape, each group's tile corner and
     the colouring of the groups (groups of one colour have disjoint tiles).
 
-    Returns a dict of NumPy arrays: ``tile`` (3,) ints, ``index`` (n_colours, G, K) particle
-    indices (-1: empty slot), ``corner`` (n_colours, G, 3)."""
+    The tile is the region box plus each particle's drawing cube and the PSF's reach, rounded
+    up to a multiple of 8; colours, groups per colour and particles per group are padded to
+    powers of two (empty slots: index -1). Returns a dict of NumPy arrays: ``tile`` (3,),
+    ``index`` (n_colours, G, K), ``corner`` (n_colours, G, 3)."""
     pos = np.asarray(pos, float).reshape(-1, 3)
     half = np.asarray(model.half)
     padded = np.asarray(model.padded_shape)
     spread = math.sqrt(-2 * math.log(model.psf_error))
     psf_half = np.ceil(np.abs(np.asarray(psf_values, float)) * spread * 1.25 / 2).astype(int) + 2
+    rs = np.broadcast_to(np.asarray(region_size, int), (3,))
     boxes = []
     for g in groups:
         centre = np.round(pos[g] + np.asarray(model.pad))
-        lo = centre.min(axis=0) - half - psf_half
-        hi = centre.max(axis=0) + half + psf_half + 1
-        boxes.append((lo, hi))
-    tile = np.max([hi - lo for lo, hi in boxes], axis=0).astype(int)
-    tile = np.minimum(tile, padded)
-    corners = [np.clip(lo.astype(int), 0, padded - tile) for lo, _ in boxes]
+        boxes.append((centre.min(axis=0) - half - psf_half, centre.max(axis=0) + half + psf_half + 1))
+    need = np.max([hi - lo for lo, hi in boxes], axis=0)
+    tile = np.maximum(need, rs + 2 * (half + psf_half) + 1)
+    tile = np.minimum(8 * np.ceil(tile / 8), padded).astype(int)
+    corners = [np.clip((lo - (tile - (hi - lo)) // 2).astype(int), 0, padded - tile)
+               for lo, hi in boxes]
     # greedy colouring: a group joins the first colour none of whose tiles it overlaps
     colours = []
     for gi, c in enumerate(corners):
@@ -188,10 +196,10 @@ def plan_groups(model: ImageModel, pos, psf_values, groups):
                 break
         else:
             colours.append([gi])
-    n_groups = max(len(col) for col in colours)
-    k = max(len(g) for g in groups)
-    index = -np.ones((len(colours), n_groups, k), int)
-    corner = np.zeros((len(colours), n_groups, 3), int)
+    n_groups = _bucket(max(len(col) for col in colours))
+    k = _bucket(max(len(g) for g in groups))
+    index = -np.ones((_bucket(len(colours)), n_groups, k), int)
+    corner = np.zeros(index.shape[:2] + (3,), int)
     for ci, col in enumerate(colours):
         for slot, gi in enumerate(col):
             index[ci, slot, :len(groups[gi])] = groups[gi]
@@ -269,7 +277,7 @@ def _fit_particle_groups(model, params, data, tile, index, corner, options, incl
 
 
 def fit_particle_groups(model: ImageModel, params, data, groups, include_rad=True,
-                        **peri_options):
+                        region_size=40, **peri_options):
     """LM on the positions (and radii) of every particle group, each on its own tile.
 
     groups : list of int arrays (particle indices), e.g. from :func:`group_particles`.
@@ -278,7 +286,8 @@ def fit_particle_groups(model: ImageModel, params, data, groups, include_rad=Tru
     groups = [np.asarray(g, int) for g in groups if len(g)]
     if not groups:
         return params, None, None
-    plan = plan_groups(model, np.asarray(params["pos"]), np.asarray(params["psf"]), groups)
+    plan = plan_groups(model, np.asarray(params["pos"]), np.asarray(params["psf"]), groups,
+                       region_size)
     new, stats = _fit_particle_groups(model, params, data, tuple(int(t) for t in plan["tile"]),
                                       jnp.asarray(plan["index"]), jnp.asarray(plan["corner"]),
                                       _freeze(lm_options(**peri_options)), bool(include_rad))

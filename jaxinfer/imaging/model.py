@@ -14,6 +14,8 @@ over or passed to ``jit`` as a static argument; the parameters are a dict of arr
 =========  ========  ================================================================
 key        shape     meaning (peri's names)
 =========  ========  ================================================================
+active     (N,)      optional 0/1: which rows of pos / rad are particles (fixed-capacity
+                     arrays, so adding or removing a particle does not recompile)
 pos        (N, 3)    particle centres z, y, x in pixels of the unpadded image (sph-i-z/y/x)
 rad        (N,)      particle radii in pixels (sph-i-a)
 zscale     ()        z pixel size relative to x, y (zscale)
@@ -93,7 +95,10 @@ class ImageModel(eqx.Module):
 
 @functools.partial(jax.jit, static_argnums=0)
 def platonic_field(model: ImageModel, params, active=None):
-    """P on the padded volume."""
+    """P on the padded volume. ``active`` (N,) 0/1 (default ``params.get('active')``, else all
+    1) switches particles off without changing array shapes."""
+    if active is None:
+        active = params.get("active")
     centres = params["pos"] + jnp.asarray(model.pad, params["pos"].dtype)
     return platonic.render_platonic(
         model.padded_shape, model.half, centres, params["rad"], params["zscale"], active,

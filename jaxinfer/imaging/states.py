@@ -78,8 +78,9 @@ class ImageState:
         self._support_pad = obj.support_pad
         self._covered_radius = 0.0
         dtype = jnp.result_type(float)
+        self._n = int(obj.pos.shape[0])
         self._params = {
-            "pos": jnp.asarray(obj.pos.reshape(-1, 3), dtype), "rad": jnp.asarray(obj.rad, dtype),
+            **self._with_capacity(obj.pos.reshape(-1, 3), obj.rad, dtype),
             "zscale": jnp.asarray(obj.zscale, dtype), "ilm": jnp.asarray(ilm.values, dtype),
             "bkg": jnp.asarray(bkg.values, dtype),
             "offset": jnp.asarray(self.get("offset").values[0], dtype),
@@ -108,17 +109,49 @@ class ImageState:
         """The data as a JAX array (unpadded)."""
         return self._data
 
+    def _with_capacity(self, pos, rad, dtype):
+        """pos / rad in arrays of a capacity (a multiple of 8 with room to grow) plus the 0/1
+        ``active`` rows, so that adding or removing particles keeps array shapes."""
+        pos = np.asarray(pos, float).reshape(-1, 3)
+        rad = np.asarray(rad, float).reshape(-1)
+        n = pos.shape[0]
+        cap = getattr(self, "_capacity", 0)
+        if n > cap or cap == 0:
+            cap = 8 * (n // 8 + 1)
+            self._capacity = cap
+        filler = np.asarray(self._shape, float) / 2
+        full_pos = np.tile(filler, (cap, 1))
+        full_pos[:n] = pos
+        full_rad = np.ones(cap)
+        full_rad[:n] = rad
+        return {"pos": jnp.asarray(full_pos, dtype), "rad": jnp.asarray(full_rad, dtype),
+                "active": jnp.asarray(np.arange(cap) < n, dtype)}
+
     def set_param_tree(self, params):
-        """Replace all parameters at once (a dict like ``param_tree``)."""
-        pos, rad = np.asarray(params["pos"]), np.asarray(params["rad"])
+        """Replace all parameters at once (a dict like ``param_tree``; without an ``active``
+        entry, every row of ``pos`` / ``rad`` is a particle)."""
+        params = dict(params)
+        if "active" in params:
+            n = int(round(float(np.sum(np.asarray(params["active"])))))
+            if not np.all(np.asarray(params["active"])[:n] == 1):
+                raise ValueError("params['active'] must mark the first N rows as particles")
+        else:
+            n = int(np.asarray(params["pos"]).reshape(-1, 3).shape[0])
+        pos = np.asarray(params["pos"]).reshape(-1, 3)[:n]
+        rad = np.asarray(params["rad"]).reshape(-1)[:n]
         self._check_particles(pos, rad)
+        dtype = self._params["pos"].dtype
+        if "active" not in params or np.asarray(params["pos"]).shape[0] != getattr(self, "_capacity", -1):
+            params.update(self._with_capacity(pos, rad, dtype))
+        self._n = n
         self._params = {k: jnp.asarray(v) for k, v in params.items()}
-        if float(np.max(rad, initial=0.0)) > self._covered_radius:
+        if float(np.max(rad, initial=0.0)) > self._covered_radius or \
+                float(params["zscale"]) < self._covered_zscale:
             self._rebuild_model()
         self._invalidate()
 
     def _rebuild_model(self):
-        rad = np.asarray(self._params["rad"])
+        rad = np.asarray(self._params["rad"])[:self._n]
         zscale = float(self._params["zscale"])
         max_rad = float(np.max(rad, initial=1.0))
         # cover radii up to 1.25x today's largest (and zscale down to 0.8x) before recompiling
@@ -151,8 +184,8 @@ class ImageState:
     def _sync_components(self):
         p = self._params
         obj = self.get("obj")
-        obj.pos = np.array(p["pos"], float).reshape(-1, 3)
-        obj.rad = np.array(p["rad"], float).reshape(-1)
+        obj.pos = self.obj_get_positions()
+        obj.rad = self.obj_get_radii()
         obj.zscale = float(p["zscale"])
         for cat in ("ilm", "bkg", "psf"):
             c = self.get(cat)
@@ -174,7 +207,7 @@ class ImageState:
 
     @property
     def N(self):
-        return int(self._params["pos"].shape[0])
+        return self._n
 
     @property
     def params(self):
@@ -272,10 +305,10 @@ class ImageState:
 
     # particles
     def obj_get_positions(self):
-        return np.array(self._params["pos"], float)
+        return np.array(self._params["pos"][:self._n], float)
 
     def obj_get_radii(self):
-        return np.array(self._params["rad"], float)
+        return np.array(self._params["rad"][:self._n], float)
 
     def obj_closest_particle(self, x):
         return int(np.argmin(np.sum((self.obj_get_positions() - np.asarray(x)) ** 2, axis=1)))
@@ -284,10 +317,10 @@ class ImageState:
         """Add particles (pos (n, 3) or (3,), rad (n,) or scalar); returns their indices."""
         pos = np.atleast_2d(np.asarray(pos, float))
         rad = np.broadcast_to(np.asarray(rad, float), (pos.shape[0],))
-        new = dict(self._params)
         n0 = self.N
-        new["pos"] = jnp.concatenate([self._params["pos"], jnp.asarray(pos, new["pos"].dtype)])
-        new["rad"] = jnp.concatenate([self._params["rad"], jnp.asarray(rad, new["rad"].dtype)])
+        new = {k: v for k, v in self._params.items() if k != "active"}
+        new["pos"] = np.concatenate([self.obj_get_positions(), pos])
+        new["rad"] = np.concatenate([self.obj_get_radii(), rad])
         self.set_param_tree(new)
         return np.arange(n0, n0 + pos.shape[0])
 
@@ -296,7 +329,8 @@ class ImageState:
         inds = np.atleast_1d(np.asarray(inds, int))
         pos, rad = self.obj_get_positions(), self.obj_get_radii()
         keep = np.setdiff1d(np.arange(self.N), inds)
-        new = dict(self._params, pos=self._params["pos"][keep], rad=self._params["rad"][keep])
+        new = {k: v for k, v in self._params.items() if k != "active"}
+        new["pos"], new["rad"] = pos[keep], rad[keep]
         self.set_param_tree(new)
         return pos[inds], rad[inds]
 

@@ -194,10 +194,11 @@ class LMAugmentedState(LMEngine):
 class _ParticleEngine(LMEngine):
     include_rad = True
 
-    def _fit_groups(self, groups, run_type, max_iter):
+    def _fit_groups(self, groups, run_type, max_iter, region_size):
         st = self.state
         params, stats, plan = F.fit_particle_groups(
             st.image_model, st.param_tree, st.data_array, groups, include_rad=self.include_rad,
+            region_size=region_size,
             damping=float(np.mean(self._options["damping"])),
             **self._engine_options(run_type, max_iter))
         st.set_param_tree(params)
@@ -231,7 +232,7 @@ class LMParticles(_ParticleEngine):
         self.include_rad = bool(include_rad)
 
     def _run(self, run_type, max_iter):
-        self._fit_groups([self.particles], run_type, max_iter)
+        self._fit_groups([self.particles], run_type, max_iter, region_size=1)
 
     def set_particles(self, particles, new_damping=None):
         self.particles = np.atleast_1d(np.asarray(particles, int))
@@ -270,7 +271,7 @@ class LMParticleGroupCollection(_ParticleEngine):
         if self.state.N == 0:
             self.stats, self._stats = [], {"converged": True, "n_groups": 0, "error": self.state.error}
             return
-        self._fit_groups(self.particle_groups, run_type, max_iter)
+        self._fit_groups(self.particle_groups, run_type, max_iter, self.region_size)
 
 
 # --------------------------------------------------------------------------------------------
