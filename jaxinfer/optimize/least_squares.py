@@ -26,7 +26,7 @@ import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from jaxinfer.optimize._iterate import iterate
+from jaxinfer.optimize._iterate import PROGRESS_SINK, iterate, progress_to
 from jaxinfer.optimize._pytree import _as_float
 from jaxinfer.optimize.linear_solve import (AbstractLinearSolver, DenseEigh, DenseSVD,
                                             NormalEquations)
@@ -382,7 +382,7 @@ def least_squares(residuals: Callable, x0: Any, args: tuple = (), *, jac: Option
     lower = _flat_bound(None if bounds is None else bounds[0], x0_tree, x0_flat, -jnp.inf)
     upper = _flat_bound(None if bounds is None else bounds[1], x0_tree, x0_flat, jnp.inf)
 
-    out0 = jax.eval_shape(lambda x: residuals(x, *args), x0_tree)
+    out0 = jax.eval_shape(residuals, x0_tree, *args)
     out_leaves = jax.tree_util.tree_leaves(out0)
     m = sum(int(np.prod(leaf.shape, dtype=int)) for leaf in out_leaves)
     if m == 0:
@@ -400,4 +400,9 @@ def least_squares(residuals: Callable, x0: Any, args: tuple = (), *, jac: Option
     static = LeastSquaresStatic(residuals=residuals, jac=jac, residual_chunk=residual_chunk,
                                 treedef=treedef, shapes=tuple(tuple(leaf.shape) for leaf in leaves),
                                 dtypes=tuple(leaf.dtype for leaf in leaves), m=m, solver=solver)
-    return _compiled_solve(static, x0_flat, args, flat_mask, lower, upper, w, callback)
+    arrays = (x0_flat, args, flat_mask, lower, upper, w)
+    if callback is None or any(_is_traced(leaf) for leaf in jax.tree_util.tree_leaves(arrays)):
+        # inside the caller's trace the callback is compiled into the caller's program
+        return _compiled_solve(static, *arrays, callback)
+    with progress_to(callback):   # the user's callable stays out of the compile key
+        return jax.block_until_ready(_compiled_solve(static, *arrays, PROGRESS_SINK))

@@ -188,3 +188,21 @@ def test_refusals_name_the_problem():
         least_squares(exp_residuals, jnp.asarray(P0), args=(X, Y), residual_chunk=spline_chunk)
     with pytest.raises(ValueError, match="method"):
         NormalEquations("lu")
+
+
+def test_progress_callback_sees_every_step_without_recompiling():
+    traces = []
+
+    def residuals(x, a, b):
+        traces.append(1)
+        return a @ x - b
+
+    seen_a, seen_b = [], []
+    res = least_squares(residuals, jnp.zeros(4), args=(A_LIN, B_LIN), callback=seen_a.append)
+    n_traces = len(traces)
+    again = least_squares(residuals, jnp.zeros(4), args=(A_LIN, B_LIN), callback=seen_b.append)
+    assert len(traces) == n_traces                      # a new callback is not a new compile
+    assert len(seen_a) == len(seen_b) == int(res.nfev) - 1   # one Progress per trial step
+    np.testing.assert_allclose(seen_a[-1].x, res.x, rtol=1e-12)
+    np.testing.assert_allclose(seen_a[-1].fun, res.fun, rtol=1e-12)
+    np.testing.assert_allclose(again.x, np.linalg.lstsq(A_LIN, B_LIN, rcond=None)[0], rtol=1e-10)
