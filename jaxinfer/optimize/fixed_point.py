@@ -54,8 +54,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from jaxinfer.optimize._iterate import (PROGRESS_SINK, AbstractSolver, Progress, all_finite,
-                                        first_status, iterate, progress_to)
+from jaxinfer.optimize._compile import callback_key, is_traced, run_compiled
+from jaxinfer.optimize._iterate import AbstractSolver, Progress, all_finite, first_status, iterate
 from jaxinfer.optimize.result import OptimizeResult, Status
 
 __all__ = ["FixedPoint", "FixedPointState", "fixed_point", "make_fixed_point_fn"]
@@ -254,7 +254,8 @@ def fixed_point(T: Callable, x0, args=(), *, objective=None, xtol: Optional[floa
     accelerate : None (plain iteration) or ``"squarem"``.
     callback : ``callback(Progress(nit, fun, x))`` after every iteration on the host, ``x``
         a pytree like ``x0`` (NumPy); its return value is ignored. Not part of the compile
-        key. Under your own ``jit``, drive :class:`FixedPoint` with ``iterate`` instead.
+        key (one compile per ``T``, settings and shapes; inlined under your own ``jit`` /
+        ``vmap``, where the callback is used directly).
 
     Returns
     -------
@@ -287,35 +288,24 @@ def fixed_point(T: Callable, x0, args=(), *, objective=None, xtol: Optional[floa
     arg_static, arg_dynamic = _split_args(args)
     solver = FixedPoint(maxiter=int(maxiter), use_objective=objective is not None,
                         accelerate=accelerate, **tolerances)
-    static = (T, objective, solver, arg_static, callback is not None)
-    try:
-        hash(static)
-    except TypeError:
-        run = _solve
-    else:
-        run = _solve_cached
-    with progress_to(None if callback is None else _tree_progress(callback, x0)):
-        res = run(static, x0, arg_dynamic)
-        jax.block_until_ready(res)
-    return res
+    traced = is_traced((x0, arg_dynamic))
+    static = (T, objective, solver, arg_static, callback_key(callback, traced))
+    return run_compiled(_solve, static, x0, arg_dynamic,
+                        progress=None if traced else callback)
 
 
 def _solve(static, x0, arg_dynamic):
     from jaxinfer.optimize.minimize import _join_args
-    T, objective, solver, arg_static, with_progress = static
+    T, objective, solver, arg_static, callback = static
     args = _join_args(arg_static, arg_dynamic)
     x0_flat, unravel = ravel_pytree(x0)
     fn = make_fixed_point_fn(T, unravel, objective)
-    res = iterate(solver, fn, x0_flat, args, callback=PROGRESS_SINK if with_progress else None)
+    progress = None if callback is None else _tree_progress(callback, x0)
+    res = iterate(solver, fn, x0_flat, args, callback=progress)
     extra = dict(res.extra)
     extra["residual"] = unravel(extra["residual"])
     return OptimizeResult(x=unravel(res.x), fun=res.fun, jac=None, status=res.status,
                           nit=res.nit, nfev=res.nfev, njev=res.njev, extra=extra)
-
-
-# One compiled solve per (T, objective, settings, static args, callback or not) and per
-# argument shapes: calling again with new arrays of the same shapes does not recompile.
-_solve_cached = jax.jit(_solve, static_argnums=0)
 
 
 def _tree_progress(callback, x0):

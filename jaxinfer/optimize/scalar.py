@@ -39,8 +39,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxinfer.optimize._iterate import (PROGRESS_SINK, RUNNING, AbstractSolver, Progress,
-                                        first_status, iterate, progress_to)
+from jaxinfer.optimize._compile import callback_key, is_traced, run_compiled
+from jaxinfer.optimize._iterate import RUNNING, AbstractSolver, Progress, first_status, iterate
 from jaxinfer.optimize.result import OptimizeResult, Status
 
 _GOLD = 1.618034          # golden-ratio growth for bracketing
@@ -714,7 +714,7 @@ def _ends_dtype(ends):
 
 
 def _is_traced(values):
-    return any(isinstance(v, jax.core.Tracer) for v in values)
+    return is_traced(*values)
 
 
 def minimize_scalar(fun: Callable, bracket=None, bounds=None, args=(), method: Optional[str] = None,
@@ -814,18 +814,11 @@ def minimize_scalar(fun: Callable, bracket=None, bounds=None, args=(), method: O
     arg_static, arg_dynamic = _split_args(args)
     dtype = _ends_dtype(ends)
     x0 = jnp.stack([jnp.asarray(v, dtype) for v in ends])
-    static = (method, tuple(sorted(opts.items())), fun, arg_static, callback is not None)
-    try:
-        hash(static)
-    except TypeError:
-        run = _scalar_solve
-    else:
-        run = _scalar_cached
-    with progress_to(callback):
-        res = run(static, x0, arg_dynamic)
-        if not _is_traced(jax.tree_util.tree_leaves(res)):
-            jax.block_until_ready(res)
-    return res
+    traced = is_traced((x0, arg_dynamic))
+    static = (method, tuple(sorted(opts.items())), fun, arg_static,
+              callback_key(callback, traced))
+    return run_compiled(_scalar_solve, static, x0, arg_dynamic,
+                        progress=None if traced else callback)
 
 
 def make_scalar_solver(method: str, opts: dict) -> AbstractSolver:
@@ -844,7 +837,7 @@ def make_scalar_solver(method: str, opts: dict) -> AbstractSolver:
 
 def _scalar_solve(static, x0, arg_dynamic) -> OptimizeResult:
     from jaxinfer.optimize.minimize import _join_args
-    method, opts, fun, arg_static, with_progress = static
+    method, opts, fun, arg_static, callback = static
     args = _join_args(arg_static, arg_dynamic)
     dtype = x0.dtype
 
@@ -855,11 +848,7 @@ def _scalar_solve(static, x0, arg_dynamic) -> OptimizeResult:
         return jnp.reshape(val, ()).astype(dtype)
 
     solver = make_scalar_solver(method, dict(opts))
-    return iterate(solver, fn, x0, args, callback=PROGRESS_SINK if with_progress else None)
-
-
-# One compiled solve per (method, options, fun, static args) and argument shapes / dtypes.
-_scalar_cached = jax.jit(_scalar_solve, static_argnums=0)
+    return iterate(solver, fn, x0, args, callback=callback)
 
 
 __all__ = ["minimize_scalar", "make_scalar_solver", "Brent", "BoundedBrent", "Golden",
