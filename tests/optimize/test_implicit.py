@@ -143,3 +143,142 @@ def test_bad_input_is_refused():
         implicit_root(jnp.zeros(2), lambda x, t: x, THETA, linear_solver="lu")
     with pytest.raises(TypeError, match="floating point"):
         implicit_root(jnp.zeros(2, jnp.int32), lambda x, t: x, THETA)
+
+
+# ---- the front doors: curve_fit, minimize, least_squares ------------------------------------
+
+from jaxinfer.optimize.curve_fit import curve_fit  # noqa: E402
+from jaxinfer.optimize.minimize import minimize  # noqa: E402
+
+XS = np.linspace(0.0, 3.0, 12)
+YS = 2.0 * np.exp(-1.1 * XS) + 0.3 + 0.02 * np.cos(5.0 * XS)   # non-zero residuals
+SIG = 0.05 + 0.01 * XS
+TIGHT = {"xtol": 1e-15}
+
+
+def decay(x, a, b, c):
+    return a * jnp.exp(-b * x) + c
+
+
+def popt_of(y, x=XS, sigma=None, **kw):
+    return curve_fit(decay, x, y, p0=np.array([1.0, 1.0, 0.0]), sigma=sigma, **TIGHT, **kw)[0]
+
+
+def fit_cost(p, x, y, sigma):
+    return 0.5 * jnp.sum(((decay(x, *p) - y) / sigma) ** 2)
+
+
+@jax.jit
+def newton_polish(p, x, y, sigma, free):
+    """Three Newton steps on the free parameters: LM stops ~1e-11 from the minimiser, too
+    far for central differences at 1e-5 relative; Newton makes it exact to rounding."""
+    for _ in range(3):
+        g = jnp.where(free, jax.grad(fit_cost)(p, x, y, sigma), 0.0)
+        h = jax.hessian(fit_cost)(p, x, y, sigma)
+        h = jnp.where(free[:, None] & free[None, :], h, jnp.eye(3))
+        p = p - jnp.linalg.solve(h, g)
+    return p
+
+
+def resolved(y, x=XS, sigma=None, bounds=None):
+    """The minimiser at (x, y, sigma) recomputed from scratch: curve_fit, then polished."""
+    kw = {} if bounds is None else {"bounds": bounds}
+    p = popt_of(y, x=x, sigma=sigma, **kw)
+    free = np.ones(3, bool)
+    if bounds is not None:
+        free = (np.asarray(p) > np.asarray(bounds[0])) & (np.asarray(p) < np.asarray(bounds[1]))
+    return newton_polish(p, x, y, np.ones_like(y) if sigma is None else sigma, free)
+
+
+def assert_relative(actual, reference, rtol=1e-5):
+    """Relative error in the Frobenius norm (entries near zero are judged by the whole)."""
+    actual, reference = np.asarray(actual), np.asarray(reference)
+    error = np.linalg.norm(actual - reference) / np.linalg.norm(reference)
+    assert error <= rtol, f"relative error {error:.2e} > {rtol:.0e}"
+
+
+def central(fn, z, h):
+    """Central differences of re-solves (eager calls, each a fresh fit) along every entry."""
+    z = np.asarray(z, float)
+    cols = []
+    for i in range(z.size):
+        e = np.zeros_like(z)
+        e.flat[i] = h
+        cols.append((np.asarray(fn(z + e)) - np.asarray(fn(z - e))) / (2 * h))
+    return np.stack(cols, axis=-1)
+
+
+def test_curve_fit_popt_wrt_ydata_matches_resolves():
+    jac = jax.jit(jax.jacrev(lambda y: popt_of(y)))(jnp.asarray(YS))
+    reference = central(resolved, YS, h=1e-5)
+    assert_relative(jac, reference)
+
+
+def test_curve_fit_popt_wrt_xdata_and_sigma_and_pcov_are_differentiable():
+    direction = np.sin(np.arange(XS.size))
+    # d popt along a direction in xdata, and in sigma, against re-solves (jvp: forward mode)
+    _, d_x = jax.jit(lambda x, v: jax.jvp(lambda xx: popt_of(YS, x=xx), (x,), (v,)))(
+        jnp.asarray(XS), jnp.asarray(direction))
+    ref_x = (resolved(YS, x=XS + 1e-5 * direction) - resolved(YS, x=XS - 1e-5 * direction)) / 2e-5
+    assert_relative(d_x, ref_x)
+    g_sigma = jax.jit(jax.grad(lambda s: popt_of(YS, sigma=s)[1]))(jnp.asarray(SIG))
+    ref_sigma = central(lambda s: resolved(YS, sigma=s)[1], SIG, h=1e-5)
+    assert_relative(g_sigma, ref_sigma)
+    # pcov moves with the data too (through popt and the Jacobian at popt)
+    def var_b(y):
+        return curve_fit(decay, XS, y, p0=np.array([1.0, 1.0, 0.0]), **TIGHT)[1][1, 1]
+
+    def var_b_resolved(y):   # scipy's pcov formula at the re-solved minimiser
+        p = resolved(y)
+        r = decay(XS, *p) - y
+        j = jax.jacfwd(lambda q: decay(XS, *q))(p)
+        return (np.linalg.inv(j.T @ j) * (r @ r) / (XS.size - 3))[1, 1]
+
+    g_pcov = jax.jit(jax.grad(var_b))(jnp.asarray(YS))
+    ref_pcov = central(var_b_resolved, YS, h=1e-5)
+    assert_relative(g_pcov, ref_pcov)
+
+
+def test_curve_fit_with_an_active_bound_holds_that_parameter():
+    bounds = ([0.0, 0.0, 0.35], [10.0, 10.0, 2.0])      # c sits on its lower bound
+    fit = lambda y: popt_of(y, bounds=bounds)  # noqa: E731
+    assert float(fit(YS)[2]) == pytest.approx(0.35)
+    jac = jax.jit(jax.jacrev(fit))(jnp.asarray(YS))
+    reference = central(lambda y: resolved(y, bounds=bounds), YS, h=1e-5)
+    assert_relative(jac, reference)
+    assert np.all(np.asarray(jac)[2] == 0.0)
+
+
+def rosen_scaled(x, a):
+    return jnp.sum(a[0] * (x[1:] - x[:-1] ** 2) ** 2 + (a[1] - x[:-1]) ** 2) + 0.1 * jnp.sum(x ** 2)
+
+
+@pytest.mark.parametrize("method", ["BFGS", "L-BFGS-B"])
+def test_minimize_solution_wrt_a_parameter_matches_resolves(method):
+    x0 = jnp.array([-1.0, 1.0, 0.5])
+    options = {"gtol": 1e-12} if method == "BFGS" else {"gtol": 1e-12, "ftol": 1e-16,
+                                                          "maxiter": 2000}
+    bounds = None if method == "BFGS" else [(None, None), (None, 0.6), (None, None)]
+
+    def solution(a):
+        return minimize(rosen_scaled, x0, args=(a,), method=method, bounds=bounds,
+                        options=options).x
+
+    @jax.jit
+    def resolved_minimum(a):
+        # re-solve, then Newton on the free parameters (the bound holds x[1] at 0.6):
+        # quasi-Newton stops ~1e-11 from the minimiser, too far for 1e-5 central differences
+        x = solution(a)
+        free = jnp.ones(3, bool) if bounds is None else jnp.array([True, False, True])
+        for _ in range(3):
+            g = jnp.where(free, jax.grad(rosen_scaled)(x, a), 0.0)
+            h = jax.hessian(rosen_scaled)(x, a)
+            x = x - jnp.linalg.solve(jnp.where(free[:, None] & free[None, :], h, jnp.eye(3)), g)
+        return x
+
+    a = np.array([10.0, 0.8])
+    if bounds is not None:
+        assert float(solution(jnp.asarray(a))[1]) == 0.6
+    jac = jax.jit(jax.jacrev(solution))(jnp.asarray(a))
+    reference = central(resolved_minimum, a, h=1e-5)
+    assert_relative(jac, reference)
