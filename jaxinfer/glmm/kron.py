@@ -42,6 +42,7 @@ from jax.flatten_util import ravel_pytree
 from jax.scipy.linalg import cho_solve
 
 from jaxinfer.glmm._checks import as_numpy_float
+from jaxinfer.glmm._lstsq import min_norm_solve
 from jaxinfer.glmm._module import parameter_bounds, parameter_mask
 from jaxinfer.glmm.cov import Kron2SumCov, Kron2SumCovModule
 from jaxinfer.glmm.mean import unvec, vec
@@ -457,7 +458,7 @@ def _scan_kron_jit(terms: KronTerms, data: KronData, A1, X1, Y, X, npn):
     H11 = _gram(terms.Sigma_inv, W, A1, X1r, A1, X1r, rX1.T @ rX1)
     left = jnp.block([[terms.H, H01], [H01.T, H11]])
     right = jnp.concatenate([terms.MKy, _cross(terms.Sigma_inv, W, A1, X1r, data.Yr, rX1.T @ Y)])
-    beta = jnp.linalg.solve(left, right)
+    beta, _ = min_norm_solve(left, right)  # least squares: finite for degenerate X1
     scale = jnp.maximum((terms.yKy - beta @ right) / npn, _TINY)
     se = jnp.sqrt(jnp.maximum(scale * jnp.diagonal(jnp.linalg.pinv(left)), _TINY))
     return beta, scale, se

@@ -6,7 +6,10 @@ Null model: y ~ N(Xβ, s·(Q₀S₀Q₀ᵀ + vI)) where S₀ already holds v₀�
 adds columns to X: E = [X M], effect sizes [β; α] = (EᵀBE)⁻¹EᵀBy, scale
 s = (y - Eb)ᵀB(y - Eb)/n (maximum likelihood, never restricted) and
 lml = ½(-n·log 2π - n - Σlog D₀ - (n - r)·log v - n·log s), D₀ = S₀ + v, logs clipped at
-sqrt(eps) as glimix-core. Standard errors are sqrt(s·diag((EᵀBE)⁻¹)).
+sqrt(eps) as glimix-core. Standard errors are sqrt(s·diag((EᵀBE)⁻¹)). A singular EᵀBE (a zero, constant or duplicated
+candidate) is solved by minimum-norm least squares and its standard errors come from
+(EᵀBE + 10⁻¹²I)⁻¹, as glimix-core (:mod:`jaxinfer.glmm._lstsq`); such candidates are flagged
+``degenerate``.
 
 Difference from glimix-core 3.1.14: its ``fast_scan`` with more than one covariate omits the
 factor s inside the standard errors (``scan`` and the one-covariate path include it); jaxinfer
@@ -29,6 +32,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxinfer.glmm._checks import as_numpy_float, check_covariates, check_outcome, check_qs
+from jaxinfer.glmm._lstsq import min_norm_solve, ridge_inverse_diagonal
 
 __all__ = ["FastScanner", "ScanNull", "scan_statistics", "scan_columns", "scan_set"]
 
@@ -108,17 +112,18 @@ def _solve_candidate(null: ScanNull, yTBM, XTBM, MTBM, n):
     k = yTBM.shape[0]
     left = jnp.block([[null.XTBX, XTBM], [XTBM.T, MTBM]])
     right = jnp.concatenate([null.yTBX, yTBM])
-    inv_left = jnp.linalg.inv(left)
-    x = inv_left @ right
-    x = x + inv_left @ (right - left @ x)  # one step of refinement
+    # least squares as glimix-core: finite numbers for zero / constant / duplicated columns
+    x, deficient = min_norm_solve(left, right)
+    dx, _ = min_norm_solve(left, right - left @ x)
+    x = x + dx  # one step of refinement
     beta, alpha = x[:c], x[c:]
     bstar = null.yTBy - 2 * right @ x + x @ left @ x
     bstar = jnp.maximum(bstar, _TINY)
     scale = bstar / n
     lml = (null.static_lml - n * _safe_log(scale)) / 2
-    se = jnp.sqrt(scale * jnp.diagonal(inv_left))
+    se = jnp.sqrt(scale * ridge_inverse_diagonal(left))
     return dict(lml=lml, effsizes0=beta, effsizes0_se=se[:c], effsizes1=alpha,
-                effsizes1_se=se[c:], scale=scale)
+                effsizes1_se=se[c:], scale=scale, degenerate=deficient)
 
 
 def scan_columns(null: ScanNull, M):
@@ -248,17 +253,22 @@ class FastScanner:
         """Test each column of M (n, k) on its own.
 
         Returns numpy arrays: lml (k,), effsizes0 (k, c), effsizes0_se (k, c),
-        effsizes1 (k,), effsizes1_se (k,), scale (k,). ``progress(done, total)`` is called
+        effsizes1 (k,), effsizes1_se (k,), scale (k,), and degenerate (k,) bool: the
+        candidate made [X g] rank deficient (zero, constant, equal to a covariate), solved by
+        least squares as glimix-core (effect 0 for a zero column, a finite lml).
+        ``progress(done, total)`` is called
         after each block; ``verbose`` is accepted for compatibility and ignored.
         """
         M = as_numpy_float(M, "M (candidates)", ndim=2)
         if M.shape[0] != self._n:
             raise ValueError(f"M has {M.shape[0]} rows but y has {self._n} samples.")
         k = M.shape[1]
-        keys = ("lml", "effsizes0", "effsizes0_se", "effsizes1", "effsizes1_se", "scale")
+        keys = ("lml", "effsizes0", "effsizes0_se", "effsizes1", "effsizes1_se", "scale",
+                "degenerate")
         if k == 0:
             return {key: np.empty((0, self._c) if key in ("effsizes0", "effsizes0_se")
-                                  else (0,)) for key in keys}
+                                  else (0,), bool if key == "degenerate" else float)
+                    for key in keys}
         size = self._block_size(k)
         dtype = self._null.Qty.dtype
         if len(self._devices) > 1:
@@ -290,7 +300,8 @@ class FastScanner:
         """Test the columns of M (n, k) jointly as one candidate set.
 
         Returns lml (float), effsizes0 (c,), effsizes0_se (c,), effsizes1 (k,),
-        effsizes1_se (k,), scale (float). k = 0 gives the null model.
+        effsizes1_se (k,), scale (float), degenerate (bool: [X M] rank deficient, solved by
+        least squares). k = 0 gives the null model.
         """
         M = as_numpy_float(M, "M (candidates)", ndim=(1, 2))
         if M.ndim == 1:
@@ -300,9 +311,10 @@ class FastScanner:
         if M.shape[1] == 0:
             return dict(lml=self.null_lml(), effsizes0=np.asarray(self.null_beta),
                         effsizes0_se=np.asarray(self.null_beta_se), effsizes1=np.empty(0),
-                        effsizes1_se=np.empty(0), scale=self.null_scale)
+                        effsizes1_se=np.empty(0), scale=self.null_scale, degenerate=False)
         out = _scan_set_jit(self._null, jnp.asarray(M, self._null.Qty.dtype))
         out = {key: np.asarray(val) for key, val in out.items()}
         out["lml"] = float(out["lml"])
         out["scale"] = float(out["scale"])
+        out["degenerate"] = bool(out["degenerate"])
         return out
