@@ -85,3 +85,24 @@ def check_qs(QS, n: int):
                 f"got shape {Q1.shape}."
             )
     return Q0, S0
+
+
+# scipy's fmin_l_bfgs_b multiplies ``factr`` by float64's machine epsilon whatever the data's
+# dtype; glimix-core's factr = 1e5 therefore means ftol = 2.2e-11 (with float32's epsilon it
+# would be 1.2e-2, which stops EP fits after two iterations, reported as converged)
+FACTR_EPS = float(np.finfo(np.float64).eps)
+
+
+def require_float64(dtype, what: str) -> None:
+    """Refuse a fit that is not accurate in ``dtype`` (anything but float64), before tracing.
+
+    EP-based fits (GLMMExpFam, ExpFamGP) stall in float32 on flat likelihood surfaces
+    (Bernoulli traits, δ near a bound) at parameters far from the float64 optimum, so they
+    refuse rather than report a wrong answer as converged.
+    """
+    if np.dtype(dtype) != np.float64:
+        raise ValueError(
+            f"{what} needs float64 (its arrays are {np.dtype(dtype).name}): in float32 the "
+            "expectation-propagation likelihood is too noisy for L-BFGS-B to reach the "
+            "optimum. Turn float64 on before creating any array: "
+            "jax.config.update(\"jax_enable_x64\", True).")

@@ -28,7 +28,8 @@ Differences from glimix-core, on purpose:
   EP tolerance, and ours is a function of the sites alone, which makes its gradient exact;
 * glimix-core loosens ``rtol`` on the EP object permanently (the 10× steps accumulate over
   calls); here each call starts from the ``rtol`` it is given;
-* reaching ``max_iter`` is reported (``converged=False``) instead of raising.
+* reaching ``max_iter`` is reported (``status=Status.MAX_ITER``, ``success=False``) instead
+  of raising.
 
 Gradients: :func:`ep_log_marginal_likelihood` treats the sites as constants and differentiates
 everything else (prior → posterior → cavities → tilted normalisers). At an EP fixed point the
@@ -49,6 +50,7 @@ import jax.numpy as jnp
 from jax.scipy.linalg import cho_solve, solve_triangular
 
 from jaxinfer.glmm.lik import Likelihood
+from jaxinfer.optimize.result import Status, is_success, status_message
 
 __all__ = [
     "EPSites",
@@ -92,8 +94,23 @@ class EPResult(NamedTuple):
     posterior_variance: jnp.ndarray
     log_marginal_likelihood: jnp.ndarray
     n_iter: jnp.ndarray       # sweeps done
-    converged: jnp.ndarray    # bool: the stopping rule passed before max_iter
+    status: jnp.ndarray       # Status code: XTOL (stopping rule passed), MAX_ITER, NONFINITE
     last_step: jnp.ndarray    # ‖τ̃_new - τ̃_old‖ of the last sweep
+
+    @property
+    def success(self) -> jnp.ndarray:
+        """Bool array: the stopping rule passed before ``max_iter`` (from :attr:`status`)."""
+        return is_success(self.status)
+
+    @property
+    def converged(self) -> jnp.ndarray:
+        """Same as :attr:`success`."""
+        return self.success
+
+    @property
+    def message(self):
+        """Why EP stopped (str, or an array of str for a batch)."""
+        return status_message(self.status)
 
 
 class EPOptions(eqx.Module):
@@ -199,7 +216,7 @@ def _prepare(prior_mean, prior_cov, outcome, trials):
 
 
 def _ep_loop(prior_mean, prior_cov, likelihood, outcome, trials, init_sites, options):
-    """The EP sweeps (no gradient): returns (sites, n_iter, converged, last_step)."""
+    """The EP sweeps (no gradient): returns (sites, n_iter, status, last_step)."""
     dtype = prior_mean.dtype
     n = prior_mean.shape[0]
     prior_mean = jax.lax.stop_gradient(prior_mean)
@@ -241,8 +258,9 @@ def _ep_loop(prior_mean, prior_cov, likelihood, outcome, trials, init_sites, opt
     inf = jnp.asarray(jnp.inf, dtype)
     state = (jnp.asarray(0), sites, inf, -inf, rtol0)
     n_iter, sites, step, tol, _ = jax.lax.while_loop(cond, body, state)
-    converged = (step <= tol) & jnp.isfinite(step)
-    return sites, n_iter, converged, step
+    status = jnp.where(~jnp.isfinite(step), int(Status.NONFINITE),
+                       jnp.where(step <= tol, int(Status.XTOL), int(Status.MAX_ITER)))
+    return sites, n_iter, status.astype(jnp.int32), step
 
 
 def expectation_propagation(prior_mean, prior_cov, likelihood: Likelihood, outcome, trials=None,
@@ -278,11 +296,11 @@ def expectation_propagation_lml(prior_mean, prior_cov, likelihood: Likelihood, o
     """
     options = EPOptions() if options is None else options
     prior_mean, prior_cov, outcome, trials, _ = _prepare(prior_mean, prior_cov, outcome, trials)
-    sites, n_iter, converged, step = _ep_loop(prior_mean, prior_cov, likelihood, outcome, trials,
+    sites, n_iter, status, step = _ep_loop(prior_mean, prior_cov, likelihood, outcome, trials,
                                               init_sites, options)
     sites = jax.lax.stop_gradient(sites)
     lml, (posterior, cavity_eta, cavity_tau) = ep_log_marginal_likelihood(
         prior_mean, prior_cov, likelihood, outcome, trials, sites, return_parts=True)
     aux = jax.lax.stop_gradient((cavity_eta, cavity_tau, posterior.mean, posterior.variance, lml))
-    result = EPResult(sites, *aux, n_iter, converged, step)
+    result = EPResult(sites, *aux, n_iter, status, step)
     return lml, result

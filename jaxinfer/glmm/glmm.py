@@ -41,6 +41,7 @@ from jaxinfer.glmm.ep import (
     expectation_propagation_lml,
 )
 from jaxinfer.glmm.lik import Likelihood, get_likelihood
+from jaxinfer.glmm._checks import FACTR_EPS, require_float64
 
 __all__ = [
     "GLMMParams",
@@ -145,9 +146,8 @@ def _fit_jit(params, data, *, objective, free, bounds, factr, pgtol):
     def fun(x, params, data):
         return -objective(_unflat_free(x, params, free), data)
 
-    eps = float(jnp.finfo(x0.dtype).eps)
     return minimize(fun, x0, args=(params, data), method="L-BFGS-B", bounds=list(bounds),
-                    options={"ftol": factr * eps, "gtol": pgtol, "maxiter": 15000,
+                    options={"ftol": factr * FACTR_EPS, "gtol": pgtol, "maxiter": 15000,
                              "maxfun": 15000})
 
 
@@ -599,8 +599,10 @@ class GLMMExpFam(_GLMMBase):
         """Maximise the EP marginal likelihood by L-BFGS-B; returns the OptimizeResult.
 
         ``factr`` and ``pgtol`` as in scipy's ``fmin_l_bfgs_b`` (glimix-core's defaults).
-        The objective's EP runs start from the sites at the starting point.
+        The objective's EP runs start from the sites at the starting point. Needs float64
+        (raises ValueError otherwise; see :func:`jaxinfer.glmm._checks.require_float64`).
         """
+        require_float64(self._dtype, "GLMMExpFam.fit")
         self._ep()
         result = self._run_fit(self._objective, self._data(), factr, pgtol)
         self._ep()

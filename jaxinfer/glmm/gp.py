@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
+from jaxinfer.glmm._checks import FACTR_EPS, require_float64
 from jaxinfer.glmm._module import parameter_bounds, parameter_mask
 from jaxinfer.glmm.ep import EPOptions, EPResult, EPSites, expectation_propagation_lml
 from jaxinfer.glmm.lik import Likelihood, get_likelihood
@@ -99,9 +100,8 @@ def _fit(objective, params, static, data, lower, upper, factr, pgtol):
     def fun(x, data):
         return -objective(unravel(x), static, data)
 
-    eps = float(jnp.finfo(x0.dtype).eps)
     result = minimize(fun, x0, args=(data,), method="L-BFGS-B", bounds=(lb, ub),
-                      options={"ftol": factr * eps, "gtol": pgtol, "maxiter": 15000,
+                      options={"ftol": factr * FACTR_EPS, "gtol": pgtol, "maxiter": 15000,
                                "maxfun": 15000})
     return unravel(result.x), result
 
@@ -287,7 +287,9 @@ class ExpFamGP(_GPBase):
         return self.ep_result.sites
 
     def fit(self, verbose: bool = False, factr: float = 1e5, pgtol: float = 1e-7):
-        """Maximise the EP marginal likelihood (L-BFGS-B); returns the OptimizeResult."""
+        """Maximise the EP marginal likelihood (L-BFGS-B); returns the OptimizeResult.
+        Needs float64 (raises ValueError otherwise)."""
+        require_float64(self._y.dtype, "ExpFamGP.fit")
         self._evaluate()
         result = self._run_fit(factr, pgtol)
         self._evaluate()
