@@ -237,12 +237,23 @@ def agreeing_digits(problem: NistProblem, params, sd) -> float:
                      log_relative_error(sd, problem.certified_sd).min()))
 
 
-def fit_all(problems=None, starts=(0, 1), progress=None, **lm_options):
+def random_starts(problem: NistProblem, count: int, seed: int = 0) -> np.ndarray:
+    """``count`` starting points (count, n) drawn uniformly, parameter by parameter, between
+    Start 1 and Start 2 of ``problem``; reproducible from ``seed`` and the problem's name."""
+    import zlib
+
+    rng = np.random.default_rng([seed, zlib.crc32(problem.name.encode())])
+    u = rng.random((count, problem.n_params))
+    return problem.starts[0] + u * (problem.starts[1] - problem.starts[0])
+
+
+def fit_all(problems=None, starts=(0, 1), progress=None, random=0, seed=0, **lm_options):
     """Fit many problems with :func:`curve_fit`, batching what can share one compile.
 
     Problems with the same model function and data size (Lanczos1-3, Gauss1-3) and all their
     starts are stacked and fitted by one ``jit(vmap(curve_fit))``. ``problems`` is a list of
-    :class:`NistProblem` (default: all 27); ``starts`` picks Start 1 (0) and/or Start 2 (1).
+    :class:`NistProblem` (default: all 27); ``starts`` picks Start 1 (0) and/or Start 2 (1);
+    ``random`` adds that many starts from :func:`random_starts` (``seed``), keyed 2, 3, ...
 
     Returns ``{(name, start_index): record}`` where a record holds numpy ``popt``, ``sd``
     (square roots of the diagonal of pcov) and scalars ``status``, ``success``, ``nfev``,
@@ -267,10 +278,12 @@ def fit_all(problems=None, starts=(0, 1), progress=None, **lm_options):
     for (model, _, _), members in groups.items():
         if progress is not None:
             progress("NIST " + ", ".join(p.name for p in members))
-        items = [(prob, k) for prob in members for k in starts]
+        points = {prob.name: np.concatenate([prob.starts, random_starts(prob, random, seed)])
+                  for prob in members}
+        items = [(prob, k) for prob in members for k in tuple(starts) + tuple(range(2, 2 + random))]
         xs = jnp.asarray(np.stack([prob.x for prob, _ in items]))
         ys = jnp.asarray(np.stack([prob.y for prob, _ in items]))
-        p0s = jnp.asarray(np.stack([prob.starts[k] for prob, k in items]))
+        p0s = jnp.asarray(np.stack([points[prob.name][k] for prob, k in items]))
         popt, sd, status, nfev, njev, nit = jax.jit(jax.vmap(one))(xs, ys, p0s)
         popt, sd = np.asarray(popt), np.asarray(sd)
         for i, (prob, k) in enumerate(items):
@@ -284,10 +297,11 @@ def fit_all(problems=None, starts=(0, 1), progress=None, **lm_options):
     return out
 
 
-def fit_scipy(problem: NistProblem, start: int, **kwargs):
+def fit_scipy(problem: NistProblem, start, **kwargs):
     """The same fit with ``scipy.optimize.curve_fit`` (method 'lm' unless told otherwise).
 
-    Returns a record like :func:`fit_all`'s (``digits`` 0 when scipy raises).
+    ``start`` is 0 / 1 (Start 1 / 2) or a starting point (n,). Returns a record like
+    :func:`fit_all`'s (``digits`` 0 when scipy raises).
     """
     import warnings
 
@@ -296,11 +310,12 @@ def fit_scipy(problem: NistProblem, start: int, **kwargs):
     def f(x, *b):
         return np.asarray(problem.model(x, np.array(b)))
 
+    p0 = problem.starts[start] if np.ndim(start) == 0 else np.asarray(start, dtype=float)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             popt, pcov, info, _, ier = scipy.optimize.curve_fit(
-                f, problem.x, problem.y, p0=problem.starts[start], full_output=True, **kwargs)
+                f, problem.x, problem.y, p0=p0, full_output=True, **kwargs)
         sd = np.sqrt(np.diag(pcov))
         return {"popt": popt, "sd": sd, "success": ier in (1, 2, 3, 4), "nfev": int(info["nfev"]),
                 "digits": agreeing_digits(problem, popt, sd),
