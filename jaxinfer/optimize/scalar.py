@@ -11,7 +11,8 @@ per iteration until bracketed, then one minimisation step per iteration. The obj
 * ``'brent'`` (:class:`Brent`, default without bounds): expand a bracket from ``bracket``
   (default ``(0, 1)``) by golden steps with parabolic extrapolation (growth limit 110), then
   Brent's parabolic / golden-section method; ``xtol`` relative (1.48e-8) plus an absolute
-  1e-11. scipy's algorithm and defaults: same iterates, same evaluation counts.
+  1e-11 (in a lower precision: ``sqrt(eps)`` and ``eps`` of the dtype, so that float32
+  searches can converge). scipy's algorithm and defaults: same iterates, same evaluation counts.
 * ``'bounded'`` (:class:`BoundedBrent`, default with ``bounds``): Brent's method restricted
   to ``[a, b]``, started at the golden point, stopping when the bracket is below ``xatol``
   (1e-5) plus a relative ``sqrt(2.2e-16) |x|``.
@@ -51,9 +52,9 @@ _GOLDEN_MEAN = 0.5 * (3.0 - math.sqrt(5.0))
 _TINY = 1e-21
 
 _SCALAR_OPTIONS = {
-    "brent": {"xtol": 1.48e-8, "maxiter": 500},
+    "brent": {"xtol": None, "maxiter": 500},
     "bounded": {"xatol": 1e-5, "maxiter": 500},
-    "golden": {"xtol": 1.4901161193847656e-08, "maxiter": 5000},
+    "golden": {"xtol": None, "maxiter": 5000},
     "bracket-brent": {"rtol": 1e-6, "atol": 1e-6, "gfactor": 2.0, "maxiter": 500, "x0": 0.0},
 }
 _SCALAR_IGNORED = {"disp"}
@@ -199,15 +200,27 @@ def _brent_start(br: BracketState):
                      nit=_i32(0), nfev=_i32(0))
 
 
+def _mintol(dtype):
+    """Brent's absolute tolerance: scipy's 1e-11, at least the dtype's eps."""
+    return max(_MINTOL, float(jnp.finfo(dtype).eps))
+
+
+def _relative_tol(xtol, default, dtype):
+    """``xtol`` if given, else scipy's ``default`` raised to ``sqrt(eps)`` of the dtype."""
+    if xtol is not None:
+        return xtol
+    return max(default, float(math.sqrt(jnp.finfo(dtype).eps)))
+
+
 def _brent_converged(s: BrentCore, xtol):
-    tol1 = xtol * jnp.abs(s.x) + _MINTOL
+    tol1 = xtol * jnp.abs(s.x) + _mintol(s.x.dtype)
     return jnp.abs(s.x - 0.5 * (s.a + s.b)) < (2.0 * tol1 - 0.5 * (s.b - s.a))
 
 
 def _brent_step(f, s: BrentCore, xtol):
     a, b, x, w, v, fx, fw, fv, deltax, rat = (s.a, s.b, s.x, s.w, s.v, s.fx, s.fw, s.fv,
                                               s.deltax, s.rat)
-    tol1 = xtol * jnp.abs(x) + _MINTOL
+    tol1 = xtol * jnp.abs(x) + _mintol(x.dtype)
     tol2 = 2.0 * tol1
     xmid = 0.5 * (a + b)
     golden_delta = jnp.where(x >= xmid, a - x, b - x)
@@ -362,10 +375,11 @@ def _bracketed_result(state: BracketedState, status, x, fx):
 
 class Brent(AbstractSolver):
     """scipy's Brent with its bracket search. ``x0``: (2,) start pair or (3,) bracket.
-    ``xtol`` (1.48e-8, relative), ``maxiter`` (500 Brent iterations), ``grow_limit`` (110),
+    ``xtol`` (None: 1.48e-8 relative, at least sqrt(eps) of the dtype), ``maxiter`` (500
+    Brent iterations), ``grow_limit`` (110),
     ``bracket_maxiter`` (1000 expansion steps)."""
 
-    xtol: float = 1.48e-8
+    xtol: Optional[float] = None
     maxiter: int = 500
     grow_limit: float = 110.0
     bracket_maxiter: int = 1000
@@ -374,7 +388,7 @@ class Brent(AbstractSolver):
         return _brent_start(br)
 
     def step_core(self, f, core):
-        return _brent_step(f, core, self.xtol)
+        return _brent_step(f, core, _relative_tol(self.xtol, 1.48e-8, core.x.dtype))
 
     def init(self, fn, x0, args):
         return _bracketed_init(self, lambda x: fn(x, args), x0)
@@ -384,7 +398,8 @@ class Brent(AbstractSolver):
 
     def terminate(self, fn, state, args):
         c = state.core
-        return _bracketed_status(self, state, c.x, c.fx, _brent_converged(c, self.xtol))
+        xtol = _relative_tol(self.xtol, 1.48e-8, c.x.dtype)
+        return _bracketed_status(self, state, c.x, c.fx, _brent_converged(c, xtol))
 
     def postprocess(self, fn, state, args, status):
         return _bracketed_result(state, status, state.core.x, state.core.fx)
@@ -395,10 +410,11 @@ class Brent(AbstractSolver):
 
 class Golden(AbstractSolver):
     """scipy's golden-section search with its bracket search. ``x0``: (2,) or (3,) as for
-    :class:`Brent`; ``xtol`` (1.49e-8), ``maxiter`` (5000), ``grow_limit``,
+    :class:`Brent`; ``xtol`` (None: 1.49e-8, at least sqrt(eps) of the dtype), ``maxiter``
+    (5000), ``grow_limit``,
     ``bracket_maxiter``."""
 
-    xtol: float = 1.4901161193847656e-08
+    xtol: Optional[float] = None
     maxiter: int = 5000
     grow_limit: float = 110.0
     bracket_maxiter: int = 1000
@@ -421,7 +437,8 @@ class Golden(AbstractSolver):
 
     def terminate(self, fn, state, args):
         c = state.core
-        converged = _golden_converged(c, self.xtol)
+        converged = _golden_converged(
+            c, _relative_tol(self.xtol, 1.4901161193847656e-08, c.x1.dtype))
         return first_status(
             (state.bracketing, RUNNING),
             ((~state.bracketing) & ~_bracket_found(state.bracket), Status.MAX_ITER),
@@ -733,8 +750,9 @@ def minimize_scalar(fun: Callable, bracket=None, bounds=None, args=(), method: O
         search); case-insensitive.
     tol : sets ``xtol`` ('brent', 'golden'), ``xatol`` ('bounded') or ``rtol`` and ``atol``
         ('bracket-brent').
-    options : 'brent': ``xtol`` (1.48e-8), ``maxiter`` (500); 'bounded': ``xatol`` (1e-5),
-        ``maxiter`` (500 function evaluations); 'golden': ``xtol`` (1.49e-8), ``maxiter``
+    options : 'brent': ``xtol`` (1.48e-8; sqrt(eps) in float32), ``maxiter`` (500);
+        'bounded': ``xatol`` (1e-5), ``maxiter`` (500 function evaluations); 'golden':
+        ``xtol`` (1.49e-8; sqrt(eps) in float32), ``maxiter``
         (5000); 'bracket-brent': ``rtol``, ``atol`` (1e-6), ``gfactor`` (2), ``maxiter``
         (500), ``x0`` (start, 0); ``disp`` is ignored. Unknown names raise ValueError.
     callback : optional ``callback(Progress(nit, fun, x))`` after every iteration (host

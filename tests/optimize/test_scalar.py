@@ -151,3 +151,15 @@ def test_brent_solver_by_hand_matches_front_door():
     assert int(state.bracket.it) >= 1 and phases[0] and not phases[-1]
     assert phases == sorted(phases, reverse=True)
     assert len(nits) == len(phases) and nits[-1] == int(ref.nit)
+
+
+def test_float32_brent_golden_bounded_converge():
+    """In float32 the default tolerances rise to sqrt(eps): converged, right to that level."""
+    f = lambda x: jnp.exp(0.3 * x) * (x - 1.3) ** 2 + 0.2 * (x - 1.3) ** 4 + 0.5  # noqa: E731
+    zero, one = jnp.float32(0.0), jnp.float32(1.0)
+    for method, kw in (("brent", {"bracket": (zero, one)}), ("golden", {"bracket": (zero, one)}),
+                       ("bounded", {"bounds": (zero, jnp.float32(3.0))})):
+        res = minimize_scalar(f, method=method, **kw)
+        assert res.x.dtype == jnp.float32, method
+        assert int(res.status) == Status.XTOL, method
+        assert abs(float(res.x) - 1.3) <= 1e-3, method
