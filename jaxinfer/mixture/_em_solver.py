@@ -68,20 +68,22 @@ def inner_options(dtype, ftol=None, gtol=None, maxiter=200) -> dict:
 
 class EM(AbstractSolver):
     """EM settings. spec : the components' static ModelSpec; num_groups : G;
-    atol / rtol : stop when ``|dl| <= atol + rtol |l|``; maxiter : EM steps;
+    atol / rtol : stop when ``|dl| <= atol + rtol |l|``; maxiter : EM steps (at most
+    history_size, the static length of the history buffer);
     inner : L-BFGS-B options for the M-step (see :func:`inner_options`)."""
 
     spec: ModelSpec = eqx.field(static=True)
     num_groups: int = eqx.field(static=True)
-    atol: float = 1e-3
-    rtol: float = 0.0
-    maxiter: int = eqx.field(static=True, default=100)
+    atol: jnp.ndarray = 1e-3       # dynamic: changing a tolerance does not recompile
+    rtol: jnp.ndarray = 0.0
+    maxiter: jnp.ndarray = 100     # dynamic too; the history buffer has history_size + 1
+    history_size: int = eqx.field(static=True, default=100)
     inner: tuple = eqx.field(static=True, default=())
 
     def init(self, fn, x0, args: _core.MixtureData):
         thetas, coefs = x0
         ll = _core.incomplete_loglik(thetas, coefs, self.spec, args)
-        history = jnp.full((self.maxiter + 1,), jnp.nan, ll.dtype).at[0].set(ll)
+        history = jnp.full((self.history_size + 1,), jnp.nan, ll.dtype).at[0].set(ll)
         k = thetas.shape[0]
         return EMState(thetas=thetas, coefs=coefs,
                        resp=_core.responsibilities(thetas, coefs, self.spec, args),
@@ -98,7 +100,8 @@ class EM(AbstractSolver):
         ll = _core.incomplete_loglik(thetas, coefs, self.spec, args)
         n = state.nit + 1
         return EMState(thetas=thetas, coefs=coefs, resp=resp, loglik=ll,
-                       loglik_prev=state.loglik, history=state.history.at[n].set(ll), nit=n,
+                       loglik_prev=state.loglik,
+                       history=state.history.at[jnp.minimum(n, self.history_size)].set(ll), nit=n,
                        inner_nit=nit.astype(jnp.int32), inner_status=status.astype(jnp.int32),
                        inner_failures=state.inner_failures + jnp.sum(status >= 20).astype(jnp.int32))
 

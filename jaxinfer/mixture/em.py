@@ -123,7 +123,7 @@ def fit(model: LymphMixture, *, maxiter: int = 100, atol: float = 1e-3, rtol: fl
     The fitted parameters, coefficients and final responsibilities are set on the model.
     Returns an :class:`OptimizeResult`: ``x = {"thetas": (K, d), "coefs": (K, G)}``,
     ``fun`` = minus the log-likelihood, ``extra["loglik"]``, ``extra["history"]``
-    (``(maxiter + 1,)``, NaN after ``nit``), ``extra["resp"]``, ``extra["inner_failures"]``.
+    (``(max(100, maxiter) + 1,)``, NaN after ``nit``), ``extra["resp"]``, ``extra["inner_failures"]``.
     """
     if model.universal_p:
         raise NotImplementedError("EM with universal_p=True is not implemented")
@@ -135,8 +135,11 @@ def fit(model: LymphMixture, *, maxiter: int = 100, atol: float = 1e-3, rtol: fl
         raise TypeError("callback must be callable or None")
     _ensure_coefs(model)
     thetas, coefs, data = model.arrays()
-    solver = EM(spec=model.spec, num_groups=len(model.subgroups), atol=float(atol),
-                rtol=float(rtol), maxiter=int(maxiter), inner=_options_key(model, options))
+    dtype = jnp.result_type(float)
+    solver = EM(spec=model.spec, num_groups=len(model.subgroups),
+                atol=jnp.asarray(atol, dtype), rtol=jnp.asarray(rtol, dtype),
+                maxiter=jnp.asarray(int(maxiter), jnp.int32),
+                history_size=max(100, int(maxiter)), inner=_options_key(model, options))
     with progress_to(callback):
         result = jax.block_until_ready(_run_em(solver, (thetas, coefs), data))
     _store(model, result.x["thetas"], result.x["coefs"], result.extra["resp"])

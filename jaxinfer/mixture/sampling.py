@@ -17,6 +17,7 @@ columns are in the original's order, and write a checkpoint after every
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Callable, Optional
 
 import jax
@@ -29,7 +30,7 @@ from jaxinfer.mixture._sampling_driver import run_nuts
 from jaxinfer.mixture.models import LymphMixture
 
 
-def _fixed_mixture_model(coefs, data, spec, num_components, num_params):
+def _fixed_mixture_model(coefs, data, *, spec, num_components, num_params):
     import numpyro
     import numpyro.distributions as dist
 
@@ -39,7 +40,7 @@ def _fixed_mixture_model(coefs, data, spec, num_components, num_params):
     numpyro.factor("loglik", _core.incomplete_loglik(thetas, coefs, spec, data))
 
 
-def _model_params_model(resp, data, spec, num_components, num_params, num_groups):
+def _model_params_model(resp, data, *, spec, num_components, num_params, num_groups):
     import numpyro
     import numpyro.distributions as dist
 
@@ -105,8 +106,8 @@ def sample_fixed_mixture(model: LymphMixture, steps: int = 100, latent=None,
     thetas, coefs, data = model.arrays()
     k, d = thetas.shape
     names = [f"{c}_{n}" for c in range(k) for n in model.spec.param_names]
-    args = (coefs, data, model.spec, k, d)
-    run = _run(_fixed_mixture_model, args, {"theta": _inside(thetas.reshape(-1))}, names, steps,
+    fn = partial(_fixed_mixture_model, spec=model.spec, num_components=k, num_params=d)
+    run = _run(fn, (coefs, data), {"theta": _inside(thetas.reshape(-1))}, names, steps,
                filename, continue_sampling, _key(key, seed), num_warmup, checkpoint_every,
                progress, kernel_kwargs)
     return run.to_inference_data({"theta": names}), run.samples["theta"]
@@ -127,9 +128,11 @@ def sample_model_params(model: LymphMixture, steps: int = 100, latent=None,
     thetas, coefs, data = model.arrays()
     k, d = thetas.shape
     g = coefs.shape[1]
-    args = (jnp.asarray(latent), data, model.spec, k, d, g)
+    fn = partial(_model_params_model, spec=model.spec, num_components=k, num_params=d,
+                 num_groups=g)
+    args = (jnp.asarray(latent), data)
     init = {"theta": _inside(thetas.reshape(-1)), "raw_coefs": _inside(np.asarray(coefs).reshape(-1))}
-    run = _run(_model_params_model, args, init, None, steps, filename, continue_sampling,
+    run = _run(fn, args, init, None, steps, filename, continue_sampling,
                _key(key, seed), num_warmup, checkpoint_every, progress, kernel_kwargs)
     theta = run.samples["theta"].reshape(-1, k, d)
     raw = run.samples["raw_coefs"].reshape(-1, k, g)

@@ -1,0 +1,152 @@
+"""LymphMixture and EM against lymixture 0.0.2's own numbers (fixture made by
+benchmarks/mixture/make_lymixture_fixtures.py) and against simulated truth."""
+
+import io
+import json
+import pathlib
+import warnings
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+
+from jaxinfer.mixture import LymphMixture, em, utils
+from jaxinfer.mixture.simulate import SUBSITE_COL, draw_mixture_cohort
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"
+
+
+def build(fx, table):
+    graph = {tuple(k): v for k, v in fx["graph"]}
+    model = LymphMixture(model_kwargs={"graph_dict": graph}, num_components=2)
+    model.set_distribution("early", fx["early_pmf"])
+    model.set_distribution("late", utils.late_binomial)
+    model.load_patient_data(table, split_by=SUBSITE_COL, mapping=lambda x: x)
+    for name, (spec, sens) in fx["modalities"].items():
+        model.set_modality(name, spec, sens)
+    return model
+
+
+@pytest.fixture(scope="module")
+def small():
+    fx = json.loads((FIXTURES / "lymixture_small.json").read_text())
+    table = pd.read_csv(io.StringIO(fx["csv"]), header=[0, 1, 2])
+    model = build(fx, table)
+    model.set_params(**fx["start_params"])
+    return fx, model
+
+
+def test_parameter_names_and_order_equal_lymixture(small):
+    fx, model = small
+    ours = model.get_params()
+    assert list(ours) == list(fx["start_params"])
+    np.testing.assert_allclose(list(ours.values()), list(fx["start_params"].values()), atol=1e-12)
+
+
+def test_likelihoods_and_e_step_equal_lymixture(small):
+    fx, model = small
+    model.set_params(**fx["start_params"])
+    np.testing.assert_allclose(model.patient_component_likelihoods(log=True),
+                               fx["component_loglik"], rtol=1e-10, atol=1e-10)
+    assert model.incomplete_data_likelihood() == pytest.approx(fx["incomplete_loglik"], rel=1e-12)
+    resps = em.expectation(model, fx["start_params"])
+    np.testing.assert_allclose(resps, fx["resps"], rtol=1e-10, atol=1e-12)
+    model.set_resps(resps)
+    assert model.complete_data_likelihood() == pytest.approx(fx["complete_loglik"], rel=1e-12)
+    np.testing.assert_allclose(model.infer_mixture_coefs(resps).to_numpy(), fx["infer_coefs"],
+                               rtol=1e-10, atol=1e-12)
+
+
+def test_m_step_at_least_as_good_as_lymixture_powell(small):
+    fx, model = small
+    model.set_params(**fx["start_params"])
+    resps = np.asarray(fx["resps"])
+    params = em.maximization(model, resps)
+    model.set_resps(resps)
+    ours = model.complete_data_likelihood()
+    # the same objective, maximised by L-BFGS-B (ours) and Powell (lymixture)
+    assert ours >= fx["mstep_complete_loglik"] - 1e-6
+    assert ours == pytest.approx(fx["mstep_complete_loglik"], abs=0.05)
+    coef_names = [k for k in params if k.endswith("_coef")]
+    np.testing.assert_allclose([params[k] for k in coef_names],
+                               [fx["mstep_params"][k] for k in coef_names], atol=1e-10)
+
+
+@pytest.fixture(scope="module")
+def small_fit(small):
+    fx, model = small
+    model.set_params(**fx["start_params"])
+    seen = []
+    result = em.fit(model, atol=1e-8, rtol=1e-4, maxiter=100,
+                    callback=lambda p: seen.append((int(p.nit), float(p.fun))))
+    return fx, model, result, seen
+
+
+def test_em_reaches_lymixture_loglik_from_the_same_start(small_fit):
+    fx, model, result, _ = small_fit
+    assert bool(result.success)
+    ll = float(result.extra["loglik"])
+    assert ll >= fx["em"]["loglik"] - 1e-3
+    assert model.incomplete_data_likelihood() == pytest.approx(ll, rel=1e-12)
+
+
+def test_em_history_is_monotone_and_callback_sees_every_step(small_fit):
+    _, _, result, seen = small_fit
+    nit = int(result.nit)
+    history = np.asarray(result.extra["history"])
+    assert np.all(np.isnan(history[nit + 1:]))
+    steps = np.diff(history[: nit + 1])
+    assert np.all(steps >= -1e-8 * np.abs(history[1: nit + 1]))
+    assert [s[0] for s in seen] == list(range(1, nit + 1))
+    np.testing.assert_allclose([s[1] for s in seen], history[1: nit + 1], rtol=1e-12)
+    # the stopping rule really held at the end and not one step earlier
+    assert abs(history[nit] - history[nit - 1]) <= 1e-8 + 1e-4 * abs(history[nit])
+    if nit >= 2:
+        assert abs(history[nit - 1] - history[nit - 2]) > 1e-8 + 1e-4 * abs(history[nit - 1])
+
+
+def test_em_without_convergence_reports_failure(small):
+    fx, model = small
+    model.set_params(**fx["start_params"])
+    result = em.fit(model, atol=0.0, rtol=0.0, maxiter=2)
+    assert not bool(result.success) and int(result.nit) == 2
+    assert "maximum number of iterations" in str(result.message)
+
+
+def test_em_recovers_simulated_parameters():
+    # 2400 patients from two well separated components; EM from a perturbed start finds a
+    # log-likelihood at least that of the truth, and the truth's coefficients and the main
+    # spread parameters within sampling error
+    fx = json.loads((FIXTURES / "lymixture_small.json").read_text())
+    graph = {tuple(k): v for k, v in fx["graph"]}
+    truth = [
+        {"TtoI_spread": 0.02, "TtoII_spread": 0.5, "TtoIII_spread": 0.05, "TtoIV_spread": 0.01,
+         "ItoII_spread": 0.2, "IItoIII_spread": 0.3, "IIItoIV_spread": 0.1, "late_p": 0.6},
+        {"TtoI_spread": 0.4, "TtoII_spread": 0.2, "TtoIII_spread": 0.02, "TtoIV_spread": 0.01,
+         "ItoII_spread": 0.5, "IItoIII_spread": 0.1, "IIItoIV_spread": 0.3, "late_p": 0.4},
+    ]
+    coefs = np.array([[0.9, 0.5, 0.1], [0.1, 0.5, 0.9]])
+    table = draw_mixture_cohort(graph, truth, coefs, {"a": 800, "b": 800, "c": 800},
+                                fx["modalities"],
+                                {"early": fx["early_pmf"], "late": utils.late_binomial},
+                                [0.6, 0.4], jax.random.PRNGKey(5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = build(fx, table)
+    true_params = {f"{c}_{k}": v for c in range(2) for k, v in truth[c].items()}
+    true_params.update({f"{c}_{s}_coef": coefs[c, g] for c in range(2)
+                        for g, s in enumerate("abc")})
+    model.set_params(**true_params)
+    ll_truth = model.incomplete_data_likelihood()
+    rng = np.random.default_rng(0)
+    start = {k: float(np.clip(v + rng.uniform(-0.1, 0.1), 0.05, 0.95))
+             for k, v in true_params.items()}
+    model.set_params(**start)
+    result = em.fit(model, atol=1e-6)
+    assert bool(result.success)
+    assert float(result.extra["loglik"]) >= ll_truth
+    fitted = model.get_params()
+    for name in ("0_TtoII_spread", "1_TtoI_spread", "1_ItoII_spread", "0_a_coef", "0_b_coef",
+                 "0_c_coef"):
+        assert fitted[name] == pytest.approx(true_params[name], abs=0.1), name
