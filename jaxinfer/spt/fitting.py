@@ -2,13 +2,12 @@
 block-coordinate BFGS over (D_i, V_i) blocks.
 
 Posteriors are module-level functions of ``(params, problem)`` from
-:mod:`jaxinfer.spt.modes`, so the optimiser's compilation cache (keyed by the function and the
-options, never by the user's progress callable) is reused across calls of the same shape.
+:mod:`jaxinfer.spt.modes`, so the optimiser's compilation cache (keyed by the function, the
+options and the shapes, never by the user's progress callable) is reused across calls.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from typing import Callable, Optional
 
@@ -24,30 +23,6 @@ from jaxinfer.spt.modes import CellProblem, Mode, Problem, stochastic_dv_local_t
 __all__ = ["solve_map", "solve_per_cell", "solve_blocks", "block_structure"]
 
 
-# The progress target of the solve in progress. A module global rather than a context
-# variable: XLA runs host callbacks on its own threads, where a context variable set by the
-# caller is not visible.
-_PROGRESS_TARGET = [None]
-
-
-def _forward_progress(intermediate_result):
-    """Fixed callback (so the user's callable is not part of the compile key) that forwards
-    to the progress target of the running solve."""
-    target = _PROGRESS_TARGET[0]
-    if target is not None:
-        target(intermediate_result)
-
-
-@contextlib.contextmanager
-def _progress_to(progress):
-    previous = _PROGRESS_TARGET[0]
-    _PROGRESS_TARGET[0] = progress
-    try:
-        yield
-    finally:
-        _PROGRESS_TARGET[0] = previous
-
-
 def solve_map(mode: Mode, problem: Problem, x0: dict, lower: dict, upper: dict,
               options: dict, progress: Optional[Callable] = None):
     """L-BFGS-B on ``mode.posterior(params, problem)`` from ``x0`` within ``[lower, upper]``.
@@ -56,12 +31,11 @@ def solve_map(mode: Mode, problem: Problem, x0: dict, lower: dict, upper: dict,
     with ``nit``, ``fun``, ``x``, ``jac``. Returns an OptimizeResult whose ``x`` is a dict
     like ``x0``.
     """
-    callback = None if progress is None else _forward_progress
-    with _progress_to(progress):
-        res = minimize(mode.posterior, x0, args=(problem,), method="L-BFGS-B",
-                       bounds=(lower, upper), options=options, callback=callback)
-        res = jax.block_until_ready(res)
-    return res
+    # minimize keeps the callback out of its compile key: a new progress callable does not
+    # recompile
+    res = minimize(mode.posterior, x0, args=(problem,), method="L-BFGS-B",
+                   bounds=(lower, upper), options=options, callback=progress)
+    return jax.block_until_ready(res)
 
 
 @functools.lru_cache(maxsize=32)

@@ -213,8 +213,10 @@ def plot_force(maps, cells, *, column: str = "force", ax=None, scale=None,
     ax.set_ylabel("y (µm)")
     if key and ok.any():
         length = arrow_key_length(np.hypot(vectors[ok, 0], vectors[ok, 1]))
-        ax.quiverkey(arrows, 0.88, 1.02, length, f"{length:g} {_UNITS.get(column, '')}",
-                     labelpos="W", coordinates="axes", color="black")
+        # between the axes and its title (plot_maps pads the titles to make room)
+        ax.quiverkey(arrows, 0.97, 1.025, length, f"{length:g} {_UNITS.get(column, '')}",
+                     labelpos="W", coordinates="axes", color="black",
+                     fontproperties={"size": "small"})
     ax.set_aspect("equal")
     if title is not None:
         ax.set_title(title)
@@ -275,9 +277,10 @@ def plot_maps(maps, cells, *, features: Optional[Sequence[str]] = None, truth=No
                 if feature == arrows_on and vector and f"{vector[0]} x" in tab.columns:
                     # one vector field over the potential: the force if inferred
                     plot_force(tab, cells, column=vector[0], ax=ax, color="white")
-                    ax.set_title(prefix + feature + " + " + vector[0])
+                    ax.set_title(prefix + feature + " + " + vector[0], pad=14)
             else:
-                plot_force(tab, cells, column=feature, ax=ax, title=prefix + feature)
+                plot_force(tab, cells, column=feature, ax=ax)
+                ax.set_title(prefix + feature, pad=14)
                 b = bounds if bounds is not None else _default_bounds(cell_centers(cells))
                 ax.set_xlim(b[0], b[2])
                 ax.set_ylim(b[1], b[3])
