@@ -240,11 +240,12 @@ def _fit(static: _FitStatic, x_arrays, ydata, p0, sigma, lower, upper):
     it = iter(x_arrays)
     xdata = jax.tree_util.tree_unflatten(
         static.x_treedef, [next(it) if leaf is _DYNAMIC else leaf for leaf in static.x_static])
-    dtype = jnp.result_type(p0.dtype, ydata.dtype)
+    p0, ydata = jnp.asarray(p0), jnp.asarray(ydata)   # (canonical dtypes, e.g. no float64
+    dtype = jnp.result_type(p0.dtype, ydata.dtype)      # without jax_enable_x64)
     if not jnp.issubdtype(dtype, jnp.inexact):
         dtype = jnp.result_type(float)
-    p0 = jnp.asarray(p0, dtype)
-    ydata = jnp.asarray(ydata, dtype)
+    p0 = p0.astype(dtype)
+    ydata = ydata.astype(dtype)
     m, n = ydata.shape[0], p0.shape[0]
     model_shape = jax.eval_shape(lambda p: static.f(xdata, *p), p0).shape
     if int(np.prod(model_shape)) != m:

@@ -12,6 +12,9 @@ unchanged in value and attach exactly that derivative, so ``jax.grad``, ``jax.jv
   For least squares pass ``objective = 0.5 * sum(residuals(x, theta)**2)``; ``A`` is then
   the exact Hessian of the cost, Gauss–Newton ``JᵀJ`` plus the residual-curvature term, so
   the derivative is exact also for fits with non-zero residuals.
+* :func:`implicit_least_squares` — the same for ``0.5 Σ w r(x, *args)²`` with weights, bounds
+  and fixed (masked) parameters.
+* :func:`no_derivative` — for solutions without a derivative here: differentiating raises.
 * :func:`implicit_solve` — ``solve(theta)`` is called on ``stop_gradient(theta)`` and its
   result handed to :func:`implicit_root`: the one-liner for wrapping a solver.
 
@@ -60,7 +63,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-__all__ = ["implicit_root", "implicit_minimum", "implicit_solve", "no_derivative", "DENSE_MAX"]
+__all__ = ["implicit_root", "implicit_minimum", "implicit_least_squares", "implicit_solve",
+           "no_derivative", "DENSE_MAX"]
 
 #: Largest number of unknowns for which ``linear_solver='auto'`` forms A densely.
 DENSE_MAX = 500
@@ -250,6 +254,47 @@ def implicit_minimum(x_star: Any, objective: Optional[Callable], theta: Any, *, 
 
     return implicit_root(x_star, projected, theta, symmetric=False,
                          linear_solver=linear_solver, tol=tol, maxiter=maxiter)
+
+
+def implicit_least_squares(x_star: Any, residuals: Callable, args: tuple = (), *,
+                           weights=None, bounds=None, fixed=None, linear_solver: str = "auto"):
+    """``x_star`` minimising ``0.5 Σ w r(x, *args)²``, with derivatives w.r.t. ``args``,
+    ``weights`` and ``bounds``.
+
+    Parameters
+    ----------
+    x_star : pytree, n scalars in all
+        The least-squares solution (computed without tangents).
+    residuals : callable ``residuals(x, *args) -> array``
+    args : tuple of pytrees of arrays
+        Differentiated (integer leaves excepted).
+    weights : array broadcastable to the flattened residuals (m,), or None
+    bounds : (lower, upper), arrays broadcastable to the flattened x (n,), or None
+    fixed : (n,) bool array or None
+        Parameters that were not fitted (a mask's False entries): they keep their value, so
+        their derivative is zero and the others respond as in the sub-problem.
+
+    The condition is the (projected) gradient of the cost; ``A`` is the cost's exact Hessian
+    (Gauss–Newton ``JᵀWJ`` plus the residual-curvature term).
+    """
+    x_flat = ravel_pytree(x_star)[0]
+    n = x_flat.size
+
+    def cost(x, theta):
+        a, w = theta
+        r = ravel_pytree(residuals(x, *a))[0]
+        return 0.5 * jnp.sum((r * r) if w is None else (w * r * r))
+
+    if fixed is not None:
+        fixed = jnp.broadcast_to(jnp.asarray(fixed, bool), (n,))
+        held = lax.stop_gradient(x_flat)
+        lower = jnp.full((n,), -jnp.inf, x_flat.dtype) if bounds is None else bounds[0]
+        upper = jnp.full((n,), jnp.inf, x_flat.dtype) if bounds is None else bounds[1]
+        lower = jnp.where(fixed, held, jnp.broadcast_to(jnp.asarray(lower, x_flat.dtype), (n,)))
+        upper = jnp.where(fixed, held, jnp.broadcast_to(jnp.asarray(upper, x_flat.dtype), (n,)))
+        bounds = (lower, upper)
+    return implicit_minimum(x_star, cost, (tuple(args), weights), bounds=bounds,
+                            linear_solver=linear_solver)
 
 
 def implicit_solve(solve: Callable, optimality: Callable, theta: Any, *, has_aux: bool = False,

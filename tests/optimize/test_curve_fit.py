@@ -118,3 +118,12 @@ def test_bad_input_is_refused():
         curve_fit(model, X, Y, p0=P0, sigma=np.zeros(X.size))
     with pytest.raises(ValueError, match="lower bound"):
         curve_fit(model, X, Y, p0=P0, bounds=([0, 0, 1], [1, 1, 0]))
+
+
+def test_float32_fit_is_float32_and_right(tol):
+    popt, pcov, res = curve_fit(model, X.astype(np.float32), Y.astype(np.float32),
+                                p0=P0.astype(np.float32), full_output=True)
+    popt_ref, pcov_ref = scipy_fit()
+    assert popt.dtype == jnp.float32 and bool(res.success), res.message
+    np.testing.assert_allclose(popt, popt_ref, rtol=tol(jnp.float32))
+    np.testing.assert_allclose(pcov, pcov_ref, rtol=10 * tol(jnp.float32))
