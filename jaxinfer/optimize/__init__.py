@@ -22,3 +22,8 @@ __all__ += ["curve_fit", "least_squares"]
 from jaxinfer.optimize.fixed_point import FixedPoint, fixed_point  # noqa: E402
 
 __all__ += ["FixedPoint", "fixed_point"]
+from jaxinfer.optimize.lm import LeastSquaresProblem, LevenbergMarquardt, LMState  # noqa: E402
+from jaxinfer.optimize.linear_solve import DenseEigh, DenseSVD, NormalEquations  # noqa: E402
+
+__all__ += ["LeastSquaresProblem", "LevenbergMarquardt", "LMState", "DenseEigh", "DenseSVD",
+            "NormalEquations"]
