@@ -39,6 +39,14 @@ def _set_params(model: LymphMixture, params) -> None:
         model.set_params(*params)
 
 
+def _require_float64(what: str) -> None:
+    # EM's stopping rule compares log-likelihoods of ~1e3 to ~1e-3: float32 cannot resolve it
+    if jnp.result_type(float) != jnp.float64:
+        raise ValueError(f"{what} needs float64 (its convergence tests compare log-likelihoods "
+                         "of order 1e3 to 1e-3); turn it on with "
+                         "jax.config.update('jax_enable_x64', True)")
+
+
 def _ensure_coefs(model: LymphMixture) -> None:
     coefs = model.get_mixture_coefs(norm=False).to_numpy()
     if np.isnan(coefs).any():
@@ -82,6 +90,7 @@ def maximization(model: LymphMixture, latent, *, log: bool = False,
     sets the closed-form coefficients and the L-BFGS-B optimum of every component on the
     model and returns :meth:`LymphMixture.get_params`. RuntimeError if a component's fit
     passed no convergence test (as lymixture does). ``options``: L-BFGS-B options."""
+    _require_float64("em.maximization")
     if model.universal_p:
         raise NotImplementedError("EM with universal_p=True (a time prior shared by all "
                                   "components) is not implemented")
@@ -125,6 +134,7 @@ def fit(model: LymphMixture, *, maxiter: int = 100, atol: float = 1e-3, rtol: fl
     ``fun`` = minus the log-likelihood, ``extra["loglik"]``, ``extra["history"]``
     (``(max(100, maxiter) + 1,)``, NaN after ``nit``), ``extra["resp"]``, ``extra["inner_failures"]``.
     """
+    _require_float64("em.fit")
     if model.universal_p:
         raise NotImplementedError("EM with universal_p=True is not implemented")
     if int(maxiter) < 1:
