@@ -214,7 +214,10 @@ def _fit_particle_groups(model, params, data, tile, index, corner, options, incl
     dtype = params["pos"].dtype
     pad = jnp.asarray(model.pad, dtype)
     padded_data = jnp.zeros(model.padded_shape, dtype).at[model.inner].set(data)
-    inner_mask = jnp.zeros(model.padded_shape, dtype).at[model.inner].set(1.0)
+    # the inner-image indicator, built from the data (all finite, so all ones) so that XLA
+    # does not spend its compile time constant-folding a full-size array
+    inner_mask = jnp.zeros(model.padded_shape, dtype).at[model.inner].set(
+        (data == data).astype(dtype))
     c_minus_i = params["offset"] - illumination_field(model, params)
     zscale = params["zscale"]
     kernel = psf.gaussian_kernel_wrapped(params["psf"], tile, model.psf_error)

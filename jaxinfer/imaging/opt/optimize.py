@@ -3,8 +3,9 @@ of :mod:`jaxinfer.imaging.fit`, with peri's defaults and stopping rules.
 
 Differences from peri, on purpose: Jacobians are exact (autodiff), never finite differences
 or decimated (``max_mem``, ``decimate``, ``eig_dl`` are accepted and ignored); particle groups
-whose tiles do not overlap are fitted together in one vmapped call; the half-box shift of the
-particle groups alternates between calls instead of being drawn from ``np.random``; ``desc``
+whose tiles do not overlap are fitted together in one vmapped call; peri's random half-box shift
+of the particle groups is off by default (``doshift=False``: a fixed layout compiles once;
+``doshift=True`` or ``'alternate'`` shift deterministically, never from ``np.random``); ``desc``
 saves nothing; the line minimisation (off by default in peri too) and ``rz_order > 0``
 (``LMAugmentedState``) are not implemented. Every result says whether its test was met.
 """
@@ -253,17 +254,22 @@ class LMParticleGroupCollection(_ParticleEngine):
     ``self.stats``: one termination dict per group; ``particle_groups``: the groups."""
 
     def __init__(self, state, region_size=40, do_calc_size=True, max_mem=1e9, get_cos=False,
-                 save_J=False, include_rad=True, **kwargs):
+                 save_J=False, include_rad=True, doshift=False, **kwargs):
         super().__init__(**kwargs)
         self.state = state
         self.region_size = region_size
+        if doshift not in (True, False, "alternate"):
+            raise ValueError(f"doshift must be True, False or 'alternate', got {doshift!r}")
+        self.doshift = doshift
         self.include_rad = bool(include_rad)
         self.reset()
 
     def reset(self, new_damping=None):
         super().reset(new_damping)
-        shift = getattr(self.state, "_group_shift", False)
-        self.state._group_shift = not shift
+        shift = self.doshift
+        if shift == "alternate":
+            shift = getattr(self.state, "_group_shift", False)
+            self.state._group_shift = not shift
         self.particle_groups = separate_particles_into_groups(self.state, self.region_size,
                                                               doshift=shift)
 
