@@ -21,7 +21,15 @@ Output CSV, one row per candidate (column of the candidate matrix):
 ``scale``          ``s``, the per-candidate scale of ``v₀K + v₁I``
 ``lrt``            likelihood-ratio statistic ``2(lml - lml_null)`` (floored at 0)
 ``pvalue``         ``P(χ²₁ > lrt)``: chi-square with 1 degree of freedom against the null lml
+``degenerate``     the candidate made ``[X g]`` rank deficient (all zero, constant, equal to
+                   a covariate): solved by least squares as glimix-core, effect 0 / LRT 0
 =================  ==========================================================================
+
+With ``--bfile PREFIX`` (PLINK .bed/.bim/.fam, through bed-reader) the candidates are the SNPs
+of the .bed, streamed in blocks under ``--max-mem``; phenotype (and covariate) rows are matched
+to the .fam's sample ids (IID); the kinship is the GRM of the same file unless ``--kinship``,
+``--grm`` or ``--grm-bfile`` says otherwise; rows gain ``snp``, ``chrom``, ``pos`` and
+``n_missing`` (missing calls, mean-imputed).
 
 Progress and a summary (null fit, heritability, top hits) go to stderr; the table goes to
 ``--out`` (or stdout with ``--out -``). Errors in the inputs exit with status 2 and one line
@@ -41,7 +49,9 @@ import pandas as pd
 
 __all__ = ["register", "demo", "run_scan", "ScanSummary", "SCAN_COLUMNS"]
 
-SCAN_COLUMNS = ("candidate", "lml", "effect_size", "effect_size_se", "scale", "lrt", "pvalue")
+SCAN_COLUMNS = ("candidate", "lml", "effect_size", "effect_size_se", "scale", "lrt", "pvalue",
+                "degenerate")
+PLINK_COLUMNS = ("snp", "chrom", "pos", "n_missing")
 
 
 @dataclass
@@ -58,6 +68,8 @@ class ScanSummary:
         fit_seconds, scan_seconds: wall times of the null fit (decomposition included) and of
             the scan.
         warnings: remarks on the fit, e.g. ``δ`` at a bound of ``(0, 1)``.
+        n_degenerate: candidates that made ``[X g]`` rank deficient (zero, constant,
+            equal to a covariate).
     """
 
     null_lml: float
@@ -68,12 +80,61 @@ class ScanSummary:
     fit_seconds: float
     scan_seconds: float
     warnings: tuple[str, ...] = ()
+    n_degenerate: int = 0
 
 
 def _enable_float64() -> None:
     import jax
 
     jax.config.update("jax_enable_x64", True)
+
+
+def _fit_null(y, covariates, kinship, restricted, batch_size):
+    from jaxinfer.glmm.lmm import LMM
+    from jaxinfer.glmm.qs import economic_qs
+
+    kinship = np.asarray(kinship, dtype=float)
+    start = time.perf_counter()
+    lmm = LMM(y, covariates, economic_qs(kinship), restricted=restricted)
+    lmm.fit(verbose=False)
+    scanner = lmm.get_fast_scanner(batch_size=batch_size) if batch_size else lmm.get_fast_scanner()
+    return lmm, scanner, time.perf_counter() - start
+
+
+def _scan_table(result: dict, null_lml: float, first: int = 0) -> pd.DataFrame:
+    from scipy.stats import chi2
+
+    lml = np.asarray(result["lml"], float)
+    lrt = np.maximum(2.0 * (lml - null_lml), 0.0)
+    return pd.DataFrame(
+        {
+            "candidate": first + np.arange(lml.size),
+            "lml": lml,
+            "effect_size": np.asarray(result["effsizes1"], float),
+            "effect_size_se": np.asarray(result["effsizes1_se"], float),
+            "scale": np.asarray(result["scale"], float),
+            "lrt": lrt,
+            "pvalue": chi2.sf(lrt, 1),
+            "degenerate": np.asarray(result["degenerate"], bool),
+        }
+    )
+
+
+def _summary(lmm, kinship_diag_mean, null_lml, fit_seconds, scan_seconds, n_degenerate):
+    v0, v1 = lmm.v0, lmm.v1
+    genetic = v0 * kinship_diag_mean
+    heritability = genetic / (genetic + v1) if genetic + v1 > 0 else float("nan")
+    warnings = []
+    if lmm.delta < 1e-6:
+        warnings.append(
+            f"delta = {lmm.delta:.3g} is at its lower bound (all random variance on K): the ML "
+            "likelihood may be unbounded there, e.g. when an in-sample-centred GRM has the intercept "
+            "in its null space; treat the variance components (and the scan) with care"
+        )
+    elif lmm.delta > 1 - 1e-6:
+        warnings.append(f"delta = {lmm.delta:.6g} is at its upper bound: no variance attributed to K")
+    return ScanSummary(null_lml, v0, v1, heritability, np.asarray(lmm.beta), fit_seconds,
+                       scan_seconds, tuple(warnings), int(n_degenerate))
 
 
 def run_scan(
@@ -101,49 +162,62 @@ def run_scan(
     Returns:
         ``(table, summary)``: a DataFrame with :data:`SCAN_COLUMNS` and a :class:`ScanSummary`.
     """
-    from scipy.stats import chi2
-
-    from jaxinfer.glmm.lmm import LMM
-    from jaxinfer.glmm.qs import economic_qs
-
-    kinship = np.asarray(kinship, dtype=float)
-    start = time.perf_counter()
-    lmm = LMM(y, covariates, economic_qs(kinship), restricted=restricted)
-    lmm.fit(verbose=False)
-    scanner = lmm.get_fast_scanner(batch_size=batch_size) if batch_size else lmm.get_fast_scanner()
+    lmm, scanner, fit_seconds = _fit_null(y, covariates, kinship, restricted, batch_size)
     null_lml = scanner.null_lml()
-    fit_seconds = time.perf_counter() - start
     start = time.perf_counter()
     result = scanner.fast_scan(np.asarray(candidates, dtype=float), progress=progress)
     scan_seconds = time.perf_counter() - start
-    lml = np.asarray(result["lml"], float)
-    lrt = np.maximum(2.0 * (lml - null_lml), 0.0)
-    table = pd.DataFrame(
-        {
-            "candidate": np.arange(lml.size),
-            "lml": lml,
-            "effect_size": np.asarray(result["effsizes1"], float),
-            "effect_size_se": np.asarray(result["effsizes1_se"], float),
-            "scale": np.asarray(result["scale"], float),
-            "lrt": lrt,
-            "pvalue": chi2.sf(lrt, 1),
-        }
-    )
-    v0, v1 = lmm.v0, lmm.v1
-    mean_diag = float(np.mean(np.diag(kinship)))
-    genetic = v0 * mean_diag
-    heritability = genetic / (genetic + v1) if genetic + v1 > 0 else float("nan")
-    warnings = []
-    if lmm.delta < 1e-6:
-        warnings.append(
-            f"delta = {lmm.delta:.3g} is at its lower bound (all random variance on K): the ML "
-            "likelihood may be unbounded there, e.g. when an in-sample-centred GRM has the intercept "
-            "in its null space; treat the variance components (and the scan) with care"
-        )
-    elif lmm.delta > 1 - 1e-6:
-        warnings.append(f"delta = {lmm.delta:.6g} is at its upper bound: no variance attributed to K")
-    summary = ScanSummary(null_lml, v0, v1, heritability, np.asarray(lmm.beta), fit_seconds, scan_seconds,
-                          tuple(warnings))
+    table = _scan_table(result, null_lml)
+    summary = _summary(lmm, float(np.mean(np.diag(np.asarray(kinship, float)))), null_lml,
+                       fit_seconds, scan_seconds, table["degenerate"].sum())
+    return table, summary
+
+
+def run_plink_scan(
+    plink,
+    samples,
+    y,
+    covariates,
+    kinship,
+    *,
+    restricted: bool = False,
+    max_memory: int = 512 * 2**20,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> tuple[pd.DataFrame, ScanSummary]:
+    """:func:`run_scan` over every SNP of a PLINK file, read in blocks of bounded memory.
+
+    Args:
+        plink: :class:`jaxinfer.glmm.plink.PlinkFile`.
+        samples: ``(n,)`` row indices into the .fam of the phenotype's samples, in ``y``'s order.
+        y, covariates, kinship: as in :func:`run_scan`, rows in ``samples``' order.
+        max_memory: bytes for one SNP block (reading, imputing and scanning it).
+
+    Returns:
+        ``(table, summary)`` with :data:`PLINK_COLUMNS` + :data:`SCAN_COLUMNS`.
+    """
+    from jaxinfer.glmm.plink import block_size_for
+
+    lmm, scanner, fit_seconds = _fit_null(y, covariates, kinship, restricted, None)
+    null_lml = scanner.null_lml()
+    start = time.perf_counter()
+    m = plink.n_snps
+    size = block_size_for(len(samples), m, max_memory)
+    tables = []
+    for first in range(0, m, size):
+        stop = min(first + size, m)
+        G, n_missing = plink.read(samples, first, stop)
+        block = _scan_table(scanner.fast_scan(G), null_lml, first)
+        block.insert(0, "n_missing", n_missing)
+        tables.append(block)
+        if progress is not None:
+            progress(stop, m)
+    table = pd.concat(tables, ignore_index=True)
+    table.insert(0, "pos", plink.bp_position)
+    table.insert(0, "chrom", plink.chromosome)
+    table.insert(0, "snp", plink.sid)
+    table = table[list(PLINK_COLUMNS + SCAN_COLUMNS)]
+    summary = _summary(lmm, float(np.mean(np.diag(np.asarray(kinship, float)))), null_lml,
+                       fit_seconds, time.perf_counter() - start, table["degenerate"].sum())
     return table, summary
 
 
@@ -185,10 +259,140 @@ def _top_hits_text(table: pd.DataFrame, top: int = 5, causal=None) -> str:
     return "\n".join(lines)
 
 
+def _degenerate_note(summary: ScanSummary) -> Optional[str]:
+    if not summary.n_degenerate:
+        return None
+    return (f"{summary.n_degenerate} candidate(s) degenerate (all zero, constant/monomorphic or "
+            "equal to a covariate): solved by least squares, effect 0 or shared, LRT 0; flagged "
+            "in the 'degenerate' column")
+
+
+def _plink_inputs(args):
+    """(plink, samples, y, X, K, notes) for ``--bfile``; ValueError on bad input."""
+    from jaxinfer.glmm import io
+    from jaxinfer.glmm.plink import grm_from_plink, open_plink, parse_memory
+
+    notes = []
+    max_memory = parse_memory(args.max_mem)
+    plink = open_plink(args.bfile)
+    ph = io.read_phenotype(args.pheno, args.pheno_column, id_column=args.id_column)
+    n = ph.values.size
+    if ph.ids is None:
+        if n != plink.n_samples:
+            raise ValueError(
+                f"{args.pheno}: {n} rows without sample ids, but {plink.prefix}.fam has "
+                f"{plink.n_samples} samples; add a first column of sample ids (the .fam's IID)")
+        keep = np.arange(n)
+        samples = np.arange(n)
+        notes.append("phenotype rows taken in .fam order (no sample ids in the phenotype file)")
+    else:
+        position = {iid: i for i, iid in enumerate(plink.iid)}
+        ids = [str(v) for v in ph.ids]
+        keep = np.array([i for i, v in enumerate(ids) if v in position], dtype=int)
+        if keep.size < 2:
+            raise ValueError(
+                f"{args.pheno}: {keep.size} of {n} sample ids found in {plink.prefix}.fam "
+                f"(IIDs like {list(plink.iid[:3])}); need at least 2")
+        samples = np.array([position[ids[i]] for i in keep], dtype=int)
+        if keep.size < n:
+            notes.append(f"{n - keep.size} phenotype sample(s) not in the .fam: dropped")
+        if plink.n_samples > keep.size:
+            notes.append(f"{plink.n_samples - keep.size} .fam sample(s) without a phenotype: "
+                         "left out")
+    y = ph.values[keep]
+    if args.covariates is None:
+        X = np.ones((keep.size, 1))
+        notes.append("no covariates given: using an intercept only")
+    else:
+        cov = io.read_covariates(args.covariates, id_column=args.id_column)
+        if cov.values.shape[0] != n:
+            raise ValueError(f"{args.covariates}: {cov.values.shape[0]} rows, but the phenotype "
+                             f"{args.pheno} has {n} samples")
+        values, reordered = io._align(ph.ids, cov.ids, cov.values, args.covariates)
+        X = values[keep]
+        if cov.intercept_added:
+            notes.append("added an intercept column to the covariates (no constant column found)")
+        if reordered:
+            notes.append("covariate rows reordered to match the phenotype's sample ids")
+    if args.kinship is not None:
+        K = io.read_kinship(args.kinship)
+    elif args.grm is not None:
+        K = io.grm_from_genotypes(args.grm)
+    else:
+        source = plink if args.grm_bfile is None else open_plink(args.grm_bfile)
+        if source is plink:
+            grm_samples = samples
+        else:
+            where = {iid: i for i, iid in enumerate(source.iid)}
+            lost = [plink.iid[i] for i in samples if plink.iid[i] not in where]
+            if lost:
+                raise ValueError(f"{source.prefix}.fam: {len(lost)} scanned sample(s) missing "
+                                 f"from the GRM file, e.g. {lost[:3]}")
+            grm_samples = np.array([where[plink.iid[i]] for i in samples], dtype=int)
+        K = grm_from_plink(source, grm_samples, max_memory=max_memory)
+        notes.append(f"kinship = GRM of the {source.n_snps} SNPs of {source.prefix}.bed")
+    if K.shape[0] != keep.size:
+        raise ValueError(f"kinship is {K.shape[0]}×{K.shape[1]}, but {keep.size} samples are "
+                         "scanned (a kinship file must be in the phenotype's sample order)")
+    return plink, samples, y, X, K, notes, max_memory
+
+
+def _run_plink_command(args) -> int:
+    _stderr(f"glmm scan: reading {args.bfile} (PLINK)")
+    try:
+        plink, samples, y, X, K, notes, max_memory = _plink_inputs(args)
+    except (ValueError, OSError) as err:
+        _stderr(f"jaxinfer glmm scan: error: {err}")
+        return 2
+    for note in notes:
+        _stderr(f"  note: {note}")
+    _stderr(f"  {y.size} samples, {X.shape[1]} covariate column(s), {plink.n_snps} SNPs")
+    try:
+        table, summary = run_plink_scan(plink, samples, y, X, K, restricted=args.restricted,
+                                        max_memory=max_memory,
+                                        progress=_scan_progress("SNPs"))
+    except ValueError as err:
+        _stderr(f"jaxinfer glmm scan: error: {err}")
+        return 2
+    imputed = int(table["n_missing"].sum())
+    if imputed:
+        _stderr(f"  note: {imputed} missing genotype call(s) in "
+                f"{int((table['n_missing'] > 0).sum())} SNP(s) mean-imputed (column n_missing)")
+    return _report(args, table, summary)
+
+
+def _report(args, table, summary) -> int:
+    m = len(table)
+    _stderr(
+        f"  null model: lml {summary.null_lml:.4f}, v0 {summary.v0:.4g}, v1 {summary.v1:.4g}, "
+        f"heritability {summary.heritability:.3f}, beta {np.array2string(summary.beta, precision=4)} "
+        f"({summary.fit_seconds:.2f} s)"
+    )
+    for warning in summary.warnings:
+        _stderr(f"  warning: {warning}")
+    note = _degenerate_note(summary)
+    if note:
+        _stderr(f"  note: {note}")
+    _stderr(f"  scan: {m} candidates in {summary.scan_seconds:.2f} s; smallest p-values:")
+    _stderr(_top_hits_text(table, min(5, m)))
+    if args.out == "-":
+        table.to_csv(sys.stdout, index=False, float_format="%.10g")
+    else:
+        table.to_csv(args.out, index=False, float_format="%.10g")
+        _stderr(f"glmm scan: wrote {m} rows to {args.out}")
+    return 0
+
+
 def _run_scan_command(args) -> int:
     from jaxinfer.glmm import io
 
     _enable_float64()
+    if args.bfile is not None:
+        return _run_plink_command(args)
+    if args.candidates is None or (args.kinship is None) == (args.grm is None):
+        _stderr("jaxinfer glmm scan: error: without --bfile, give --candidates and exactly one "
+                "of --kinship / --grm")
+        return 2
     try:
         _stderr("glmm scan: reading inputs")
         inputs = io.load_scan_inputs(
@@ -212,21 +416,7 @@ def _run_scan_command(args) -> int:
     except ValueError as err:
         _stderr(f"jaxinfer glmm scan: error: {err}")
         return 2
-    _stderr(
-        f"  null model: lml {summary.null_lml:.4f}, v0 {summary.v0:.4g}, v1 {summary.v1:.4g}, "
-        f"heritability {summary.heritability:.3f}, beta {np.array2string(summary.beta, precision=4)} "
-        f"({summary.fit_seconds:.2f} s)"
-    )
-    for warning in summary.warnings:
-        _stderr(f"  warning: {warning}")
-    _stderr(f"  scan: {m} candidates in {summary.scan_seconds:.2f} s; smallest p-values:")
-    _stderr(_top_hits_text(table, min(5, m)))
-    if args.out == "-":
-        table.to_csv(sys.stdout, index=False, float_format="%.10g")
-    else:
-        table.to_csv(args.out, index=False, float_format="%.10g")
-        _stderr(f"glmm scan: wrote {m} rows to {args.out}")
-    return 0
+    return _report(args, table, summary)
 
 
 def register(subparsers) -> None:
@@ -254,10 +444,16 @@ def register(subparsers) -> None:
     scan.add_argument("--id-column", help="name of the sample-id column in the CSVs (default: a first text column)")
     scan.add_argument("--covariates", help="covariates CSV; an intercept is added unless a constant column exists "
                                            "(default: intercept only)")
-    source = scan.add_mutually_exclusive_group(required=True)
+    source = scan.add_mutually_exclusive_group()
     source.add_argument("--kinship", help="n×n kinship matrix (.npy or CSV)")
     source.add_argument("--grm", help="n×p genotype matrix (.npy or CSV) to build the GRM K = ZZᵀ/p from")
-    scan.add_argument("--candidates", required=True, help="n×m candidate matrix (.npy or CSV), one candidate per column")
+    source.add_argument("--grm-bfile", help="with --bfile: PLINK prefix whose SNPs give the GRM "
+                                            "(default: the --bfile itself)")
+    scan.add_argument("--candidates", help="n×m candidate matrix (.npy or CSV), one candidate per column")
+    scan.add_argument("--bfile", help="PLINK .bed/.bim/.fam prefix: scan its SNPs (samples matched "
+                                      "to the phenotype's ids by the .fam's IID)")
+    scan.add_argument("--max-mem", default="512M", help="with --bfile: memory for one SNP block "
+                                                       "(e.g. 256M, 2G; default 512M)")
     scan.add_argument("--out", default="-", help="output CSV (default '-': stdout)")
     scan.add_argument("--restricted", action="store_true", help="fit the null variance components by REML")
     scan.add_argument("--batch-size", type=int, default=None, help="candidates per compiled block")

@@ -103,7 +103,7 @@ def test_grm_option_equals_kinship_file(files, capsys):
     err = capsys.readouterr().err
     assert "intercept only" in err and "GRM" in err
     a, b = pd.read_csv(root / "a.csv"), pd.read_csv(root / "b.csv")
-    np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(a.to_numpy(dtype=float), b.to_numpy(dtype=float), rtol=1e-8, atol=1e-10)
 
 
 def test_bad_input_exits_with_a_message(files, capsys, tmp_path):
@@ -133,3 +133,21 @@ def test_demo_reports_heritability_and_causal_hits():
     # The first row of the top-hit table is a causal SNP.
     first_hit = text.split("causal\n")[1].splitlines()[0]
     assert first_hit.rstrip().endswith("yes")
+
+
+def test_monomorphic_candidate_is_reported_not_nan(files, capsys, tmp_path):
+    root, y, X, K, G = files
+    G2 = np.column_stack([G[:, :2], np.full(N, 2.0), np.zeros(N)])  # monomorphic, all-zero
+    np.save(tmp_path / "g2.npy", G2)
+    rc = cli.main(["glmm", "scan", "--pheno", str(root / "y.csv"), "--kinship", str(root / "k.npy"),
+                   "--candidates", str(tmp_path / "g2.npy"), "--out", str(tmp_path / "o.csv")])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "2 candidate(s) degenerate" in err
+    table = pd.read_csv(tmp_path / "o.csv")
+    np.testing.assert_array_equal(table["degenerate"], [False, False, True, True])
+    assert np.all(np.isfinite(table[["lml", "effect_size", "effect_size_se", "lrt", "pvalue"]]))
+    # nothing added to the intercept-only null model: LRT 0, p = 1, zero effect for zeros
+    np.testing.assert_allclose(table["lrt"][2:], 0, atol=1e-8)
+    np.testing.assert_allclose(table["pvalue"][2:], 1, atol=1e-6)
+    assert table["effect_size"][3] == 0
