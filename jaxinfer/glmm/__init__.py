@@ -17,6 +17,7 @@ from jaxinfer.glmm.cov import (
 from jaxinfer.glmm.mean import KronMean, LinearMean, OffsetMean, SumMean
 from jaxinfer.glmm.qs import economic_qs, economic_qs_linear, economic_qs_zeros
 from jaxinfer.glmm.lmm import LMM, fit_lmm, lmm_profile, lmm_statistics
+from jaxinfer.glmm.predict import LMMPredict
 from jaxinfer.glmm.scan import FastScanner
 from jaxinfer.glmm.kron import Kron2Sum, KronFastScanner, kron2sum_lml
 from jaxinfer.glmm._module import parameter_bounds, parameter_mask
@@ -44,7 +45,7 @@ from jaxinfer.glmm.gp import GP, ExpFamGP, expfam_gp_lml, gp_log_marginal_likeli
 __all__ = [
     "EyeCov", "FreeFormCov", "GivenCov", "Kron2SumCov", "LinearCov", "LRFreeFormCov", "SumCov",
     "KronMean", "LinearMean", "OffsetMean", "SumMean", "parameter_bounds", "parameter_mask",
-    "economic_qs", "economic_qs_linear", "economic_qs_zeros", "LMM", "fit_lmm", "lmm_profile",
+    "economic_qs", "economic_qs_linear", "economic_qs_zeros", "LMM", "LMMPredict", "fit_lmm", "lmm_profile",
     "lmm_statistics", "FastScanner", "Kron2Sum", "KronFastScanner", "kron2sum_lml",
     "Bernoulli", "Binomial", "Poisson", "Probit", "get_likelihood",
     "EPOptions", "EPResult", "EPSites", "ep_log_marginal_likelihood", "expectation_propagation",

@@ -29,6 +29,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
 
 class ParametricModule(eqx.Module):
@@ -182,6 +183,21 @@ def as_float_array(value, what: str, ndim: int | None = None) -> jnp.ndarray:
     return out
 
 
+def finite_difference_error(fun, x0, step: float) -> float:
+    """‖(fun(x0 + step·eᵢ) − fun(x0))/step − ∂fun/∂xᵢ‖ summed over i (Frobenius), with the
+    derivative from ``jax.jacfwd``: the number glimix-core's ``_check_grad`` reports."""
+    x0 = jnp.asarray(x0)
+    if x0.size == 0:
+        return 0.0
+    f0 = np.asarray(fun(x0), np.float64)
+    jac = np.asarray(jax.jacfwd(fun)(x0), np.float64).reshape(f0.shape + (x0.size,))
+    error = 0.0
+    for i in range(x0.size):
+        fd = (np.asarray(fun(x0.at[i].add(step)), np.float64) - f0) / step
+        error += float(np.sum((fd - jac[..., i]) ** 2))
+    return float(np.sqrt(error))
+
+
 def format_scalar(x) -> str:
     """A float printed to 12 significant digits (hides last-bit noise of exp(log(x)))."""
     return repr(float(f"{float(x):.12g}"))
@@ -233,13 +249,24 @@ class Facade:
         fixed = tuple(n for n in core.fixed if n != name) + ((name,) if flag else ())
         self.module = _replace_static(core, fixed=fixed)
 
-    def value(self):
-        """The function's value (covariance matrix or mean vector) as a JAX array."""
-        return self.module.value()
+    def value(self) -> np.ndarray:
+        """The function's value (covariance matrix or mean vector) as a writable numpy array
+        (glimix-core's samplers write into it); the pure core's ``module.value()`` is JAX."""
+        return np.array(self.module.value())
 
     def gradient(self) -> dict:
-        """Derivatives of ``value()`` over the parameters (autodiff), glimix-core's keys/layout."""
-        return self.module.gradient()
+        """Derivatives of ``value()`` over the parameters (autodiff), glimix-core's keys/layout,
+        as numpy arrays."""
+        return {key: np.array(val) for key, val in self.module.gradient().items()}
+
+    def _check_grad(self, step: float = 1.49e-08) -> float:
+        """glimix-core's check: ‖forward differences of ``value()`` over the free parameters
+        − the autodiff derivative‖ (≈ 0 when the gradient is right)."""
+        core = self.module
+        params, static = eqx.partition(core, parameter_mask(core))
+        flat, unravel = ravel_pytree(params)
+        return finite_difference_error(lambda x: eqx.combine(unravel(x), static).value(), flat,
+                                       step)
 
     def _header(self) -> str:
         raise NotImplementedError

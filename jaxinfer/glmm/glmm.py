@@ -42,6 +42,7 @@ from jaxinfer.glmm.ep import (
 )
 from jaxinfer.glmm.lik import Likelihood, get_likelihood
 from jaxinfer.glmm._checks import FACTR_EPS, require_float64
+from jaxinfer.glmm._module import finite_difference_error
 
 __all__ = [
     "GLMMParams",
@@ -366,7 +367,23 @@ class _GLMMBase:
         self._changed()
 
     def isfixed(self, var_name: str) -> bool:
+        """Is 'beta', 'scale' or 'delta' (or glimix-core's internal 'logscale' /
+        'logitdelta') held fixed?"""
+        if var_name in _NAMES:
+            return var_name in self._fixed
         return self._internal(var_name) in self._fixed
+
+    _isfixed = isfixed  # glimix-core's (optimix) name
+
+    def _check_grad(self, step: float = 1.49e-08) -> float:
+        """glimix-core's check: ‖forward differences of the lml over the free variables
+        (beta, logitdelta, logscale) − the autodiff gradient‖ (≈ 0 when right)."""
+        objective, data = self._objective_and_data()
+        free = self._free()
+        params = self._params
+        x0 = _flat_free(params, free)
+        return finite_difference_error(
+            jax.jit(lambda x: objective(_unflat_free(x, params, free), data)), x0, step)
 
     @staticmethod
     def _internal(var_name):
@@ -470,6 +487,9 @@ class GLMMNormal(_GLMMBase):
         """Derivatives of the lml over 'beta', 'logscale', 'logitdelta' (autodiff)."""
         return self._gradient_of(_normal_objective, self._data())
 
+    def _objective_and_data(self):
+        return _normal_objective, self._data()
+
     def fit(self, verbose: bool = False, factr: float = 1e5, pgtol: float = 1e-7):
         """Maximise the marginal likelihood (L-BFGS-B). Returns the OptimizeResult."""
         return self._run_fit(_normal_objective, self._data(), factr, pgtol)
@@ -559,6 +579,10 @@ class GLMMExpFam(_GLMMBase):
     def likelihood(self) -> Likelihood:
         return self._likelihood
 
+    def _objective_and_data(self):
+        self._ep()  # warm sites for the evaluations
+        return self._objective, self._data()
+
     def _data(self):
         rtol, atol, damping = self._ep_settings
         return _ExpFamData(self._y, self._trials, self._X, self._Q0, self._S0, self._sites,
@@ -630,6 +654,25 @@ class GLMMExpFam(_GLMMBase):
         post = ep_posterior(self._X @ self._params.beta, cov, sites)
         scaled = jax.scipy.linalg.solve_triangular(post.chol, root[:, None] * cov, lower=True)
         return np.asarray(cov - scaled.T @ scaled)
+
+    def predictive_mean(self, Xstar, ks, kss) -> np.ndarray:
+        """Latent mean at new samples (p,): X*β + v₀k* K⁻¹(μ − Xβ), with μ the EP posterior
+        mean, K = v₀K₀ + v₁I; ``Xstar`` (p, c), ``ks`` (p, n) cross-kinship, ``kss`` (p,)."""
+        mu = self._ep().posterior_mean
+        K = glmm_covariance(self._params, self._Q0, self._S0)
+        cross = self.v0 * jnp.asarray(ks, self._dtype)
+        resid = jnp.linalg.solve(K, mu - self._X @ self._params.beta)
+        return np.asarray(jnp.asarray(Xstar, self._dtype) @ self._params.beta + cross @ resid)
+
+    def predictive_covariance(self, Xstar, ks, kss) -> np.ndarray:
+        """Latent variances at new samples (p,), glimix-core's formula:
+        v₀k** + v₁ − diag(v₀k* (K + diag(σ²))⁻¹ v₀k*ᵀ), σ² the EP posterior variances."""
+        var = self._ep().posterior_variance
+        K = glmm_covariance(self._params, self._Q0, self._S0)
+        cross = self.v0 * jnp.asarray(ks, self._dtype)
+        solved = jnp.linalg.solve(K + jnp.diag(var), cross.T)
+        return np.asarray(self.v0 * jnp.asarray(kss, self._dtype) + self.v1
+                          - jnp.sum(cross * solved.T, axis=1))
 
     def copy(self) -> "GLMMExpFam":
         rtol, atol, damping = self._ep_settings

@@ -266,6 +266,8 @@ class LMM:
     Arrays are stored as JAX arrays in the default float dtype (float32 unless x64 is on).
     """
 
+    name = "LMM"  # a free label (glimix-core's ``name`` property)
+
     def __init__(self, y, X, QS=None, restricted: bool = False):
         y = check_outcome(y)
         X = check_covariates(X, y.shape[0])

@@ -1,0 +1,76 @@
+"""The glimix-core API a migrating user's code (and glimix-core's own tests) touches:
+writable numpy values, ``_check_grad``, ``name``, ``_isfixed``, ``LMMPredict``."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxinfer.glmm import (LMM, EyeCov, FreeFormCov, GLMMNormal, LinearCov, LinearMean,
+                           LMMPredict, OffsetMean, SumCov, economic_qs)
+from jaxinfer.glmm._module import finite_difference_error
+
+
+def test_finite_difference_error_is_the_forward_difference_bias():
+    # f(x) = x², forward difference (f(1+h) - f(1))/h = 2 + h, exact derivative 2: error h
+    assert finite_difference_error(lambda x: x[0] ** 2, jnp.ones(1), 1e-3) == pytest.approx(
+        1e-3, rel=1e-6)
+    # two parameters, vector output: errors add in quadrature (h and 3h² ... from x1³)
+    f = lambda x: jnp.stack([x[0] ** 2, x[1] ** 3])
+    h = 1e-3
+    expected = np.hypot(h, 3 * h + h * h)  # (1+h)³ - 1 = 3h + 3h² + h³, /h - 3
+    assert finite_difference_error(f, jnp.ones(2), h) == pytest.approx(expected, rel=1e-6)
+
+
+def test_facades_return_writable_numpy_and_pass_check_grad():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(5, 3))
+    free = FreeFormCov(3)
+    free.L = [[1.0, 0, 0], [0.5, 2.0, 0], [-0.3, 0.2, 0.7]]
+    lin = LinearCov(X)
+    lin.scale = 1.7
+    covs = [EyeCov(5), lin, free, SumCov([EyeCov(5), LinearCov(X)])]
+    means = [OffsetMean(5), LinearMean(X)]
+    for facade in covs + means:
+        value = facade.value()
+        assert isinstance(value, np.ndarray) and value.flags.writeable
+        value[...] = 0  # glimix-core's samplers write into values
+        assert np.any(facade.value() != 0) or isinstance(facade, (OffsetMean, LinearMean))
+        assert facade._check_grad() < 1e-5
+    # the facade's numbers are the core's
+    np.testing.assert_allclose(lin.value(), 1.7 * X @ X.T, rtol=1e-12)
+
+
+def test_names_and_isfixed():
+    rng = np.random.default_rng(1)
+    n = 12
+    y = rng.normal(size=n)
+    X = np.ones((n, 1))
+    K = np.cov(rng.normal(size=(n, 20)))
+    lmm = LMM(y, X, economic_qs(K))
+    assert lmm.name == "LMM"
+    lmm.name = "lmm"
+    assert lmm.name == "lmm" and LMM(y, X).name == "LMM"
+    glmm = GLMMNormal(y, np.ones(n), X, economic_qs(K))
+    assert not glmm._isfixed("logitdelta")
+    glmm.fix("delta")
+    assert glmm._isfixed("logitdelta") and glmm.isfixed("delta")
+    # the GLMM's lml gradient passes the finite-difference check at a non-optimal point
+    assert glmm._check_grad() < 1e-4
+
+
+def test_lmm_predict_equals_gaussian_conditional():
+    rng = np.random.default_rng(2)
+    n, p = 20, 4
+    Z = rng.normal(size=(n + p, 30)) / np.sqrt(30)
+    Kall = Z @ Z.T
+    X = np.ones((n + p, 1))
+    y = 0.5 + rng.multivariate_normal(np.zeros(n), Kall[:n, :n] + 0.5 * np.eye(n))
+    lmm = LMM(y, X[:n], economic_qs(Kall[:n, :n]))
+    lmm.fit()
+    pred = LMMPredict(y, lmm.beta, lmm.v0, lmm.v1, lmm.mean(), lmm.covariance())
+    ks, kss = Kall[n:, :n], np.diag(Kall[n:, n:])
+    V = lmm.v0 * Kall[:n, :n] + lmm.v1 * np.eye(n)
+    mean = X[n:] @ np.asarray(lmm.beta) + lmm.v0 * ks @ np.linalg.solve(V, y - lmm.mean())
+    var = lmm.v0 * kss + lmm.v1 - np.diag(lmm.v0 ** 2 * ks @ np.linalg.solve(V, ks.T))
+    np.testing.assert_allclose(pred.predictive_mean(X[n:], ks, kss), mean, rtol=1e-10)
+    np.testing.assert_allclose(pred.predictive_covariance(X[n:], ks, kss), var, rtol=1e-10)
