@@ -174,3 +174,179 @@ def wolfe_line_search(
     success = s.lo_a > 0
     return LineSearchResult(alpha=s.lo_a, x=s.lo_x, f=s.lo_f, g=s.lo_g, nfev=s.nfev,
                             success=success, wolfe=s.wolfe & success, converged=s.done)
+
+
+# --------------------------------------------------------------------------------------------
+# Moré-Thuente (MINPACK-2 dcsrch / dcstep), the line search of scipy's L-BFGS-B
+# --------------------------------------------------------------------------------------------
+
+
+def _safe_div(a, b):
+    return a / jnp.where(b == 0, jnp.ones_like(b), b)
+
+
+def _cubic_gamma(theta, d1, d2, clamp):
+    s = jnp.maximum(jnp.maximum(jnp.abs(theta), jnp.abs(d1)), jnp.abs(d2))
+    s = jnp.where(s == 0, jnp.ones_like(s), s)
+    disc = (theta / s) ** 2 - (d1 / s) * (d2 / s)
+    disc = jnp.maximum(disc, 0.0) if clamp else jnp.where(disc >= 0, disc, 0.0)
+    return s * jnp.sqrt(disc)
+
+
+def more_thuente_step(stx, fx, dx, sty, fy, dy, stp, fp, dp, brackt, stpmin, stpmax):
+    """One safeguarded step of Moré & Thuente (1994), MINPACK-2's ``dcstep``: the next trial
+    and the updated interval ``(stx, fx, dx), (sty, fy, dy)`` of uncertainty (all scalars).
+    Returns ``(stx, fx, dx, sty, fy, dy, stp, brackt)``."""
+    sgnd = dp * jnp.sign(dx)
+    theta_x = 3.0 * _safe_div(fx - fp, stp - stx) + dx + dp
+    # case 1: higher function value, the minimum is bracketed
+    g1 = _cubic_gamma(theta_x, dx, dp, clamp=False)
+    g1 = jnp.where(stp < stx, -g1, g1)
+    r1 = _safe_div((g1 - dx) + theta_x, ((g1 - dx) + g1) + dp)
+    stpc1 = stx + r1 * (stp - stx)
+    stpq1 = stx + _safe_div(dx, _safe_div(fx - fp, stp - stx) + dx) / 2.0 * (stp - stx)
+    stpf1 = jnp.where(jnp.abs(stpc1 - stx) < jnp.abs(stpq1 - stx), stpc1,
+                      stpc1 + (stpq1 - stpc1) / 2.0)
+    # case 2: lower value, derivatives of opposite sign: bracketed
+    g2 = _cubic_gamma(theta_x, dx, dp, clamp=False)
+    g2 = jnp.where(stp > stx, -g2, g2)
+    r2 = _safe_div((g2 - dp) + theta_x, ((g2 - dp) + g2) + dx)
+    stpc2 = stp + r2 * (stx - stp)
+    stpq2 = stp + _safe_div(dp, dp - dx) * (stx - stp)
+    stpf2 = jnp.where(jnp.abs(stpc2 - stp) > jnp.abs(stpq2 - stp), stpc2, stpq2)
+    # case 3: lower value, same sign, the derivative decreases in magnitude
+    g3 = _cubic_gamma(theta_x, dx, dp, clamp=True)
+    g3 = jnp.where(stp > stx, -g3, g3)
+    r3 = _safe_div((g3 - dp) + theta_x, (g3 + (dx - dp)) + g3)
+    stpc3 = jnp.where((r3 < 0) & (g3 != 0), stp + r3 * (stx - stp),
+                      jnp.where(stp > stx, stpmax, stpmin))
+    stpq3 = stp + _safe_div(dp, dp - dx) * (stx - stp)
+    near = jnp.where(jnp.abs(stpc3 - stp) < jnp.abs(stpq3 - stp), stpc3, stpq3)
+    far = jnp.where(jnp.abs(stpc3 - stp) > jnp.abs(stpq3 - stp), stpc3, stpq3)
+    bound = stp + 0.66 * (sty - stp)
+    stpf3 = jnp.where(brackt,
+                      jnp.where(stp > stx, jnp.minimum(bound, near), jnp.maximum(bound, near)),
+                      jnp.clip(far, stpmin, stpmax))
+    # case 4: lower value, same sign, the derivative does not decrease
+    theta_y = 3.0 * _safe_div(fp - fy, sty - stp) + dy + dp
+    g4 = _cubic_gamma(theta_y, dy, dp, clamp=False)
+    g4 = jnp.where(stp > sty, -g4, g4)
+    r4 = _safe_div((g4 - dp) + theta_y, ((g4 - dp) + g4) + dy)
+    stpf4 = jnp.where(brackt, stp + r4 * (sty - stp), jnp.where(stp > stx, stpmax, stpmin))
+
+    case1 = fp > fx
+    case2 = (~case1) & (sgnd < 0)
+    case3 = (~case1) & (~case2) & (jnp.abs(dp) < jnp.abs(dx))
+    stpf = jnp.where(case1, stpf1, jnp.where(case2, stpf2, jnp.where(case3, stpf3, stpf4)))
+    brackt = brackt | case1 | case2
+    # update the interval
+    new_sty = jnp.where(case1, stp, jnp.where(sgnd < 0, stx, sty))
+    new_fy = jnp.where(case1, fp, jnp.where(sgnd < 0, fx, fy))
+    new_dy = jnp.where(case1, dp, jnp.where(sgnd < 0, dx, dy))
+    new_stx = jnp.where(case1, stx, stp)
+    new_fx = jnp.where(case1, fx, fp)
+    new_dx = jnp.where(case1, dx, dp)
+    return new_stx, new_fx, new_dx, new_sty, new_fy, new_dy, stpf, brackt
+
+
+class _MTState(NamedTuple):
+    nfev: jnp.ndarray
+    done: jnp.ndarray
+    stp: jnp.ndarray
+    brackt: jnp.ndarray
+    stage2: jnp.ndarray
+    stx: jnp.ndarray
+    fx: jnp.ndarray
+    gx: jnp.ndarray
+    sty: jnp.ndarray
+    fy: jnp.ndarray
+    gy: jnp.ndarray
+    stmin: jnp.ndarray
+    stmax: jnp.ndarray
+    width: jnp.ndarray
+    width1: jnp.ndarray
+    x: jnp.ndarray   # the last trial point, its objective and gradient
+    f: jnp.ndarray
+    g: jnp.ndarray
+    conv: jnp.ndarray
+
+
+def more_thuente_line_search(value_and_grad_at: Callable, x, f0, g0, direction, alpha_init,
+                             alpha_max, ftol: float = 1e-3, gtol: float = 0.9,
+                             xtol: float = 0.1, maxls: int = 20,
+                             project: Callable = None) -> LineSearchResult:
+    """Moré & Thuente's line search (MINPACK-2 ``dcsrch``, scipy L-BFGS-B's constants by
+    default): a step in ``[0, alpha_max]`` with sufficient decrease (``ftol``) and the strong
+    curvature condition (``gtol``), or one of dcsrch's warnings (rounding errors prevent
+    progress, interval below ``xtol``, the step at ``alpha_max``), all ``converged=True``
+    with the last trial returned, as scipy does. ``success`` additionally requires the trial
+    to be no higher than ``f0``. Arguments as :func:`wolfe_line_search`."""
+    dtype = x.dtype
+    ginit = jnp.vdot(g0, direction)
+    gtest = ftol * ginit
+    stpmax = jnp.asarray(alpha_max, dtype)
+    stp0 = jnp.minimum(jnp.asarray(alpha_init, dtype), stpmax)
+    zero = jnp.zeros((), dtype)
+    width = stpmax
+
+    def point(a):
+        xa = x + a * direction
+        return project(xa) if project is not None else xa
+
+    init = _MTState(nfev=jnp.zeros((), jnp.int32), done=jnp.asarray(False), stp=stp0,
+                    brackt=jnp.asarray(False), stage2=jnp.asarray(False),
+                    stx=zero, fx=f0, gx=ginit, sty=zero, fy=f0, gy=ginit,
+                    stmin=zero, stmax=stp0 + 4.0 * stp0, width=width, width1=2.0 * width,
+                    x=x, f=f0, g=g0, conv=jnp.asarray(False))
+
+    def cond(s):
+        return (~s.done) & (s.nfev < maxls)
+
+    def body(s):
+        stp = s.stp
+        xa = point(stp)
+        fa, ga = value_and_grad_at(xa)
+        da = jnp.vdot(ga, direction)
+        finite = jnp.isfinite(fa) & jnp.isfinite(da)
+        # a non-finite trial: treat as a very high value (shrinks the interval by case 1)
+        fa_s = jnp.where(finite, fa, jnp.asarray(jnp.finfo(dtype).max, dtype))
+        da_s = jnp.where(finite, da, -ginit)
+        ftest = f0 + stp * gtest
+        stage2 = s.stage2 | ((fa_s <= ftest) & (da_s >= 0))
+        warn = ((s.brackt & ((stp <= s.stmin) | (stp >= s.stmax)))
+                | (s.brackt & (s.stmax - s.stmin <= xtol * s.stmax))
+                | ((stp == stpmax) & (fa_s <= ftest) & (da_s <= gtest))
+                | ((stp == 0) & ((fa_s > ftest) | (da_s >= gtest))))
+        conv = (fa_s <= ftest) & (jnp.abs(da_s) <= gtol * (-ginit))
+        done = (warn | conv) & finite
+        # dcstep on the modified function psi(a) = f(a) - f0 - a * gtest in stage 1
+        modified = (~stage2) & (fa_s <= s.fx) & (fa_s > ftest)
+        sh = jnp.where(modified, gtest, 0.0)
+        stx, fx, gx, sty, fy, gy, nstp, brackt = more_thuente_step(
+            s.stx, s.fx - s.stx * sh, s.gx - sh, s.sty, s.fy - s.sty * sh, s.gy - sh,
+            stp, fa_s - stp * sh, da_s - sh, s.brackt, s.stmin, s.stmax)
+        fx, fy, gx, gy = fx + stx * sh, fy + sty * sh, gx + sh, gy + sh
+        # bisect when the interval does not shrink fast enough
+        bisect = brackt & (jnp.abs(sty - stx) >= 0.66 * s.width1)
+        nstp = jnp.where(bisect, stx + 0.5 * (sty - stx), nstp)
+        width1 = jnp.where(brackt, s.width, s.width1)
+        width = jnp.where(brackt, jnp.abs(sty - stx), s.width)
+        stmin = jnp.where(brackt, jnp.minimum(stx, sty), nstp + 1.1 * (nstp - stx))
+        stmax = jnp.where(brackt, jnp.maximum(stx, sty), nstp + 4.0 * (nstp - stx))
+        nstp = jnp.clip(nstp, 0.0, stpmax)
+        stuck = brackt & ((nstp <= stmin) | (nstp >= stmax) | (stmax - stmin <= xtol * stmax))
+        nstp = jnp.where(stuck, stx, nstp)
+        keep = lambda new, old: jnp.where(done, old, new)  # noqa: E731
+        return _MTState(
+            nfev=s.nfev + 1, done=done, stp=jnp.where(done, stp, nstp),
+            brackt=keep(brackt, s.brackt), stage2=keep(stage2, s.stage2),
+            stx=keep(stx, s.stx), fx=keep(fx, s.fx), gx=keep(gx, s.gx),
+            sty=keep(sty, s.sty), fy=keep(fy, s.fy), gy=keep(gy, s.gy),
+            stmin=keep(stmin, s.stmin), stmax=keep(stmax, s.stmax),
+            width=keep(width, s.width), width1=keep(width1, s.width1),
+            x=xa, f=fa, g=ga, conv=conv & finite)
+
+    s = lax.while_loop(cond, body, init)
+    success = s.done & (s.f <= f0) & (s.stp > 0)
+    return LineSearchResult(alpha=s.stp, x=s.x, f=s.f, g=s.g, nfev=s.nfev, success=success,
+                            wolfe=s.conv & success, converged=s.done)

@@ -20,31 +20,42 @@ decide what is reported:
   inverse-Hessian scale is ``s.y / y.y`` of the newest pair (scipy's ``1 / theta``);
 * the first iteration tries ``min(1 / |d|, 1)`` (bounded) or ``1 / |d|`` (unbounded); later
   ones try 1; the largest step is the longest feasible one along ``d`` (scipy's ``stpmx``);
-* a line search that ends without an acceptable point (budget exhausted, no decrease) is
-  undone: with a non-empty memory the memory is dropped and the iteration restarts; with an
-  empty one the run stops as failed (scipy's ``ABNORMAL_TERMINATION_IN_LNSRCH``).
+* the line search is Moré & Thuente's (MINPACK-2 ``dcsrch``, ftol = 1e-3, gtol = 0.9,
+  xtol = 0.1, at most ``maxls`` evaluations), whose warnings (rounding errors, xtol, step at
+  ``stpmx``) end the search with the last trial, as in scipy;
+* a line search that ends without an acceptable point (budget exhausted, or a trial above
+  ``f_k``) is undone: with a non-empty memory the memory is dropped and the iteration
+  restarts; with an empty one the run stops as failed (scipy's
+  ``ABNORMAL_TERMINATION_IN_LNSRCH``; in float32 :attr:`Status.PRECISION`, since there it
+  means the objective is at its rounding noise and float64 is needed).
 
-One deliberate difference in the rules: a step taken at the rounding floor of ``f`` (the
-line search accepts approximate-Wolfe points, Hager & Zhang 2005, whose ``f`` equals ``f_k``
-to rounding) has no measured reduction, and scipy's test ``(f_k - f_{k+1}) <= ftol * ...``
-would pass on it trivially, a false convergence wherever ``f`` is noisier than its gradient
-(float32, objectives with large cancelling terms). Such a step passes the test only if its
-first-order decrease ``-alpha g.d`` is below ``ftol * max(|f|, 1)`` too. ``ftol`` below the dtype's resolution is raised to
-``eps(dtype)`` (a relative reduction below it cannot be measured); ``ftol=0`` turns it off. In float32 a failed search
-is reported as :attr:`Status.PRECISION` (the objective is at its rounding noise: use float64).
+Without active bounds the iterates are scipy's to rounding. Two deliberate differences in
+the rules, both against reporting convergence that did not happen:
+
+* the ``ftol`` test uses ``max(f_k - f_{k+1}, -g_k.d_k / 2)``: the measured reduction, or
+  the decrease the quasi-Newton model promised for the full step if that is larger. A step
+  cut short by the line search (a tiny ``alpha``), or taken at the rounding floor of ``f``
+  (no measured reduction at all: scipy's ``(f_k - f_{k+1}) <= ftol * ...`` then passes
+  trivially), does not end the run while the model still expects progress; this matters
+  wherever ``f`` is noisier than its gradient (float32, objectives of large cancelling
+  terms such as spt's posteriors);
+* the ``ftol`` test must pass on ``ftol_iterations`` (2) consecutive iterations: on slowly
+  converging, ill-conditioned objectives (spt's ``df`` without a force prior) one short
+  step in a run of long ones otherwise ends the run at a point that depends on rounding;
+* ``ftol`` below the dtype's resolution is raised to ``eps(dtype)`` (a relative reduction
+  below it cannot be measured; ``ftol=0`` turns the test off).
 
 The search direction is a projected limited-memory quasi-Newton step rather than the
 generalised Cauchy point plus subspace minimisation of the paper: variables at a bound whose
 gradient points outward are held fixed, the two-loop recursion over the memory restricted to
-the free variables gives ``d``, and the segment ``x -> clip(x + d, lb, ub)`` is searched with
-a strong-Wolfe line search (c1 = 1e-3, c2 = 0.9 as scipy). Without active bounds this is
-exactly scipy's iteration; with them, iterates differ, optima and stopping semantics do not.
+the free variables gives ``d``, and the segment ``x -> clip(x + d, lb, ub)`` is searched.
+Where bounds are active, iterates differ from scipy's; optima and stopping semantics do not
+(tests/optimize/test_lbfgsb_zoo.py).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, NamedTuple, Optional
+from typing import Any, Optional
 
 import equinox as eqx
 import jax
@@ -52,7 +63,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxinfer.optimize._iterate import AbstractSolver, Progress, all_finite, first_status
-from jaxinfer.optimize.line_search import wolfe_line_search
+from jaxinfer.optimize.line_search import more_thuente_line_search, wolfe_line_search
 from jaxinfer.optimize.result import OptimizeResult, Status
 
 SCIPY_FTOL = 2.2204460492503131e-09  # scipy's default factr * eps(float64) = 1e7 * 2.2e-16
@@ -106,8 +117,7 @@ class LBFGSBState(eqx.Module):
     gamma: jnp.ndarray      # initial inverse-Hessian scale s'y / y'y of the newest pair
     nit: jnp.ndarray        # accepted iterations
     nfev: jnp.ndarray       # objective + gradient evaluations
-    moved: jnp.ndarray      # the last line search was accepted (x changed)
-    predicted: jnp.ndarray  # first-order decrease -alpha g.p of the last accepted step
+    small_steps: jnp.ndarray  # consecutive accepted iterations with relative reduction <= ftol
     failed: jnp.ndarray     # a line search failed with an empty memory: nothing left to try
 
 
@@ -173,6 +183,7 @@ class LBFGSB(AbstractSolver):
     Settings: ``maxcor`` memory pairs (10); ``ftol`` relative reduction (None: scipy's
     2.2e-9, at least ``eps(dtype)``); ``gtol`` on ``max |projected gradient|`` (1e-5);
     ``maxiter`` (15000); ``maxfun`` (15000); ``maxls`` evaluations per line search (20);
+    ``ftol_iterations``: consecutive iterations the ``ftol`` test must pass (2; scipy: 1);
     ``lower`` / ``upper``: bounds, (n,) arrays or scalars, None or +-inf for none.
     ``fn(x, args) -> (f scalar, g (n,))``.
     """
@@ -183,6 +194,7 @@ class LBFGSB(AbstractSolver):
     maxiter: int = 15000
     maxfun: int = 15000
     maxls: int = 20
+    ftol_iterations: int = 2
     lower: Any = None
     upper: Any = None
 
@@ -209,7 +221,7 @@ class LBFGSB(AbstractSolver):
             s_mem=jnp.zeros((m, n), dtype), y_mem=jnp.zeros((m, n), dtype),
             count=jnp.zeros((), jnp.int32), head=jnp.zeros((), jnp.int32),
             gamma=jnp.ones((), dtype), nit=jnp.zeros((), jnp.int32),
-            nfev=jnp.ones((), jnp.int32), moved=false, predicted=jnp.zeros((), dtype),
+            nfev=jnp.ones((), jnp.int32), small_steps=jnp.zeros((), jnp.int32),
             failed=false)
 
     def _direction(self, state: LBFGSBState, free):
@@ -243,12 +255,18 @@ class LBFGSB(AbstractSolver):
         alpha_max = jnp.maximum(alpha_max, 1.0).astype(dtype)
         pnorm = jnp.maximum(jnp.linalg.norm(p), jnp.finfo(dtype).tiny)
         alpha0 = jnp.where(first & ~boxed, jnp.minimum(1.0 / pnorm, alpha_max), 1.0)
-        ls = wolfe_line_search(lambda z: fn(z, args), x, state.f, g, p, alpha0.astype(dtype),
-                               alpha_max, c1=1e-3, c2=0.9, maxls=self.maxls,
-                               project=lambda z: jnp.clip(z, lb, ub))
+        ls = more_thuente_line_search(lambda z: fn(z, args), x, state.f, g, p,
+                                      alpha0.astype(dtype), alpha_max, ftol=1e-3, gtol=0.9,
+                                      xtol=0.1, maxls=self.maxls,
+                                      project=lambda z: jnp.clip(z, lb, ub))
         # A search that ran out of evaluations is a failed search (scipy), even if it found
         # some decrease: the memory is dropped and the iteration restarts.
         ok = ls.success & ls.converged & all_finite(ls.f, ls.g)
+        # scipy's ftol test on the measured reduction, or on the decrease the model promised
+        # for the full step if larger (module docstring)
+        reduction = jnp.maximum(state.f - ls.f, -0.5 * jnp.vdot(g, p))
+        scale = jnp.maximum(jnp.maximum(jnp.abs(state.f), jnp.abs(ls.f)), 1.0)
+        small = reduction <= resolved_ftol(self.ftol, dtype) * scale
         s = ls.x - x
         y = ls.g - g
         sy = jnp.vdot(s, y)
@@ -268,25 +286,18 @@ class LBFGSB(AbstractSolver):
             g=jnp.where(ok, ls.g, g), f_prev=state.f,
             s_mem=s_mem, y_mem=y_mem, count=count, head=head, gamma=gamma,
             nit=state.nit + ok.astype(jnp.int32), nfev=state.nfev + ls.nfev,
-            moved=ok, predicted=jnp.where(ok, -ls.alpha * jnp.vdot(g, p), 0.0).astype(dtype),
+            small_steps=jnp.where(ok, jnp.where(small, state.small_steps + 1, 0),
+                                  state.small_steps),
             failed=(~ok) & (state.count == 0))
 
     def terminate(self, fn, state: LBFGSBState, args) -> jnp.ndarray:
         lb, ub = self.bounds(state.x)
         pg_norm = jnp.max(jnp.abs(projected_gradient(state.x, state.g, lb, ub)), initial=0.0)
-        scale = jnp.maximum(jnp.maximum(jnp.abs(state.f_prev), jnp.abs(state.f)), 1.0)
-        # scipy's test on the measured reduction; a step taken at the rounding floor (no
-        # measured decrease) passes only if its first-order decrease is below ftol too, so
-        # rounding noise in f cannot pass for convergence while the gradient still says
-        # there is something to gain.
-        reduction = jnp.where(state.f < state.f_prev, state.f_prev - state.f, state.predicted)
-        rel_red = reduction / scale
-        ftol = resolved_ftol(self.ftol, state.x.dtype)
         failure = Status.PRECISION if _low_precision(state.x.dtype) else Status.LINE_SEARCH
         return first_status(
             (~all_finite(state.f, state.g), Status.NONFINITE),
             (pg_norm <= self.gtol, Status.GTOL),
-            (state.moved & (rel_red <= ftol), Status.FTOL),
+            (state.small_steps >= self.ftol_iterations, Status.FTOL),
             (state.failed, failure),
             (jnp.asarray(self.maxiter <= 0) | (state.nit >= self.maxiter), Status.MAX_ITER),
             (state.nfev >= self.maxfun, Status.MAX_FEV),
@@ -299,27 +310,6 @@ class LBFGSB(AbstractSolver):
 
     def progress(self, state: LBFGSBState) -> Progress:
         return Progress(nit=state.nit, fun=state.f, x=state.x)
-
-    def run(self, value_and_grad, x0, lb, ub, callback=None) -> "RunOutcome":
-        """Transitional: ``iterate`` on ``value_and_grad(x) -> (f, g)`` within ``[lb, ub]``, for
-        callers not yet written against the solver shape (the augmented Lagrangian)."""
-        from jaxinfer.optimize._iterate import iterate
-
-        solver = dataclasses.replace(self, lower=lb, upper=ub)
-        res = iterate(solver, lambda x, args: value_and_grad(x), x0, ())
-        return RunOutcome(x=res.x, f=res.fun, g=res.jac, nit=res.nit, nfev=res.nfev,
-                          status=res.status)
-
-
-class RunOutcome(NamedTuple):
-    """What :meth:`LBFGSB.run` returns: the final point, objective, gradient and counters."""
-
-    x: jnp.ndarray
-    f: jnp.ndarray
-    g: jnp.ndarray
-    nit: jnp.ndarray
-    nfev: jnp.ndarray
-    status: jnp.ndarray
 
 
 # --------------------------------------------------------------------------------------

@@ -187,3 +187,56 @@ def test_lbfgsb_hess_inv_operator():
     ref = so.minimize(scipy_funcs(f), np.zeros(3), jac=True, method="L-BFGS-B",
                       options={"gtol": 1e-12, "ftol": 0.0})
     np.testing.assert_allclose(dense, ref.hess_inv.todense(), atol=0.02)
+
+
+def _line_function(name):
+    """(value_and_grad of x (1,), x0, direction): 1-D problems for the line searches."""
+    if name == "rosenbrock_descent":
+        x0 = jnp.array([-1.2, 1.0])
+        g0 = jax.grad(rosen)(x0)
+        return jax.value_and_grad(rosen), x0, -g0 / jnp.linalg.norm(g0)
+    if name == "needs_extrapolation":   # minimum at 20: the first trial 1 is far too short
+        f = lambda x: jnp.sum((x - 20.0) ** 2) + 0.1 * jnp.sum(jnp.sin(x))  # noqa: E731
+        return jax.value_and_grad(f), jnp.zeros(1), jnp.ones(1)
+    f = lambda x: jnp.sum(jnp.log1p(jnp.exp(-3.0 * x)) + 0.05 * x ** 2)  # noqa: E731
+    return jax.value_and_grad(f), jnp.array([-2.0]), jnp.ones(1)
+
+
+@pytest.mark.parametrize("name", ["rosenbrock_descent", "needs_extrapolation", "softplus"])
+def test_more_thuente_matches_scipys_dcsrch(name):
+    """The L-BFGS-B line search is MINPACK-2's dcsrch: same step as scipy's implementation
+    (scalar_search_wolfe1 drives scipy's DCSRCH) with L-BFGS-B's constants."""
+    from scipy.optimize._linesearch import scalar_search_wolfe1
+
+    from jaxinfer.optimize.line_search import more_thuente_line_search
+
+    vg, x0, p = _line_function(name)
+    f0, g0 = vg(x0)
+    res = jax.jit(lambda x0: more_thuente_line_search(vg, x0, f0, g0, p, 1.0, 1e10, ftol=1e-3,
+                                                      gtol=0.9, xtol=0.1, maxls=50))(x0)
+    phi = lambda a: float(vg(x0 + a * p)[0])  # noqa: E731
+    dphi = lambda a: float(jnp.vdot(vg(x0 + a * p)[1], p))  # noqa: E731
+    alpha, _, _ = scalar_search_wolfe1(phi, dphi, float(f0), None, float(jnp.vdot(g0, p)),
+                                       c1=1e-3, c2=0.9, amax=1e10, amin=0.0, xtol=0.1)
+    assert alpha is not None
+    assert bool(res.converged) and bool(res.success)
+    np.testing.assert_allclose(float(res.alpha), alpha, rtol=1e-10)
+
+
+def test_lbfgsb_driven_by_hand_equals_minimize():
+    """init / step / terminate in a Python loop reproduce minimize's run step for step."""
+    from jaxinfer.optimize._iterate import RUNNING
+    from jaxinfer.optimize.quasi_newton import LBFGSB
+
+    x0 = rosen_start(10)
+    lb, ub = -jnp.full(10, 2.0), jnp.full(10, 0.8)
+    solver = LBFGSB(lower=lb, upper=ub)
+    fn = lambda x, args: jax.value_and_grad(rosen)(x)  # noqa: E731
+    step = jax.jit(lambda st: solver.step(fn, st, ()))
+    state = solver.init(fn, x0, ())
+    while int(solver.terminate(fn, state, ())) == RUNNING:
+        state = step(state)
+    res = minimize(rosen, x0, method="L-BFGS-B", bounds=(lb, ub))
+    assert int(solver.terminate(fn, state, ())) == int(res.status)
+    assert int(state.nit) == int(res.nit) and int(state.nfev) == int(res.nfev)
+    np.testing.assert_allclose(state.x, res.x, rtol=1e-12)
