@@ -11,7 +11,7 @@ finite differences); per-cell modes vmap one small L-BFGS-B over cells.
 
 Defaults follow TRamWAy: sigma = 0.03 µm when no localization error is given
 (``localization_error`` means sigma; ``sigma2`` is the variance); D/DD/DF ``maxiter=1000``
-and ``ftol=1e-8`` (TRamWAy: 1e-6, which stops ~6e-7 relative above the optimum); DV ``maxiter=1000, ftol=1e-8`` on f - f(x0); D bounds ``(1e-16 - sigma2) / max
+and ``ftol=1e-10`` (TRamWAy: 1e-6, which stops up to ~6e-7 relative above the optimum); DV ``maxiter=1000, ftol=1e-8`` on f - f(x0); D bounds ``(1e-16 - sigma2) / max
 dt_i`` when ``min_diffusivity`` is None; x0: D_i = mean(dr^2)/(2<dt>_i), drift / force 0,
 V_i = log max_j(n_j/A_j) - log(n_i/A_i). One deliberate difference: DV's L-BFGS-B memory is
 ``maxcor=10`` (TRamWAy: the number of parameters, which makes every step O(m^2)). Stochastic

@@ -220,10 +220,10 @@ class Mode:
         return out
 
 
-# TRamWAy's smooth D / DD / DF use ftol = 1e-6, which stops ~6e-7 (relative) above the
-# optimum on a 400-cell map (benchmarks/spt/bench_maps.py); 1e-8, as its DV, costs a few
-# more iterations and lands within 1e-7
-_SMOOTH_OPTIONS = dict(maxiter=1000, ftol=1e-8)
+# TRamWAy's smooth D / DD / DF use ftol = 1e-6, which stops up to ~6e-7 (relative) above
+# the optimum of a 400-cell map, and 1e-8 still 2e-7 for DD (its drift ridge converges
+# slowly); 1e-10 lands within 1e-9 for a few dozen more iterations (benchmarks/spt/bench_maps.py)
+_SMOOTH_OPTIONS = dict(maxiter=1000, ftol=1e-10)
 _PER_CELL_OPTIONS = dict(maxiter=15000, ftol=2.220446049250313e-09)  # scipy L-BFGS-B defaults
 
 REGISTRY = {m.name: m for m in (

@@ -180,3 +180,28 @@ def test_float32_closed_form_equals_float64_and_solved_modes_refuse(grid_cells):
                          ("dv", dict(diffusivity_prior=20.0, potential_prior=1.0))):
         with pytest.raises(ValueError, match=r"needs float64.*jax_enable_x64"):
             infer(f32, mode, sigma=0.03, **priors)
+
+
+def test_smooth_dd_default_settings_reach_the_scipy_optimum(grid_cells):
+    # infer's defaults (ftol 1e-10) against scipy's L-BFGS-B driven to convergence on the very
+    # same problem (smooth_setup: objective, start, bounds)
+    from jax.flatten_util import ravel_pytree
+
+    from jaxinfer.spt.infer import smooth_setup
+
+    kw = dict(sigma=0.03, diffusivity_prior=20.0, drift_prior=1.0)
+    maps = infer(grid_cells, "dd", **kw)
+    setup = smooth_setup(grid_cells, "dd", **kw)
+    x0, unravel = ravel_pytree(setup.x0)
+    vg = jax.jit(jax.value_and_grad(lambda x: setup.mode.posterior(unravel(x), setup.problem)))
+    lower = np.asarray(ravel_pytree(setup.lower)[0])
+    ref = scipy.optimize.minimize(lambda x: tuple(np.asarray(v, float) for v in vg(x)),
+                                  np.asarray(x0), jac=True, method="L-BFGS-B",
+                                  bounds=[(b if np.isfinite(b) else None, None) for b in lower],
+                                  options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 5000,
+                                           "maxcor": 30})
+    assert maps.success and ref.success
+    ours = float(setup.mode.posterior(maps.result.x, setup.problem))
+    assert ours == pytest.approx(ref.fun, rel=1e-7)
+    D_ref = np.asarray(unravel(jnp.asarray(ref.x))["diffusivity"])
+    assert np.median(np.abs(maps.maps["diffusivity"].values / D_ref - 1)) < 1e-3
