@@ -11,6 +11,10 @@ options, in one run:
     time of our jitted solve against scipy driving the same jitted objective + gradient, and
     the time of one objective + gradient evaluation.
 (c) compile time of one 100-D L-BFGS-B (Rosenbrock) through ``minimize``.
+(d) the solver's own cost per iteration: 300 iterations of an 800-D Rosenbrock (an objective
+    far cheaper than spt's), against one objective + gradient call.
+
+``--parts df,dv,compile,overhead`` runs some of them and merges into the existing JSON.
 
 scipy gets ``jax.jit(jax.value_and_grad(f))`` converted to float64 NumPy per call; ours runs
 ``jax.jit(minimize)`` on the same ``f``. The problems are built here, from jaxinfer.spt's
@@ -176,20 +180,51 @@ def compile_seconds_rosenbrock(n=100):
                 total_seconds=total, nit=int(res.nit), fun=float(res.fun))
 
 
+def solver_overhead(n=800, iterations=300):
+    def rosen(x):
+        return jnp.sum(100.0 * (x[1:] - x[:-1] ** 2) ** 2 + (1.0 - x[:-1]) ** 2)
+
+    x0 = jnp.tile(jnp.array([-1.2, 1.0]), n // 2)
+    solve = jax.jit(lambda x0: minimize(rosen, x0, method="L-BFGS-B",
+                                        options=dict(maxiter=iterations, ftol=0.0, gtol=0.0)))
+    res = jax.block_until_ready(solve(x0))
+    times = []
+    for _ in range(3):
+        start = time.perf_counter()
+        res = jax.block_until_ready(solve(x0))
+        times.append(time.perf_counter() - start)
+    vg = jax.jit(jax.value_and_grad(rosen))
+    jax.block_until_ready(vg(x0))
+    start = time.perf_counter()
+    for _ in range(100):
+        jax.block_until_ready(vg(x0))
+    one = (time.perf_counter() - start) / 100
+    return dict(n=n, nit=int(res.nit), nfev=int(res.nfev), seconds=min(times),
+                ms_per_iteration=1e3 * min(times) / int(res.nit),
+                ms_one_eager_value_and_grad=1e3 * one, load_average=os.getloadavg())
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small data (a check)")
     parser.add_argument("--translocations", type=int, default=68000)
     parser.add_argument("--out", default=RESULTS)
+    parser.add_argument("--parts", default="df,dv,compile,overhead")
     args = parser.parse_args(argv)
+    parts = set(args.parts.split(","))
     n_tr = 5000 if args.quick else args.translocations
     grid = 8 if args.quick else 20
     df = simulated_trajectories(n_tr)
-    results = dict(machine=machine_info(), sigma=SIGMA, cells_per_dim=grid,
+    results = {}
+    if os.path.exists(args.out) and parts != {"df", "dv", "compile", "overhead"}:
+        with open(args.out) as fd:
+            results = json.load(fd)
+    results.setdefault("runs", []).append(dict(parts=sorted(parts), machine=machine_info()))
+    results.update(machine=results.get("machine", machine_info()), sigma=SIGMA, cells_per_dim=grid,
                    data=dict(points=int(len(df)), translocations=int(len(df) - df["n"].nunique()),
                              fields="jaxinfer.spt.simulate.demo_fields()", seed=0))
     infer_df = dict(ftol=1e-6, maxiter=1000)
-    for label, prior_f in (("df", 1.0), ("df_no_force_prior", 0.0)):
+    for label, prior_f in (("df", 1.0), ("df_no_force_prior", 0.0)) if "df" in parts else ():
         f, cells, x0, lb, ub = spt_problem(df, "df", grid, 100.0, prior_f)
         m = cells.ncells
         for opt_label, options in (("scipy_defaults", {}), ("infer_defaults", infer_df)):
@@ -200,6 +235,25 @@ def main(argv=None):
                   f"| ours f={r['jaxinfer']['fun']:.6f} nit={r['jaxinfer']['nit']:4d} "
                   f"({r['jaxinfer']['message']}) diff={r['fun_ours_minus_scipy']:+.3g}",
                   flush=True)
+    if "dv" in parts:
+        dv_speed(df, grid, results)
+    if "compile" in parts:
+        results["compile_rosenbrock_100"] = compile_seconds_rosenbrock(100)
+        c = results["compile_rosenbrock_100"]
+        print(f"compile 100-D L-BFGS-B: trace {c['trace_seconds']:.2f} s + compile "
+              f"{c['compile_seconds']:.2f} s", flush=True)
+    if "overhead" in parts:
+        results["solver_overhead"] = o = solver_overhead()
+        print(f"solver: {o['ms_per_iteration']:.3f} ms per iteration at n = {o['n']} "
+              f"(one eager objective + gradient call {o['ms_one_eager_value_and_grad']:.3f} ms)",
+              flush=True)
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as fd:
+        json.dump(results, fd, indent=1)
+    print(f"wrote {args.out}")
+
+
+def dv_speed(df, grid, results):
     f, cells, x0, lb, ub = spt_problem(df, "dv", grid, 100.0, 10.0)
     dv = compare(f, cells, x0, lb, ub, dict(ftol=1e-8, maxiter=1000, maxcor=10))
     dv["one_value_and_grad_seconds"] = one_evaluation_seconds(f, cells, x0)
@@ -210,14 +264,6 @@ def main(argv=None):
           f"{dv['jaxinfer']['seconds_warm']:.2f} s ({dv['jaxinfer']['nfev']} evals), one eval "
           f"{1e3 * dv['one_value_and_grad_seconds']:.2f} ms, x{dv['speedup_warm']:.2f}",
           flush=True)
-    results["compile_rosenbrock_100"] = compile_seconds_rosenbrock(100)
-    c = results["compile_rosenbrock_100"]
-    print(f"compile 100-D L-BFGS-B: trace {c['trace_seconds']:.2f} s + compile "
-          f"{c['compile_seconds']:.2f} s", flush=True)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as fd:
-        json.dump(results, fd, indent=1)
-    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
