@@ -28,6 +28,7 @@ from jax.flatten_util import ravel_pytree
 
 from jaxinfer.optimize._iterate import PROGRESS_SINK, iterate, progress_to
 from jaxinfer.optimize._pytree import _as_float
+from jaxinfer.optimize.implicit import implicit_least_squares
 from jaxinfer.optimize.linear_solve import (AbstractLinearSolver, DenseEigh, DenseSVD,
                                             NormalEquations)
 from jaxinfer.optimize.lm import (LeastSquaresProblem, Levenberg, LevenbergMarquardt,
@@ -401,8 +402,13 @@ def least_squares(residuals: Callable, x0: Any, args: tuple = (), *, jac: Option
                                 treedef=treedef, shapes=tuple(tuple(leaf.shape) for leaf in leaves),
                                 dtypes=tuple(leaf.dtype for leaf in leaves), m=m, solver=solver)
     arrays = (x0_flat, args, flat_mask, lower, upper, w)
-    if callback is None or any(_is_traced(leaf) for leaf in jax.tree_util.tree_leaves(arrays)):
-        # inside the caller's trace the callback is compiled into the caller's program
+    if any(_is_traced(leaf) for leaf in jax.tree_util.tree_leaves(arrays)):
+        # inside the caller's trace (the callback is compiled into the caller's program): solve
+        # without tangents, then x* gets implicit derivatives w.r.t. args, weights and bounds
+        result = _least_squares_solve(static, *lax.stop_gradient(arrays), callback)
+        return eqx.tree_at(lambda r: r.x, result, implicit_least_squares(
+            result.x, residuals, args, weights=w, bounds=(lower, upper), fixed=~flat_mask))
+    if callback is None:
         return _compiled_solve(static, *arrays, callback)
     with progress_to(callback):   # the user's callable stays out of the compile key
         return jax.block_until_ready(_compiled_solve(static, *arrays, PROGRESS_SINK))
