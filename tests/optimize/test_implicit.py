@@ -282,3 +282,24 @@ def test_minimize_solution_wrt_a_parameter_matches_resolves(method):
     jac = jax.jit(jax.jacrev(solution))(jnp.asarray(a))
     reference = central(resolved_minimum, a, h=1e-5)
     assert_relative(jac, reference)
+
+
+def test_least_squares_solution_wrt_args_and_weights_matches_resolves():
+    from jaxinfer.optimize.least_squares import least_squares
+
+    def residuals(p, x, y):
+        return p["amplitude"] * jnp.exp(-p["rate"] * x) + p["offset"] - y
+
+    start = {"amplitude": 1.0, "rate": 1.0, "offset": 0.0}
+
+    def fitted(y, w):
+        x = least_squares(residuals, start, args=(jnp.asarray(XS), y), weights=w,
+                          xtol=1e-15).x
+        return jnp.stack([x["amplitude"], x["rate"], x["offset"]])
+
+    weights = 1.0 / SIG ** 2
+    jac_y = jax.jit(jax.jacrev(fitted))(jnp.asarray(YS), jnp.asarray(weights))
+    assert_relative(jac_y, central(lambda y: resolved(y, sigma=SIG), YS, h=1e-5))
+    jac_w = jax.jit(jax.jacfwd(fitted, argnums=1))(jnp.asarray(YS), jnp.asarray(weights))
+    assert_relative(jac_w, central(lambda w: resolved(YS, sigma=1 / np.sqrt(w)), weights,
+                                   h=1e-3))
