@@ -12,6 +12,10 @@ pass ``--no-compilation-cache`` to switch it off.
 JAX's own thresholds skip programs that compile in under a second; :func:`enable` lowers
 them to zero so the many small programs of a session are cached too.
 
+Not cached (JAX's rule): programs with host callbacks, such as a solve compiled with a
+per-iteration progress callback, because the callback is baked into the program. The
+front doors compile without one when no callback is given.
+
 The cache is trusted code: do not point it at a directory others can write to.
 """
 
