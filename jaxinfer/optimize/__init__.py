@@ -27,3 +27,6 @@ from jaxinfer.optimize.linear_solve import DenseEigh, DenseSVD, NormalEquations 
 
 __all__ += ["LeastSquaresProblem", "LevenbergMarquardt", "LMState", "DenseEigh", "DenseSVD",
             "NormalEquations"]
+from jaxinfer.optimize.quasi_newton import BFGS, LBFGSB, BFGSState, LBFGSBState  # noqa: E402
+
+__all__ += ["BFGS", "LBFGSB", "BFGSState", "LBFGSBState"]
