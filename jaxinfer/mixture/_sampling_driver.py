@@ -68,10 +68,24 @@ class SamplingRun(NamedTuple):
         return az.from_dict(posterior=posterior, sample_stats=stats)
 
 
+_KERNELS: dict = {}
+
+
 def _kernel(model_fn, kernel_kwargs):
+    """A NUTS kernel; one per (model, settings) when those are hashable, so that runs of the
+    same model (a fresh run, a resumed one) share one compiled chunk."""
     from numpyro.infer import NUTS
 
-    return NUTS(model_fn, **kernel_kwargs)
+    try:
+        key = (model_fn, tuple(sorted(kernel_kwargs.items())))
+        hash(key)
+    except TypeError:
+        return NUTS(model_fn, **kernel_kwargs)
+    if key not in _KERNELS:
+        if len(_KERNELS) > 32:
+            _KERNELS.clear()
+        _KERNELS[key] = NUTS(model_fn, **kernel_kwargs)
+    return _KERNELS[key]
 
 
 @partial(jax.jit, static_argnums=(0, 1))

@@ -79,3 +79,34 @@ def test_bad_checkpoint_is_refused(tmp_path):
     path.write_bytes(pickle.dumps({"version": -1}))
     with pytest.raises(ValueError, match="not a jaxinfer sampling checkpoint"):
         continue_sampling(str(path), bounded_mean_model, (Y,))
+
+
+def test_mixture_samplers_return_inference_data_in_the_original_order(tmp_path):
+    # sample_fixed_mixture on the small lymixture cohort, started at lymixture's EM optimum:
+    # draws stay in [0, 1], columns are named in the original's order, and the posterior
+    # mean of each well-determined spread parameter is within 4 posterior sd of the optimum
+    from jaxinfer.mixture import LymphMixture, em, utils
+    from jaxinfer.mixture.simulate import SUBSITE_COL
+
+    fx = json.loads((FIXTURES / "lymixture_small.json").read_text())
+    graph = {tuple(k): v for k, v in fx["graph"]}
+    model = LymphMixture(model_kwargs={"graph_dict": graph}, num_components=2)
+    model.set_distribution("early", fx["early_pmf"])
+    from jaxinfer.mixture import utils as u
+    model.set_distribution("late", u.late_binomial)
+    model.load_patient_data(pd.read_csv(io.StringIO(fx["csv"]), header=[0, 1, 2]),
+                            split_by=SUBSITE_COL, mapping=lambda x: x)
+    for name, (spec, sens) in fx["modalities"].items():
+        model.set_modality(name, spec, sens)
+    model.set_params(**fx["em"]["params"])
+    model.set_resps(em.expectation(model))
+    idata, chain = em.sample_fixed_mixture(model, steps=60, num_warmup=60,
+                                           filename=str(tmp_path / "fm.ckpt"),
+                                           checkpoint_every=60, seed=3)
+    names = [k for k in fx["em"]["params"] if not k.endswith("_coef")]
+    assert list(idata.posterior.data_vars) == names and chain.shape == (60, len(names))
+    assert np.all((chain > 0) & (chain < 1))
+    mean, sd = chain.mean(axis=0), chain.std(axis=0)
+    for j, name in enumerate(names):
+        if name.endswith(("TtoII_spread", "TtoI_spread")):
+            assert abs(mean[j] - fx["em"]["params"][name]) < 4 * sd[j] + 0.02, name
