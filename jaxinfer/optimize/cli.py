@@ -32,7 +32,7 @@ def demo(progress) -> str:
     # callbacks in the persistent compilation cache: with the cache on (the CLI's default)
     # the bar advances per batch, so that a second run compiles nothing
     live = ("callback" in inspect.signature(least_squares).parameters
-            and not jax.config.read("jax_compilation_cache_dir"))
+            and not jax.config.jax_compilation_cache_dir)
     bar = ProgressBar(total=len(problems), title="NIST")
     results = {}
     start = time.perf_counter()
