@@ -30,3 +30,7 @@ __all__ += ["LeastSquaresProblem", "LevenbergMarquardt", "LMState", "DenseEigh",
 from jaxinfer.optimize.quasi_newton import BFGS, LBFGSB, BFGSState, LBFGSBState  # noqa: E402
 
 __all__ += ["BFGS", "LBFGSB", "BFGSState", "LBFGSBState"]
+from jaxinfer.optimize.implicit import (implicit_least_squares, implicit_minimum,  # noqa: E402
+                                        implicit_root, implicit_solve)
+
+__all__ += ["implicit_least_squares", "implicit_minimum", "implicit_root", "implicit_solve"]
