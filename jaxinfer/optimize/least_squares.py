@@ -202,7 +202,7 @@ def least_squares(residuals: Callable, x0: Any, args: tuple = (), *, jac: Option
                   damping: float = 1e-3, damp_mode: str = "minpack",
                   increase_damp_factor: float = 3.0, decrease_damp_factor: float = 8.0,
                   min_eigval: float = 1e-13, transtrum_min: float = 1e-6,
-                  use_accel: bool = False, max_accel_correction: float = 1.0,
+                  use_accel: bool = False, max_accel_correction: float = 0.1875,
                   broyden_update: bool = False, eig_update: bool = False,
                   eig_update_frequency: int = 3, num_eig_dirs: int = 8,
                   update_J_frequency: int = 1, run_type: int = 2, run_length: int = 5,
@@ -260,7 +260,8 @@ def least_squares(residuals: Callable, x0: Any, args: tuple = (), *, jac: Option
         ``c = -½ (JᵀJ + λD)⁻¹ Jᵀ r''[δ, δ]``, with the second directional derivative from
         nested forward-mode JVPs. A step whose correction is larger than
         ``max_accel_correction`` times the step (in the scaled norm ``|d·c| / |d·δ|``) is
-        rejected and λ increased.
+        rejected and λ increased. The default 0.1875 is Transtrum & Sethna's
+        acceptance rule ``2|a|/|v| <= 0.75`` (the correction is ``c = a/2``); peri uses 1.
     broyden_update : bool
         After every accepted step that is followed by another step on the same Jacobian,
         apply the rank-1 Broyden update ``J += (Δr - J δ) δᵀ / |δ|²``. peri's default is on;

@@ -249,7 +249,7 @@ class LevenbergMarquardt(AbstractSolver):
     decrease_damp_factor: float = eqx.field(default=8.0, static=True)
     min_eigval: float = eqx.field(default=1e-13, static=True)
     use_accel: bool = eqx.field(default=False, static=True)
-    max_accel_correction: float = eqx.field(default=1.0, static=True)
+    max_accel_correction: float = eqx.field(default=0.1875, static=True)
     broyden_update: bool = eqx.field(default=False, static=True)
     eig_update: bool = eqx.field(default=False, static=True)
     eig_update_frequency: int = eqx.field(default=3, static=True)
