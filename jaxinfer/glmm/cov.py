@@ -561,6 +561,45 @@ class Kron2SumCov(Facade):
         """K⁻¹v."""
         return self.module.solve(jnp.asarray(v))
 
+    # glimix-core's factorisation K = L⁻¹(Sₕ⊗Sₓ + I)L⁻ᵀ, L = Lₕ⊗Lₓ, as dense numpy helpers
+
+    @property
+    def Lx(self) -> np.ndarray:
+        """Lₓ = Uᵀ (n, n), U the left singular vectors of G."""
+        U = np.linalg.svd(np.asarray(self._G, float), full_matrices=True)[0]
+        return U.T
+
+    @property
+    def Lh(self) -> np.ndarray:
+        """Lₕ = (U₁S₁^{-½}Uₕ)ᵀ (p, p): C₁ = U₁S₁U₁ᵀ, Uₕ the eigenvectors of
+        S₁^{-½}U₁ᵀC₀U₁S₁^{-½}; then LₕC₁Lₕᵀ = I and LₕC₀Lₕᵀ = Sₕ."""
+        S1, U1 = np.linalg.eigh(self._C1.value())
+        U1S1 = U1 / np.sqrt(S1)
+        Uh = np.linalg.eigh(U1S1.T @ self._C0.value() @ U1S1)[1]
+        return (U1S1 @ Uh).T
+
+    def logdet_gradient(self) -> dict:
+        """∂log|K| over 'C0.Lu' and 'C1.Lu' (autodiff)."""
+        params, static = eqx.partition(self.module, parameter_mask(self.module))
+        g = jax.grad(lambda p: eqx.combine(p, static).logdet())(params)
+        return {"C0.Lu": np.array(g.C0.Lu), "C1.Lu": np.array(g.C1.Lu)}
+
+    def gradient_dot(self, v) -> dict:
+        """∂K·v for v (n·p,) -> (n·p, k), or v (n·p, m) -> (m, n·p, k), per parameter set."""
+        v = np.asarray(v, float)
+        grads = self.gradient()
+        spec = "abi,b->ai" if v.ndim == 1 else "abi,bj->jai"
+        return {key: np.einsum(spec, grads[key], v) for key in ("C0.Lu", "C1.Lu")}
+
+    def LdKL_dot(self, v) -> dict:
+        """L(∂K)Lᵀv, L = Lₕ⊗Lₓ: v (n·p,) -> (n·p, k), or v (n·p, m) -> (n·p, m, k)."""
+        v = np.asarray(v, float)
+        L = np.kron(self.Lh, self.Lx)
+        grads = self.gradient()
+        Lv = L.T @ v
+        spec = "ab,bci,c->ai" if v.ndim == 1 else "ab,bci,cj->aji"
+        return {key: np.einsum(spec, L, grads[key], Lv) for key in ("C0.Lu", "C1.Lu")}
+
     def _header(self):
         d = self._C1.module.dim
         return f"Kron2SumCov(G=..., dim={d}, rank={self._C0.module.m})"
