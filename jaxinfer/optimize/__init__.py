@@ -34,3 +34,6 @@ from jaxinfer.optimize.implicit import (implicit_least_squares, implicit_minimum
                                         implicit_root, implicit_solve)
 
 __all__ += ["implicit_least_squares", "implicit_minimum", "implicit_root", "implicit_solve"]
+from jaxinfer.optimize.sqp import SQP, SQPState  # noqa: E402
+
+__all__ += ["SQP", "SQPState"]

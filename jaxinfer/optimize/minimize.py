@@ -17,8 +17,9 @@ Differences from :func:`scipy.optimize.minimize`, on purpose:
   stopped from the host), so use ``maxiter`` to bound a run.
 * Bounds given to a method that cannot honour them (``'BFGS'``, ``'Newton-CG'``) raise a
   ValueError (scipy warns and ignores them); use ``'L-BFGS-B'``.
-* ``'SLSQP'`` is accepted as a name but the algorithm is an augmented Lagrangian with an
-  inner L-BFGS-B (see :mod:`jaxinfer.optimize.constrained`).
+* ``'SLSQP'`` is sequential quadratic programming (:mod:`jaxinfer.optimize.sqp`: damped
+  BFGS, interior-point QP subproblems, L1 merit line search); ``'auglag'`` is an augmented
+  Lagrangian with an inner L-BFGS-B (:mod:`jaxinfer.optimize.constrained`).
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ _ALIASES = {
     "momentum": ("momentum", "gd", "bgd", "sgd"),
     "rmsprop": ("rmsprop",),
     "adam": ("adam",),
-    "slsqp": ("slsqp", "auglag", "augmented-lagrangian", "augmented_lagrangian"),
+    "slsqp": ("slsqp",),
+    "auglag": ("auglag", "augmented-lagrangian", "augmented_lagrangian"),
 }
 _CANONICAL = {alias: name for name, aliases in _ALIASES.items() for alias in aliases}
 METHODS = tuple(_ALIASES)
@@ -83,7 +85,9 @@ _OPTIONS = {
                 "gtol": 1e-5, "ftol": 0.0},
     "adam": {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8,
              "maxiter": 1000, "gtol": 1e-5, "ftol": 0.0},
-    "slsqp": {"maxiter": 100, "ctol": None, "gtol": None, "ftol": None, "penalty": 10.0,
+    "slsqp": {"maxiter": 100, "ctol": None, "gtol": None, "ftol": None, "maxls": 10,
+              "qp_maxiter": 100},
+    "auglag": {"maxiter": 100, "ctol": None, "gtol": None, "ftol": None, "penalty": 10.0,
               "inner_maxiter": 2000, "maxcor": 10},
 }
 # the option that scipy's ``tol`` argument sets, per method
@@ -95,8 +99,10 @@ _TOL_OPTIONS = {
     "rmsprop": ("gtol",),
     "adam": ("gtol",),
     "slsqp": ("gtol", "ctol"),
+    "auglag": ("gtol", "ctol"),
 }
-_HONOURS_BOUNDS = {"l-bfgs-b", "momentum", "rmsprop", "adam", "slsqp"}
+_HONOURS_BOUNDS = {"l-bfgs-b", "momentum", "rmsprop", "adam", "slsqp", "auglag"}
+_CONSTRAINED = {"slsqp", "auglag"}
 
 
 def canonical_method(method) -> str:
@@ -113,7 +119,7 @@ def canonical_method(method) -> str:
 
 def _valid_names():
     return ["BFGS", "L-BFGS-B", "Newton-CG", "momentum (gd, bgd)", "rmsprop", "adam",
-            "SLSQP (augmented Lagrangian; alias auglag)"]
+            "SLSQP", "auglag (augmented Lagrangian)"]
 
 
 def _resolve_options(method: str, options: Optional[dict], tol) -> dict:
@@ -269,7 +275,8 @@ def minimize(fun: Callable, x0, args=(), method: Optional[str] = None, jac=None,
     x0 : pytree of float arrays (a list of numbers becomes a 1-D array).
     args : extra arguments passed to ``fun`` (and ``jac``, ``hess``, ``hessp``).
     method : 'BFGS', 'L-BFGS-B', 'Newton-CG', 'momentum' ('gd', 'bgd'), 'rmsprop', 'adam',
-        'SLSQP' (an augmented Lagrangian, alias 'auglag'); case-insensitive. None (default)
+        'SLSQP' (sequential quadratic programming), 'auglag' (augmented Lagrangian);
+        case-insensitive. None (default)
         picks as scipy does: 'SLSQP' with constraints, else 'L-BFGS-B' with bounds, else
         'BFGS'.
     jac : None (autodiff), a callable ``jac(x, *args) -> gradient pytree``, or True when
@@ -316,7 +323,7 @@ def minimize(fun: Callable, x0, args=(), method: Optional[str] = None, jac=None,
     if isinstance(constraints, dict):
         constraints = (constraints,)
     constraints = tuple(constraints or ())
-    if constraints and name != "slsqp":
+    if constraints and name not in _CONSTRAINED:
         raise ValueError(f"method {method!r} does not handle constraints; use 'SLSQP'")
     if (hess is not None or hessp is not None) and name != "newton-cg":
         raise ValueError(f"hess / hessp are only used by 'Newton-CG', not {method!r}")
@@ -349,7 +356,7 @@ def minimize(fun: Callable, x0, args=(), method: Optional[str] = None, jac=None,
         result = run_compiled(_solve, static, *inputs, progress=None if traced else callback)
     if not traced:
         return result
-    if name == "slsqp":
+    if name in _CONSTRAINED:
         return eqx.tree_at(lambda r: r.x, result, no_derivative(
             result.x, "minimize: derivatives of a constrained (SLSQP) solution are not "
             "implemented; differentiate an unconstrained or bound-constrained problem"))
@@ -480,6 +487,17 @@ def _solve(static: _Static, x0, arg_dynamic, con_dynamic, lb, ub) -> OptimizeRes
                       callback=_progress_callback(static.callback, unravel))
         return _unravel_result(res, unravel)
     if name == "slsqp":
+        from jaxinfer.optimize.constrained import build_constraints
+        from jaxinfer.optimize.sqp import SQP
+        con_args = tuple(_join_args(s, d) for s, d in zip(static.con_static, con_dynamic))
+        eq, ineq = build_constraints(static.con_specs, con_args, x0_flat, unravel)
+        solver = SQP(eq=eq, ineq=ineq, lower=lb, upper=ub, maxiter=int(opts["maxiter"]),
+                     ctol=opts["ctol"], gtol=opts["gtol"], ftol=opts["ftol"],
+                     maxls=int(opts["maxls"]), qp_maxiter=int(opts["qp_maxiter"]))
+        res = iterate(solver, lambda x, a: value_and_grad(x), x0_flat, (),
+                      callback=_progress_callback(static.callback, unravel))
+        return _unravel_result(res, unravel)
+    if name == "auglag":
         from jaxinfer.optimize.constrained import AugmentedLagrangian, build_constraints
         con_args = tuple(_join_args(s, d) for s, d in zip(static.con_static, con_dynamic))
         eq, ineq = build_constraints(static.con_specs, con_args, x0_flat, unravel)

@@ -1,5 +1,6 @@
-"""Constrained minimisation ('SLSQP' name, augmented-Lagrangian algorithm) against scipy's
-SLSQP and the published Hock–Schittkowski optima."""
+"""Constrained minimisation through ``minimize`` ('SLSQP': sequential quadratic programming;
+'auglag': the augmented Lagrangian) against scipy's SLSQP and the published Hock–Schittkowski
+optima."""
 
 import jax
 import jax.numpy as jnp
@@ -110,10 +111,11 @@ def test_hock_schittkowski(name):
     assert float(res.extra["constraint_violation"]) <= 1e-8
 
 
-def test_infeasible_problem_fails_honestly():
+@pytest.mark.parametrize("method", ["slsqp", "auglag"])
+def test_infeasible_problem_fails_honestly(method):
     """x >= 1 and x <= 0 cannot both hold: INFEASIBLE, success False."""
     cons = [dict(type="ineq", fun=lambda x: x[0] - 1.0), dict(type="ineq", fun=lambda x: -x[0])]
-    res = minimize(lambda x: jnp.sum(x ** 2), jnp.array([0.5, 0.5]), method="slsqp",
+    res = minimize(lambda x: jnp.sum(x ** 2), jnp.array([0.5, 0.5]), method=method,
                    constraints=cons, options={"maxiter": 15})
     assert int(res.status) == Status.INFEASIBLE and not bool(res.success)
 
