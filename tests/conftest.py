@@ -4,6 +4,8 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# in-process CLI tests must not turn the persistent compilation cache on for the whole session
+os.environ.setdefault("JAXINFER_NO_COMPILATION_CACHE", "1")
 
 import jax  # noqa: E402
 
