@@ -249,7 +249,7 @@ def _fit_particle_groups(model, params, data, tile, index, corner, options, incl
         lo = {"pos": jnp.broadcast_to(lo_pos, (k, 3)), "rad": jnp.full((k,), MIN_RADIUS, dtype)}
         hi = {"pos": jnp.broadcast_to(hi_pos, (k, 3)), "rad": jnp.full((k,), MAX_RADIUS, dtype)}
         if not include_rad:
-            lo, hi = {"pos": lo["pos"]}, {"pos": hi["pos"]}
+            lo, hi = lo["pos"].ravel(), hi["pos"].ravel()   # flat bounds for a one-leaf x0
         result = least_squares(res, x0, args=(0.0,), bounds=(lo, hi), **options)
         return result
 
