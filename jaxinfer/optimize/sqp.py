@@ -19,8 +19,8 @@ with Powell's per-constraint weights ``rho <- max(|lam|, (rho + |lam|) / 2)`` (a
 SLSQP, 1988). ``B`` is updated by BFGS on the change of the Lagrangian gradient, with Powell's
 damping (``s'y >= 0.2 s'Bs``) so it stays positive definite.
 
-Convergence (status ``CONSTRAINED_OK``) is a KKT test at the current ``x`` with the QP's
-multipliers: ``max |g - E'lam - G'mu - bound multipliers| <= gtol * max(1, max|g|)``,
+Convergence (status ``CONSTRAINED_OK``) is a KKT test at the current ``x`` with the
+multipliers of the QP that led there (at ``x0``: zero multipliers): ``max |g - E'lam - G'mu - bound multipliers| <= gtol * max(1, max|g|)``,
 violation ``max(|h|, max(0, -c)) <= ctol`` and complementarity ``max |mu_j c_j| <= ctol``.
 Defaults: ``gtol = sqrt(eps)`` (1.5e-8 in float64), ``ctol = 10 eps**0.75`` (1.8e-11 in
 float64, 6.4e-5 in float32). scipy's ``ftol`` (its ``acc``), when given, sets ``gtol``.
@@ -160,9 +160,10 @@ class SQPState(eqx.Module):
 
     x, f, g : iterate (within the bounds), objective, its gradient (n,); h (m_eq,), c (m_in,)
     : constraint values; E (m_eq, n), G (m_in, n) : their Jacobians; B (n, n) : damped-BFGS
-    Lagrangian Hessian; d (n,) : the QP step from ``x``; lam_eq (m_eq,), lam_ineq (m_in,),
-    lam_lower, lam_upper (n,) : the QP multipliers (>= 0 for inequalities and bounds);
-    rho_eq, rho_ineq : merit weights; qp_ok : the QP at ``x`` was solved; violation,
+    Lagrangian Hessian; d (n,) : the last step taken; lam_eq (m_eq,), lam_ineq (m_in,),
+    lam_lower, lam_upper (n,) : multipliers of the last QP (>= 0 for inequalities and bounds;
+    zero at the start), the estimates the KKT test at ``x`` uses; rho_eq, rho_ineq : merit
+    weights; qp_ok : the last QP was solved (True at the start); violation,
     stationarity, complementarity : the KKT measures at ``x``; nit, nfev : iterations and
     objective evaluations; qp_nit : interior-point iterations in total.
     """
@@ -266,17 +267,15 @@ class SQP(AbstractSolver):
                                        jnp.max(jnp.abs(lam_up * gap_up), initial=0.0)))
         return violation, stationarity, comp
 
-    def _finish(self, fn, x, f, g, h, c, E, G, B, rho_eq, rho_in, nit, nfev, qp_nit):
-        sol, lam_in, lam_lo, lam_up = self._qp(x, g, h, c, E, G, B)
-        violation, stationarity, comp = self._kkt(x, g, h, c, E, G, sol.y, lam_in, lam_lo,
+    def _state(self, x, f, g, h, c, E, G, B, d, lam, rho_eq, rho_in, qp_ok, nit, nfev, qp_nit):
+        lam_eq, lam_in, lam_lo, lam_up = lam
+        violation, stationarity, comp = self._kkt(x, g, h, c, E, G, lam_eq, lam_in, lam_lo,
                                                   lam_up)
-        rho_eq = jnp.maximum(jnp.abs(sol.y), 0.5 * (rho_eq + jnp.abs(sol.y)))
-        rho_in = jnp.maximum(lam_in, 0.5 * (rho_in + lam_in))
-        return SQPState(x=x, f=f, g=g, h=h, c=c, E=E, G=G, B=B, d=sol.d, lam_eq=sol.y,
+        return SQPState(x=x, f=f, g=g, h=h, c=c, E=E, G=G, B=B, d=d, lam_eq=lam_eq,
                         lam_ineq=lam_in, lam_lower=lam_lo, lam_upper=lam_up, rho_eq=rho_eq,
-                        rho_ineq=rho_in, qp_ok=sol.converged, violation=violation,
+                        rho_ineq=rho_in, qp_ok=qp_ok, violation=violation,
                         stationarity=stationarity, complementarity=comp, nit=nit, nfev=nfev,
-                        qp_nit=qp_nit + sol.nit)
+                        qp_nit=qp_nit)
 
     def init(self, fn, x0, args) -> SQPState:
         lb, ub = self._bounds(x0)
@@ -284,20 +283,26 @@ class SQP(AbstractSolver):
         f, g, h, c, E, G = self._evaluate(fn, x0, args)
         B = jnp.eye(x0.shape[0], dtype=x0.dtype)
         zero = jnp.zeros((), jnp.int32)
-        return self._finish(fn, x0, f, g, h, c, E, G, B, jnp.zeros_like(h), jnp.zeros_like(c),
-                            zero, jnp.ones((), jnp.int32), zero)
+        lam = (jnp.zeros_like(h), jnp.zeros_like(c), jnp.zeros_like(x0), jnp.zeros_like(x0))
+        return self._state(x0, f, g, h, c, E, G, B, jnp.zeros_like(x0), lam, jnp.zeros_like(h),
+                           jnp.zeros_like(c), jnp.asarray(True), zero, jnp.ones((), jnp.int32),
+                           zero)
 
     def step(self, fn, s: SQPState, args) -> SQPState:
         lb, ub = self._bounds(s.x)
-        d = s.d
+        sol, lam_in, lam_lo, lam_up = self._qp(s.x, s.g, s.h, s.c, s.E, s.G, s.B)
+        # an unsolved QP gives no trustworthy direction: stay put (terminate reports it)
+        d = jnp.where(sol.converged, sol.d, 0.0)
+        lam_eq = sol.y
+        rho_eq = jnp.maximum(jnp.abs(lam_eq), 0.5 * (s.rho_eq + jnp.abs(lam_eq)))
+        rho_in = jnp.maximum(lam_in, 0.5 * (s.rho_ineq + lam_in))
 
         def merit(f, h, c):
-            return (f + jnp.vdot(s.rho_eq, jnp.abs(h))
-                    + jnp.vdot(s.rho_ineq, jnp.maximum(-c, 0.0)))
+            return (f + jnp.vdot(rho_eq, jnp.abs(h)) + jnp.vdot(rho_in, jnp.maximum(-c, 0.0)))
 
         phi0 = merit(s.f, s.h, s.c)
-        slope = jnp.minimum(jnp.vdot(s.g, d) - jnp.vdot(s.rho_eq, jnp.abs(s.h))
-                            - jnp.vdot(s.rho_ineq, jnp.maximum(-s.c, 0.0)), 0.0)
+        slope = jnp.minimum(jnp.vdot(s.g, d) - jnp.vdot(rho_eq, jnp.abs(s.h))
+                            - jnp.vdot(rho_in, jnp.maximum(-s.c, 0.0)), 0.0)
 
         noise = 100.0 * jnp.finfo(s.x.dtype).eps * (1.0 + jnp.abs(phi0))
 
@@ -332,7 +337,7 @@ class SQP(AbstractSolver):
         # damped BFGS on the Lagrangian gradient (multipliers of the QP just solved; the
         # linear bound rows add no curvature)
         def grad_lagrangian(g, E, G):
-            return g - E.T @ s.lam_eq - G.T @ s.lam_ineq
+            return g - E.T @ lam_eq - G.T @ lam_in
 
         step = x - s.x
         y = grad_lagrangian(g, E, G) - grad_lagrangian(s.g, s.E, s.G)
@@ -347,8 +352,11 @@ class SQP(AbstractSolver):
         B_new = s.B - jnp.outer(Bs, Bs) / jnp.where(update, sBs, 1.0) \
             + jnp.outer(y, y) / jnp.where(update, sy, 1.0)
         B = jnp.where(update, 0.5 * (B_new + B_new.T), s.B)
-        return self._finish(fn, x, f, g, h, c, E, G, B, s.rho_eq, s.rho_ineq, s.nit + 1,
-                            s.nfev + k + 2, s.qp_nit)
+        # KKT test at the new point with the QP's multipliers (any multipliers of the right
+        # signs that satisfy it certify a KKT point; these converge to the optimal ones)
+        return self._state(x, f, g, h, c, E, G, B, x - s.x, (lam_eq, lam_in, lam_lo, lam_up),
+                           rho_eq, rho_in, sol.converged, s.nit + 1, s.nfev + k + 2,
+                           s.qp_nit + sol.nit)
 
     def terminate(self, fn, s: SQPState, args) -> jnp.ndarray:
         ctol, gtol = self._tols(s.x.dtype)
