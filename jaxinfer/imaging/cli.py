@@ -103,8 +103,7 @@ def _plot(state, path):
 def _fit_command(args) -> int:
     import jax
 
-    if not args.float32:
-        jax.config.update("jax_enable_x64", True)
+    jax.config.update("jax_enable_x64", True)   # the fits are validated in float64 only
     from jaxinfer.imaging import util
 
     def fail(message):
@@ -162,7 +161,6 @@ def register(subparsers) -> None:
     p.add_argument("--no-add-subtract", action="store_true", help="skip add-subtract")
     p.add_argument("--crb", action="store_true", help="add Cramér-Rao bound columns")
     p.add_argument("--plot", metavar="PNG", help="figure of data / model / residuals")
-    p.add_argument("--float32", action="store_true", help="compute in float32")
     p.set_defaults(handler=_fit_command)
 
 

@@ -66,6 +66,14 @@ def lm_options(damping=1.0, increase_damp_factor=3.0, decrease_damp_factor=8.0,
                 num_eig_dirs=int(num_eig_dirs), run_type=int(run_type), **extra)
 
 
+def require_float64(params, what):
+    """The fits are validated in float64 only; refuse float32 rather than risk a wrong
+    answer reported as converged."""
+    if params["pos"].dtype != jnp.float64:
+        raise ValueError(f"{what} needs float64 (the parameters are {params['pos'].dtype}); turn "
+                         "it on before building the state: jax.config.update('jax_enable_x64', True)")
+
+
 def _freeze(options):
     return tuple(sorted(options.items()))
 
@@ -120,6 +128,7 @@ def fit_globals(model: ImageModel, params, data, refs, damping=1.0, **peri_optio
     matrix ``diag(damping)``; realised by rescaling each parameter by ``1/sqrt(damping_i)``).
     ``peri_options``: the other LMEngine keywords (:func:`lm_options`). Returns
     ``(params, OptimizeResult)``; ``result.x`` holds every global (scaled by the damping)."""
+    require_float64(params, "fit_globals")
     all_refs = global_refs(model)
     refs = tuple(refs)
     unknown = [r for r in refs if r not in all_refs]
@@ -286,6 +295,7 @@ def fit_particle_groups(model: ImageModel, params, data, groups, include_rad=Tru
     groups : list of int arrays (particle indices), e.g. from :func:`group_particles`.
     Returns ``(params, stats, plan)``: ``stats`` a dict of (n_colours, G) arrays (status,
     nit, nfev, cost, delta_err, ...; empty slots of ``plan['index']`` are padding)."""
+    require_float64(params, "fit_particle_groups")
     groups = [np.asarray(g, int) for g in groups if len(g)]
     if not groups:
         return params, None, None
