@@ -35,7 +35,7 @@ from jaxinfer.optimize.lm import (LeastSquaresProblem, Levenberg, LevenbergMarqu
                                   Marquardt, Minpack, RunOne, RunTwo, Transtrum)
 from jaxinfer.optimize.result import OptimizeResult
 
-__all__ = ["least_squares"]
+__all__ = ["least_squares", "levenberg_marquardt"]
 
 _DAMP_MODES = ("levenberg", "marquardt", "transtrum", "minpack")
 _LINEAR_SOLVERS = ("svd", "eigh", "cholesky")
@@ -197,7 +197,7 @@ def _policy(run_type, run_length):
     return RunOne() if run_type == 1 else RunTwo(int(run_length))
 
 
-def least_squares(residuals: Callable, x0: Any, args: tuple = (), *, jac: Optional[Callable] = None,
+def levenberg_marquardt(residuals: Callable, x0: Any, args: tuple = (), *, jac: Optional[Callable] = None,
                   weights=None, bounds=None, mask=None,
                   damping: float = 1e-3, damp_mode: str = "minpack",
                   increase_damp_factor: float = 3.0, decrease_damp_factor: float = 8.0,
@@ -216,6 +216,10 @@ def least_squares(residuals: Callable, x0: Any, args: tuple = (), *, jac: Option
                   max_mem: Optional[float] = None, residual_chunk: Optional[Callable] = None,
                   callback: Optional[Callable] = None) -> OptimizeResult:
     """Minimise ``0.5 * sum(weights * residuals(x, *args)**2)`` by Levenberg–Marquardt.
+
+    jaxinfer's own interface to the LM engine (peri's options, pytree ``x0``, masks, weights),
+    returning the generic :class:`OptimizeResult` (``fun`` = the cost, ``status`` a
+    :class:`Status`). :func:`least_squares` is scipy's interface on top of it.
 
     Parameters
     ----------
@@ -413,3 +417,8 @@ def least_squares(residuals: Callable, x0: Any, args: tuple = (), *, jac: Option
         return _compiled_solve(static, *arrays, callback)
     with progress_to(callback):   # the user's callable stays out of the compile key
         return jax.block_until_ready(_compiled_solve(static, *arrays, PROGRESS_SINK))
+
+
+#: transitional: least_squares becomes scipy's interface; callers of the peri-style
+#: interface use levenberg_marquardt
+least_squares = levenberg_marquardt
