@@ -24,15 +24,18 @@ Computation
   ``z = Xβ + sqrt(s(1-δ)) Q0 (sqrt(S0) ⊙ a) + sqrt(sδ) e`` with ``a ~ N(0, I_r)``,
   ``e ~ N(0, I_n)``, which is exactly ``N(Xβ, s((1-δ)K + δI))`` and samples well with NUTS.
 
-:func:`sample_lmm` / :func:`sample_glmm` run NUTS with an explicit ``jax.random`` key and return a
-:class:`BayesResult` (posterior draws, a summary table with mean, sd, quantiles, effective
-sample size and split R-hat, the number of divergent transitions).
+:func:`sample_lmm` / :func:`sample_glmm` run NUTS with an explicit ``jax.random`` key on the shared
+driver :func:`jaxinfer.sampling.run_nuts` (chains vectorised, one compilation per model and
+shapes, optional checkpoints and progress) and return a :class:`BayesResult` (posterior draws,
+a summary table with mean, sd, quantiles, effective sample size and split R-hat, the number of
+divergent transitions).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Optional
+import functools
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -41,10 +44,10 @@ import numpyro
 import numpyro.distributions as dist
 import pandas as pd
 from numpyro.diagnostics import summary as _numpyro_summary
-from numpyro.infer import MCMC, NUTS
 
 from jaxinfer.glmm._checks import check_covariates, check_outcome, check_qs
 from jaxinfer.glmm.lmm import LMMData, lmm_statistics
+from jaxinfer.sampling import SamplingRun, run_nuts
 
 __all__ = [
     "Priors",
@@ -95,13 +98,14 @@ class BayesResult:
         summary: DataFrame indexed by parameter (``beta[0]``, ..., ``scale``, ``delta``, ``v0``,
             ``v1``) with columns mean, sd, q05, median, q95, n_eff, r_hat.
         divergences: number of divergent NUTS transitions (should be 0).
-        mcmc: the NumPyro :class:`~numpyro.infer.MCMC` object (for ``print_summary`` etc.).
+        run: the driver's :class:`~jaxinfer.sampling.SamplingRun` (draws per chain, NUTS
+            statistics, ``run.to_inference_data()`` for ArviZ).
     """
 
     samples: dict
     summary: pd.DataFrame
     divergences: int
-    mcmc: MCMC
+    run: SamplingRun
 
     def posterior_mean(self, name: str) -> np.ndarray:
         """Posterior mean of one parameter (``"beta"``, ``"scale"``, ``"delta"``, ...)."""
@@ -213,19 +217,35 @@ def _summary_frame(samples: dict, num_chains: int, names) -> pd.DataFrame:
     return pd.DataFrame.from_dict(rows, orient="index")
 
 
-def _run(model, key, num_warmup, num_samples, num_chains, target_accept, progress_bar, **model_args):
+def _hashable(fixed: dict) -> tuple:
+    """``fixed`` as a hashable tuple (the model is bound with it, and the driver caches the
+    compiled chain per bound model)."""
+    return tuple(sorted((k, tuple(np.ravel(v).tolist()) if k == "beta" else float(v))
+                        for k, v in fixed.items()))
+
+
+def _run(model: Callable, key, num_warmup, num_samples, num_chains, target_accept, progress,
+         args: tuple, priors, fixed, checkpoint=None, **static):
     if not isinstance(key, jax.Array):
         raise TypeError(f"key: expected a jax.random key, got {type(key).__name__}")
     for value, name in ((num_warmup, "num_warmup"), (num_samples, "num_samples"), (num_chains, "num_chains")):
         if not isinstance(value, (int, np.integer)) or value < (0 if name == "num_warmup" else 1):
             raise ValueError(f"{name}: expected a {'non-negative' if name == 'num_warmup' else 'positive'} integer, got {value!r}")
-    kernel = NUTS(model, target_accept_prob=target_accept)
-    mcmc = MCMC(kernel, num_warmup=int(num_warmup), num_samples=int(num_samples), num_chains=int(num_chains),
-                chain_method="sequential" if num_chains > 1 else "parallel", progress_bar=progress_bar)
-    mcmc.run(key, extra_fields=("diverging",), **model_args)
-    samples = {k: np.asarray(v) for k, v in mcmc.get_samples().items()}
-    divergences = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
-    return mcmc, samples, divergences
+    fn = functools.partial(_positional, model, priors=priors, fixed_items=_hashable(fixed),
+                           **static)
+    run = run_nuts(fn, args, key=key, num_warmup=int(num_warmup), num_samples=int(num_samples),
+                   num_chains=int(num_chains), target_accept_prob=float(target_accept),
+                   checkpoint=checkpoint, progress=progress)
+    samples = {k: run.flat(k) for k in run.samples}
+    divergences = int(np.asarray(run.stats["diverging"]).sum())
+    return run, samples, divergences
+
+
+def _positional(model, *args, priors, fixed_items, **static):
+    # the driver passes the arrays positionally; the models take them by name
+    names = {lmm_model: ("data",), glmm_model: ("y", "trials", "X", "Q0", "S0")}[model]
+    fixed = {k: (np.asarray(v) if k == "beta" else v) for k, v in fixed_items}
+    return model(**dict(zip(names, args)), priors=priors, fixed=fixed, **static)
 
 
 def _prepare(y, X, QS):
@@ -248,7 +268,8 @@ def sample_lmm(
     num_samples: int = 1000,
     num_chains: int = 1,
     target_accept: float = 0.8,
-    progress_bar: bool = False,
+    progress: Optional[Callable] = None,
+    checkpoint: Optional[str] = None,
 ) -> BayesResult:
     """NUTS posterior of the LMM ``y ~ N(Xβ, s((1-δ)K + δI))``.
 
@@ -257,7 +278,10 @@ def sample_lmm(
         y: ``(n,)`` outcome; X: ``(n, c)`` covariates; QS: ``economic_qs(K)``.
         priors: :class:`Priors`; fixed: parameters held at given values, e.g.
             ``{"delta": 0.4, "scale": 1.2}``.
-        num_warmup, num_samples, num_chains: NUTS settings (chains run sequentially).
+        num_warmup, num_samples, num_chains: NUTS settings (chains run vectorised).
+        progress: ``progress(jaxinfer.sampling.SamplingProgress)`` after every chunk;
+        checkpoint: file the driver writes after every 100 steps (resume with
+            :func:`jaxinfer.sampling.continue_sampling`).
 
     Returns:
         :class:`BayesResult` with draws of ``beta``, ``scale``, ``delta``, ``v0``, ``v1``.
@@ -266,10 +290,10 @@ def sample_lmm(
     fixed = _check_fixed(fixed, X.shape[1])
     data = lmm_statistics(jnp.asarray(y, dtype), jnp.asarray(X, dtype), jnp.asarray(Q0, dtype),
                           jnp.asarray(S0, dtype))
-    mcmc, samples, divergences = _run(lmm_model, key, num_warmup, num_samples, num_chains, target_accept,
-                                      progress_bar, data=data, priors=priors, fixed=fixed)
+    run, samples, divergences = _run(lmm_model, key, num_warmup, num_samples, num_chains, target_accept,
+                                     progress, (data,), priors, fixed, checkpoint)
     summary = _summary_frame(samples, num_chains, ("beta", "scale", "delta", "v0", "v1"))
-    return BayesResult(samples, summary, divergences, mcmc)
+    return BayesResult(samples, summary, divergences, run)
 
 
 def sample_glmm(
@@ -286,7 +310,8 @@ def sample_glmm(
     num_chains: int = 1,
     target_accept: float = 0.9,
     keep_latent: bool = False,
-    progress_bar: bool = False,
+    progress: Optional[Callable] = None,
+    checkpoint: Optional[str] = None,
 ) -> BayesResult:
     """NUTS posterior of a Bernoulli / binomial / Poisson GLMM (latent field sampled jointly).
 
@@ -322,16 +347,16 @@ def sample_glmm(
         raise ValueError("y: a Bernoulli outcome must be 0 or 1")
     fixed = _check_fixed(fixed, X.shape[1])
     as_j = lambda a: jnp.asarray(a, dtype)  # noqa: E731
-    mcmc, samples, divergences = _run(
-        glmm_model, key, num_warmup, num_samples, num_chains, target_accept, progress_bar,
-        y=as_j(y), trials=as_j(trials), X=as_j(X), Q0=as_j(Q0), S0=as_j(S0), likelihood=name,
-        priors=priors, fixed=fixed,
+    run, samples, divergences = _run(
+        glmm_model, key, num_warmup, num_samples, num_chains, target_accept, progress,
+        (as_j(y), as_j(trials), as_j(X), as_j(Q0), as_j(S0)), priors, fixed, checkpoint,
+        likelihood=name,
     )
     if not keep_latent:
         for latent in ("a", "e", "z"):
             samples.pop(latent, None)
     summary = _summary_frame(samples, num_chains, ("beta", "scale", "delta", "v0", "v1"))
-    return BayesResult(samples, summary, divergences, mcmc)
+    return BayesResult(samples, summary, divergences, run)
 
 
 def gaussian_beta_posterior(y, X, K, scale: float, delta: float, prior_sd: float):

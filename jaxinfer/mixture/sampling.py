@@ -25,9 +25,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinfer.mixture import _core
-from jaxinfer.mixture._sampling_driver import continue_sampling as _continue
-from jaxinfer.mixture._sampling_driver import run_nuts
 from jaxinfer.mixture.models import LymphMixture
+from jaxinfer.sampling import continue_sampling as _continue
+from jaxinfer.sampling import run_nuts
 
 
 def _fixed_mixture_model(coefs, data, *, spec, num_components, num_params):
@@ -110,7 +110,7 @@ def sample_fixed_mixture(model: LymphMixture, steps: int = 100, latent=None,
     run = _run(fn, (coefs, data), {"theta": _inside(thetas.reshape(-1))}, names, steps,
                filename, continue_sampling, _key(key, seed), num_warmup, checkpoint_every,
                progress, kernel_kwargs)
-    return run.to_inference_data({"theta": names}), run.samples["theta"]
+    return run.to_inference_data({"theta": names}), run.flat("theta")
 
 
 def sample_model_params(model: LymphMixture, steps: int = 100, latent=None,
@@ -134,8 +134,8 @@ def sample_model_params(model: LymphMixture, steps: int = 100, latent=None,
     init = {"theta": _inside(thetas.reshape(-1)), "raw_coefs": _inside(np.asarray(coefs).reshape(-1))}
     run = _run(fn, args, init, None, steps, filename, continue_sampling,
                _key(key, seed), num_warmup, checkpoint_every, progress, kernel_kwargs)
-    theta = run.samples["theta"].reshape(-1, k, d)
-    raw = run.samples["raw_coefs"].reshape(-1, k, g)
+    theta = run.flat("theta").reshape(-1, k, d)
+    raw = run.flat("raw_coefs").reshape(-1, k, g)
     norm = raw / raw.sum(axis=1, keepdims=True)
     chain = np.concatenate([theta, norm], axis=2).reshape(len(theta), -1)  # get_params order
     names = [f"{c}_{n}" for c in range(k)

@@ -149,10 +149,18 @@ def _to_constrained(u, lower_diffusivity):
 # --------------------------------------------------------------------------- NUTS driver
 
 
+def _diagnostics(stats, state):
+    accept = stats["accept_prob"]
+    return dict(accept_prob=jnp.mean(accept), divergences=jnp.sum(stats["diverging"]),
+                num_steps=jnp.mean(stats["num_steps"].astype(accept.dtype)),
+                step_size=state.adapt_state.step_size)
+
+
 def run_nuts(key, potential_fn: Callable, init_params, *, num_warmup: int = 500,
              num_samples: int = 500, target_accept_prob: float = 0.8, max_tree_depth: int = 8,
              dense_mass: bool = False):
-    """Run one NUTS chain as a pure JAX function (jit- and vmap-able).
+    """Run one NUTS chain as a pure JAX function (jit- and vmap-able), on the shared driver
+    (:func:`jaxinfer.sampling.chain`).
 
     Parameters
     ----------
@@ -167,26 +175,14 @@ def run_nuts(key, potential_fn: Callable, init_params, *, num_warmup: int = 500,
     diagnostics : dict of scalars (``accept_prob``, ``divergences``, ``num_steps``,
         ``step_size``)
     """
-    from numpyro.infer.hmc import hmc
+    from jaxinfer.sampling import Target, chain
 
-    init_kernel, sample_kernel = hmc(potential_fn=potential_fn, algo="NUTS")
-    state = init_kernel(init_params, num_warmup, target_accept_prob=target_accept_prob,
-                        max_tree_depth=max_tree_depth, dense_mass=dense_mass, rng_key=key)
-
-    def warm(state, _):
-        return sample_kernel(state), None
-
-    state, _ = jax.lax.scan(warm, state, None, length=num_warmup)
-
-    def draw(state, _):
-        state = sample_kernel(state)
-        return state, (state.z, state.accept_prob, state.diverging, state.num_steps)
-
-    state, (z, accept, diverging, steps) = jax.lax.scan(draw, state, None, length=num_samples)
-    diagnostics = dict(accept_prob=jnp.mean(accept), divergences=jnp.sum(diverging),
-                       num_steps=jnp.mean(steps.astype(accept.dtype)),
-                       step_size=state.adapt_state.step_size)
-    return z, diagnostics
+    target = Target(potential=lambda: potential_fn, constrain=lambda: (lambda z: z))
+    z, stats, state = chain(target, init_params, (), key, num_warmup=int(num_warmup),
+                            num_samples=int(num_samples),
+                            target_accept_prob=target_accept_prob,
+                            max_tree_depth=max_tree_depth, dense_mass=dense_mass)
+    return z, _diagnostics(stats, state)
 
 
 # --------------------------------------------------------------------------- public API
@@ -237,20 +233,38 @@ def _summaries(samples: dict, cell_ids, credible_level: float) -> pd.DataFrame:
 
 
 @functools.lru_cache(maxsize=32)
-def _compiled_chain(mode, num_warmup, num_samples, target_accept_prob, max_tree_depth, lower,
-                    sigma2, objective_items, batched):
-    """jit-compiled chain ``(key, cells, grad, init) -> (samples, diagnostics)``, cached per
-    setting so repeated calls with same-shaped data reuse the compilation."""
+def _target(mode, lower, sigma2, objective_items):
+    """The shared driver's Target for a setting: ``potential(cells, grad)`` and
+    ``constrain(cells, grad)`` over the unconstrained parameters (one object per setting,
+    so the driver's compiled chain is reused)."""
+    from jaxinfer.sampling import Target
+
     objective_kwargs = dict(objective_items)
 
-    def chain(key, cells, grad, init):
+    def potential(cells, grad):
         nlp = _objective(mode, cells, grad, sigma2=sigma2, **objective_kwargs)
-        potential = unconstrained_potential(nlp, lower)
-        z, diagnostics = run_nuts(key, potential, init, num_warmup=num_warmup,
-                                  num_samples=num_samples,
-                                  target_accept_prob=target_accept_prob,
-                                  max_tree_depth=max_tree_depth)
-        return _to_constrained(z, lower), diagnostics
+        return unconstrained_potential(nlp, lower)
+
+    return Target(potential=potential,
+                  constrain=lambda cells, grad: (lambda u: _to_constrained(u, lower)))
+
+
+@functools.lru_cache(maxsize=32)
+def _compiled_chain(mode, num_warmup, num_samples, target_accept_prob, max_tree_depth, lower,
+                    sigma2, objective_items, batched):
+    """jit-compiled chain ``(key, cells, grad, init) -> (samples, diagnostics)`` on the
+    shared driver (:func:`jaxinfer.sampling.chain`), cached per setting so repeated calls
+    with same-shaped data reuse the compilation."""
+    from jaxinfer.sampling import chain as nuts_chain
+
+    target = _target(mode, lower, sigma2, objective_items)
+
+    def chain(key, cells, grad, init):
+        z, stats, state = nuts_chain(target, init, (cells, grad), key, num_warmup=num_warmup,
+                                     num_samples=num_samples,
+                                     target_accept_prob=target_accept_prob,
+                                     max_tree_depth=max_tree_depth)
+        return z, _diagnostics(stats, state)
 
     if batched is None:
         return jax.jit(chain)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from jaxinfer.mixture._sampling_driver import continue_sampling, load_checkpoint, run_nuts
+from jaxinfer.sampling import continue_sampling, load_checkpoint, run_nuts
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 SIGMA = 0.3
@@ -41,8 +41,8 @@ def uninterrupted(tmp_path_factory):
 
 def test_posterior_matches_the_truncated_normal(uninterrupted):
     # flat prior on [0, 1] x Gaussian likelihood = normal truncated to [0, 1]
-    draws = uninterrupted.samples["mu"]
-    assert draws.shape == (1200,) and np.all((draws > 0) & (draws < 1))
+    draws = uninterrupted.flat("mu")
+    assert uninterrupted.samples["mu"].shape == (1, 1200) and np.all((draws > 0) & (draws < 1))
     loc, scale = float(jnp.mean(Y)), SIGMA / np.sqrt(len(Y))
     exact = stats.truncnorm((0 - loc) / scale, (1 - loc) / scale, loc=loc, scale=scale)
     idata = uninterrupted.to_inference_data()
