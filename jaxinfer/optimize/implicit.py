@@ -14,6 +14,8 @@ unchanged in value and attach exactly that derivative, so ``jax.grad``, ``jax.jv
   the derivative is exact also for fits with non-zero residuals.
 * :func:`implicit_least_squares` — the same for ``0.5 Σ w r(x, *args)²`` with weights, bounds
   and fixed (masked) parameters.
+* :func:`implicit_fixed_point` — ``x_star = T(x_star, theta)``: the condition is
+  ``T(x, θ) - x`` and ``A = ∂T/∂x - I`` (invertible when T contracts near ``x_star``).
 * :func:`no_derivative` — for solutions without a derivative here: differentiating raises.
 * :func:`implicit_solve` — ``solve(theta)`` is called on ``stop_gradient(theta)`` and its
   result handed to :func:`implicit_root`: the one-liner for wrapping a solver.
@@ -64,7 +66,7 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 
 __all__ = ["implicit_root", "implicit_minimum", "implicit_least_squares", "implicit_solve",
-           "no_derivative", "DENSE_MAX"]
+           "implicit_fixed_point", "no_derivative", "DENSE_MAX"]
 
 #: Largest number of unknowns for which ``linear_solver='auto'`` forms A densely.
 DENSE_MAX = 500
@@ -311,6 +313,25 @@ def implicit_solve(solve: Callable, optimality: Callable, theta: Any, *, has_aux
     x = implicit_root(x_star, optimality, theta, symmetric=symmetric,
                       linear_solver=linear_solver, tol=tol, maxiter=maxiter)
     return (x, lax.stop_gradient(aux)) if has_aux else x
+
+
+def implicit_fixed_point(x_star: Any, T: Callable, theta: Any, *, linear_solver: str = "auto",
+                         tol: Optional[float] = None, maxiter: Optional[int] = None):
+    """``x_star`` (value unchanged) with the derivative of the fixed point ``x = T(x, θ)``.
+
+    ``T(x, theta) -> pytree like x``; the condition is ``F(x, θ) = T(x, θ) - x``, so
+    ``dx*/dθ = (I - ∂T/∂x)⁻¹ ∂T/∂θ``, which exists when the map contracts at ``x_star``
+    (spectral radius of ``∂T/∂x`` below 1, as for a converged fixed-point iteration).
+    Arguments as :func:`implicit_root` (the system is not symmetric in general).
+    """
+    if not callable(T):
+        raise TypeError(f"T must be callable, got {type(T).__name__}")
+
+    def optimality(x, th):
+        return jax.tree_util.tree_map(lambda t, v: t - v, T(x, th), x)
+
+    return implicit_root(x_star, optimality, theta, symmetric=False,
+                         linear_solver=linear_solver, tol=tol, maxiter=maxiter)
 
 
 def no_derivative(x: Any, reason: str):

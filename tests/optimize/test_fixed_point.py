@@ -216,3 +216,27 @@ def test_bad_input_is_refused():
         fixed_point(lambda x: jnp.concatenate([x, x]), jnp.zeros(2))
     with pytest.raises(ValueError, match="pair"):
         fixed_point(jnp.cos, 1.0, objective=True)
+
+
+def test_implicit_gradient_of_a_fixed_point_matches_central_differences():
+    # x = 0.5 tanh(A x + theta) + 0.1 x^2 * s: a contraction in x; d(sum x*^2)/d(theta, s)
+    # by the implicit function theorem against central differences of re-solves
+    A = jnp.array([[0.3, -0.2, 0.1], [0.1, 0.4, -0.3], [-0.2, 0.1, 0.2]])
+
+    def T(x, theta, s):
+        return 0.5 * jnp.tanh(A @ x + theta) + 0.1 * s * x ** 2
+
+    def solve(theta, s):
+        return fixed_point(T, jnp.zeros(3), args=(theta, s), xtol=1e-14, xatol=1e-14).x
+
+    loss = jax.jit(lambda theta, s: jnp.sum(solve(theta, s) ** 2 + solve(theta, s)))
+    theta, s = jnp.array([0.4, -0.7, 1.1]), jnp.asarray(0.8)
+    g_theta, g_s = jax.jit(jax.grad(loss, argnums=(0, 1)))(theta, s)
+    h = 1e-5
+    fd = np.array([(loss(theta.at[i].add(h), s) - loss(theta.at[i].add(-h), s)) / (2 * h)
+                   for i in range(3)])
+    np.testing.assert_allclose(g_theta, fd, rtol=1e-5)
+    np.testing.assert_allclose(g_s, (loss(theta, s + h) - loss(theta, s - h)) / (2 * h), rtol=1e-5)
+    # the value is the fixed point itself, also under jit
+    x = jax.jit(solve)(theta, s)
+    np.testing.assert_allclose(T(x, theta, s), x, atol=1e-12)
