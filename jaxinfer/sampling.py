@@ -206,18 +206,34 @@ def _kernel(target: Target, kernel_kwargs: dict, num_warmup: int) -> _Kernel:
     return _KERNELS[key]
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _init(kernel, chains, z0, keys, args):
+def _init_impl(kernel, chains, z0, keys, args):
     if chains is None:
         return kernel.init(z0, keys, args)
     return jax.vmap(lambda z, k: kernel.init(z, k, args))(z0, keys)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 1, 2))
-def _chunk(kernel, length, chains, state, args):
+def _chunk_impl(kernel, length, chains, state, args):
     if chains is None:
         return kernel.scan(length, state, args)
     return jax.vmap(lambda s: kernel.scan(length, s, args))(state)
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(name: str):
+    """The compiled init / chunk, made on first use (when the backend is known) with the
+    solver core's CPU compiler options (less compile time for loop-heavy programs)."""
+    from jaxinfer.optimize._compile import compiler_options
+
+    fn, static = {"init": (_init_impl, (0, 1)), "chunk": (_chunk_impl, (0, 1, 2))}[name]
+    return jax.jit(fn, static_argnums=static, compiler_options=compiler_options())
+
+
+def _init(*args):
+    return _jitted("init")(*args)
+
+
+def _chunk(*args):
+    return _jitted("chunk")(*args)
 
 
 def chain(target: Target, z0, args: tuple, key, *, num_warmup: int, num_samples: int,

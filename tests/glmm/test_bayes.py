@@ -109,7 +109,7 @@ def test_poisson_glmm_recovers_fixed_effects():
                             covariate_effects=[0.5, 0.6], likelihood="poisson", family_size=2)
     ph = c.phenotype
     result = bayes.sample_glmm(jax.random.key(2), ph.y, ("poisson",), ph.latent.covariates, economic_qs(c.kinship),
-                               num_warmup=300, num_samples=400, keep_latent=True)
+                               num_warmup=200, num_samples=300, keep_latent=True)
     s = result.summary
     assert result.divergences <= 5
     truth = np.array([0.5, 0.6])
