@@ -14,7 +14,60 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Cells", "distributed", "cells_from_arrays", "space_time_cells", "time_variation_stencil"]
+__all__ = ["Cells", "DurationGroups", "distributed", "cells_from_arrays", "space_time_cells",
+           "time_variation_stencil"]
+
+
+class DurationGroups(eqx.Module):
+    """Each cell's translocations grouped by their exact duration: the sufficient statistics
+    of the likelihood of a displacement ``dr_k ~ N(dt_k v_i, 2 (D_i dt_k + sigma2) I)``.
+
+    With one frame interval a cell holds a handful of groups (durations that differ in their
+    last bits by the rounding of ``t_{k+1} - t_k``), so the smooth posteriors cost
+    O(ncells x groups) instead of O(ncells x max_count).
+
+    dt : [ncells, G] durations (s; 1 on padded slots); count : [ncells, G] translocations per
+    group (0 on padded slots); sum_dr : [ncells, G, dim] sum of the displacements (µm);
+    sum_dr2 : [ncells, G] sum of their squared norms (µm²).
+    """
+
+    dt: jnp.ndarray
+    count: jnp.ndarray
+    sum_dr: jnp.ndarray
+    sum_dr2: jnp.ndarray
+
+    @classmethod
+    def of_padded(cls, dr, dt, mask) -> "DurationGroups":
+        """One group per translocation slot (traceable; for cells built without groups)."""
+        dr = jnp.where(mask[..., None], dr, 0.0)
+        return cls(jnp.where(mask, dt, 1.0), mask.astype(dr.dtype), dr,
+                   jnp.sum(dr * dr, axis=-1))
+
+    def __getitem__(self, rows) -> "DurationGroups":
+        return DurationGroups(self.dt[rows], self.count[rows], self.sum_dr[rows],
+                              self.sum_dr2[rows])
+
+
+def _duration_groups(cell_pos, dr, dt, m, dtype) -> DurationGroups:
+    """Group translocations (cell position ``cell_pos`` [n], ``dr`` [n, dim], ``dt`` [n]) by
+    cell and exact duration; numpy, float64 sums."""
+    order = np.lexsort((dt, cell_pos))
+    c, t, d = cell_pos[order], dt[order], dr[order]
+    new_cell = np.r_[True, c[1:] != c[:-1]]
+    new_group = new_cell | np.r_[True, t[1:] != t[:-1]]
+    gid = np.cumsum(new_group) - 1
+    slot = gid - np.maximum.accumulate(np.where(new_cell, gid, 0))
+    G = int(slot.max()) + 1
+    flat = c * G + slot
+    dim = dr.shape[1]
+    count = np.bincount(flat, minlength=m * G).reshape(m, G).astype(float)
+    sum_dr = np.stack([np.bincount(flat, d[:, k], minlength=m * G) for k in range(dim)],
+                      axis=-1).reshape(m, G, dim)
+    sum_dr2 = np.bincount(flat, np.sum(d * d, axis=1), minlength=m * G).reshape(m, G)
+    gdt = np.ones(m * G)
+    gdt[flat] = t
+    f = (lambda a: jnp.asarray(a, dtype=dtype)) if dtype is not None else jnp.asarray
+    return DurationGroups(f(gdt.reshape(m, G)), f(count), f(sum_dr), f(sum_dr2))
 
 
 class Cells(eqx.Module):
@@ -34,6 +87,8 @@ class Cells(eqx.Module):
     time_neighbours, time_neighbour_mask : [ncells, T] (space-time cells only, else None):
         the same spatial cell in the adjacent time windows
     time_centers : [ncells] window mid-times (space-time cells only, else None)
+    groups : :class:`DurationGroups` of the translocations (None: one group per slot, see
+        :attr:`duration_groups`)
     """
 
     dr: jnp.ndarray
@@ -48,6 +103,15 @@ class Cells(eqx.Module):
     time_neighbours: Optional[jnp.ndarray] = None
     time_neighbour_mask: Optional[jnp.ndarray] = None
     time_centers: Optional[jnp.ndarray] = None
+    groups: Optional[DurationGroups] = None
+
+    @property
+    def duration_groups(self) -> DurationGroups:
+        """The likelihood's sufficient statistics: :attr:`groups`, or one group per padded
+        slot when the cells were built without them (e.g. resampled in JAX)."""
+        if self.groups is not None:
+            return self.groups
+        return DurationGroups.of_padded(self.dr, self.dt, self.mask)
 
     @property
     def ncells(self) -> int:
@@ -97,9 +161,10 @@ class Cells(eqx.Module):
             tl = [pos[n] for n, k in zip(self.time_neighbour_lists(), keep) if k]
             tn, tm = _pad_neighbours([n[n >= 0] for n in tl])
             tn, tm, tc = jnp.asarray(tn), jnp.asarray(tm), self.time_centers[sel]
+        groups = None if self.groups is None else self.groups[sel]
         return Cells(self.dr[sel], self.dt[sel], self.mask[sel], self.counts[sel],
                      self.centers[sel], self.volumes[sel], jnp.asarray(nb), jnp.asarray(nm),
-                     jnp.asarray(np.asarray(self.cell_ids)[sel]), tn, tm, tc)
+                     jnp.asarray(np.asarray(self.cell_ids)[sel]), tn, tm, tc, groups)
 
     def time_neighbour_lists(self) -> list:
         """Time neighbours of each cell (positions), space-time cells only."""
@@ -190,8 +255,10 @@ def cells_from_arrays(cell_index, dr, dt, centers, volumes, adjacency: Sequence,
         lists.append(np.unique(n[n >= 0]))
     nb, nm = _pad_neighbours(lists)
     f = (lambda a: jnp.asarray(a, dtype=dtype)) if dtype is not None else jnp.asarray
+    groups = _duration_groups(cp, dr[rows], dt[rows], m, dtype)
     return Cells(f(DR), f(DT), jnp.asarray(MASK), jnp.asarray(counts), f(centers[cell_ids]),
-                 f(volumes[cell_ids]), jnp.asarray(nb), jnp.asarray(nm), jnp.asarray(cell_ids))
+                 f(volumes[cell_ids]), jnp.asarray(nb), jnp.asarray(nm), jnp.asarray(cell_ids),
+                 groups=groups)
 
 
 def distributed(partition, dtype=None) -> Cells:
@@ -266,7 +333,8 @@ def dataclasses_replace(cells: Cells, **changes) -> Cells:
                   centers=cells.centers, volumes=cells.volumes, neighbours=cells.neighbours,
                   neighbour_mask=cells.neighbour_mask, cell_ids=cells.cell_ids,
                   time_neighbours=cells.time_neighbours,
-                  time_neighbour_mask=cells.time_neighbour_mask, time_centers=cells.time_centers)
+                  time_neighbour_mask=cells.time_neighbour_mask, time_centers=cells.time_centers,
+                  groups=cells.groups)
     fields.update(changes)
     return Cells(**fields)
 

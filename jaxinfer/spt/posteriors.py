@@ -55,19 +55,25 @@ __all__ = ["cell_neg_log_likelihood", "d_neg_posterior", "dd_neg_posterior", "df
 _LOG_PI = 1.1447298858494002
 
 
-def cell_neg_log_likelihood(diffusivity, cells: Cells, sigma2, mu=None, normalization=1.0):
-    """L_i for every cell -> [ncells].
+def cell_neg_log_likelihood(diffusivity, cells: Cells, sigma2, velocity=None,
+                            normalization=1.0):
+    """L_i for every cell -> [ncells], with the expected displacement mu_k = dt_k v_i.
 
-    diffusivity : [ncells]; mu : None or [ncells, max_count, dim] (expected displacement).
+    diffusivity : [ncells]; velocity : None (mu = 0) or v [ncells, dim] (DD: the drift, DF:
+    D F, DV: -D grad V). Evaluated on the cells' :class:`~jaxinfer.spt.cells.DurationGroups`
+    (sum_k |dr_k - dt v|^2 = S2 - 2 dt v.S1 + n dt^2 |v|^2 per group of equal dt), which is
+    L_i exactly, in O(ncells x groups).
     normalization : weight of the Gaussian normalisation n log(pi) + sum log(4 s). TRamWAy uses
         1 whatever the dimension, which is exact in 2D only (in 3D it biases D up by 1.5x);
         ``dim / 2`` gives the exact Gaussian likelihood in any dimension."""
-    D = diffusivity[:, None]
-    s4 = 4.0 * (D * cells.dt + sigma2)  # [m, K]
-    s4 = jnp.where(cells.mask, s4, 1.0)
-    resid = cells.dr if mu is None else cells.dr - mu
-    r2 = jnp.sum(resid * resid, axis=-1)
-    terms = jnp.where(cells.mask, normalization * jnp.log(s4) + r2 / s4, 0.0)
+    g = cells.duration_groups
+    used = g.count > 0
+    s4 = jnp.where(used, 4.0 * (diffusivity[:, None] * g.dt + sigma2), 1.0)  # [m, G]
+    r2 = g.sum_dr2
+    if velocity is not None:
+        vdt = g.dt[..., None] * velocity[:, None, :]  # [m, G, dim]
+        r2 = r2 - 2.0 * jnp.sum(vdt * g.sum_dr, axis=-1) + g.count * jnp.sum(vdt * vdt, -1)
+    terms = jnp.where(used, normalization * g.count * jnp.log(s4) + r2 / s4, 0.0)
     return normalization * cells.counts * _LOG_PI + jnp.sum(terms, axis=1)
 
 
@@ -102,8 +108,7 @@ def dd_neg_posterior(diffusivity, drift, cells: Cells, grad: Stencil, sigma2,
                      regularizer: Optional[Stencil] = None, normalization=1.0):
     """TRamWAy ``smooth_dd_neg_posterior``. drift : [ncells, dim] (µm/s)."""
     reg = grad if regularizer is None else regularizer
-    mu = cells.dt[..., None] * drift[:, None, :]
-    out = jnp.sum(cell_neg_log_likelihood(diffusivity, cells, sigma2, mu, normalization))
+    out = jnp.sum(cell_neg_log_likelihood(diffusivity, cells, sigma2, drift, normalization))
     out = out + _smooth_prior(diffusivity, reg, cells.volumes, diffusivity_prior)
     out = out + drift_prior * jnp.sum(cells.volumes) * jnp.sum(drift * drift)
     if jeffreys_prior:
@@ -116,8 +121,8 @@ def df_neg_posterior(diffusivity, force, cells: Cells, grad: Stencil, sigma2,
                      regularizer: Optional[Stencil] = None, normalization=1.0):
     """TRamWAy ``smooth_df_neg_posterior``. force : [ncells, dim] (kT/µm)."""
     reg = grad if regularizer is None else regularizer
-    mu = (diffusivity[:, None] * cells.dt)[..., None] * force[:, None, :]
-    out = jnp.sum(cell_neg_log_likelihood(diffusivity, cells, sigma2, mu, normalization))
+    velocity = diffusivity[:, None] * force
+    out = jnp.sum(cell_neg_log_likelihood(diffusivity, cells, sigma2, velocity, normalization))
     out = out + _smooth_prior(diffusivity, reg, cells.volumes, diffusivity_prior)
     out = out + force_prior * jnp.sum(cells.volumes) * jnp.sum(force * force)
     if jeffreys_prior:
@@ -139,8 +144,8 @@ def dv_neg_posterior(diffusivity, potential, cells: Cells, grad: Stencil, sigma2
     reg = grad if regularizer is None else regularizer
     active = dv_active_cells(grad)
     gradV = grad.apply(potential)  # [m, dim]
-    mu = -(diffusivity[:, None] * cells.dt)[..., None] * gradV[:, None, :]
-    lik = cell_neg_log_likelihood(diffusivity, cells, sigma2, mu, normalization)
+    lik = cell_neg_log_likelihood(diffusivity, cells, sigma2, -diffusivity[:, None] * gradV,
+                                  normalization)
     pV = cells.volumes * jnp.sum(reg.apply(potential) ** 2, axis=-1)
     pD = cells.volumes * jnp.sum(reg.apply(diffusivity) ** 2, axis=-1)
     per_cell = lik + potential_prior * pV + diffusivity_prior * pD
@@ -167,9 +172,9 @@ def local_dv_neg_posteriors(diffusivity, potential, cells: Cells, grad: Stencil,
     gradV = jnp.where(jnp.all(grad.defined[rows], axis=1, keepdims=True), gradV, 0.0)
     sub = Cells(cells.dr[rows], cells.dt[rows], cells.mask[rows], cells.counts[rows],
                 cells.centers[rows], cells.volumes[rows], cells.neighbours[rows],
-                cells.neighbour_mask[rows], cells.cell_ids[rows])
-    mu = -(D[:, None] * sub.dt)[..., None] * gradV[:, None, :]
-    out = cell_neg_log_likelihood(D, sub, sigma2, mu, normalization)
+                cells.neighbour_mask[rows], cells.cell_ids[rows],
+                groups=cells.duration_groups[rows])
+    out = cell_neg_log_likelihood(D, sub, sigma2, -D[:, None] * gradV, normalization)
     vol = sub.volumes
     out = out + potential_prior * vol * jnp.sum(delta.apply_at(potential, rows) ** 2, axis=-1)
     out = out + diffusivity_prior * vol * jnp.sum(delta.apply_at(diffusivity, rows) ** 2, axis=-1)
@@ -205,8 +210,7 @@ def unsmooth_d_neg_posterior(diffusivity, cells: Cells, sigma2, jeffreys_prior: 
 def unsmooth_dd_neg_posterior(diffusivity, drift, cells: Cells, sigma2,
                               jeffreys_prior: bool = False, normalization=1.0):
     """Per-cell DD objective without priors -> [ncells]."""
-    mu = cells.dt[..., None] * drift[:, None, :]
-    out = cell_neg_log_likelihood(diffusivity, cells, sigma2, mu, normalization)
+    out = cell_neg_log_likelihood(diffusivity, cells, sigma2, drift, normalization)
     if jeffreys_prior:
         out = out + 2.0 * jnp.log(diffusivity * cells.dt_mean + sigma2)
     return out
@@ -215,8 +219,8 @@ def unsmooth_dd_neg_posterior(diffusivity, drift, cells: Cells, sigma2,
 def unsmooth_df_neg_posterior(diffusivity, force, cells: Cells, sigma2,
                               jeffreys_prior: bool = False, normalization=1.0):
     """Per-cell DF objective without priors -> [ncells]."""
-    mu = (diffusivity[:, None] * cells.dt)[..., None] * force[:, None, :]
-    out = cell_neg_log_likelihood(diffusivity, cells, sigma2, mu, normalization)
+    out = cell_neg_log_likelihood(diffusivity, cells, sigma2, diffusivity[:, None] * force,
+                                  normalization)
     if jeffreys_prior:
         out = out + 2.0 * (jnp.log(diffusivity * cells.dt_mean + sigma2) - jnp.log(diffusivity))
     return out
