@@ -314,7 +314,7 @@ def _infer_command(args) -> int:
     else:
         table.to_csv(sys.stdout, index=False)
     if args.plot:
-        from jaxinfer.spt.plot import grid_squares, save_maps
+        from jaxinfer.spt.plot import save_maps, tessellation_polygons
 
         centers = table[[c for c in table.columns if c.startswith("center ")]].to_numpy()
         if centers.shape[1] != 2:
@@ -322,15 +322,13 @@ def _infer_command(args) -> int:
         else:
             features = table.drop(columns=[c for c in table.columns if c.startswith("center ")]
                                   + ["cell", "translocations"], errors="ignore")
-            lo = np.asarray(partition.tessellation.params.get("lower_bound", centers.min(0))
-                            if args.lower_bound is None else args.lower_bound, float)
-            hi = np.asarray(partition.tessellation.params.get("upper_bound", centers.max(0))
-                            if args.upper_bound is None else args.upper_bound, float)
-            bounds, polygons = None, None
-            if lo.shape == (2,) and hi.shape == (2,) and args.tessellation == "grid":
-                bounds = (lo[0], lo[1], hi[0], hi[1])
-                counts = np.asarray(partition.tessellation.params["count_per_dim"], float)
-                polygons = grid_squares(centers, (hi - lo) / counts)  # empty cells blank
+            bounds = None
+            if args.lower_bound is not None and args.upper_bound is not None:
+                bounds = (*args.lower_bound[:2], *args.upper_bound[:2])
+            # every cell drawn as itself (squares, hexagons, Voronoi cells among all the
+            # tessellation's centres); empty cells blank
+            polygons, bounds = tessellation_polygons(partition.tessellation, table["cell"],
+                                                     bounds)
             save_maps(args.plot, features, centers, bounds=bounds, polygons=polygons)
             _say(args, f"plot written to {args.plot}")
     if args.summary_json:

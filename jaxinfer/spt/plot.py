@@ -1,9 +1,11 @@
 """Plots of inferred maps: cells coloured by value, forces as arrows.
 
 matplotlib is imported lazily (``pip install jaxinfer[plot]``), so ``import jaxinfer.spt``
-does not need it. Cells are drawn as the Voronoi polygons of their centres clipped to the
-bounding box, which for a regular grid are exactly its squares and for a hexagonal grid its
-hexagons, and for k-means partitions the Voronoi cells TRamWAy uses.
+does not need it. Given the partition (or its tessellation) as ``cells``, every cell is drawn
+as itself (:func:`tessellation_polygons`): a grid's squares, a hexagonal tessellation's
+hexagons, and for k-means / Voronoi partitions the Voronoi cell of its centre among *all* the
+tessellation's centres, clipped to the box; cells without data are left blank. Given only
+centres, cells are the Voronoi polygons of those centres (:func:`cell_polygons`).
 
 Figures are built with :class:`matplotlib.figure.Figure` (no pyplot state, no GUI backend), so
 the functions are safe in scripts, servers and tests.
@@ -16,7 +18,8 @@ from typing import Optional, Sequence
 import numpy as np
 import pandas as pd
 
-__all__ = ["cell_centers", "cell_polygons", "grid_squares", "plot_map", "plot_force", "plot_maps", "save_maps"]
+__all__ = ["cell_centers", "cell_polygons", "grid_squares", "hexagons", "tessellation_polygons",
+           "plot_map", "plot_force", "plot_maps", "save_maps"]
 
 
 def cell_centers(cells) -> np.ndarray:
@@ -91,6 +94,74 @@ def grid_squares(centers: np.ndarray, step) -> list:
     return [c + corners for c in centers]
 
 
+def hexagons(centers: np.ndarray, side: float) -> list:
+    """Flat-topped regular hexagons of side ``side`` (µm) centred on ``centers`` (n, 2), the
+    cells of :func:`jaxinfer.spt.tessellation.hexagon_tessellation`."""
+    angles = np.deg2rad(np.arange(0, 360, 60))
+    corners = float(side) * np.c_[np.cos(angles), np.sin(angles)]
+    return [c + corners for c in np.asarray(centers, dtype=np.float64)]
+
+
+def tessellation_polygons(tessellation, cell_ids, bounds: Optional[Sequence[float]] = None):
+    """The outlines of cells ``cell_ids`` (labels) of a 2D tessellation, each drawn as itself.
+
+    grid: its squares (rectangles of the grid step); hexagon: its hexagons; kmeans / voronoi:
+    the Voronoi cell of the centre among all the tessellation's centres (empty cells
+    included, so a cell never spreads over its empty neighbours), clipped to ``bounds``
+    (default: the centres' box plus half a spacing). Returns ``(polygons, bounds)``:
+    a list of (k, 2) vertex arrays and the (xmin, ymin, xmax, ymax) box they fill.
+    """
+    tess = getattr(tessellation, "tessellation", tessellation)
+    if tess.dim != 2:
+        raise ValueError(f"cell outlines are drawn for 2D tessellations only, got dim {tess.dim}")
+    ids = np.asarray(cell_ids, dtype=np.int64)
+    if ids.size and (ids.min() < 0 or ids.max() >= tess.number_of_cells):
+        raise ValueError(f"cell labels must be in [0, {tess.number_of_cells}), got "
+                         f"{ids.min()}..{ids.max()}")
+    centers = tess.centers[ids]
+    if tess.method == "grid":
+        lo, hi = tess.params["lower_bound"], tess.params["upper_bound"]
+        step = (hi - lo) / np.asarray(tess.params["count_per_dim"], float)
+        polygons = grid_squares(centers, step)
+        box = (lo[0], lo[1], hi[0], hi[1])
+    elif tess.method == "hexagon":
+        polygons = hexagons(centers, tess.params["side"])
+        box = None
+    else:
+        box = bounds if bounds is not None else _default_bounds(tess.centers)
+        polygons = [cell_polygons(tess.centers, box)[i] for i in ids]
+    if bounds is None:
+        if box is None:
+            pts = np.concatenate(polygons) if polygons else np.zeros((1, 2))
+            box = (*pts.min(axis=0), *pts.max(axis=0))
+        bounds = box
+    return polygons, tuple(float(b) for b in bounds)
+
+
+def _tessellation_of(cells):
+    """The Tessellation of a Partition / Tessellation, else None (centres given)."""
+    tess = getattr(cells, "tessellation", cells)
+    ok = hasattr(tess, "centers") and hasattr(tess, "method") and hasattr(tess, "params")
+    return tess if ok else None
+
+
+def _centers(maps, cells) -> np.ndarray:
+    tess = _tessellation_of(cells)
+    if tess is None:
+        return cell_centers(cells)
+    return tess.centers[_table(maps).index.to_numpy()]
+
+
+def _geometry(maps, cells, bounds, polygons):
+    """(centres, bounds, polygons) of the maps' cells: from the partition / tessellation when
+    ``cells`` is one (the maps' index holds the cell labels), else from the centres."""
+    tess = _tessellation_of(cells)
+    centers = _centers(maps, cells)
+    if tess is not None and polygons is None:
+        polygons, bounds = tessellation_polygons(tess, _table(maps).index.to_numpy(), bounds)
+    return centers, bounds if bounds is not None else _default_bounds(centers), polygons
+
+
 def _default_bounds(centers):
     lo, hi = centers.min(axis=0), centers.max(axis=0)
     if len(centers) > 1:
@@ -132,12 +203,14 @@ def plot_map(maps, column: str, cells, *, ax=None, bounds=None, cmap: str = "vir
         One row per cell, in the order of ``cells``.
     column : str
         Column to draw, e.g. ``"diffusivity"`` or ``"potential"``.
-    cells : array (n_cells, 2) or Cells-like
-        Cell centres (see :func:`cell_centers`).
+    cells : Partition or Tessellation (the maps' index holds the cell labels: every cell is
+        drawn as itself, :func:`tessellation_polygons`), or cell centres (n_cells, 2) /
+        Cells-like (:func:`cell_centers`; cells drawn as the Voronoi polygons of the centres).
     ax : matplotlib Axes, optional
         Where to draw; a new figure is made otherwise.
     bounds : (xmin, ymin, xmax, ymax), optional
-        Clipping box; default: the centres' bounding box plus half a cell.
+        Clipping box; default: the tessellation's box, or the centres' bounding box plus half
+        a cell.
     cmap, vmin, vmax, title, colorbar, unit
         Usual matplotlib options; ``unit`` goes to the colour bar label.
     polygons : list of (k, 2) arrays, optional
@@ -152,12 +225,11 @@ def plot_map(maps, column: str, cells, *, ax=None, bounds=None, cmap: str = "vir
     from matplotlib.collections import PolyCollection
 
     values = _values(maps, column)
-    centers = cell_centers(cells)
+    centers, bounds, polygons = _geometry(maps, cells, bounds, polygons)
     if len(values) != len(centers):
         raise ValueError(f"maps has {len(values)} rows but there are {len(centers)} cell "
                          f"centres: they must match")
     ax = ax if ax is not None else _new_axes()
-    bounds = bounds if bounds is not None else _default_bounds(centers)
     if polygons is None:
         polygons = cell_polygons(centers, bounds)
     elif len(polygons) != len(centers):
@@ -201,7 +273,7 @@ def plot_force(maps, cells, *, column: str = "force", ax=None, scale=None,
     if missing:
         raise ValueError(f"no column(s) {missing} in the maps; available: {list(table.columns)}")
     vectors = table[cols].to_numpy(dtype=np.float64)
-    centers = cell_centers(cells)
+    centers = _centers(maps, cells)
     if len(vectors) != len(centers):
         raise ValueError(f"maps has {len(vectors)} rows but there are {len(centers)} cell "
                          f"centres: they must match")
@@ -245,12 +317,14 @@ def plot_maps(maps, cells, *, features: Optional[Sequence[str]] = None, truth=No
 
     Scalar features (``diffusivity``, ``potential``, ...) are coloured cells; vector
     features (``force``, ``drift``) are arrows drawn over the potential panel when there is
-    one, otherwise on their own panel. ``polygons``: cell outlines (see :func:`plot_map`).
-    Returns a :class:`matplotlib.figure.Figure`.
+    one, otherwise on their own panel. ``cells``: the partition (cells drawn as themselves)
+    or the centres; ``polygons``: cell outlines (see :func:`plot_map`). ``truth`` rows are in
+    the order of ``maps``. Returns a :class:`matplotlib.figure.Figure`.
     """
     from matplotlib.figure import Figure
 
     table = _table(maps)
+    cells, bounds, polygons = _geometry(table, cells, bounds, polygons)
     if features is None:
         features = []
         for c in table.columns:
@@ -281,9 +355,8 @@ def plot_maps(maps, cells, *, features: Optional[Sequence[str]] = None, truth=No
             else:
                 plot_force(tab, cells, column=feature, ax=ax)
                 ax.set_title(prefix + feature, pad=14)
-                b = bounds if bounds is not None else _default_bounds(cell_centers(cells))
-                ax.set_xlim(b[0], b[2])
-                ax.set_ylim(b[1], b[3])
+                ax.set_xlim(bounds[0], bounds[2])
+                ax.set_ylim(bounds[1], bounds[3])
     return fig
 
 

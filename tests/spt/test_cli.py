@@ -147,3 +147,52 @@ def test_plot_units_arrow_key_and_grid_squares():
     keys = [t.get_text() for t in ax.texts] + [
         c.text.get_text() for c in ax.artists if hasattr(c, "text")]
     assert "2 $k_B T$/µm" in keys  # the 1-2-5 length at or below the median |F| = 3
+
+
+def _area(p):
+    x, y = p[:, 0], p[:, 1]
+    return 0.5 * abs(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))
+
+
+def test_hexagon_and_kmeans_cells_are_drawn_as_themselves():
+    from jaxinfer.spt.tessellation import hexagon_tessellation, voronoi_tessellation
+
+    hexes = hexagon_tessellation((0, 0), (1, 1), side=0.1)
+    ids = np.array([0, 3, 17, 40])
+    polygons, bounds = plot.tessellation_polygons(hexes, ids)
+    # each cell is the tessellation's hexagon: its area, its centre, six sides of 0.1
+    np.testing.assert_allclose([_area(p) for p in polygons], hexes.volumes[ids], rtol=1e-12)
+    np.testing.assert_allclose([p.mean(axis=0) for p in polygons], hexes.centers[ids], atol=1e-12)
+    np.testing.assert_allclose(np.hypot(*np.diff(np.r_[polygons[0], polygons[0][:1]], axis=0).T),
+                               0.1, rtol=1e-12)
+    assert bounds[0] <= np.min(np.concatenate(polygons)[:, 0])
+    # k-means / Voronoi: a cell next to empty cells keeps its own Voronoi cell among ALL the
+    # centres; the Voronoi polygons of the occupied centres alone would cover the empty ones
+    rng = np.random.default_rng(1)
+    vor = voronoi_tessellation(rng.uniform(0, 1, (30, 2)))
+    box = (0, 0, 1, 1)
+    occupied = np.arange(0, 30, 3)
+    polygons, _ = plot.tessellation_polygons(vor, occupied, box)
+    own = plot.cell_polygons(vor.centers, box)
+    np.testing.assert_allclose([_area(p) for p in polygons], [_area(own[i]) for i in occupied],
+                               rtol=1e-12)
+    spread = plot.cell_polygons(vor.centers[occupied], box)
+    assert sum(_area(p) for p in polygons) < 0.6 * sum(_area(p) for p in spread)  # == 1
+
+
+def test_plot_maps_of_a_partition_draws_its_cells():
+    pytest.importorskip("matplotlib")
+    from jaxinfer.spt.tessellation import tessellate
+
+    df = pd.DataFrame(dict(n=np.repeat(np.arange(40), 3), t=np.tile([0.0, 0.05, 0.1], 40),
+                           x=np.random.default_rng(2).uniform(0, 1, 120),
+                           y=np.random.default_rng(3).uniform(0, 1, 120)))
+    part = tessellate(df, "hexagon", avg_location_count=12, lower_bound=[0, 0],
+                      upper_bound=[1, 1])
+    ids = np.unique(part.cell_index[part.cell_index >= 0])[:5]
+    table = pd.DataFrame({"diffusivity": np.arange(5.0)}, index=ids)
+    fig = plot.plot_maps(table, part)
+    drawn = fig.axes[0].collections[0].get_paths()
+    side = part.tessellation.params["side"]
+    np.testing.assert_allclose([_area(p.vertices[:6]) for p in drawn],
+                               1.5 * np.sqrt(3) * side**2, rtol=1e-9)
