@@ -1,0 +1,1 @@
+from jaxinfer.optimize import *  # noqa: F401,F403  (scipy.optimize -> jaxinfer.optimize)
