@@ -13,11 +13,13 @@ Results: benchmarks/results/imaging_peri.json.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -56,29 +58,61 @@ def ours(image, start):
     out = {}
     for run in ("first", "warm"):
         st = make_state(image, start)
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         b = optimize.burn(st, n_loop=SETTINGS["n_burn"], desc=None)
-        t1 = time.perf_counter()
+        t1, c1 = time.perf_counter(), time.process_time()
         f = optimize.finish(st, n_loop=SETTINGS["n_finish"], desc=None)
-        t2 = time.perf_counter()
-        out[run] = dict(burn_s=t1 - t0, finish_s=t2 - t1)
+        t2, c2 = time.perf_counter(), time.process_time()
+        out[run] = dict(burn_s=t1 - t0, finish_s=t2 - t1, burn_cpu_s=c1 - c0,
+                        finish_cpu_s=c2 - c1)
     out.update(pos=st.obj_get_positions(), rad=st.obj_get_radii(), error=st.error,
                burn_converged=b["converged"], finish_converged=f["converged"],
                psf=st.get_values(st.get("psf").params))
     return out
 
 
-def run_peri(python, image, start, truth, workdir):
-    case = Path(workdir) / "case.npz"
-    res = Path(workdir) / "peri_out.npz"
-    np.savez(case, image=image, pos=start["pos"], rad=start["rad"], zscale=start["zscale"],
-             ilm=start["ilm"], bkg=np.ravel(start["bkg"]), offset=start["offset"],
-             psf=start["psf"], settings=json.dumps({k: v for k, v in SETTINGS.items()}))
-    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    subprocess.run([python, str(HERE / "peri_runner.py"), str(case), str(res)], check=True,
-                   env=env)
+def case_key(image, start):
+    """sha256 of the image, the start and the settings: what peri's result depends on."""
+    h = hashlib.sha256(np.ascontiguousarray(image, np.float64).tobytes())
+    for k in sorted(start):
+        h.update(k.encode())
+        h.update(np.ascontiguousarray(start[k], np.float64).tobytes())
+    h.update(json.dumps(SETTINGS, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+        return pid > 0
+    except OSError:
+        return False
+
+
+def run_peri(python, image, start, workdir):
+    """peri's burn + finish on one case in its own venv, 1 thread. Returns its result dict."""
+    case = Path(workdir) / f"case_{case_key(image, start)}.npz"
+    res = case.with_name(case.name.replace("case_", "peri_"))
+    lock = res.with_suffix(".pid")
+    while lock.exists() and not res.exists() and _alive(int(lock.read_text() or 0)):
+        time.sleep(10)   # another run of this script is computing the same case
+    if not res.exists():
+        lock.write_text(str(os.getpid()))
+        np.savez(case, image=image, pos=start["pos"], rad=start["rad"], zscale=start["zscale"],
+                 ilm=start["ilm"], bkg=np.ravel(start["bkg"]), offset=start["offset"],
+                 psf=start["psf"], settings=json.dumps(SETTINGS))
+        env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1",
+                   MKL_NUM_THREADS="1")
+        tmp = res.with_suffix(".part.npz")
+        subprocess.run([python, str(HERE / "peri_runner.py"), str(case), str(tmp)], check=True,
+                       env=env)
+        tmp.rename(res)
+        lock.unlink(missing_ok=True)
     r = np.load(res)
-    return {k: r[k].tolist() if r[k].ndim else r[k].item() for k in r.files}
+    out = {k: r[k].tolist() if r[k].ndim else r[k].item() for k in r.files}
+    out["ran_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(res.stat().st_mtime))
+    out["case_sha256_16"] = case_key(image, start)
+    return out
 
 
 def summarise(pos, rad, truth, error):
@@ -88,29 +122,59 @@ def summarise(pos, rad, truth, error):
                 radius_rmse=float(np.sqrt(np.mean(da ** 2))), final_error=float(error))
 
 
+def make_case(name):
+    spec = CASES[name]
+    image, truth, _ = simulate.synthetic_image(
+        jax.random.PRNGKey(10), shape=spec["shape"], n_particles=spec["n_particles"],
+        radius=SETTINGS["radius"], noise=SETTINGS["sigma"], pad=SETTINGS["pad"],
+        ilm_order=SETTINGS["ilm_order"], psf_values=SETTINGS["psf"])
+    start = simulate.perturbed_start(jax.random.PRNGKey(11), truth, image)
+    return image, {k: np.asarray(v) for k, v in truth.items()}, start
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--cases", default="small")
+    ap.add_argument("--cases", default="small,large")
     ap.add_argument("--peri", default="/tmp/peri-venv/bin/python")
     ap.add_argument("--no-peri", action="store_true")
+    ap.add_argument("--peri-only", action="store_true", help="run only peri's side")
+    ap.add_argument("--workdir", default=None,
+                    help="keep peri's cases and results here (a result for the same image, "
+                         "start and settings is reused); default: a temporary folder")
     ap.add_argument("--out", default=str(HERE.parent / "results" / "imaging_peri.json"))
     args = ap.parse_args()
+    names = args.cases.split(",")
+    cases = {name: make_case(name) for name in names}
+    workdir = args.workdir or tempfile.mkdtemp(prefix="bench_peri_")
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    peri_out, peri_err = {}, []
+
+    def peri_side():   # peri runs meanwhile, one case after the other, in its own process
+        try:
+            for name in names:
+                image, _, start = cases[name]
+                peri_out[name] = run_peri(args.peri, image, start, workdir)
+        except Exception as e:   # reported in the JSON, ours still runs
+            peri_err.append(repr(e))
+
+    peri_thread = None
+    if not args.no_peri:
+        peri_thread = threading.Thread(target=peri_side)
+        peri_thread.start()
+    if args.peri_only:
+        peri_thread.join()
+        print(json.dumps(peri_out, indent=2, default=float), peri_err)
+        return
     results = {"settings": dict(SETTINGS, cpu_count=os.cpu_count(),
                                 jax_threads="XLA CPU default (all cores)",
-                                peri_threads=1, load_average=os.getloadavg()),
+                                peri_threads=1, load_average_start=os.getloadavg()),
                "cases": {}}
-    for name in args.cases.split(","):
-        spec = CASES[name]
-        image, truth, _ = simulate.synthetic_image(
-            jax.random.PRNGKey(10), shape=spec["shape"], n_particles=spec["n_particles"],
-            radius=SETTINGS["radius"], noise=SETTINGS["sigma"], pad=SETTINGS["pad"],
-            ilm_order=SETTINGS["ilm_order"], psf_values=SETTINGS["psf"])
-        start = simulate.perturbed_start(jax.random.PRNGKey(11), truth, image)
-        truth_np = {k: np.asarray(v) for k, v in truth.items()}
+    for name in names:
+        image, truth_np, start = cases[name]
         st_true = make_state(image, truth_np)
         bound = st_true.crb(st_true.param_positions() + st_true.param_radii())
-        n = spec["n_particles"]
-        entry = {"shape": spec["shape"], "n_particles": n, "true_error": st_true.error,
+        n = CASES[name]["n_particles"]
+        entry = {"shape": CASES[name]["shape"], "n_particles": n, "true_error": st_true.error,
                  "start_error": make_state(image, start).error,
                  "crb_position_rms": float(np.sqrt(np.mean(bound[:3 * n] ** 2))),
                  "crb_radius_rms": float(np.sqrt(np.mean(bound[3 * n:] ** 2)))}
@@ -119,19 +183,33 @@ def main():
                                  first=o["first"], warm=o["warm"],
                                  burn_converged=o["burn_converged"],
                                  finish_converged=o["finish_converged"], psf=o["psf"])
-        print(name, "jaxinfer", json.dumps(entry["jaxinfer"]), flush=True)
-        if not args.no_peri:
-            with tempfile.TemporaryDirectory() as tmp:
-                p = run_peri(args.peri, image, start, truth_np, tmp)
-            entry["peri"] = dict(summarise(p["pos"], p["rad"], truth_np, p["error"]),
-                                 burn_s=p["burn_s"], finish_s=p["finish_s"],
-                                 burn_converged=p["burn_converged"],
-                                 finish_converged=p["finish_converged"], psf=p["psf"])
-            warm = o["warm"]["burn_s"] + o["warm"]["finish_s"]
-            entry["speedup_warm"] = (p["burn_s"] + p["finish_s"]) / warm
-            print(name, "peri", json.dumps(entry["peri"]), flush=True)
+        print(name, "jaxinfer", json.dumps(entry["jaxinfer"], default=float), flush=True)
         results["cases"][name] = entry
-        Path(args.out).write_text(json.dumps(results, indent=2, default=float))
+    results["settings"]["load_average_ours_done"] = os.getloadavg()
+    if peri_thread is not None:
+        peri_thread.join()
+        results["peri_errors"] = peri_err
+    for name, entry in results["cases"].items():
+        if name not in peri_out:
+            continue
+        p = peri_out[name]
+        image, truth_np, start = cases[name]
+        entry["peri"] = dict(summarise(p["pos"], p["rad"], truth_np, p["error"]),
+                             burn_s=p["burn_s"], finish_s=p["finish_s"],
+                             burn_cpu_s=p.get("burn_cpu_s"), finish_cpu_s=p.get("finish_cpu_s"),
+                             burn_converged=p["burn_converged"],
+                             finish_converged=p["finish_converged"], psf=p["psf"],
+                             ran_at=p["ran_at"], case_sha256_16=p["case_sha256_16"])
+        warm = entry["jaxinfer"]["warm"]
+        first = entry["jaxinfer"]["first"]
+        entry["speedup_warm_wall"] = (p["burn_s"] + p["finish_s"]) / (warm["burn_s"] + warm["finish_s"])
+        entry["speedup_first_wall"] = (p["burn_s"] + p["finish_s"]) / (first["burn_s"] + first["finish_s"])
+        if p.get("burn_cpu_s") is not None:
+            entry["speedup_warm_cpu"] = ((p["burn_cpu_s"] + p["finish_cpu_s"])
+                                         / (warm["burn_cpu_s"] + warm["finish_cpu_s"]))
+        print(name, "peri", json.dumps(entry["peri"], default=float), flush=True)
+    results["settings"]["load_average_end"] = os.getloadavg()
+    Path(args.out).write_text(json.dumps(results, indent=2, default=float))
     print(json.dumps(results, indent=2, default=float))
 
 

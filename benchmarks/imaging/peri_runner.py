@@ -44,13 +44,14 @@ def main(case_path, out_path):
                            sigma=float(settings["sigma"]))
     st.update(st.get("ilm").params, list(case["ilm"]))
     start_err = st.error
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     b = opt.burn(st, n_loop=int(settings["n_burn"]), desc=None)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     f = opt.finish(st, n_loop=int(settings["n_finish"]), desc=None)
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
     np.savez(out_path, pos=st.obj_get_positions(), rad=st.obj_get_radii(),
              start_error=start_err, error=st.error, burn_s=t1 - t0, finish_s=t2 - t1,
+             burn_cpu_s=c1 - c0, finish_cpu_s=c2 - c1,
              burn_converged=bool(b["converged"]), finish_converged=bool(f["converged"]),
              psf=np.array(st.get_values(st.get("psf").params)))
 

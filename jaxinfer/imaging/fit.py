@@ -1,5 +1,5 @@
 """Levenberg–Marquardt fits of the image model on the project's LM engine
-(:func:`jaxinfer.optimize.least_squares`), with peri's step policies and stopping rules.
+(:func:`jaxinfer.optimize.levenberg_marquardt`), with peri's step policies and stopping rules.
 
 Two pure, jitted fits:
 
@@ -30,7 +30,7 @@ from jax import lax
 from jaxinfer.imaging import names as N
 from jaxinfer.imaging import platonic, psf
 from jaxinfer.imaging.model import ImageModel, illumination_field, render, render_padded
-from jaxinfer.optimize.least_squares import least_squares
+from jaxinfer.optimize.least_squares import levenberg_marquardt
 
 __all__ = ["PERI_TOLERANCES", "lm_options", "global_refs", "fit_globals", "group_particles", "plan_groups",
            "fit_particle_groups", "MIN_RADIUS", "MAX_RADIUS", "MIN_DIST"]
@@ -46,7 +46,7 @@ def lm_options(damping=1.0, increase_damp_factor=3.0, decrease_damp_factor=8.0,
                exptol=1e-3, fractol=1e-6, costol=None, max_iter=5, run_length=5,
                update_J_frequency=1, broyden_update=True, eig_update=False,
                eig_update_frequency=3, num_eig_dirs=8, run_type=2, **ignored):
-    """peri's LMEngine keywords (and defaults) -> keywords of ``least_squares``.
+    """peri's LMEngine keywords (and defaults) -> keywords of ``levenberg_marquardt``.
 
     Keywords peri accepts that change nothing here (``eig_dl``, ``broyden_update_frequency``,
     ``max_mem``, ``decimate``, ...) are ignored: Jacobians are exact and never decimated."""
@@ -114,7 +114,7 @@ def _fit_globals(model, params, data, free, scale, options):
     def res(u, params, data):
         return (data - render(model, N.unpack(params, refs, u * scale))).ravel()
 
-    result = least_squares(res, x0 / scale, args=(params, data), mask=free,
+    result = levenberg_marquardt(res, x0 / scale, args=(params, data), mask=free,
                            bounds=(lo / scale, hi / scale), **options)
     return N.unpack(params, refs, result.x * scale), result
 
@@ -259,7 +259,7 @@ def _fit_particle_groups(model, params, data, tile, index, corner, options, incl
         hi = {"pos": jnp.broadcast_to(hi_pos, (k, 3)), "rad": jnp.full((k,), MAX_RADIUS, dtype)}
         if not include_rad:
             lo, hi = lo["pos"].ravel(), hi["pos"].ravel()   # flat bounds for a one-leaf x0
-        result = least_squares(res, x0, args=(0.0,), bounds=(lo, hi), **options)
+        result = levenberg_marquardt(res, x0, args=(0.0,), bounds=(lo, hi), **options)
         return result
 
     def colour_step(params, layout):

@@ -133,7 +133,7 @@ class LMFunction(LMEngine):
         self.func_args, self.func_kwargs = tuple(func_args), dict(func_kwargs or {})
 
     def _run(self, run_type, max_iter):
-        from jaxinfer.optimize.least_squares import least_squares
+        from jaxinfer.optimize.least_squares import levenberg_marquardt
         data = self.data
 
         def res(p):
@@ -141,7 +141,7 @@ class LMFunction(LMEngine):
 
         opts = F.lm_options(damping=float(np.mean(self._options["damping"])),
                             **self._engine_options(run_type, max_iter))
-        r = least_squares(res, self.param_vals, **opts)
+        r = levenberg_marquardt(res, self.param_vals, **opts)
         self._result = r
         self.param_vals = np.asarray(r.x, float)
         self._stats = _stats_from(r.status, r.extra["delta_vals"], r.extra["delta_err"],
