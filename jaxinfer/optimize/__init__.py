@@ -8,17 +8,25 @@ as a ``lax.while_loop`` (so it jits and vmaps) and returns an :class:`OptimizeRe
 from jaxinfer.optimize.result import OptimizeResult, Status, is_success, status_message
 
 __all__ = ["OptimizeResult", "Status", "is_success", "status_message"]
-from jaxinfer.optimize.minimize import Bounds, minimize  # noqa: E402
+from jaxinfer.optimize.constraints import (Bounds, LinearConstraint,  # noqa: E402
+                                           NonlinearConstraint)
+from jaxinfer.optimize.hessian_update import SR1, HessianUpdateStrategy  # noqa: E402
+from jaxinfer.optimize.minimize import minimize  # noqa: E402
 from jaxinfer.optimize.scalar import minimize_scalar  # noqa: E402
+from jaxinfer.optimize.legacy import (fmin_bfgs, fmin_l_bfgs_b, fmin_ncg,  # noqa: E402
+                                      fmin_slsqp, rosen, rosen_der, rosen_hess,
+                                      rosen_hess_prod)
 
-__all__ += ["Bounds", "minimize", "minimize_scalar"]
+__all__ += ["Bounds", "LinearConstraint", "NonlinearConstraint", "HessianUpdateStrategy", "SR1",
+            "minimize", "minimize_scalar", "fmin_bfgs", "fmin_l_bfgs_b", "fmin_ncg",
+            "fmin_slsqp", "rosen", "rosen_der", "rosen_hess", "rosen_hess_prod"]
 from jaxinfer.optimize.block import chain_groups, colour_groups, minimize_block_bfgs  # noqa: E402
 
 __all__ += ["chain_groups", "colour_groups", "minimize_block_bfgs"]
-from jaxinfer.optimize.least_squares import least_squares  # noqa: E402
+from jaxinfer.optimize.least_squares import least_squares, levenberg_marquardt  # noqa: E402,E501
 from jaxinfer.optimize.curve_fit import curve_fit  # noqa: E402
 
-__all__ += ["curve_fit", "least_squares"]
+__all__ += ["curve_fit", "least_squares", "levenberg_marquardt"]
 from jaxinfer.optimize.fixed_point import FixedPoint, fixed_point  # noqa: E402
 
 __all__ += ["FixedPoint", "fixed_point"]
@@ -27,9 +35,10 @@ from jaxinfer.optimize.linear_solve import DenseEigh, DenseSVD, NormalEquations 
 
 __all__ += ["LeastSquaresProblem", "LevenbergMarquardt", "LMState", "DenseEigh", "DenseSVD",
             "NormalEquations"]
-from jaxinfer.optimize.quasi_newton import BFGS, LBFGSB, BFGSState, LBFGSBState  # noqa: E402
+from jaxinfer.optimize.quasi_newton import (BFGS, LBFGSB, BFGSState, LBFGSBState,  # noqa: E402
+                                            LbfgsInvHessProduct)
 
-__all__ += ["BFGS", "LBFGSB", "BFGSState", "LBFGSBState"]
+__all__ += ["BFGS", "LBFGSB", "BFGSState", "LBFGSBState", "LbfgsInvHessProduct"]
 from jaxinfer.optimize.implicit import (implicit_least_squares, implicit_minimum,  # noqa: E402
                                         implicit_root, implicit_solve)
 

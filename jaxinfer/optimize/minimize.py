@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import inspect
 import numbers
+import warnings
 from typing import Any, Callable, NamedTuple, Optional
 
 import equinox as eqx
@@ -34,24 +35,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from jaxinfer.optimize._iterate import (PROGRESS_SINK, IntermediateResult, iterate,
-                                        make_callback)
+from jaxinfer.optimize._iterate import PROGRESS_SINK, RUNNING, AbstractSolver, iterate
 from jaxinfer.optimize._compile import callback_key, is_traced, run_compiled
 from jaxinfer.optimize._pytree import flatten_objective
 from jaxinfer.optimize.implicit import implicit_minimum, no_derivative
-from jaxinfer.optimize.result import OptimizeResult
-
-
-class Bounds(NamedTuple):
-    """Box bounds ``lb <= x <= ub``.
-
-    ``lb`` and ``ub`` are scalars, arrays shaped like a flat ``x0``, or pytrees shaped like
-    ``x0``; ``-inf`` / ``inf`` (or None) mean unbounded. ``scipy.optimize.Bounds`` objects
-    are accepted too (anything with ``lb`` and ``ub`` attributes).
-    """
-
-    lb: Any = -np.inf
-    ub: Any = np.inf
+from jaxinfer.optimize.constraints import (Bounds, LinearConstraint, NonlinearConstraint,
+                                           constraint_any, standardize_constraints)
+from jaxinfer.optimize.hessian_update import is_update_strategy
+from jaxinfer.optimize.result import (OptimizeResult, Status, convention_code,
+                                      register_convention, to_host)
 
 
 # canonical name -> accepted spellings (lower case)
@@ -69,7 +61,7 @@ _CANONICAL = {alias: name for name, aliases in _ALIASES.items() for alias in ali
 METHODS = tuple(_ALIASES)
 
 # Options that exist in scipy for finite differences or printing: accepted, no effect.
-_IGNORED = {"disp", "iprint", "eps", "finite_diff_rel_step", "return_all"}
+_IGNORED = {"disp", "iprint", "eps", "finite_diff_rel_step", "return_all", "workers"}
 
 _OPTIONS = {
     "bfgs": {"gtol": 1e-5, "norm": float("inf"), "maxiter": None, "xrtol": 0.0,
@@ -151,8 +143,8 @@ def _prepare_x0(x0):
             isinstance(v, numbers.Number) or (np.ndim(v) == 0 and hasattr(v, "dtype"))
             for v in x0):
         return jnp.asarray(x0)
-    if isinstance(x0, numbers.Number):
-        return jnp.asarray(x0)
+    if isinstance(x0, numbers.Number) or (isinstance(x0, np.ndarray) and x0.ndim == 0):
+        return jnp.atleast_1d(jnp.asarray(x0))  # scipy: np.atleast_1d(x0)
     return x0
 
 
@@ -186,8 +178,8 @@ def _objective(fun: Callable, x0, args: tuple, jac):
             tree = unravel(x)
             return as_scalar(fun(tree, *args)), ravel_like_x(jac(tree, *args))
     elif isinstance(jac, str):
-        raise ValueError(f"jac={jac!r}: finite differences are not used in jaxinfer; pass "
-                         "jac=None for autodiff, a callable, or True")
+        raise ValueError(f"jac={jac!r}: accepted strings are {sorted(FD_STRINGS)} (they "
+                         "select autodiff); or pass None, True or a callable")
     else:
         raise TypeError(f"jac must be None, True or a callable, got {type(jac).__name__}")
     return value_and_grad, x0_flat, unravel, args
@@ -233,10 +225,14 @@ def parse_bounds(bounds, x0_tree, x0_flat):
     if hasattr(bounds, "lb") and hasattr(bounds, "ub"):
         lb_raw, ub_raw = bounds.lb, bounds.ub
     elif isinstance(bounds, (list, tuple)) and len(bounds) == n and all(
-            isinstance(b, (list, tuple)) and len(b) == 2
-            and all(v is None or np.ndim(v) == 0 for v in b) for b in bounds):
-        lb_raw = [(-np.inf if b[0] is None else b[0]) for b in bounds]
-        ub_raw = [(np.inf if b[1] is None else b[1]) for b in bounds]
+            isinstance(b, (list, tuple, np.ndarray)) and len(b) == 2
+            and all(v is None or np.size(v) == 1 for v in b) for b in bounds):
+        def scalar(v, fill):  # None -> fill; 1-element arrays count as scalars (scipy)
+            if v is None:
+                return fill
+            return v if np.ndim(v) == 0 else jnp.reshape(jnp.asarray(v), ())
+        lb_raw = [scalar(b[0], -np.inf) for b in bounds]
+        ub_raw = [scalar(b[1], np.inf) for b in bounds]
         lb = jnp.asarray(np.asarray(lb_raw, dtype=float) if all(
             isinstance(v, numbers.Number) for v in lb_raw) else jnp.stack(
             [jnp.asarray(v) for v in lb_raw]), x0_flat.dtype)
@@ -264,7 +260,58 @@ def _check_order(lb, ub):
     return lb, ub
 
 
-def minimize(fun: Callable, x0, args=(), method: Optional[str] = None, jac=None, hess=None,
+#: ``jac`` / ``hess`` strings scipy uses for finite differences; here they select autodiff.
+FD_STRINGS = frozenset({"2-point", "3-point", "cs"})
+
+# scipy's ``status`` codes and messages per method (jaxinfer Status -> scipy's code).
+_SUCCESS = "Optimization terminated successfully."
+_PR_LOSS = "Desired error not necessarily achieved due to precision loss."
+_MAXITER = "Maximum number of iterations has been exceeded."
+_NAN = "NaN result encountered."
+_CALLBACK = "`callback` raised `StopIteration`."
+_CONVENTION = {
+    "bfgs": register_convention(
+        "scipy-bfgs",
+        {Status.GTOL: 0, Status.XTOL: 0, Status.FTOL: 0, Status.MAX_ITER: 1,
+         Status.LINE_SEARCH: 2, Status.PRECISION: 2, Status.NONFINITE: 3,
+         Status.CALLBACK: 99}, 2,
+        {Status.GTOL: _SUCCESS, Status.XTOL: _SUCCESS, Status.FTOL: _SUCCESS,
+         Status.MAX_ITER: _MAXITER, Status.LINE_SEARCH: _PR_LOSS, Status.NONFINITE: _NAN,
+         Status.CALLBACK: _CALLBACK}),
+    "l-bfgs-b": register_convention(
+        "scipy-l-bfgs-b",
+        {Status.GTOL: 0, Status.FTOL: 0, Status.MAX_ITER: 1, Status.MAX_FEV: 1,
+         Status.CALLBACK: 99}, 2,
+        {Status.GTOL: "CONVERGENCE: NORM OF PROJECTED GRADIENT <= PGTOL",
+         Status.FTOL: "CONVERGENCE: RELATIVE REDUCTION OF F <= FACTR*EPSMCH",
+         Status.MAX_ITER: "STOP: TOTAL NO. OF ITERATIONS REACHED LIMIT",
+         Status.MAX_FEV: "STOP: TOTAL NO. OF F,G EVALUATIONS EXCEEDS LIMIT",
+         Status.LINE_SEARCH: "ABNORMAL: ",
+         Status.NONFINITE: "ABNORMAL: a non-finite objective or gradient was encountered.",
+         Status.CALLBACK: _CALLBACK}),
+    "newton-cg": register_convention(
+        "scipy-newton-cg",
+        {Status.GTOL: 0, Status.XTOL: 0, Status.MAX_ITER: 1, Status.LINE_SEARCH: 2,
+         Status.PRECISION: 2, Status.NONFINITE: 3, Status.CALLBACK: 99}, 2,
+        {Status.GTOL: _SUCCESS, Status.XTOL: _SUCCESS, Status.MAX_ITER: "Warning: " + _MAXITER,
+         Status.LINE_SEARCH: "Warning: " + _PR_LOSS, Status.NONFINITE: _NAN,
+         Status.CALLBACK: _CALLBACK}),
+    "slsqp": register_convention(
+        "scipy-slsqp",
+        {Status.CONSTRAINED_OK: 0, Status.GTOL: 0, Status.FTOL: 0, Status.XTOL: 0,
+         Status.INFEASIBLE: 4, Status.LINE_SEARCH: 8, Status.MAX_ITER: 9,
+         Status.CALLBACK: 99}, 8,
+        {Status.CONSTRAINED_OK: "Optimization terminated successfully",
+         Status.GTOL: "Optimization terminated successfully",
+         Status.FTOL: "Optimization terminated successfully",
+         Status.XTOL: "Optimization terminated successfully",
+         Status.INFEASIBLE: "Inequality constraints incompatible",
+         Status.LINE_SEARCH: "Positive directional derivative for linesearch",
+         Status.MAX_ITER: "Iteration limit reached", Status.CALLBACK: _CALLBACK}),
+}
+
+
+def minimize(fun: Callable, x0, args=(), method=None, jac=None, hess=None,
              hessp=None, bounds=None, constraints=(), tol=None, callback=None,
              options: Optional[dict] = None) -> OptimizeResult:
     """Minimise a scalar function of a pytree, with scipy's call signature.
@@ -272,44 +319,78 @@ def minimize(fun: Callable, x0, args=(), method: Optional[str] = None, jac=None,
     Parameters
     ----------
     fun : ``fun(x, *args) -> scalar``, a JAX-traceable function of a pytree ``x``.
-    x0 : pytree of float arrays (a list of numbers becomes a 1-D array).
+    x0 : pytree of float arrays (a number or a list of numbers becomes a 1-D array).
     args : extra arguments passed to ``fun`` (and ``jac``, ``hess``, ``hessp``).
     method : 'BFGS', 'L-BFGS-B', 'Newton-CG', 'momentum' ('gd', 'bgd'), 'rmsprop', 'adam',
         'SLSQP' (sequential quadratic programming), 'auglag' (augmented Lagrangian);
-        case-insensitive. None (default)
-        picks as scipy does: 'SLSQP' with constraints, else 'L-BFGS-B' with bounds, else
-        'BFGS'.
-    jac : None (autodiff), a callable ``jac(x, *args) -> gradient pytree``, or True when
-        ``fun`` returns ``(f, gradient)``.
+        case-insensitive; or a callable, called as scipy does:
+        ``method(fun, x0, args=, jac=, hess=, hessp=, bounds=, constraints=, callback=,
+        **options)``. None (default) picks as scipy does: 'SLSQP' with constraints, else
+        'L-BFGS-B' with bounds, else 'BFGS'.
+    jac : None / False (autodiff), a callable ``jac(x, *args) -> gradient pytree``, True
+        when ``fun`` returns ``(f, gradient)``, or one of scipy's finite-difference strings
+        '2-point', '3-point', 'cs', which select autodiff here.
     hess, hessp : Newton-CG only: ``hess(x, *args) -> (n, n)`` matrix over the flattened
-        parameters, or ``hessp(x, p, *args) -> pytree``; default: autodiff Hessian-vector
-        products (forward-over-reverse).
-    bounds : see :func:`parse_bounds`; for 'L-BFGS-B', 'SLSQP' and the first-order methods
-        (projected steps).
-    constraints : 'SLSQP' only: a dict or sequence of dicts ``{'type': 'eq' | 'ineq',
-        'fun': c(x, *args), 'jac': optional, 'args': optional}``, meaning ``c(x) == 0`` or
-        ``c(x) >= 0`` (scalar or 1-D outputs).
+        parameters, or ``hessp(x, p, *args) -> pytree``; None, a finite-difference string
+        or a ``HessianUpdateStrategy`` (``SR1()``, ``BFGS()``): autodiff Hessian-vector
+        products (forward-over-reverse). Other methods warn and ignore them (scipy).
+    bounds : see :func:`parse_bounds` (scipy's ``Bounds`` or ``(min, max)`` pairs); for
+        'L-BFGS-B', 'SLSQP', 'auglag' and the first-order methods (projected steps). Other
+        methods warn and ignore them (scipy).
+    constraints : 'SLSQP' / 'auglag': dicts ``{'type': 'eq' | 'ineq', 'fun': c(x, *args),
+        'jac': optional, 'args': optional}`` (``c(x) == 0`` / ``c(x) >= 0``),
+        :class:`LinearConstraint` / :class:`NonlinearConstraint` objects (ours or scipy's),
+        or a sequence of them.
     tol : sets the method's main tolerance(s), as in scipy: BFGS ``gtol``; L-BFGS-B
         ``ftol`` and ``gtol``; Newton-CG ``xtol``; first-order ``gtol``; SLSQP ``gtol`` and
-        ``ctol``.
-    callback : ``callback(intermediate_result)`` or ``callback(xk)``, once per iteration,
-        return value ignored (see the module docstring).
+        ``ctol``; options given explicitly win.
+    callback : ``callback(intermediate_result)`` (a parameter of that name only: it gets an
+        :class:`OptimizeResult` with ``x``, ``fun``, ``jac``, ``nit``) or ``callback(xk)``,
+        after every iteration, on the host. Raising ``StopIteration`` stops the run (status
+        99, "`callback` raised `StopIteration`.", as scipy); the return value is ignored.
     options : dict of method options (scipy's names; see ``docs/optimize.md``).
         Unknown names raise ValueError.
 
     Returns
     -------
-    OptimizeResult with ``x`` and ``jac`` shaped like ``x0``, ``fun``, ``status``,
-    ``success`` (only from a passed convergence test), ``nit``, ``nfev``, ``njev`` and
-    ``hess_inv``: an (n, n) array for BFGS, an :class:`LbfgsInvHessProduct` operator
-    (``matvec``, ``todense()``) for L-BFGS-B, over the flattened parameters.
+    OptimizeResult with ``x`` and ``jac`` shaped like ``x0``, ``fun``, ``status`` (scipy's
+    code for BFGS / L-BFGS-B / Newton-CG / SLSQP; ``res.reason`` holds jaxinfer's
+    :class:`Status`), ``success`` (only from a passed convergence test), ``message``,
+    ``nit``, ``nfev``, ``njev`` and ``hess_inv``: an (n, n) array for BFGS, an
+    :class:`LbfgsInvHessProduct` operator (``res.hess_inv(v)``, ``sk``, ``yk``,
+    ``todense()``) for L-BFGS-B, over the flattened parameters. Outside a trace the fields
+    are numpy scalars and arrays (and ``success`` a ``bool``); inside jit / vmap arrays.
     """
+    if callable(method):
+        return method(fun, x0, args=args, jac=jac, hess=hess, hessp=hessp, bounds=bounds,
+                      constraints=constraints, callback=callback, **(options or {}))
     if method is None:
-        method = "SLSQP" if constraints else ("L-BFGS-B" if bounds is not None else "BFGS")
+        method = ("SLSQP" if constraint_any(constraints)
+                  else ("L-BFGS-B" if bounds is not None else "BFGS"))
     name = canonical_method(method)
     opts = _resolve_options(name, options, tol)
     if not callable(fun):
         raise TypeError(f"fun must be callable, got {type(fun).__name__}")
+    # scipy warns and ignores what a method does not use
+    if hess is not None and name != "newton-cg":
+        warnings.warn(f"Method {method} does not use Hessian information (hess).",
+                      RuntimeWarning, stacklevel=2)
+        hess = None
+    if hessp is not None and name != "newton-cg":
+        warnings.warn(f"Method {method} does not use Hessian-vector product information "
+                      "(hessp).", RuntimeWarning, stacklevel=2)
+        hessp = None
+    if constraint_any(constraints) and name not in _CONSTRAINED:
+        warnings.warn(f"Method {method} cannot handle constraints.", RuntimeWarning,
+                      stacklevel=2)
+        constraints = ()
+    if bounds is not None and name not in _HONOURS_BOUNDS:
+        warnings.warn(f"Method {method} cannot handle bounds.", RuntimeWarning, stacklevel=2)
+        bounds = None
+    if isinstance(jac, str) and jac in FD_STRINGS:
+        jac = None
+    if isinstance(hess, str) and hess in FD_STRINGS or is_update_strategy(hess):
+        hess = None
     x0 = _prepare_x0(x0)
     if not isinstance(args, tuple):
         args = (args,)
@@ -317,18 +398,13 @@ def minimize(fun: Callable, x0, args=(), method: Optional[str] = None, jac=None,
     if x0_flat.ndim != 1 or x0_flat.shape[0] == 0:
         raise ValueError("x0 must contain at least one parameter")
     box = parse_bounds(bounds, x0, x0_flat)
-    if box is not None and name not in _HONOURS_BOUNDS:
-        raise ValueError(f"method {method!r} does not handle bounds; use 'L-BFGS-B' (or "
-                         "'SLSQP' with constraints)")
-    if isinstance(constraints, dict):
-        constraints = (constraints,)
-    constraints = tuple(constraints or ())
-    if constraints and name not in _CONSTRAINED:
-        raise ValueError(f"method {method!r} does not handle constraints; use 'SLSQP'")
-    if (hess is not None or hessp is not None) and name != "newton-cg":
-        raise ValueError(f"hess / hessp are only used by 'Newton-CG', not {method!r}")
+    constraints = standardize_constraints(constraints, x0_flat)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
+    if name in ("bfgs", "newton-cg") and not 0 < opts["c1"] < opts["c2"] < 1:
+        raise ValueError("'c1' and 'c2' do not satisfy '0 < c1 < c2 < 1'.")
+    if name == "bfgs" and opts["hess_inv0"] is not None:
+        opts["hess_inv0"] = _check_hess_inv0(opts["hess_inv0"], x0_flat.shape[0])
     con_specs, con_args = split_constraints(constraints)
     n = x0_flat.shape[0]
     if box is None:
@@ -344,18 +420,22 @@ def minimize(fun: Callable, x0, args=(), method: Optional[str] = None, jac=None,
     # inlined, run on stop_gradient inputs, and x* gets implicit derivatives w.r.t. args and
     # bounds (the loop is never differentiated)
     traced = is_traced(dynamic)
+    if callback is None or callback is PROGRESS_SINK:
+        cb_key, progress = callback, None
+    else:
+        host = _UserCallback(callback, ravel_pytree(jax.tree_util.tree_map(_as_float, x0))[1])
+        cb_key, progress = (host, None) if traced else (_SINK, host)
     static = _Static(name, tuple(sorted(opts.items(), key=lambda kv: kv[0])), fun, jac, hess,
-                     hessp, callback_key(callback, traced), con_specs, arg_static,
-                     tuple(con_static))
+                     hessp, cb_key, con_specs, arg_static, tuple(con_static))
     inputs = jax.lax.stop_gradient(dynamic) if traced else dynamic
     try:
         hash(static)
     except TypeError:  # e.g. an array-valued option: run without the compilation cache
-        result = _solve(static._replace(callback=callback), *inputs)
+        result = _solve(static, *inputs)
     else:
-        result = run_compiled(_solve, static, *inputs, progress=None if traced else callback)
+        result = run_compiled(_solve, static, *inputs, progress=progress)
     if not traced:
-        return result
+        return _host_result(result)
     if name in _CONSTRAINED:
         return eqx.tree_at(lambda r: r.x, result, no_derivative(
             result.x, "minimize: derivatives of a constrained (SLSQP) solution are not "
@@ -372,6 +452,29 @@ def minimize(fun: Callable, x0, args=(), method: Optional[str] = None, jac=None,
     x = implicit_minimum(result.x, None if gradient is not None else objective, arg_dynamic,
                          gradient=gradient, bounds=None if box is None else (lb, ub))
     return eqx.tree_at(lambda r: r.x, result, x)
+
+
+def _check_hess_inv0(h0, n):
+    """scipy's check of BFGS' ``hess_inv0``: (n, n), symmetric positive definite."""
+    if is_traced(h0):
+        return h0
+    h = np.asarray(h0, dtype=float)
+    if h.shape != (n, n):
+        raise ValueError(f"'hess_inv0' must have shape ({n}, {n}), got {h.shape}")
+    if not np.all(np.linalg.eigvalsh(0.5 * (h + h.T)) > 0):
+        raise ValueError("'hess_inv0' matrix isn't positive definite.")
+    return tuple(map(tuple, h.tolist()))  # hashable: part of the compile-cache key
+
+
+def _host_result(result: OptimizeResult) -> OptimizeResult:
+    """A result outside a trace: numpy fields (scipy's types), L-BFGS-B's operator trimmed
+    to its stored pairs."""
+    from jaxinfer.optimize.quasi_newton import LbfgsInvHessProduct
+
+    result = to_host(result)
+    if isinstance(result.hess_inv, LbfgsInvHessProduct):
+        result = eqx.tree_at(lambda r: r.hess_inv, result, result.hess_inv.trimmed())
+    return result
 
 
 def _as_float(leaf):
@@ -451,22 +554,20 @@ def split_constraints(constraints):
     return tuple(specs), tuple(all_args)
 
 
+
+
 def _solve(static: _Static, x0, arg_dynamic, con_dynamic, lb, ub) -> OptimizeResult:
     name = static.method
     opts = dict(static.options)
     args = _join_args(static.arg_static, arg_dynamic)
     fun, hess, hessp = static.fun, static.hess, static.hessp
     value_and_grad, x0_flat, unravel, args = _objective(fun, x0, args, static.jac)
-    cb = make_callback(static.callback, unravel)
     lb = jnp.asarray(lb, x0_flat.dtype)
     ub = jnp.asarray(ub, x0_flat.dtype)
 
     if name in ("l-bfgs-b", "bfgs"):
         solver = _quasi_newton_solver(name, opts, lb, ub)
-        res = iterate(solver, lambda x, a: value_and_grad(x), x0_flat, (),
-                      callback=_progress_callback(static.callback, unravel))
-        return _unravel_result(res, unravel)
-    if name == "newton-cg":
+    elif name == "newton-cg":
         from jaxinfer.optimize.newton import NewtonCG, make_hvp
         solver = NewtonCG(xtol=opts["xtol"], gtol=opts["gtol"],
                           maxiter=None if opts["maxiter"] is None else int(opts["maxiter"]),
@@ -474,47 +575,143 @@ def _solve(static: _Static, x0, arg_dynamic, con_dynamic, lb, ub) -> OptimizeRes
                           cg_maxiter=None if opts["cg_maxiter"] is None
                           else int(opts["cg_maxiter"]),
                           linearize=make_hvp(fun, args, unravel, x0_flat, hess, hessp))
-        res = iterate(solver, lambda x, a: value_and_grad(x), x0_flat, (),
-                      callback=_progress_callback(static.callback, unravel))
-        return _unravel_result(res, unravel)
-    if name in ("momentum", "rmsprop", "adam"):
+    elif name in ("momentum", "rmsprop", "adam"):
         from jaxinfer.optimize.first_order import FirstOrder, make_transform
         hyper = {k: float(v) for k, v in opts.items() if k not in ("maxiter", "gtol", "ftol")}
         solver = FirstOrder(transform=make_transform(name, **hyper),
                             maxiter=int(opts["maxiter"]), gtol=opts["gtol"], ftol=opts["ftol"],
                             lower=lb, upper=ub)
-        res = iterate(solver, lambda x, a: value_and_grad(x), x0_flat, (),
-                      callback=_progress_callback(static.callback, unravel))
-        return _unravel_result(res, unravel)
-    if name == "slsqp":
-        from jaxinfer.optimize.constrained import build_constraints
+    elif name in _CONSTRAINED:
+        from jaxinfer.optimize.constrained import AugmentedLagrangian, build_constraints
         from jaxinfer.optimize.sqp import SQP
         con_args = tuple(_join_args(s, d) for s, d in zip(static.con_static, con_dynamic))
         eq, ineq = build_constraints(static.con_specs, con_args, x0_flat, unravel)
-        solver = SQP(eq=eq, ineq=ineq, lower=lb, upper=ub, maxiter=int(opts["maxiter"]),
-                     ctol=opts["ctol"], gtol=opts["gtol"], ftol=opts["ftol"],
-                     maxls=int(opts["maxls"]), qp_maxiter=int(opts["qp_maxiter"]))
-        res = iterate(solver, lambda x, a: value_and_grad(x), x0_flat, (),
-                      callback=_progress_callback(static.callback, unravel))
-        return _unravel_result(res, unravel)
-    if name == "auglag":
-        from jaxinfer.optimize.constrained import AugmentedLagrangian, build_constraints
-        con_args = tuple(_join_args(s, d) for s, d in zip(static.con_static, con_dynamic))
-        eq, ineq = build_constraints(static.con_specs, con_args, x0_flat, unravel)
-        solver = AugmentedLagrangian(
-            eq=eq, ineq=ineq, lower=lb, upper=ub,
-            maxiter=int(opts["maxiter"]), ctol=opts["ctol"], gtol=opts["gtol"],
-            ftol=opts["ftol"], penalty=float(opts["penalty"]),
-            inner_maxiter=int(opts["inner_maxiter"]), maxcor=int(opts["maxcor"]))
-        res = iterate(solver, lambda x, a: value_and_grad(x), x0_flat, (),
-                      callback=_progress_callback(static.callback, unravel))
-        return _unravel_result(res, unravel)
-    raise AssertionError(name)  # pragma: no cover
+        if name == "slsqp":
+            solver = SQP(eq=eq, ineq=ineq, lower=lb, upper=ub, maxiter=int(opts["maxiter"]),
+                         ctol=opts["ctol"], gtol=opts["gtol"], ftol=opts["ftol"],
+                         maxls=int(opts["maxls"]), qp_maxiter=int(opts["qp_maxiter"]))
+        else:
+            solver = AugmentedLagrangian(
+                eq=eq, ineq=ineq, lower=lb, upper=ub,
+                maxiter=int(opts["maxiter"]), ctol=opts["ctol"], gtol=opts["gtol"],
+                ftol=opts["ftol"], penalty=float(opts["penalty"]),
+                inner_maxiter=int(opts["inner_maxiter"]), maxcor=int(opts["maxcor"]))
+    else:  # pragma: no cover
+        raise AssertionError(name)
+    callback = static.callback
+    if callback is None or callback is PROGRESS_SINK:
+        res = iterate(solver, lambda x, a: value_and_grad(x), x0_flat, (), callback=callback)
+    else:
+        host = _host_via_sink if callback is _SINK else callback
+        res = iterate(_Halting(solver, host), lambda x, a: value_and_grad(x), x0_flat, ())
+    res = _unravel_result(res, unravel)
+    conv = _CONVENTION.get(name)  # None: jaxinfer's own codes (first-order, auglag)
+    status = res.status if conv is None else convention_code(conv, res.status)
+    return OptimizeResult(x=res.x, fun=res.fun, jac=res.jac,
+                          status=status, nit=res.nit,
+                          nfev=res.nfev, njev=res.njev, hess_inv=res.hess_inv, extra=res.extra,
+                          reason=res.status, convention=conv)
 
 
-# One compiled solver per (static configuration, argument shapes): repeated eager calls
-# with the same objective function reuse it; inside a user's jit it is simply inlined.
-_solve_cached = jax.jit(_solve, static_argnums=0)
+# --------------------------------------------------------------------------------------
+# callbacks: scipy's conventions, and StopIteration stopping the compiled loop
+# --------------------------------------------------------------------------------------
+
+_STOP = [False]  # set by the host callback of the running call when it raised StopIteration
+
+
+class _UserCallback:
+    """The user's callback on the host: ``(x_flat, fun, g_flat, nit, new) -> stop``.
+
+    scipy's calling rule: a callable whose only parameter is ``intermediate_result`` gets an
+    :class:`OptimizeResult` (``x``, ``fun``, ``jac``, ``nit``), any other gets ``xk``. It
+    is called once per new iteration; ``StopIteration`` asks the loop to stop.
+    """
+
+    def __init__(self, user, unravel):
+        self.user = user
+        self.unravel = unravel
+        try:
+            params = set(inspect.signature(user).parameters)
+        except (TypeError, ValueError):
+            params = set()
+        self.wants_result = params == {"intermediate_result"}
+
+    def __call__(self, payload):
+        x, f, g, nit, new = payload
+        _STOP[0] = False
+        if not bool(new):
+            return False
+        x_tree = to_host(self.unravel(jnp.asarray(x)))
+        try:
+            if self.wants_result:
+                jac = None if np.size(g) == 0 else to_host(self.unravel(jnp.asarray(g)))
+                self.user(intermediate_result=OptimizeResult(
+                    x=x_tree, fun=np.asarray(f)[()], jac=jac, status=None,
+                    nit=int(np.asarray(nit)), nfev=None, njev=None))
+            else:
+                self.user(x_tree)
+        except StopIteration:
+            _STOP[0] = True
+        return _STOP[0]
+
+
+class _SinkMarker:
+    def __repr__(self):
+        return "callback routed through PROGRESS_SINK"
+
+
+_SINK = _SinkMarker()  # in the compile key instead of the user's callback (no recompiles)
+
+
+def _host_via_sink(payload):
+    """Fixed host function of compiled solves: forwards to the call's :class:`_UserCallback`
+    (routed by ``run_compiled(progress=...)``) and returns whether it asked to stop."""
+    _STOP[0] = False
+    PROGRESS_SINK(payload)
+    return _STOP[0]
+
+
+class _HaltingState(eqx.Module):
+    inner: Any
+    stop: jnp.ndarray
+
+
+class _Halting(AbstractSolver):
+    """``inner`` with a host callback after each iteration that can stop the run
+    (``Status.CALLBACK``, reported by scipy's conventions as status 99)."""
+
+    inner: AbstractSolver
+    host: Any = eqx.field(static=True)
+
+    def init(self, fn, x0, args):
+        return _HaltingState(self.inner.init(fn, x0, args), jnp.asarray(False))
+
+    def step(self, fn, state, args):
+        before = self.inner.progress(state.inner).nit
+        inner = self.inner.step(fn, state.inner, args)
+        p = self.inner.progress(inner)
+        g = getattr(inner, "g", None)
+        g = jnp.zeros((0,), p.x.dtype) if g is None else g
+        new = jnp.asarray(p.nit) > jnp.asarray(before)
+        host = self.host
+
+        def call(x, f, g, nit, new):
+            return np.bool_(host((x, f, g, nit, new)))
+
+        stop = jax.pure_callback(call, jax.ShapeDtypeStruct((), jnp.bool_), p.x, p.fun, g,
+                                 p.nit, new, vmap_method="sequential")
+        return _HaltingState(inner, stop)
+
+    def terminate(self, fn, state, args):
+        status = self.inner.terminate(fn, state.inner, args)
+        return jnp.where(state.stop, jnp.int32(int(Status.CALLBACK)), status)
+
+    def postprocess(self, fn, state, args, status):
+        return self.inner.postprocess(fn, state.inner, args, status)
+
+    def progress(self, state):
+        return self.inner.progress(state.inner)
 
 
 def _quasi_newton_solver(name: str, opts: dict, lb, ub):
@@ -531,25 +728,6 @@ def _quasi_newton_solver(name: str, opts: dict, lb, ub):
                 hess_inv0=opts["hess_inv0"])
 
 
-def _progress_callback(user_callback, unravel):
-    """A user's ``callback(intermediate_result)`` / ``callback(xk)`` as a host-side
-    ``callback(Progress)`` for :func:`iterate` (``PROGRESS_SINK`` passes through)."""
-    if user_callback is None or user_callback is PROGRESS_SINK:
-        return user_callback
-    try:
-        params = list(inspect.signature(user_callback).parameters)
-    except (TypeError, ValueError):
-        params = []
-    wants_result = params == ["intermediate_result"]
-
-    def host(progress):
-        x = unravel(jnp.asarray(progress.x))
-        if wants_result:
-            user_callback(IntermediateResult(x=x, fun=progress.fun, jac=None, nit=progress.nit))
-        else:
-            user_callback(x)
-
-    return host
 
 
 def _unravel_result(res: OptimizeResult, unravel) -> OptimizeResult:
@@ -557,9 +735,3 @@ def _unravel_result(res: OptimizeResult, unravel) -> OptimizeResult:
     return OptimizeResult(x=unravel(res.x), fun=res.fun, jac=unravel(res.jac), status=res.status,
                           nit=res.nit, nfev=res.nfev, njev=res.njev, hess_inv=res.hess_inv,
                           extra=res.extra)
-
-
-def _result(st, unravel, njev, hess_inv=None, extra=None):
-    return OptimizeResult(x=unravel(st.x), fun=st.f, jac=unravel(st.g), status=st.status,
-                          nit=st.nit, nfev=st.nfev, njev=njev, hess_inv=hess_inv,
-                          extra={} if extra is None else extra)

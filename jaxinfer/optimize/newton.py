@@ -71,6 +71,7 @@ class NewtonCGState(eqx.Module):
     x: jnp.ndarray
     f: jnp.ndarray
     g: jnp.ndarray
+    f_prev: jnp.ndarray     # objective before the last accepted step (first trial step)
     update_l1: jnp.ndarray
     nit: jnp.ndarray
     nfev: jnp.ndarray
@@ -107,7 +108,8 @@ class NewtonCG(AbstractSolver):
 
     def init(self, fn, x0, args) -> NewtonCGState:
         f, g = fn(x0, args)
-        return NewtonCGState(x=x0, f=f, g=g, update_l1=jnp.asarray(jnp.inf, x0.dtype),
+        return NewtonCGState(x=x0, f=f, g=g, f_prev=jnp.full_like(f, jnp.inf),
+                             update_l1=jnp.asarray(jnp.inf, x0.dtype),
                              nit=jnp.zeros((), jnp.int32), nfev=jnp.ones((), jnp.int32),
                              nhev=jnp.zeros((), jnp.int32), ls_failed=jnp.asarray(False))
 
@@ -154,8 +156,11 @@ class NewtonCG(AbstractSolver):
         p, nh = self._cg(self._hvp(fn, x, args), g)
         bad = ~(jnp.vdot(g, p) < 0) | ~all_finite(p)
         p = jnp.where(bad, -g, p)
+        # scipy's first trial step: 1.01 * 2 (f - f_prev) / phi'(0), capped at 1
+        guess = 1.01 * 2.0 * (state.f - state.f_prev) / jnp.vdot(g, p)
+        alpha0 = jnp.where(jnp.isfinite(guess) & (guess > 0), jnp.minimum(1.0, guess), 1.0)
         ls = wolfe_line_search(lambda z: fn(z, args), x, state.f, g, p,
-                               jnp.asarray(1.0, dtype), 1e10, c1=self.c1, c2=self.c2,
+                               alpha0.astype(dtype), 1e10, c1=self.c1, c2=self.c2,
                                maxls=self.maxls)
         ok = ls.success
         update = ls.x - x
@@ -165,6 +170,7 @@ class NewtonCG(AbstractSolver):
         small = step_l1 <= x.shape[0] * self.xtol
         return NewtonCGState(
             x=jnp.where(ok, ls.x, x), f=jnp.where(ok, ls.f, state.f), g=jnp.where(ok, ls.g, g),
+            f_prev=jnp.where(ok, state.f, state.f_prev),
             update_l1=jnp.where(ok, jnp.sum(jnp.abs(update)), jnp.where(small, step_l1, jnp.inf)),
             nit=state.nit + 1, nfev=state.nfev + ls.nfev, nhev=state.nhev + nh,
             ls_failed=(~ok) & (~small))

@@ -122,28 +122,57 @@ class LBFGSBState(eqx.Module):
 
 
 class LbfgsInvHessProduct(eqx.Module):
-    """The L-BFGS inverse-Hessian approximation as an operator (like scipy's object of the
-    same name): ``matvec(v)`` / ``dot(v)`` / ``H @ v`` for ``v (n,)`` over the flattened
-    parameters, and ``todense() -> (n, n)``. A pytree, so it passes through jit and vmap.
+    """The L-BFGS inverse-Hessian approximation as an operator, as scipy's object of the
+    same name: ``H(v)`` / ``H @ v`` / ``matvec(v)`` / ``dot(v)`` for ``v`` (n,) or (n, k)
+    over the flattened parameters, ``todense() -> (n, n)``, and scipy's attributes ``sk``,
+    ``yk`` (n_corrs, n) (oldest pair first), ``rho`` (1 / s'y), ``n_corrs``, ``shape``,
+    ``dtype``. Like scipy's, the initial matrix of the recursion is the identity.
+
+    A pytree, so it passes through jit and vmap: there ``sk``/``yk`` keep all ``maxcor``
+    rows and unused rows have ``rho = 0`` (they act as the identity); results returned
+    outside a trace are trimmed to the stored pairs (:meth:`trimmed`).
     """
 
-    s: jnp.ndarray      # (m, n) steps, newest first (invalid rows are zero)
-    y: jnp.ndarray      # (m, n) gradient changes, newest first
-    rho: jnp.ndarray    # (m,) 1 / s'y, 0 for unused or skipped pairs
-    gamma: jnp.ndarray  # initial scale s'y / y'y of the newest pair
+    sk: jnp.ndarray     # (m, n) steps, oldest first (unused rows are zero)
+    yk: jnp.ndarray     # (m, n) gradient changes, oldest first
+    rho: jnp.ndarray    # (m,) 1 / s'y, 0 for unused rows
+    count: jnp.ndarray  # number of stored pairs
+
+    @property
+    def n_corrs(self) -> int:
+        return int(self.count)
+
+    @property
+    def shape(self):
+        n = self.sk.shape[-1]
+        return (n, n)
+
+    @property
+    def dtype(self):
+        return self.sk.dtype
+
+    def trimmed(self) -> "LbfgsInvHessProduct":
+        """The operator with only its ``n_corrs`` stored pairs (needs concrete values)."""
+        k = self.n_corrs
+        return LbfgsInvHessProduct(sk=self.sk[:k], yk=self.yk[:k], rho=self.rho[:k],
+                                   count=self.count)
 
     def matvec(self, v):
-        return _two_loop(self.s, self.y, self.rho, self.gamma, v)
+        v = jnp.asarray(v, self.dtype)
+        if v.ndim == 2:
+            return jax.vmap(self.matvec, in_axes=1, out_axes=1)(v)
+        ones = jnp.ones((), self.dtype)
+        return _two_loop(self.sk[::-1], self.yk[::-1], self.rho[::-1], ones, v.reshape(-1))
 
-    def dot(self, v):
-        return self.matvec(v)
-
-    def __matmul__(self, v):
-        return self.matvec(v)
+    matmat = matvec
+    rmatvec = matvec  # symmetric
+    dot = matvec
+    __matmul__ = matvec
+    __call__ = matvec
 
     def todense(self):
-        n = self.s.shape[-1]
-        return jax.vmap(self.matvec, out_axes=1)(jnp.eye(n, dtype=self.s.dtype))
+        n = self.shape[0]
+        return self.matvec(jnp.eye(n, dtype=self.dtype))
 
 
 def _two_loop(S, Y, rho, gamma, v):
@@ -169,12 +198,18 @@ def _newest_first(state: LBFGSBState, maxcor: int):
 
 
 def inverse_hessian_operator(state: LBFGSBState, maxcor: int) -> LbfgsInvHessProduct:
-    """The final memory of an L-BFGS-B run as a :class:`LbfgsInvHessProduct`."""
+    """The final memory of an L-BFGS-B run as a :class:`LbfgsInvHessProduct` (oldest pair
+    first, unused rows zero with ``rho = 0``)."""
     S, Y = _newest_first(state, maxcor)
+    valid = jnp.arange(maxcor) < state.count
+    # oldest first: the valid rows reversed, then the unused ones
+    order = jnp.where(valid, state.count - 1 - jnp.arange(maxcor), jnp.arange(maxcor))
+    S = jnp.where(valid[:, None], S[order], 0.0)
+    Y = jnp.where(valid[:, None], Y[order], 0.0)
     sy = jnp.sum(S * Y, axis=1)
-    valid = (jnp.arange(maxcor) < state.count) & (sy > 0)
-    rho = jnp.where(valid, 1.0 / jnp.where(valid, sy, 1.0), 0.0)
-    return LbfgsInvHessProduct(s=S, y=Y, rho=rho, gamma=state.gamma)
+    ok = valid & (sy > 0)
+    rho = jnp.where(ok, 1.0 / jnp.where(ok, sy, 1.0), 0.0)
+    return LbfgsInvHessProduct(sk=S, yk=Y, rho=rho, count=state.count)
 
 
 class LBFGSB(AbstractSolver):

@@ -9,7 +9,7 @@ non-finite value are failures.
 from __future__ import annotations
 
 import enum
-from typing import Any, Optional
+from typing import Any, NamedTuple, Optional
 
 import equinox as eqx
 import jax
@@ -43,7 +43,7 @@ class Status(enum.IntEnum):
 
 _MESSAGES = {
     Status.GTOL: "Converged: gradient norm below gtol.",
-    Status.FTOL: "Converged: relative reduction of the objective below ftol.",
+    Status.FTOL: "Converged: relative change of the objective below ftol.",
     Status.XTOL: "Converged: step size below xtol.",
     Status.ERRTOL: "Converged: absolute reduction of the cost below errtol.",
     Status.EXPTOL: "Converged: expected reduction of the cost below exptol.",
@@ -78,6 +78,58 @@ def status_message(status) -> Any:
     return np.vectorize(lambda s: _MESSAGES.get(Status(int(s)), f"Unknown status {int(s)}."))(arr)
 
 
+class Convention(NamedTuple):
+    """How a front door reports ``status`` and ``message`` (e.g. scipy's per-method codes).
+
+    ``codes`` maps a :class:`Status` to the front door's integer code, ``default_code`` is
+    used for statuses not listed; ``messages`` maps a :class:`Status` to the front door's
+    message (statuses not listed use jaxinfer's own). Register with
+    :func:`register_convention`; results carry the convention's name, never the table.
+    """
+
+    codes: dict
+    default_code: int
+    messages: dict
+
+
+_CONVENTIONS: dict = {}
+
+
+def register_convention(name: str, codes: dict, default_code: int, messages: dict) -> str:
+    """Register a reporting convention under ``name`` (returns ``name``)."""
+    _CONVENTIONS[name] = Convention(dict(codes), int(default_code), dict(messages))
+    return name
+
+
+def convention_code(name: str, reason) -> jnp.ndarray:
+    """The convention's integer code for jaxinfer ``reason`` codes (traceable, any shape)."""
+    conv = _CONVENTIONS[name]
+    reason = jnp.asarray(reason, jnp.int32)
+    code = jnp.full(reason.shape, conv.default_code, jnp.int32)
+    for status, value in conv.codes.items():
+        code = jnp.where(reason == int(status), jnp.int32(value), code)
+    return code
+
+
+def _message(name: Optional[str], reason: int) -> str:
+    if name is not None:
+        text = _CONVENTIONS[name].messages.get(int(reason))
+        if text is not None:
+            return text
+    try:
+        return _MESSAGES.get(Status(int(reason)), f"Unknown status {int(reason)}.")
+    except ValueError:
+        return f"Unknown status {int(reason)}."
+
+
+def _concrete(value):
+    """A 0-d boolean -> Python ``bool``, other non-traced arrays -> numpy; tracers unchanged."""
+    if isinstance(value, jax.core.Tracer):
+        return value
+    arr = np.asarray(value)
+    return bool(arr) if arr.ndim == 0 else arr
+
+
 class OptimizeResult(eqx.Module):
     """Outcome of a solver: a pytree, so it passes through ``jit`` and stacks under ``vmap``.
 
@@ -90,15 +142,23 @@ class OptimizeResult(eqx.Module):
     jac : pytree shaped like ``x0``, or array
         Gradient of the objective at ``x`` (least squares: the Jacobian of the residuals).
     status : int array
-        A :class:`Status` code.
+        A :class:`Status` code, or, where ``convention`` is set (scipy-shaped front doors),
+        that convention's code (e.g. scipy's per-method ``status``); then ``reason`` holds
+        the :class:`Status`.
     nit, nfev, njev : int arrays
         Iterations, objective evaluations, gradient / Jacobian evaluations.
-    hess_inv : array or None
+    hess_inv : array, operator or None
         Inverse-Hessian approximation where the method has one.
     extra : dict
         Solver-specific diagnostics (e.g. LM damping, termination statistics).
+    reason : int array or None
+        The :class:`Status` behind ``status`` when a convention is used (else None).
+    convention : str or None (static)
+        Name of the reporting convention (:func:`register_convention`), None for jaxinfer's.
 
-    ``success`` and ``message`` are derived from ``status``, never set by hand.
+    ``success`` and ``message`` are derived from the :class:`Status` (``reason`` if set,
+    else ``status``), never set by hand. Outside a trace ``success`` is a Python ``bool``
+    (an array of them for a batch of results).
     """
 
     x: Any
@@ -110,21 +170,52 @@ class OptimizeResult(eqx.Module):
     njev: Any
     hess_inv: Optional[Any] = None
     extra: dict = eqx.field(default_factory=dict)
+    reason: Optional[Any] = None
+    convention: Optional[str] = eqx.field(static=True, default=None)
+
+    @property
+    def _status(self):
+        return self.status if self.reason is None else self.reason
 
     @property
     def success(self):
-        return is_success(self.status)
+        return _concrete(is_success(self._status))
 
     @property
     def message(self):
-        return status_message(self.status)
+        arr = self._status
+        if isinstance(arr, jax.core.Tracer):
+            raise TypeError("OptimizeResult.message needs concrete values (outside jit); "
+                            "inside a trace use .status / .success")
+        arr = np.asarray(arr)
+        if arr.ndim == 0:
+            return _message(self.convention, int(arr))
+        return np.vectorize(lambda s: _message(self.convention, int(s)))(arr)
 
     @property
     def grad(self):
         return self.jac
 
+    _KEYS = ("x", "fun", "jac", "status", "success", "message", "nit", "nfev", "njev",
+             "hess_inv")
+
+    def keys(self):
+        """scipy-style (dict) access: the names of the fields that are set."""
+        return [k for k in self._KEYS if getattr(self, k) is not None] + list(self.extra)
+
     def __getitem__(self, key):  # scipy-style res["x"]
-        return getattr(self, key)
+        if key in self.extra and key not in self._KEYS:
+            return self.extra[key]
+        try:
+            return getattr(self, key)
+        except AttributeError:
+            raise KeyError(key) from None
+
+    def __contains__(self, key):
+        return key in self.keys()
+
+    def get(self, key, default=None):
+        return self[key] if key in self else default
 
     def __repr__(self):
         """scipy's layout with values (``message``, ``success``, ``status``, ``fun``, ``x``,
@@ -147,6 +238,18 @@ class OptimizeResult(eqx.Module):
         return "\n".join(lines)
 
     __str__ = __repr__
+
+
+def to_host(tree):
+    """Every array leaf of ``tree`` as numpy: 0-d leaves as numpy scalars (``np.float64``,
+    ``np.int32``, ...), others as ``np.ndarray``. For results returned outside a trace, so
+    that they behave like scipy's (``assert_equal(5, res.nit)``, in-place numpy code)."""
+    def leaf(v):
+        if isinstance(v, jax.Array):
+            arr = np.asarray(v)
+            return arr[()] if arr.ndim == 0 else arr
+        return v
+    return jax.tree_util.tree_map(leaf, tree)
 
 
 def _format_value(value) -> str:

@@ -56,7 +56,7 @@ def test_seed_example_matches_scipy():
         dict(type="eq", fun=lambda x: x.sum() - 1.0),
         dict(type="ineq", fun=lambda x: x.sum() + 1.0),
     ), bounds)
-    assert bool(res.success) and int(res.status) == Status.CONSTRAINED_OK, res.message
+    assert bool(res.success) and int(res.reason) == Status.CONSTRAINED_OK, res.message
     np.testing.assert_allclose(res.x, ref.x, atol=1e-6)
     np.testing.assert_allclose(res.x, [1.0, 0.0], atol=1e-6)  # closed form: bound active
     np.testing.assert_allclose(res.fun, ref.fun, atol=1e-8)
@@ -101,7 +101,7 @@ def test_hock_schittkowski(name):
                    constraints=p["cons"](jnp))
     ref = scipy_slsqp(p["fun"], p["x0"], p["cons"](jnp), p["bounds"])
     assert bool(res.success), res.message
-    assert int(res.status) == Status.CONSTRAINED_OK
+    assert int(res.reason) == Status.CONSTRAINED_OK
     # published optimum (x* given to 7-8 digits in Hock & Schittkowski)
     np.testing.assert_allclose(res.fun, p["f_star"], atol=1e-6)
     np.testing.assert_allclose(res.x, p["x_star"], atol=1e-6)
@@ -117,7 +117,7 @@ def test_infeasible_problem_fails_honestly(method):
     cons = [dict(type="ineq", fun=lambda x: x[0] - 1.0), dict(type="ineq", fun=lambda x: -x[0])]
     res = minimize(lambda x: jnp.sum(x ** 2), jnp.array([0.5, 0.5]), method=method,
                    constraints=cons, options={"maxiter": 15})
-    assert int(res.status) == Status.INFEASIBLE and not bool(res.success)
+    assert int(res.reason) == Status.INFEASIBLE and not bool(res.success)
 
 
 def test_constraint_errors():

@@ -150,7 +150,7 @@ def test_no_false_ftol_convergence_on_wood():
     ref = _scipy(f, x0, None, {})
     res = _ours(f, x0, None, {})
     assert ref.success and ref.fun > 1.0  # scipy's false convergence, the reason for the rule
-    assert int(res.status) == Status.GTOL
+    assert int(res.reason) == Status.GTOL
     assert float(res.fun) < 1e-10
     np.testing.assert_allclose(res.x, np.ones(4), atol=1e-5)
 
@@ -251,7 +251,7 @@ def test_float32_does_not_report_rounding_noise_as_convergence(spt_problems, spt
     f, x0, lb = problems["dv"]
     ub = np.full_like(lb, np.inf)
     ref = spt_ours("dv")
-    assert int(ref.status) in (Status.GTOL, Status.FTOL)
+    assert int(ref.reason) in (Status.GTOL, Status.FTOL)
     cells32, problems32 = _spt_problems(jnp.float32)
     f32 = problems32["dv"][0]
     res = minimize(f32, jnp.asarray(x0, jnp.float32), args=(cells32,), method="L-BFGS-B",
@@ -262,5 +262,5 @@ def test_float32_does_not_report_rounding_noise_as_convergence(spt_problems, spt
         # a converged float32 answer must be as good as float32 can tell apart
         assert gap <= 1e-5 * abs(float(ref.fun)), (gap, res.message)
     else:
-        assert int(res.status) == Status.PRECISION, res.message
+        assert int(res.reason) == Status.PRECISION, res.message
         assert "float64" in str(res.message)

@@ -64,12 +64,15 @@ def test_method_names_case_insensitive_and_unknown():
         minimize(quad, jnp.zeros(3), method="nelder-mead")
 
 
-def test_bad_options_bounds_constraints_are_refused():
+def test_bad_options_refused_unusable_bounds_constraints_warned():
     with pytest.raises(ValueError, match="Unknown option.*maxcorr"):
         minimize(quad, jnp.zeros(3), method="L-BFGS-B", options={"maxcorr": 5})
-    with pytest.raises(ValueError, match="does not handle bounds"):
-        minimize(quad, jnp.zeros(3), method="BFGS", bounds=[(0, 1)] * 3)
-    with pytest.raises(ValueError, match="does not handle constraints"):
+    # scipy warns and ignores bounds / constraints a method cannot use
+    free = minimize(quad, jnp.zeros(3), method="BFGS")
+    with pytest.warns(RuntimeWarning, match="Method BFGS cannot handle bounds"):
+        res = minimize(quad, jnp.zeros(3), method="BFGS", bounds=[(0, 1)] * 3)
+    np.testing.assert_allclose(res.x, free.x, atol=1e-12)
+    with pytest.warns(RuntimeWarning, match="cannot handle constraints"):
         minimize(quad, jnp.zeros(3), method="L-BFGS-B",
                  constraints={"type": "eq", "fun": lambda x: x[0]})
     with pytest.raises(ValueError, match="expected 3"):

@@ -47,7 +47,7 @@ def test_hand_driven_newton_cg_matches_iterate_and_scipy():
 def test_maxiter_is_a_failure_and_user_hessp_is_used():
     res = minimize(lambda x: objective(x, (A, B)), jnp.zeros(3), method="Newton-CG",
                    options={"maxiter": 1, "xtol": 1e-14})
-    assert int(res.status) == Status.MAX_ITER and not bool(res.success) and int(res.nit) == 1
+    assert int(res.reason) == Status.MAX_ITER and not bool(res.success) and int(res.nit) == 1
     calls = []
 
     def hessp(x, p):
@@ -56,7 +56,7 @@ def test_maxiter_is_a_failure_and_user_hessp_is_used():
 
     res = minimize(lambda x: objective(x, (A, B)), jnp.zeros(3), method="Newton-CG",
                    hessp=hessp, options={"xtol": 1e-12})
-    assert calls and int(res.status) == Status.XTOL
+    assert calls and int(res.reason) == Status.XTOL
     full = minimize(lambda x: objective(x, (A, B)), jnp.zeros(3), method="Newton-CG",
                     options={"xtol": 1e-12})
     np.testing.assert_allclose(res.x, full.x, atol=1e-10)
