@@ -559,5 +559,7 @@ class Unilateral:
         return table
 
 
-__all__ = ["Unilateral", "Modality", "Distribution", "MAP_T_COL", "DataWarning",
+from jaxinfer.mixture.bilateral import Bilateral  # noqa: E402  (it builds on Unilateral)
+
+__all__ = ["Unilateral", "Bilateral", "Modality", "Distribution", "MAP_T_COL", "DataWarning",
            "early_late_mapping"]
