@@ -5,9 +5,10 @@ as a ``lax.while_loop`` (so it jits and vmaps) and returns an :class:`OptimizeRe
 ``success`` is true only when a convergence test passed.
 """
 
-from jaxinfer.optimize.result import OptimizeResult, Status, is_success, status_message
+from jaxinfer.optimize.result import (OptimizeResult, OptimizeWarning, Status, is_success,
+                                      status_message)
 
-__all__ = ["OptimizeResult", "Status", "is_success", "status_message"]
+__all__ = ["OptimizeResult", "OptimizeWarning", "Status", "is_success", "status_message"]
 from jaxinfer.optimize.constraints import (Bounds, LinearConstraint,  # noqa: E402
                                            NonlinearConstraint)
 from jaxinfer.optimize.hessian_update import SR1, HessianUpdateStrategy  # noqa: E402

@@ -42,8 +42,8 @@ from jaxinfer.optimize.implicit import implicit_minimum, no_derivative
 from jaxinfer.optimize.constraints import (Bounds, LinearConstraint, NonlinearConstraint,
                                            constraint_any, standardize_constraints)
 from jaxinfer.optimize.hessian_update import is_update_strategy
-from jaxinfer.optimize.result import (OptimizeResult, Status, convention_code,
-                                      register_convention, to_host)
+from jaxinfer.optimize.result import (OptimizeResult, OptimizeWarning, Status,
+                                      convention_code, register_convention, to_host)
 
 
 # canonical name -> accepted spellings (lower case)
@@ -207,8 +207,9 @@ def _to_flat_bound(value, x0_tree, x0_flat, fill, name):
     else:
         flat = jnp.asarray(value, dtype).reshape(-1)
     if flat.shape != (n,):
-        raise ValueError(f"bounds {name} has {flat.shape[0]} entries, expected {n} "
-                         "(one per parameter of x0) or a scalar")
+        raise ValueError("The number of bounds is not compatible with the length of `x0`: "
+                         f"bounds {name} has {flat.shape[0]} entries, expected {n} (one per "
+                         "parameter of x0) or a scalar")
     return flat
 
 
@@ -435,7 +436,11 @@ def minimize(fun: Callable, x0, args=(), method=None, jac=None, hess=None,
     else:
         result = run_compiled(_solve, static, *inputs, progress=progress)
     if not traced:
-        return _host_result(result)
+        result = _host_result(result)
+        if (options or {}).get("disp") and name in ("bfgs", "newton-cg") and not result.success:
+            # scipy's disp=True reports a failed run as an OptimizeWarning (gh-1953)
+            warnings.warn(result.message, OptimizeWarning, stacklevel=2)
+        return result
     if name in _CONSTRAINED:
         return eqx.tree_at(lambda r: r.x, result, no_derivative(
             result.x, "minimize: derivatives of a constrained (SLSQP) solution are not "

@@ -71,7 +71,6 @@ class NewtonCGState(eqx.Module):
     x: jnp.ndarray
     f: jnp.ndarray
     g: jnp.ndarray
-    f_prev: jnp.ndarray     # objective before the last accepted step (first trial step)
     update_l1: jnp.ndarray
     nit: jnp.ndarray
     nfev: jnp.ndarray
@@ -108,8 +107,7 @@ class NewtonCG(AbstractSolver):
 
     def init(self, fn, x0, args) -> NewtonCGState:
         f, g = fn(x0, args)
-        return NewtonCGState(x=x0, f=f, g=g, f_prev=jnp.full_like(f, jnp.inf),
-                             update_l1=jnp.asarray(jnp.inf, x0.dtype),
+        return NewtonCGState(x=x0, f=f, g=g, update_l1=jnp.asarray(jnp.inf, x0.dtype),
                              nit=jnp.zeros((), jnp.int32), nfev=jnp.ones((), jnp.int32),
                              nhev=jnp.zeros((), jnp.int32), ls_failed=jnp.asarray(False))
 
@@ -154,23 +152,28 @@ class NewtonCG(AbstractSolver):
         x, g = state.x, state.g
         dtype = x.dtype
         p, nh = self._cg(self._hvp(fn, x, args), g)
+        # CG stopped before its first step (flat curvature) at a gradient at the rounding
+        # level of f: a zero update, which passes any xtol >= 0 (scipy, gh-20214)
+        eps = jnp.finfo(dtype).eps
+        zero = (jnp.all(p == 0) & all_finite(g)
+                & (jnp.max(jnp.abs(g)) <= eps * jnp.maximum(1.0, jnp.abs(state.f))))
         bad = ~(jnp.vdot(g, p) < 0) | ~all_finite(p)
         p = jnp.where(bad, -g, p)
-        # scipy's first trial step: 1.01 * 2 (f - f_prev) / phi'(0), capped at 1
-        guess = 1.01 * 2.0 * (state.f - state.f_prev) / jnp.vdot(g, p)
-        alpha0 = jnp.where(jnp.isfinite(guess) & (guess > 0), jnp.minimum(1.0, guess), 1.0)
+        # the Newton step first (scipy guesses min(1, 2.02 (f - f_prev) / phi'(0)), which near
+        # the optimum can start, and end, the search at a tiny step that passes xtol)
         ls = wolfe_line_search(lambda z: fn(z, args), x, state.f, g, p,
-                               alpha0.astype(dtype), 1e10, c1=self.c1, c2=self.c2,
+                               jnp.asarray(1.0, dtype), 1e10, c1=self.c1, c2=self.c2,
                                maxls=self.maxls)
         ok = ls.success
         update = ls.x - x
         # A full Newton step already below xtol: converged even if rounding leaves the line
         # search no decrease to find.
         step_l1 = jnp.sum(jnp.abs(p))
-        small = step_l1 <= x.shape[0] * self.xtol
+        small = zero | (step_l1 <= x.shape[0] * self.xtol)
+        step_l1 = jnp.where(zero, 0.0, step_l1)
+        ok = ok & ~zero
         return NewtonCGState(
             x=jnp.where(ok, ls.x, x), f=jnp.where(ok, ls.f, state.f), g=jnp.where(ok, ls.g, g),
-            f_prev=jnp.where(ok, state.f, state.f_prev),
             update_l1=jnp.where(ok, jnp.sum(jnp.abs(update)), jnp.where(small, step_l1, jnp.inf)),
             nit=state.nit + 1, nfev=state.nfev + ls.nfev, nhev=state.nhev + nh,
             ls_failed=(~ok) & (~small))

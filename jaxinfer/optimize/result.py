@@ -12,6 +12,7 @@ import enum
 from typing import Any, NamedTuple, Optional
 
 import equinox as eqx
+from scipy.optimize import OptimizeWarning  # one warning class for scipy users and ours
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -223,9 +224,12 @@ class OptimizeResult(eqx.Module):
         leaves = jax.tree_util.tree_leaves(self)
         if any(isinstance(leaf, jax.core.Tracer) for leaf in leaves):
             return eqx.tree_pformat(self)
-        fields = {"message": self.message, "success": np.asarray(self.success),
-                  "status": np.asarray(self.status), "fun": self.fun, "x": self.x,
-                  "nit": self.nit, "jac": self.jac, "nfev": self.nfev, "njev": self.njev}
+        fields = {"fun": self.fun, "x": self.x, "nit": self.nit, "jac": self.jac,
+                  "nfev": self.nfev, "njev": self.njev}
+        if self._status is not None:
+            fields = {"message": self.message, "success": np.asarray(self.success),
+                      "status": np.asarray(self.status), **fields}
+        fields = {k: v for k, v in fields.items() if v is not None}
         if self.hess_inv is not None:
             fields["hess_inv"] = self.hess_inv
         fields.update(self.extra)
