@@ -280,11 +280,16 @@ class rv_continuous:
 
     freeze = __call__
 
+    def _clip(self, z):
+        """z clipped into the support (infinite ends: the dtype's largest finite value)."""
+        big = float(jnp.finfo(z.dtype).max)
+        return jnp.clip(z, _finite_or(self.a, -big), _finite_or(self.b, big))
+
     def pdf(self, x, *args, **kwds):
         x, loc, scale, shapes, good = self._prepare(x, args, kwds, "pdf")
         z = (x - loc) / scale
         inside = (z >= self.a) & (z <= self.b)
-        zc = jnp.clip(z, _finite_or(self.a, -1e300), _finite_or(self.b, 1e300))
+        zc = self._clip(z)
         out = jnp.where(inside, self._elementwise("_pdf")(zc, *shapes), 0.0) / scale
         return jnp.where(good, out, jnp.nan)
 
@@ -292,14 +297,14 @@ class rv_continuous:
         x, loc, scale, shapes, good = self._prepare(x, args, kwds, "logpdf")
         z = (x - loc) / scale
         inside = (z >= self.a) & (z <= self.b)
-        zc = jnp.clip(z, _finite_or(self.a, -1e300), _finite_or(self.b, 1e300))
+        zc = self._clip(z)
         out = jnp.where(inside, self._elementwise("_logpdf")(zc, *shapes), -jnp.inf)
         return jnp.where(good, out - jnp.log(scale), jnp.nan)
 
     def cdf(self, x, *args, **kwds):
         x, loc, scale, shapes, good = self._prepare(x, args, kwds, "cdf")
         z = (x - loc) / scale
-        zc = jnp.clip(z, _finite_or(self.a, -1e300), _finite_or(self.b, 1e300))
+        zc = self._clip(z)
         out = self._elementwise("_cdf")(zc, *shapes)
         out = jnp.where(z <= self.a, 0.0, jnp.where(z >= self.b, 1.0, out))
         return jnp.where(good, out, jnp.nan)
@@ -307,7 +312,7 @@ class rv_continuous:
     def sf(self, x, *args, **kwds):
         x, loc, scale, shapes, good = self._prepare(x, args, kwds, "sf")
         z = (x - loc) / scale
-        zc = jnp.clip(z, _finite_or(self.a, -1e300), _finite_or(self.b, 1e300))
+        zc = self._clip(z)
         out = self._elementwise("_sf")(zc, *shapes)
         out = jnp.where(z <= self.a, 1.0, jnp.where(z >= self.b, 0.0, out))
         return jnp.where(good, out, jnp.nan)
@@ -330,7 +335,7 @@ class rv_continuous:
         loc, scale, shapes = vals[0], vals[1], list(vals[2:])
         shape = _size(size, jnp.broadcast_shapes(*[jnp.shape(v) for v in vals]))
         k = _key(random_state, key, self._seed)
-        z = self._rvs(k, shape, loc.dtype, *[jnp.broadcast_to(s, shape) for s in shapes])
+        z = self._rvs(k, shape, loc.dtype, *shapes)  # shapes broadcast against `shape`
         good = self._argcheck(*shapes) & (scale > 0)
         return jnp.where(good, loc + scale * z, jnp.nan)
 
