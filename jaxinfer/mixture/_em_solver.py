@@ -46,7 +46,10 @@ class EMState(eqx.Module):
 def _m_step_one(theta, weights, spec, diagnosis, t_index, options):
     res = minimize(_core.component_objective, theta, args=(weights, spec, diagnosis, t_index),
                    method="L-BFGS-B", bounds=(0.0, 1.0), options=options)
-    return res.x, res.nit, res.status
+    # jaxinfer's Status (failures >= 20): ``reason`` where minimize reports scipy's codes
+    # in ``status``
+    reason = getattr(res, "reason", None)
+    return res.x, res.nit, res.status if reason is None else reason
 
 
 def maximize_components(thetas, resp, spec: ModelSpec, data: _core.MixtureData, options: dict):
