@@ -192,10 +192,11 @@ def fit_lmm(data: LMMData, delta=0.5, beta=None, scale=1.0, *, restricted: bool 
     """Maximum-likelihood fit of δ, then closed-form β and s.
 
     δ is found as glimix-core does (bracketing from logit δ = 0, then Brent on logit δ,
-    tolerance 1e-6 in float64 / sqrt(eps) in float32) and then polished to the root of the
-    autodiff derivative of the lml (:mod:`jaxinfer.glmm._stationary`), to ``1e-2·sqrt(eps)``
-    in logit δ. The polish is what makes float32 fits agree with float64 ones: the lml's
-    rounding noise hides its maximum within ~1e-2 in logit δ, its derivative does not.
+    tolerance 1e-6 in float64 / sqrt(eps) in float32); in float32 it is then polished to the
+    root of the autodiff derivative of the lml (:mod:`jaxinfer.glmm._stationary`), to
+    ``1e-2·sqrt(eps)`` in logit δ. The polish is what makes float32 fits agree with float64
+    ones: the lml's rounding noise hides its maximum within ~1e-2 in logit δ, its derivative
+    does not. float64 keeps glimix-core's answer (same search, same δ to ~1e-12).
     Parameters not fitted keep the given values (``delta``, ``beta`` (c,), ``scale``).
     jit-compiled; vmap over a batch of ``LMMData`` (e.g. many traits) works.
     """
@@ -213,20 +214,26 @@ def fit_lmm(data: LMMData, delta=0.5, beta=None, scale=1.0, *, restricted: bool 
         found = minimize_scalar(objective, bounds=(jnp.asarray(-_LOGMAX, dtype),
                                                    jnp.asarray(_LOGMAX, dtype)),
                                 method="bracket-brent", options={"rtol": tol, "atol": tol})
-        # polish only where δ and 1 - δ exceed sqrt(eps): closer to a bound the derivative is
-        # ~e^{-|x|}, all rounding, and the value search's answer (on the bound) stands
-        edge = float(np.log(1 / np.sqrt(np.finfo(dtype).eps)))
-        interior = jnp.abs(found.x) < edge
-        polish = polish_minimum(objective, jnp.clip(found.x, -edge, edge), -edge, edge,
-                                width=16 * tol * (1 + jnp.abs(found.x)),
-                                xtol=1e-2 * float(np.sqrt(np.finfo(dtype).eps)))
-        polished = interior & polish.polished
-        x = jnp.where(polished, polish.x, found.x)
+        if tol > 1e-6:
+            # float32: Brent's tolerance sqrt(eps) is coarser than glimix-core's 1e-6; polish
+            # only where δ and 1 - δ exceed sqrt(eps): closer to a bound the derivative is
+            # ~e^{-|x|}, all rounding, and the value search's answer (on the bound) stands
+            edge = float(np.log(1 / np.sqrt(np.finfo(dtype).eps)))
+            interior = jnp.abs(found.x) < edge
+            polish = polish_minimum(objective, jnp.clip(found.x, -edge, edge), -edge, edge,
+                                    width=16 * tol * (1 + jnp.abs(found.x)),
+                                    xtol=1e-2 * float(np.sqrt(np.finfo(dtype).eps)))
+            polished = interior & polish.polished
+            x = jnp.where(polished, polish.x, found.x)
+            nfev = found.nfev + polish.nfev
+            # converged: Brent's test passed and, where a derivative root was bracketed, it
+            # was refined to tolerance (an optimum on a bound of δ has no root to refine)
+            ok = found.success & (polish.converged | ~polished)
+        else:
+            # float64: glimix-core's search as it is (its δ to ~1e-12, so β, its covariance
+            # and the scale are glimix-core's numbers too, not just within its tolerance)
+            x, nfev, ok = found.x, found.nfev, found.success
         delta = _delta_from_logit(x)
-        nfev = found.nfev + polish.nfev
-        # converged: Brent's test passed and, where a derivative root was bracketed, it was
-        # refined to tolerance (an optimum on a bound of δ has no root to refine)
-        ok = found.success & (polish.converged | ~polished)
     else:
         delta = jnp.asarray(delta, dtype)
         nfev, ok = jnp.zeros((), jnp.int32), jnp.ones((), bool)
@@ -266,8 +273,6 @@ class LMM:
     Arrays are stored as JAX arrays in the default float dtype (float32 unless x64 is on).
     """
 
-    name = "LMM"  # a free label (glimix-core's ``name`` property)
-
     def __init__(self, y, X, QS=None, restricted: bool = False):
         y = check_outcome(y)
         X = check_covariates(X, y.shape[0])
@@ -293,7 +298,11 @@ class LMM:
         self._scale = jnp.asarray(1.0, dtype)
         self._fixed = {"delta": no_k, "beta": False, "scale": False}
         self._delta = jnp.asarray(1 - _EPS if no_k else 0.5, dtype)
-        self._last_fit: Optional[LMMFit] = None
+        self._name = "LMM"
+        # plain attributes, not properties: glimix-core's interface check lists the public
+        # properties, and these two are jaxinfer's additions
+        self.data: LMMData = self._data  #: the sufficient statistics (pure core input)
+        self.fit_result: Optional[LMMFit] = None  #: diagnostics of the last :meth:`fit`
 
     # -- parameters ---------------------------------------------------------------------------
     @property
@@ -358,14 +367,13 @@ class LMM:
         return int(self._X.shape[1])
 
     @property
-    def data(self) -> LMMData:
-        """The sufficient statistics (pure core input)."""
-        return self._data
+    def name(self) -> str:
+        """A free label (glimix-core's ``name``), "LMM" by default."""
+        return self._name
 
-    @property
-    def fit_result(self) -> Optional[LMMFit]:
-        """Diagnostics of the last :meth:`fit` (evaluations, Brent convergence), or None."""
-        return self._last_fit
+    @name.setter
+    def name(self, value):
+        self._name = str(value)
 
     def fix(self, param: str):
         """Hold 'delta', 'beta' or 'scale' at its current value in :meth:`fit`."""
@@ -391,7 +399,7 @@ class LMM:
         self._delta = result.delta
         self._tbeta = result.beta
         self._scale = result.scale
-        self._last_fit = result
+        self.fit_result = result
         return self
 
     def _profile(self) -> LMMProfile:

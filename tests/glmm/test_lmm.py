@@ -47,11 +47,12 @@ def test_seed_documented_numbers():
     assert f"{lmm.lml():.3f}" == "-3.713"
 
 
-def assert_delta_within_glimix_tolerance(ours, theirs):
-    """glimix-core's Brent stops once logit(δ) is within 2·(1e-6·|x| + 1e-6) of the optimum,
-    so its δ is only that accurate; ours is the root of the lml's derivative. Where the lml is
-    flat in δ (δ near 1: curvature ~1e-2 in logit δ), that bound is all that can be asked of
-    δ and of v0 = s(1 - δ), whose relative error is δ times the error in logit δ."""
+def assert_delta_is_glimix(ours, theirs):
+    """In float64 the fit runs glimix-core's own search (bracket, then Brent on logit δ,
+    tolerance 1e-6) without a polish, so it usually stops where glimix-core stops (~1e-12).
+    Where the lml is flat in δ (curvature ~1e-2 in logit δ) rounding differences in the lml
+    can turn a Brent step the other way; both answers are then within Brent's guarantee,
+    logit δ within 2·(1e-6·|x| + 1e-6) of the optimum, which is what is asserted."""
     if min(theirs, 1 - theirs) < 1.5e-8:
         # on a bound of δ the lml is flat to rounding in logit δ: compare δ itself
         np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-9)
@@ -74,13 +75,7 @@ def test_fit_matches_glimix(case, tag):
     assert bool(lmm.fit_result.success) and lmm.fit_result.message.startswith("Converged")
     # the maximum: glimix-core's lml to 1e-9 and never above ours (ours is the exact maximiser)
     np.testing.assert_allclose(lmm.lml(), case[f"{tag}_lml"], rtol=1e-9)
-    assert lmm.lml() >= case[f"{tag}_lml"] - 1e-12 * abs(case[f"{tag}_lml"])
-    assert_delta_within_glimix_tolerance(lmm.delta, case[f"{tag}_delta"])
-    # ours is stationary: d lml / d logit(δ) vanishes to rounding
-    data = lmm.data
-    g = jax.grad(lambda x: lmm_profile(data, jax.nn.sigmoid(x), restricted=restricted).lml)(
-        jnp.asarray(logit(lmm.delta)))
-    assert abs(float(g)) < 1e-8 * abs(lmm.lml())
+    assert_delta_is_glimix(lmm.delta, case[f"{tag}_delta"])
     # the closed forms at glimix-core's δ give glimix-core's scale, v0, v1, beta, covariance
     at = LMM(case["y"], case["X"], case["QS"], restricted=restricted)
     at.delta = float(case[f"{tag}_delta"])
@@ -111,7 +106,7 @@ def test_fix_unfix_matches_glimix(case, tag):
     lmm.unfix("delta")
     lmm.fit()
     np.testing.assert_allclose(lmm.lml(), case[f"{tag}_scalefixed_lml"], rtol=RTOL)
-    assert_delta_within_glimix_tolerance(lmm.delta, case[f"{tag}_scalefixed_delta"])
+    assert_delta_is_glimix(lmm.delta, case[f"{tag}_scalefixed_delta"])
 
 
 def test_beta_fixed_matches_glimix():
@@ -132,7 +127,7 @@ def test_beta_fixed_matches_glimix():
         lmm.fit()
         np.testing.assert_allclose(lmm.beta, beta_true)
         np.testing.assert_allclose(lmm.lml(), ref[f"{tag}_betafixed_lml"], rtol=RTOL)
-        assert_delta_within_glimix_tolerance(lmm.delta, ref[f"{tag}_betafixed_delta"])
+        assert_delta_is_glimix(lmm.delta, ref[f"{tag}_betafixed_delta"])
         np.testing.assert_allclose(lmm.scale, ref[f"{tag}_betafixed_scale"], rtol=1e-5)
 
 
@@ -257,3 +252,19 @@ def test_float32_fit_agrees_with_float64(traits):
     lmm = LMM(Y[0], X, QS)
     lmm.fit()
     np.testing.assert_allclose(lmm.lml(), fit64.lml[0], rtol=1e-12)
+
+
+def test_float64_fit_is_glimix_search_on_ordinary_data():
+    # glimix-core 3.1.14's own test_lmm_beta_covariance (its data and its printed numbers):
+    # the float64 fit is glimix-core's search, so β's covariance is glimix-core's to 1e-6
+    rng = np.random.default_rng(0)
+    n = 30
+    G = rng.normal(size=(n, n + 1))
+    X = rng.normal(size=(n, 2))
+    y = X @ rng.normal(size=2) + G @ rng.normal(size=G.shape[1]) + rng.normal(size=n)
+    y = (y - y.mean()) / y.std()
+    lmm = LMM(y, X, economic_qs_linear(G))
+    lmm.fit()
+    np.testing.assert_allclose(lmm.beta_covariance,
+                               [[0.0016815025, -0.0001486849], [-0.0001486849, 0.0023484078]],
+                               rtol=1e-6)
