@@ -166,9 +166,56 @@ def _ppf_solve_jvp(dist, primals, tangents):
 _ppf_solve.defjvp(_ppf_solve_jvp, symbolic_zeros=True)
 
 
+class _Summaries:
+    """Methods every distribution derives from ``stats`` and ``ppf`` (and freezing)."""
+
+    def __call__(self, *args, **kwds):
+        return rv_frozen(self, *args, **kwds)
+
+    freeze = __call__
+
+    def isf(self, q, *args, **kwds):
+        return self.ppf(1.0 - jnp.asarray(q), *args, **kwds)
+
+    def mean(self, *args, **kwds):
+        return self.stats(*args, moments="m", **kwds)
+
+    def var(self, *args, **kwds):
+        return self.stats(*args, moments="v", **kwds)
+
+    def std(self, *args, **kwds):
+        return jnp.sqrt(self.var(*args, **kwds))
+
+    def median(self, *args, **kwds):
+        return self.ppf(0.5, *args, **kwds)
+
+    def interval(self, confidence, *args, **kwds):
+        c = jnp.asarray(confidence)
+        return (self.ppf((1.0 - c) / 2, *args, **kwds), self.ppf((1.0 + c) / 2, *args, **kwds))
+
+
+def _parse_shapes(names, args, kwds, method, extras):
+    """Split scipy-style ``(*shapes, *extras)`` positional/keyword arguments."""
+    args, kwds = list(args), dict(kwds)
+    shapes = []
+    for name in names:
+        if args:
+            shapes.append(args.pop(0))
+        elif name in kwds:
+            shapes.append(kwds.pop(name))
+        else:
+            raise TypeError(f"{method}() missing the shape parameter {name!r} "
+                            f"(shapes: {', '.join(names) or 'none'})")
+    rest = [args.pop(0) if args else kwds.pop(name, default) for name, default in extras]
+    if args or kwds:
+        raise TypeError(f"{method}() got unexpected arguments {args or ''} "
+                        f"{list(kwds) or ''}".strip())
+    return shapes, rest
+
+
 # ----------------------------------------------------------------------------- continuous
 
-class rv_continuous:
+class rv_continuous(_Summaries):
     """Base of continuous distributions, as scipy's: subclass and define ``_pdf(self, x,
     *shapes)`` (and optionally ``_cdf``, ``_sf``, ``_ppf``, ``_stats``, ``_rvs``,
     ``_argcheck``); instantiate with the support ``a``, ``b``.
@@ -251,21 +298,8 @@ class rv_continuous:
         return functools.partial(_apply, self, name)
 
     def _parse(self, args, kwds, method):
-        args = list(args)
-        shapes = []
-        for name in self.shapes:
-            if args:
-                shapes.append(args.pop(0))
-            elif name in kwds:
-                shapes.append(kwds.pop(name))
-            else:
-                raise TypeError(f"{method}() missing the shape parameter {name!r} "
-                                f"(shapes: {', '.join(self.shapes) or 'none'})")
-        loc = args.pop(0) if args else kwds.pop("loc", 0.0)
-        scale = args.pop(0) if args else kwds.pop("scale", 1.0)
-        if args or kwds:
-            raise TypeError(f"{method}() got unexpected arguments {args or ''} "
-                            f"{list(kwds) or ''}".strip())
+        shapes, (loc, scale) = _parse_shapes(self.shapes, args, kwds, method,
+                                             (("loc", 0.0), ("scale", 1.0)))
         return shapes, loc, scale
 
     def _prepare(self, first, args, kwds, method):
@@ -274,11 +308,6 @@ class rv_continuous:
         first, loc, scale, shapes = vals[0], vals[1], vals[2], list(vals[3:])
         good = self._argcheck(*shapes) & (scale > 0)
         return first, loc, scale, shapes, good
-
-    def __call__(self, *args, **kwds):
-        return rv_frozen(self, *args, **kwds)
-
-    freeze = __call__
 
     def _clip(self, z):
         """z clipped into the support (infinite ends: the dtype's largest finite value)."""
@@ -326,8 +355,6 @@ class rv_continuous:
         ok = good & (q >= 0) & (q <= 1)
         return jnp.where(ok, loc + scale * z, jnp.nan)
 
-    def isf(self, q, *args, **kwds):
-        return self.ppf(1.0 - jnp.asarray(q), *args, **kwds)
 
     def rvs(self, *args, size=None, random_state=None, key=None, **kwds):
         shapes, loc, scale = self._parse(args, kwds, "rvs")
@@ -360,21 +387,6 @@ class rv_continuous:
                                *shapes)
         return tuple(out[..., i] for i in range(4))
 
-    def mean(self, *args, **kwds):
-        return self.stats(*args, moments="m", **kwds)
-
-    def var(self, *args, **kwds):
-        return self.stats(*args, moments="v", **kwds)
-
-    def std(self, *args, **kwds):
-        return jnp.sqrt(self.var(*args, **kwds))
-
-    def median(self, *args, **kwds):
-        return self.ppf(0.5, *args, **kwds)
-
-    def interval(self, confidence, *args, **kwds):
-        c = jnp.asarray(confidence)
-        return (self.ppf((1.0 - c) / 2, *args, **kwds), self.ppf((1.0 + c) / 2, *args, **kwds))
 
     def moment(self, order, *args, **kwds):
         """Non-central moment E[X^order] (order a static int)."""
@@ -526,7 +538,7 @@ def _int_search(pred, lo, hi):
     return jax.lax.while_loop(cond, body, (lo, hi))[1]
 
 
-class binom_gen:
+class binom_gen(_Summaries):
     """Binomial(n, p): ``pmf``, ``logpmf``, ``cdf``, ``sf``, ``ppf``, ``isf``, ``rvs``,
     ``stats``, ``mean``, ``var``, ``std``, ``median``, ``interval``; ``binom(n, p)``
     freezes. Arguments ``(k, n, p, loc=0)``."""
@@ -535,18 +547,8 @@ class binom_gen:
     numargs = 2
 
     def _parse(self, args, kwds, method):
-        args = list(args)
-        shapes = []
-        for name in self.shapes:
-            if args:
-                shapes.append(args.pop(0))
-            elif name in kwds:
-                shapes.append(kwds.pop(name))
-            else:
-                raise TypeError(f"binom.{method}() missing the shape parameter {name!r}")
-        loc = args.pop(0) if args else kwds.pop("loc", 0.0)
-        if args or kwds:
-            raise TypeError(f"binom.{method}() got unexpected arguments")
+        shapes, (loc,) = _parse_shapes(self.shapes, args, kwds, f"binom.{method}",
+                                       (("loc", 0.0),))
         return shapes, loc, None
 
     def _prep(self, first, args, kwds, method):
@@ -554,9 +556,6 @@ class binom_gen:
         first, n, p, loc = _float(first, n, p, loc)
         good = (n >= 0) & (n == jnp.floor(n)) & (p >= 0) & (p <= 1)
         return first - loc, n, p, loc, good
-
-    def __call__(self, *args, **kwds):
-        return rv_frozen(self, *args, **kwds)
 
     def pmf(self, k, *args, **kwds):
         k, n, p, _, good = self._prep(k, args, kwds, "pmf")
@@ -594,8 +593,6 @@ class binom_gen:
         q, n, p, loc = _float(q, n, p, loc)
         return _binom_ppf(q, n, p) + loc
 
-    def isf(self, q, *args, **kwds):
-        return self.ppf(1.0 - jnp.asarray(q), *args, **kwds)
 
     def rvs(self, *args, size=None, random_state=None, key=None, **kwds):
         (n, p), loc, _ = self._parse(args, kwds, "rvs")
@@ -614,21 +611,6 @@ class binom_gen:
         res = tuple(out[c] for c in moments)
         return res[0] if len(res) == 1 else res
 
-    def mean(self, *args, **kwds):
-        return self.stats(*args, moments="m", **kwds)
-
-    def var(self, *args, **kwds):
-        return self.stats(*args, moments="v", **kwds)
-
-    def std(self, *args, **kwds):
-        return jnp.sqrt(self.var(*args, **kwds))
-
-    def median(self, *args, **kwds):
-        return self.ppf(0.5, *args, **kwds)
-
-    def interval(self, confidence, *args, **kwds):
-        c = jnp.asarray(confidence)
-        return (self.ppf((1.0 - c) / 2, *args, **kwds), self.ppf((1.0 + c) / 2, *args, **kwds))
 
     def support(self, *args, **kwds):
         (n, p), loc, _ = self._parse(args, kwds, "support")

@@ -120,3 +120,14 @@ def test_interp1d_bounds_errors_and_gradients():
     gy = jax.grad(lambda y: interp1d(X, y, kind="cubic")(xq))(jnp.sin(X))
     basis = [float(si.interp1d(X, np.eye(9)[i], kind="cubic")(xq)) for i in range(9)]
     np.testing.assert_allclose(np.asarray(gy), basis, rtol=1e-10, atol=1e-13)
+
+
+def test_submodules_mirror_scipy_and_optimize_is_jaxinfer_optimize():
+    import jaxinfer.optimize
+    import jaxinfer.scipy as jsc
+
+    assert jsc.optimize.minimize is jaxinfer.optimize.minimize
+    assert jsc.optimize.curve_fit is jaxinfer.optimize.curve_fit
+    assert jsc.integrate.quad is not None and jsc.stats.beta is not None
+    with pytest.raises(AttributeError, match="linalg"):
+        jsc.linalg
