@@ -33,6 +33,7 @@ from jaxinfer.glmm._module import (
     SumModule,
     ParametricModule,
     as_float_array,
+    call_method,
     format_array,
     format_scalar,
     jacobian_dict,
@@ -279,6 +280,11 @@ class Kron2SumCovModule(ParametricModule):
                 "C1.Lu": jax.jacfwd(with_C1)(self.C1.Lu)}
 
 
+@eqx.filter_jit
+def _logdet_gradient(params, static):
+    return jax.grad(lambda p: eqx.combine(p, static).logdet())(params)
+
+
 def _dense_logdet(K):
     chol = jnp.linalg.cholesky(K)
     return 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol)))
@@ -314,7 +320,7 @@ class _ScaledCov(Facade):
 
     def logdet(self):
         """log|K|."""
-        return self.module.logdet()
+        return float(call_method(self.module, "logdet"))
 
     def _body(self):
         return [f"scale: {format_scalar(self.scale)}"]
@@ -344,6 +350,10 @@ class GivenCov(_ScaledCov):
         K0 = as_float_array(K0, "K0", ndim=2)
         if K0.shape[0] != K0.shape[1]:
             raise ValueError(f"K0 must be square; got shape {K0.shape}.")
+        asym = float(jnp.max(jnp.abs(K0 - K0.T)))
+        if not asym < np.sqrt(np.finfo(np.float64).eps):  # numpy-sugar's check_symmetry
+            raise ValueError(f"The provided covariance-matrix is not symmetric: max |K0 - K0ᵀ| "
+                             f"= {asym:.3g}, expected below sqrt(eps) = 1.49e-08.")
         self._module = GivenCovModule(logscale=jnp.zeros((), K0.dtype), K0=K0)
 
     def _header(self):
@@ -415,11 +425,11 @@ class FreeFormCov(Facade):
 
     def logdet(self):
         """log|K|."""
-        return self.module.logdet()
+        return float(call_method(self.module, "logdet"))
 
     def eigh(self):
         """(S ascending, U) of K."""
-        return self.module.eigh()
+        return call_method(self.module, "eigh")
 
     def fix(self):
         """Hold L fixed."""
@@ -504,7 +514,7 @@ class SumCov(SumFacade):
 
     def logdet(self):
         """log|K|."""
-        return self.module.logdet()
+        return float(call_method(self.module, "logdet"))
 
 
 class Kron2SumCov(Facade):
@@ -555,11 +565,11 @@ class Kron2SumCov(Facade):
 
     def logdet(self):
         """log|K| = n·log|C₁| + Σ log(Sₕ⊗Sₓ + 1)."""
-        return self.module.logdet()
+        return float(call_method(self.module, "logdet"))
 
     def solve(self, v):
         """K⁻¹v."""
-        return self.module.solve(jnp.asarray(v))
+        return np.array(call_method(self.module, "solve", jnp.asarray(v)))
 
     # glimix-core's factorisation K = L⁻¹(Sₕ⊗Sₓ + I)L⁻ᵀ, L = Lₕ⊗Lₓ, as dense numpy helpers
 
@@ -581,7 +591,7 @@ class Kron2SumCov(Facade):
     def logdet_gradient(self) -> dict:
         """∂log|K| over 'C0.Lu' and 'C1.Lu' (autodiff)."""
         params, static = eqx.partition(self.module, parameter_mask(self.module))
-        g = jax.grad(lambda p: eqx.combine(p, static).logdet())(params)
+        g = _logdet_gradient(params, static)
         return {"C0.Lu": np.array(g.C0.Lu), "C1.Lu": np.array(g.C1.Lu)}
 
     def gradient_dot(self, v) -> dict:

@@ -113,6 +113,11 @@ def _flat_free(params: GLMMParams, free: Tuple[bool, bool, bool]):
     return jnp.concatenate(parts)
 
 
+def _free_objective(x, objective, params: GLMMParams, free, data):
+    """``objective`` at the free variables ``x`` (the others from ``params``)."""
+    return objective(_unflat_free(x, params, free), data)
+
+
 def _unflat_free(x, params: GLMMParams, free):
     values = {}
     offset = 0
@@ -382,8 +387,8 @@ class _GLMMBase:
         free = self._free()
         params = self._params
         x0 = _flat_free(params, free)
-        return finite_difference_error(
-            jax.jit(lambda x: objective(_unflat_free(x, params, free), data)), x0, step)
+        return finite_difference_error(_free_objective, x0, objective, params, free, data,
+                                       step=step)
 
     @staticmethod
     def _internal(var_name):

@@ -29,7 +29,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from jaxinfer.glmm._checks import FACTR_EPS, require_float64
-from jaxinfer.glmm._module import parameter_bounds, parameter_mask
+from jaxinfer.glmm._module import finite_difference_error, parameter_bounds, parameter_mask
 from jaxinfer.glmm.ep import EPOptions, EPResult, EPSites, expectation_propagation_lml
 from jaxinfer.glmm.lik import Likelihood, get_likelihood
 
@@ -106,6 +106,10 @@ def _fit(objective, params, static, data, lower, upper, factr, pgtol):
     return unravel(result.x), result
 
 
+def _objective_at(params, objective, static, data):
+    return objective(params, static, data)
+
+
 class _GPBase:
     """Shared facade machinery: the (mean, cov) cores, their free parameters and bounds."""
 
@@ -142,6 +146,14 @@ class _GPBase:
     def gradient(self):
         """Gradient of the lml as a pytree ``(mean_core, cov_core)`` of the free parameters."""
         return self._evaluate()[1]
+
+    def _check_grad(self, step: float = 1.49e-08) -> float:
+        """glimix-core's check: ‖forward differences of the lml over the free parameters of
+        the mean and covariance − the autodiff gradient‖ (≈ 0 when right)."""
+        self._evaluate()  # warm EP sites (ExpFamGP) for the shifted evaluations
+        params, static = self._split()
+        return finite_difference_error(_objective_at, params, self._objective, static,
+                                       self._data(), step=step)
 
     def _run_fit(self, factr, pgtol):
         params, static = self._split()

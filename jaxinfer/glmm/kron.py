@@ -31,6 +31,7 @@ keeps C₀ at rank 1 under any gradient method.
 
 from __future__ import annotations
 
+import warnings
 from functools import partial
 from typing import NamedTuple, Optional
 
@@ -213,6 +214,15 @@ class Kron2Sum:
             raise ValueError(f"rank must be between 1 and the number of traits {p}; got {rank}.")
         if np.linalg.matrix_rank(np.kron(A, X)) < A.shape[1] * X.shape[1]:
             raise ValueError("A ⊗ X must have full column rank (check X and A for collinearity).")
+        yrank = int(np.linalg.matrix_rank(Y))
+        if yrank < p:
+            warnings.warn(f"Y is not full column rank: rank(Y)={yrank} < {p} traits. "
+                          "Convergence might be problematic.", UserWarning, stacklevel=2)
+        nparams = A.shape[1] * X.shape[1] + p * rank + p * (p + 1) // 2
+        if nparams > Y.size:
+            warnings.warn(f"The number of parameters ({nparams}: B, C₀, C₁) is larger than "
+                          f"the outcome size ({Y.size}). Convergence is expected to be "
+                          "problematic.", UserWarning, stacklevel=2)
         self._G_norm = float(max(G.min(), G.max()))
         if self._G_norm == 0:
             raise ValueError("G is all zeros.")
@@ -228,17 +238,17 @@ class Kron2Sum:
         self._cov.C0.L = np.tril(np.ones((p, rank)))
         self._restricted = bool(restricted)
         self._data = jax.jit(kron_statistics)(self._Y, self._A, self._X, Gn)
-        self._result = None
+        self._name = "Kron2Sum"
+        # plain attributes, not properties: glimix-core's interface check lists the public
+        # properties, and these are jaxinfer's additions
+        self.cov = self._cov  #: the covariance facade (G divided by g = max(min G, max G))
+        self.data = self._data  #: pure-core precomputations (rotated by G's singular vectors)
+        self.fit_result = None  #: the OptimizeResult of the last :meth:`fit`
 
     # -- state ----------------------------------------------------------------------------------
     def _evaluate(self):
         core = self._cov.module
         return kron2sum_lml(self._data, core.C0.value(), core.C1.value(), self._restricted)
-
-    @property
-    def cov(self) -> Kron2SumCov:
-        """The covariance facade (internal, with G divided by g = max(min G, max G))."""
-        return self._cov
 
     @property
     def C0(self):
@@ -291,14 +301,13 @@ class Kron2Sum:
         return int(self._X.shape[1])
 
     @property
-    def data(self) -> KronData:
-        """Pure-core precomputations (rotated by G's singular vectors, G normalised)."""
-        return self._data
+    def name(self) -> str:
+        """A free label (glimix-core's ``name``), "Kron2Sum" by default."""
+        return self._name
 
-    @property
-    def fit_result(self):
-        """The OptimizeResult of the last :meth:`fit` (None before)."""
-        return self._result
+    @name.setter
+    def name(self, value):
+        self._name = str(value)
 
     def mean(self):
         """(A ⊗ X)vec(B) (n·p,)."""
@@ -315,20 +324,13 @@ class Kron2Sum:
     def value(self) -> float:
         return self.lml()
 
-    name = "Kron2Sum"  # a free label (glimix-core's ``name`` property)
-
     def _check_grad(self, step: float = 1e-07) -> float:
         """glimix-core's check: ‖forward differences of the lml over C₀'s and C₁'s free
         parameters − the autodiff gradient‖ (≈ 0 when right)."""
         core = self._cov.module
         params, static = eqx.partition(core, parameter_mask(core))
-        flat, unravel = ravel_pytree(params)
-
-        def lml_of(x):
-            m = eqx.combine(unravel(x), static)
-            return kron2sum_lml(self._data, m.C0.value(), m.C1.value(), self._restricted)[0]
-
-        return finite_difference_error(jax.jit(lml_of), flat, step)
+        return finite_difference_error(_negative_lml, params, static, self._data,
+                                       self._restricted, step=step)
 
     def gradient(self) -> dict:
         """{'C0.Lu', 'C1.Lu'}: derivatives of lml over the parameters (autodiff)."""
@@ -352,7 +354,7 @@ class Kron2Sum:
         result = _fit_kron_jit(params, static, self._data, lower, upper, self._restricted,
                                maxiter, gtol, ftol)
         self._cov.module = eqx.combine(result.x, static)
-        self._result = result
+        self.fit_result = result
         return result
 
     def get_fast_scanner(self) -> "KronFastScanner":

@@ -237,11 +237,15 @@ class KronMean(Facade):
 
     @B.setter
     def B(self, value):
+        # glimix-core stores vec(B) (column-major) of whatever shape it is given, so a (p, c)
+        # array is accepted too; only the number of entries must match c·p.
         B = np.asarray(value, dtype=float)
-        shape = (self.module.X.shape[1], self.module.A.shape[1])
-        if B.shape != shape:
-            raise ValueError(f"KronMean.B must have shape {shape}; got {B.shape}.")
-        self._set_param("vecB", vec(B))
+        size = self.module.X.shape[1] * self.module.A.shape[1]
+        if B.size != size:
+            raise ValueError(f"KronMean.B must have c·p = {size} entries (shape "
+                             f"{(self.module.X.shape[1], self.module.A.shape[1])}); "
+                             f"got shape {B.shape}.")
+        self._set_param("vecB", np.reshape(B, -1, order="F"))
 
     @property
     def nparams(self) -> int:

@@ -121,13 +121,13 @@ def test_kron2sum_value_logdet_solve_against_dense(kron_cov):
 
 def test_logdet_gradient_matches_finite_differences(kron_cov):
     core = kron_cov.module
-    f = lambda Lu: eqx.tree_at(lambda t: t.C1.Lu, core, Lu).logdet()
+    f = jax.jit(lambda Lu: eqx.tree_at(lambda t: t.C1.Lu, core, Lu).logdet())
     x = core.C1.Lu
-    g = jax.grad(f)(x)
+    g = jax.jit(jax.grad(f))(x)
     h = 1e-6
-    for k in range(x.shape[0]):
-        e = jnp.zeros_like(x).at[k].set(h)
-        np.testing.assert_allclose(g[k], (f(x + e) - f(x - e)) / (2 * h), rtol=1e-6, atol=1e-8)
+    shifts = h * jnp.eye(x.shape[0], dtype=x.dtype)
+    central = (jax.vmap(f)(x + shifts) - jax.vmap(f)(x - shifts)) / (2 * h)
+    np.testing.assert_allclose(g, central, rtol=1e-6, atol=1e-8)
     # trace identity ∂log|K| = tr(K⁻¹∂K)
     K = np.asarray(core.value())
     dK = np.asarray(core.gradient()["C1.Lu"])

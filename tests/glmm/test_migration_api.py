@@ -12,13 +12,13 @@ from jaxinfer.glmm._module import finite_difference_error
 
 def test_finite_difference_error_is_the_forward_difference_bias():
     # f(x) = x², forward difference (f(1+h) - f(1))/h = 2 + h, exact derivative 2: error h
-    assert finite_difference_error(lambda x: x[0] ** 2, jnp.ones(1), 1e-3) == pytest.approx(
+    assert finite_difference_error(lambda x: x[0] ** 2, jnp.ones(1), step=1e-3) == pytest.approx(
         1e-3, rel=1e-6)
     # two parameters, vector output: errors add in quadrature (h and 3h² ... from x1³)
     f = lambda x: jnp.stack([x[0] ** 2, x[1] ** 3])
     h = 1e-3
     expected = np.hypot(h, 3 * h + h * h)  # (1+h)³ - 1 = 3h + 3h² + h³, /h - 3
-    assert finite_difference_error(f, jnp.ones(2), h) == pytest.approx(expected, rel=1e-6)
+    assert finite_difference_error(f, jnp.ones(2), step=h) == pytest.approx(expected, rel=1e-6)
 
 
 def test_facades_return_writable_numpy_and_pass_check_grad():
@@ -105,3 +105,64 @@ def test_kron2sumcov_factorisation_helpers():
     v = np.arange(6.0)
     np.testing.assert_allclose(cov.gradient_dot(v)["C0.Lu"],
                                np.einsum("abi,b->ai", cov.gradient()["C0.Lu"], v), rtol=1e-12)
+
+
+def _public(cls, kind):
+    names = [a for a in dir(cls) if not a.startswith("_")]
+    if kind == "property":
+        return {a for a in names if isinstance(getattr(cls, a), property)}
+    return {a for a in names if callable(getattr(cls, a))}
+
+
+def test_public_interface_is_glimix_cores():
+    # glimix-core's assert_interface lists exactly these; jaxinfer's extras (fit_result, data,
+    # cov, null) are plain instance attributes, not class properties
+    from jaxinfer.glmm import FastScanner, Kron2Sum, KronFastScanner
+
+    assert _public(LMM, "callable") == {"covariance", "fit", "fix", "get_fast_scanner",
+                                        "gradient", "lml", "mean", "unfix", "value"}
+    assert _public(LMM, "property") == {"X", "beta", "beta_covariance", "delta", "name",
+                                        "ncovariates", "nsamples", "scale", "v0", "v1"}
+    assert _public(Kron2Sum, "property") == {"A", "B", "C0", "C1", "M", "X", "beta",
+                                             "beta_covariance", "name", "ncovariates",
+                                             "nsamples", "ntraits"}
+    assert _public(FastScanner, "property") == {"null_beta", "null_beta_covariance",
+                                                "null_scale", "null_beta_se"}
+    assert _public(KronFastScanner, "property") == _public(FastScanner, "property")
+
+
+def test_givencov_refuses_a_non_symmetric_matrix():
+    from jaxinfer.glmm import GivenCov
+
+    K = np.array([[2.0, 0.5], [0.4, 1.0]])
+    with pytest.raises(ValueError, match="not symmetric"):
+        GivenCov(K)
+    # asymmetry below sqrt(eps) (numpy-sugar's check_symmetry) is accepted
+    K = np.array([[2.0, 0.5], [0.5 + 1e-10, 1.0]])
+    np.testing.assert_allclose(GivenCov(K).value(), K)
+
+
+def test_kronmean_takes_any_shape_holding_vec_b():
+    from jaxinfer.glmm import KronMean
+
+    rng = np.random.default_rng(0)
+    A, X = rng.normal(size=(2, 2)), rng.normal(size=(4, 3))
+    B = rng.normal(size=(2, 3))  # (p, c), as glimix-core's own test passes it
+    mean = KronMean(A, X)
+    mean.B = B
+    np.testing.assert_allclose(mean.value(), np.kron(A, X) @ B.ravel(order="F"), rtol=1e-12)
+    with pytest.raises(ValueError, match="6 entries"):
+        mean.B = np.ones(5)
+
+
+def test_kron2sum_warns_like_glimix():
+    from jaxinfer.glmm import Kron2Sum
+
+    rng = np.random.default_rng(2)
+    Y, F, G = rng.normal(size=(2, 3)), rng.normal(size=(2, 2)), rng.normal(size=(2, 4))
+    A = rng.normal(size=(3, 3))
+    with pytest.warns(UserWarning) as record:
+        Kron2Sum(Y, A @ A.T, F, G)
+    messages = " ".join(str(w.message) for w in record)
+    assert "rank(Y)=2" in messages  # 2 samples, 3 traits
+    assert "(15: B, C₀, C₁) is larger than the outcome size (6)" in messages  # 6 + 3 + 6
