@@ -183,8 +183,10 @@ def main():
                                  first=o["first"], warm=o["warm"],
                                  burn_converged=o["burn_converged"],
                                  finish_converged=o["finish_converged"], psf=o["psf"])
-        print(name, "jaxinfer", json.dumps(entry["jaxinfer"], default=float), flush=True)
+        print(name, "jaxinfer", json.dumps(entry, default=float), flush=True)
         results["cases"][name] = entry
+        partial = Path(args.out).with_suffix(".partial.json")   # ours so far, in case of a kill
+        partial.write_text(json.dumps(results, indent=2, default=float))
     results["settings"]["load_average_ours_done"] = os.getloadavg()
     if peri_thread is not None:
         peri_thread.join()
