@@ -11,7 +11,11 @@ under ``vmap``:
   ``rcond·λ_max`` dropped): a zero candidate gets effect 0, a duplicated column shares the
   effect equally, the likelihood stays finite;
 * :func:`ridge_inverse_diagonal` — ``diag((A + ridge·I)⁻¹)``: a direction the data cannot
-  identify gets a huge (``~1/ridge``) variance rather than 0 or NaN.
+  identify gets a huge (``~1/ridge``) variance rather than 0 or NaN;
+* :func:`two_by_two_inverse_diagonal` — glimix-core's rule for the 2×2 systems of a
+  one-covariate ``fast_scan`` (its ``hinv``): the inverse when the condition number is at most
+  1e7, else the pseudo-inverse (singular values below 1e-15 of the largest dropped), so a zero
+  candidate gets standard error 0 and a copy of the intercept shares it.
 """
 
 from __future__ import annotations
@@ -53,3 +57,20 @@ def ridge_inverse_diagonal(A):
     lam, V = jnp.linalg.eigh(A)
     lam = lam + ridge(A.dtype, jnp.max(jnp.abs(lam)))
     return jnp.sum(V * V / lam[None, :], axis=1)
+
+
+def two_by_two_inverse_diagonal(A):
+    """diag(A⁻¹) for symmetric PSD A (2, 2) by glimix-core's ``hinv`` rule: the inverse when
+    cond(A) ≤ 1e7, else the pseudo-inverse with cut-off 1e-15·λ_max (float32: 1/(100·eps) and
+    100·eps, the float64 values being below its rounding)."""
+    f64 = np.dtype(A.dtype) == np.float64
+    max_cond = 1e7 if f64 else 1.0 / (100 * float(np.finfo(A.dtype).eps))
+    cutoff = 1e-15 if f64 else 100 * float(np.finfo(A.dtype).eps)
+    lam, V = jnp.linalg.eigh(A)
+    size = jnp.abs(lam)
+    top = jnp.max(size)
+    ill = top > max_cond * jnp.min(size)
+    keep = jnp.where(ill, size > cutoff * top, True) & (size > 0)
+    inv = jnp.where(keep, 1.0 / jnp.where(keep, lam, 1.0), 0.0)
+    return jnp.sum(V * V * inv[None, :], axis=1)
+

@@ -8,8 +8,9 @@ s = (y - Eb)ᵀB(y - Eb)/n (maximum likelihood, never restricted) and
 lml = ½(-n·log 2π - n - Σlog D₀ - (n - r)·log v - n·log s), D₀ = S₀ + v, logs clipped at
 sqrt(eps) as glimix-core. Standard errors are sqrt(s·diag((EᵀBE)⁻¹)). A singular EᵀBE (a zero, constant or duplicated
 candidate) is solved by minimum-norm least squares and its standard errors come from
-(EᵀBE + 10⁻¹²I)⁻¹, as glimix-core (:mod:`jaxinfer.glmm._lstsq`); such candidates are flagged
-``degenerate``.
+(EᵀBE + 10⁻¹²I)⁻¹, as glimix-core (:mod:`jaxinfer.glmm._lstsq`), except in ``fast_scan``
+with one covariate, where glimix-core's 2×2 pseudo-inverse rule gives them (0 for a zero
+candidate); such candidates are flagged ``degenerate``.
 
 Difference from glimix-core 3.1.14: its ``fast_scan`` with more than one covariate omits the
 factor s inside the standard errors (``scan`` and the one-covariate path include it); jaxinfer
@@ -32,7 +33,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxinfer.glmm._checks import as_numpy_float, check_covariates, check_outcome, check_qs
-from jaxinfer.glmm._lstsq import min_norm_solve, ridge_inverse_diagonal
+from jaxinfer.glmm._lstsq import (min_norm_solve, ridge_inverse_diagonal,
+                                  two_by_two_inverse_diagonal)
 
 __all__ = ["FastScanner", "ScanNull", "scan_statistics", "scan_columns", "scan_set"]
 
@@ -106,8 +108,9 @@ def _products(null: ScanNull, M):
     return yTBM, XTBM, QtM, WM
 
 
-def _solve_candidate(null: ScanNull, yTBM, XTBM, MTBM, n):
-    """Effect sizes, SEs, scale and lml for one candidate set (k columns)."""
+def _solve_candidate(null: ScanNull, yTBM, XTBM, MTBM, n, two_by_two: bool = False):
+    """Effect sizes, SEs, scale and lml for one candidate set (k columns). ``two_by_two``:
+    standard errors by glimix-core's 2×2 rule (its one-covariate ``fast_scan``)."""
     c = null.XTBX.shape[0]
     k = yTBM.shape[0]
     left = jnp.block([[null.XTBX, XTBM], [XTBM.T, MTBM]])
@@ -121,7 +124,8 @@ def _solve_candidate(null: ScanNull, yTBM, XTBM, MTBM, n):
     bstar = jnp.maximum(bstar, _TINY)
     scale = bstar / n
     lml = (null.static_lml - n * _safe_log(scale)) / 2
-    se = jnp.sqrt(scale * ridge_inverse_diagonal(left))
+    inverse_diagonal = two_by_two_inverse_diagonal if two_by_two else ridge_inverse_diagonal
+    se = jnp.sqrt(scale * inverse_diagonal(left))
     return dict(lml=lml, effsizes0=beta, effsizes0_se=se[:c], effsizes1=alpha,
                 effsizes1_se=se[c:], scale=scale, degenerate=deficient)
 
@@ -138,7 +142,8 @@ def scan_columns(null: ScanNull, M):
         dMTBM = dMTBM + (jnp.sum(M * M, axis=0) - jnp.sum(QtM * QtM, axis=0)) * null.inv_v
 
     def one(ytbm, xtbm, mtbm):
-        out = _solve_candidate(null, ytbm[None], xtbm[:, None], mtbm[None, None], n)
+        out = _solve_candidate(null, ytbm[None], xtbm[:, None], mtbm[None, None], n,
+                               two_by_two=null.XTBX.shape[0] == 1)
         out["effsizes1"] = out["effsizes1"][0]
         out["effsizes1_se"] = out["effsizes1_se"][0]
         return out
@@ -187,6 +192,8 @@ class FastScanner:
         if v < 0:
             raise ValueError(f"v (residual variance) must be non-negative; got {v}.")
         self._null = jax.jit(scan_statistics)(y, X, Q0, S0, v)
+        self.null: ScanNull = self._null  #: the pure-core null statistics (a plain attribute:
+        # glimix-core's interface check lists the public properties)
         self._n, self._c = X.shape
         self._r = Q0.shape[1]
         self._batch_size = batch_size
@@ -228,11 +235,6 @@ class FastScanner:
     def null_scale(self) -> float:
         """s of the null model (maximum likelihood)."""
         return float(self._null_fit()["scale"])
-
-    @property
-    def null(self) -> ScanNull:
-        """The pure-core null statistics."""
-        return self._null
 
     # -- scans --------------------------------------------------------------------------------
     def _block_size(self, k: int) -> int:
