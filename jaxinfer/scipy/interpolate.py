@@ -129,6 +129,12 @@ class interp1d(eqx.Module):
             if hi > float(x[-1]):
                 raise ValueError(f"A value ({hi}) in x_new is above the interpolation range's "
                                  f"maximum value ({float(x[-1])}).")
+        return self._evaluate(x_new)
+
+    @eqx.filter_jit
+    def _evaluate(self, x_new):
+        """The interpolant at x_new (one compiled program per interpolant layout and shape)."""
+        x, y, n = self.x, self._y, self.x.shape[0]
         xf = x_new.reshape(-1)
         if self.kind in ("linear", "cubic"):
             i = jnp.clip(jnp.searchsorted(x, xf, side="left") - 1, 0, n - 2)
