@@ -298,3 +298,15 @@ def test_fmin_wrappers_match_scipy():
         assert_allclose(fn(X0), ref_fn(X0), rtol=1e-14)
     assert_allclose(jo.rosen_hess_prod(X0, X0[::-1]), so.rosen_hess_prod(X0, X0[::-1]),
                     rtol=1e-14)
+
+
+def test_lbfgsb_iterates_follow_scipys_cauchy_point_under_active_bounds():
+    """With bounds active from the first step, the generalised Cauchy point and subspace
+    minimisation give scipy's iterates (until the runs' stopping rules differ)."""
+    bounds = so.Bounds([-1.0, 1.5, 0, 0, 0], [0.5, 3.0, 2.0, 2.0, 2.0])
+    ours, ref = [], []
+    minimize(rosen, X0, method="L-BFGS-B", bounds=bounds, callback=ours.append)
+    so.minimize(so.rosen, X0, jac=so.rosen_der, method="L-BFGS-B", bounds=bounds,
+                callback=lambda xk: ref.append(np.copy(xk)))
+    assert_allclose(np.array(ours[:6]), np.array(ref[:6]), rtol=1e-9)
+    assert ours[0][0] == 0.5 and ours[0][1] == 1.5  # on the bounds, as scipy's
