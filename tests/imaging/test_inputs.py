@@ -1,5 +1,6 @@
 """Images in (arrays, .npy, TIFF) and bad input refused with clear errors, before any tracing."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -48,7 +49,10 @@ def test_unknown_parameter_name_refused():
 
 def test_two_d_image_is_one_slice():
     st = states.ImageState(np.zeros((16, 16)), components(pos=((0.0, 8.0, 8.0),)), pad=3)
-    assert st.model.shape == (1, 16, 16)
+    assert st.data.shape == (1, 16, 16)
+    # the render's shape, traced but not compiled (test_model_vs_peri renders a 2-D case)
+    from jaxinfer.imaging.model import render
+    assert jax.eval_shape(lambda p: render(st.image_model, p), st.param_tree).shape == (1, 16, 16)
 
 
 def test_npy_and_tiff_load_like_peri(tmp_path):
