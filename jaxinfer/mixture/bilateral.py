@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from jaxinfer.mixture import _hmm
-from jaxinfer.mixture.lymph import MAP_T_COL, Unilateral, _check_probability
+from jaxinfer.mixture.lymph import MAP_T_COL, Unilateral
 
 
 def bilateral_likelihoods(theta_ipsi, theta_contra, spec: _hmm.ModelSpec, diag_ipsi,
@@ -71,19 +71,6 @@ def _split(kwargs: Mapping):
     ipsi = {**shared, **{k[5:]: v for k, v in kwargs.items() if k.startswith("ipsi_")}}
     contra = {**shared, **{k[7:]: v for k, v in kwargs.items() if k.startswith("contra_")}}
     return ipsi, contra
-
-
-def _set_edges(side: Unilateral, names, args, kwargs) -> tuple:
-    new = OrderedDict(side._spread)
-    for name in names:
-        if args:
-            new[name], args = args[0], args[1:]
-        if "spread" in kwargs:
-            new[name] = kwargs["spread"]
-        if f"{name}_spread" in kwargs:
-            new[name] = kwargs[f"{name}_spread"]
-    side._spread = OrderedDict((n, _check_probability(f"{n}_spread", v)) for n, v in new.items())
-    return args
 
 
 class Bilateral:
@@ -199,16 +186,16 @@ class Bilateral:
         sym_t, sym_l = self.is_symmetric["tumor_spread"], self.is_symmetric["lnl_spread"]
         if not sym_t and not sym_l:
             both = groups["tumor_spread"] + groups["lnl_spread"]
-            args = _set_edges(self.ipsi, both, args, kw_i)
-            args = _set_edges(self.contra, both, args, kw_c)
+            args = self.ipsi._set_edges(both, args, kw_i)
+            args = self.contra._set_edges(both, args, kw_c)
         else:
             for group in ("tumor_spread", "lnl_spread"):
-                args = _set_edges(self.ipsi, groups[group], args, kw_i)
+                args = self.ipsi._set_edges(groups[group], args, kw_i)
                 if self.is_symmetric[group]:
                     for name in groups[group]:
                         self.contra._spread[name] = self.ipsi._spread[name]
                 else:
-                    args = _set_edges(self.contra, groups[group], args, kw_c)
+                    args = self.contra._set_edges(groups[group], args, kw_c)
         shared = {k: v for k, v in kwargs.items() if not k.startswith(("ipsi_", "contra_"))}
         args = self.ipsi.set_distribution_params(*args, **shared)
         for t, d in self.ipsi._distributions.items():

@@ -284,8 +284,13 @@ class Unilateral:
         return params if as_dict else list(params.values())
 
     def set_spread_params(self, *args, **kwargs) -> tuple:
+        return self._set_edges(tuple(self._spread), args, kwargs)
+
+    def _set_edges(self, names, args, kwargs) -> tuple:
+        """Set the spread of the edges ``names`` (positionally, then ``spread`` for all,
+        then ``{edge}_spread``); all values checked before any is changed."""
         new = OrderedDict(self._spread)
-        for name in new:
+        for name in names:
             if args:
                 new[name] = args[0]
                 args = args[1:]
