@@ -14,7 +14,7 @@ never differentiated. The derivative with respect to ``p0`` is zero.
 from __future__ import annotations
 
 import inspect
-import numbers
+import warnings
 from typing import Any, Callable, NamedTuple, Optional
 
 import jax
@@ -22,11 +22,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from scipy.optimize import OptimizeWarning
+
 from jaxinfer.optimize._compile import callback_key, is_traced, run_compiled
 from jaxinfer.optimize.implicit import implicit_minimum
-from jaxinfer.optimize.least_squares import least_squares
+from jaxinfer.optimize.least_squares import _SCIPY_TABLE, levenberg_marquardt
+from jaxinfer.optimize.losses import check_loss, rho, robust_residuals, scale_for_loss
+from jaxinfer.optimize.result import Status
 
-__all__ = ["curve_fit"]
+__all__ = ["curve_fit", "OptimizeWarning"]
 
 
 #: Options curve_fit passes to least_squares unless overridden: geodesic acceleration and
@@ -37,19 +41,6 @@ CURVE_FIT_DEFAULTS = {"use_accel": True, "max_damping_retries": 40, "max_iter": 
 _REFUSED = {"mask": "curve_fit does not take mask: fix parameters inside f instead",
             "weights": "curve_fit takes sigma, not weights",
             "args": "curve_fit passes xdata to f; put extra data in xdata (any pytree)"}
-
-
-def _n_params_from_signature(f):
-    try:
-        sig = inspect.signature(f)
-    except (TypeError, ValueError) as err:
-        raise ValueError("cannot infer the number of parameters of f; pass p0") from err
-    params = list(sig.parameters.values())
-    if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
-        raise ValueError("f takes *args; pass p0 to say how many parameters it has")
-    if len(params) < 2:
-        raise ValueError("f must be called as f(xdata, p1, p2, ...) with at least one parameter")
-    return len(params) - 1
 
 
 _DYNAMIC = object()  # placeholder in the static key for an xdata leaf passed as an array
@@ -64,13 +55,6 @@ def _as_host_array(a):
     return a if isinstance(a, (jax.core.Tracer, np.ndarray)) else np.asarray(a)
 
 
-def _check_finite(name, a):
-    if not isinstance(a, jax.core.Tracer):
-        host = np.asarray(a)
-        if np.issubdtype(host.dtype, np.number) and not np.all(np.isfinite(host)):
-            raise ValueError(f"{name} contains NaN or inf")
-
-
 class _FitStatic(NamedTuple):
     """Everything about a curve_fit call that is not an array: the compile-cache key."""
 
@@ -81,125 +65,168 @@ class _FitStatic(NamedTuple):
     sigma_kind: str          # 'none' | '1d' | '2d'
     absolute_sigma: bool
     bounded: bool
+    method: str              # 'lm' | 'trf' | 'dogbox' (pcov rule, ier convention)
+    full_output: bool        # also fjac / ipvt / qtf
     options: tuple           # sorted (name, value) pairs for least_squares
     callback: Any            # PROGRESS_SINK / the traced user callback / None
     differentiable: bool     # inside a user's transformation: attach implicit derivatives
 
 
-def curve_fit(f: Callable, xdata, ydata, p0=None, sigma=None, absolute_sigma: bool = False,
-              bounds=(-np.inf, np.inf), jac: Optional[Callable] = None,
-              full_output: bool = False, callback: Optional[Callable] = None, **lm_options):
-    """Fit ``ydata ≈ f(xdata, *params)`` by least squares, with scipy's conventions.
+def _refuse_nonfinite(name, a):
+    host = np.asarray(a)
+    if np.issubdtype(host.dtype, np.number) and not np.all(np.isfinite(host)):
+        raise ValueError(f"{name} must not contain infs or NaNs (pass check_finite=False with "
+                         "nan_policy='omit' to drop NaN points)")
 
-    Parameters
+
+def _initial_p0(lower, upper):
+    """scipy's default start: ones, moved into the box (midpoint, or 1 inside a one-sided
+    bound)."""
+    p0 = np.ones_like(lower)
+    lo, hi = np.isfinite(lower), np.isfinite(upper)
+    p0[lo & hi] = 0.5 * (lower[lo & hi] + upper[lo & hi])
+    p0[lo & ~hi] = lower[lo & ~hi] + 1
+    p0[~lo & hi] = upper[~lo & hi] - 1
+    return p0
+
+
+def _omit_nan(xdata, ydata, sigma):
+    """scipy's ``nan_policy='omit'``: drop points where ydata or xdata (any entry along the
+    leading axes, data along the last) is NaN, with their rows / columns of sigma."""
+    has_nan = np.isnan(ydata)
+    if isinstance(xdata, np.ndarray) and xdata.ndim >= 1:
+        x_nan = np.isnan(xdata)
+        has_nan = has_nan | x_nan.any(axis=tuple(range(x_nan.ndim - 1)))
+        xdata = xdata[..., ~has_nan]
+    ydata = ydata[~has_nan]
+    if sigma is not None:
+        sigma = np.asarray(sigma)
+        if sigma.ndim == 1:
+            sigma = sigma[~has_nan]
+        elif sigma.ndim == 2:
+            sigma = sigma[~has_nan][:, ~has_nan]
+    return xdata, ydata, sigma
+
+
+def _n_required(f):
+    """(required, total) positional parameters of f after xdata, or None if unknown."""
+    try:
+        params = list(inspect.signature(f).parameters.values())[1:]
+    except (TypeError, ValueError, IndexError):
+        return None
+    if any(p.kind == p.VAR_POSITIONAL for p in params):
+        return None
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return sum(p.default is p.empty for p in positional), len(positional)
+
+
+#: scipy keywords of leastsq / least_squares that curve_fit accepts and that have no effect
+#: here (finite-difference steps, trust-region internals, printing)
+_NO_EFFECT = ("epsfcn", "factor", "diag", "col_deriv", "diff_step", "x_scale", "tr_solver",
+              "tr_options", "jac_sparsity", "verbose", "workers")
+
+
+def curve_fit(f: Callable, xdata, ydata, p0=None, sigma=None, absolute_sigma: bool = False,
+              check_finite: Optional[bool] = None, bounds=(-np.inf, np.inf),
+              method: Optional[str] = None, jac: Any = None, *, full_output: bool = False,
+              nan_policy: Optional[str] = None, callback: Optional[Callable] = None,
+              **kwargs):
+    """Fit ``ydata ≈ f(xdata, *params)`` by least squares: scipy's ``curve_fit``, on LM.
+
+    Parameters (scipy's, with these notes)
     ----------
     f : callable ``f(xdata, p1, ..., pn) -> (m,)``
-        Pure JAX model. Pass the same function object to repeated fits: the compiled fit is
-        cached on it (a new ``lambda`` per call compiles anew).
-    xdata : array, list of numbers, or pytree
-        Predictors, passed to ``f``; array leaves are traced data (new values reuse the
-        compiled fit), other leaves (numbers, strings) are fixed settings of the model.
-    ydata : (m,) array
-        Observations; must be finite.
+        Pure JAX model (``jnp``). Pass the same function object to repeated fits: the
+        compiled fit is cached on it (a new ``lambda`` per call compiles anew).
+    xdata : array, list, None or pytree
+        Predictors, passed to ``f``; lists / tuples of numbers become a float array (as in
+        scipy), other pytrees are passed as they are: array leaves are traced data (new values
+        reuse the compiled fit), other leaves fixed settings of the model.
+    ydata : (m,) array (or a scalar broadcast to f's output)
     p0 : (n,) array or None
-        Starting point; None gives ones, with n read from ``f``'s signature.
-    sigma : (m,) or (m, m) array or None
-        1-D: standard deviations, the residuals are ``(f - y) / sigma``. 2-D: the covariance
-        of the errors, the residuals are ``L⁻¹ (f - y)`` with ``sigma = L Lᵀ``.
+        Starting point; None gives ones (n read from ``f``'s signature), moved into the bounds
+        as scipy does. A p0 outside the bounds is refused.
+    sigma : scalar, (m,) or (m, m) array or None
+        Scalar / 1-D: standard deviations, residuals ``(f - y) / sigma``. 2-D: the covariance
+        of the errors, residuals ``L⁻¹ (f - y)`` with ``sigma = L Lᵀ``.
     absolute_sigma : bool
-        False (default): ``pcov`` is scaled by the reduced chi-square ``Σ r² / (m - n)``, as
-        scipy does. True: sigma is taken as absolute and ``pcov = (JᵀJ)⁻¹``.
-    bounds : (lower, upper)
-        Scalars or (n,) arrays; enforced by projection (see :func:`least_squares`).
-    jac : callable ``jac(xdata, p1, ..., pn) -> (m, n)`` or None
-        Jacobian of ``f``; None uses autodiff.
+        False: ``pcov`` is scaled by ``Σ r² / (m - n)``; True: ``pcov = (JᵀJ)⁻¹``.
+    check_finite : bool or None
+        Refuse NaN / inf in xdata and ydata (default: True unless ``nan_policy`` is given).
+    bounds : (lower, upper) or a ``Bounds`` object
+        Scalars or (n,) arrays; enforced by projection (see :func:`levenberg_marquardt`).
+    method : None | 'lm' | 'trf' | 'dogbox'
+        All three run jaxinfer's LM; None is 'lm' without bounds and 'trf' with them (scipy's
+        rule), and 'lm' refuses bounds as scipy does. With 'trf' / 'dogbox', ``pcov`` is the
+        pseudo-inverse of JᵀJ (scipy's rule); with 'lm' it is inf when J is rank-deficient.
+    jac : callable ``jac(xdata, p1, ..., pn) -> (m, n)``, '2-point' | '3-point' | 'cs' | None
+        A callable is used (whitened with sigma); the strings and None mean autodiff.
     full_output : bool
-        Also return the :class:`OptimizeResult` of the fit.
+        Return ``(popt, pcov, infodict, mesg, ier)`` as scipy: ``infodict`` holds ``nfev``,
+        ``fvec`` (whitened residuals at popt), for 'lm' also ``fjac`` (R of the QR of the
+        whitened Jacobian, (n, n), unpivoted), ``ipvt`` (1..n) and ``qtf`` (Qᵀ fvec), and,
+        beyond scipy, ``result``: the :class:`OptimizeResult` of the LM run. ``ier`` is
+        MINPACK's code for 'lm' (1-4 success, 5 evaluation budget, 0 other failures) and
+        least_squares' status for 'trf' / 'dogbox'.
+    nan_policy : None | 'raise' | 'omit'
+        scipy's: 'raise' refuses NaN, 'omit' drops the points (outside a trace only).
     callback : callable ``callback(Progress)`` or None
-        Called on the host after every LM iteration with ``Progress(nit, fun, x)`` (``fun``
-        the cost ``0.5 Σ r²``, ``x`` the current parameters). Not part of the compile key:
-        changing it does not recompile. Its return value is ignored.
-    **lm_options
-        Passed to :func:`least_squares` (damping, damp_mode, use_accel, tolerances, ...).
+        jaxinfer's progress callback (not scipy's): called on the host after every LM trial
+        step with ``Progress(nit, fun, x)``. Not part of the compile key.
+    **kwargs
+        ``maxfev`` / ``max_nfev`` (a budget of residual evaluations), ``ftol`` / ``xtol`` /
+        ``gtol`` (LM's relative cost-decrease, Gauss–Newton-step and gradient-cosine tests;
+        without them curve_fit uses LM's tighter defaults), ``loss`` / ``f_scale`` (robust
+        losses, 'trf' / 'dogbox'), peri's LM options (damping, damp_mode, use_accel, ...).
+        ``epsfcn``, ``factor``, ``diag``, ``diff_step``, ``x_scale``, ``tr_solver``, ... are
+        accepted and have no effect (autodiff Jacobians, LM's own scaling).
 
     Returns
     -------
-    popt : (n,) array
-    pcov : (n, n) array
-        Covariance estimate of ``popt``: ``(JᵀJ)⁻¹`` (times the reduced chi-square unless
-        ``absolute_sigma``), computed from an SVD of the weighted Jacobian at ``popt``. It is
-        filled with ``inf`` when J is rank-deficient (a singular value below
-        ``ε · max(m, n) · s_max``), or, without ``absolute_sigma``, when m <= n.
-    result : OptimizeResult, only with ``full_output=True``
-        Unlike scipy, a failed fit does not raise (the function jits and vmaps): check
-        ``result.success``.
+    popt (n,), pcov (n, n), and with ``full_output`` also ``infodict``, ``mesg``, ``ier``.
+        ``pcov`` is filled with inf (and an ``OptimizeWarning`` is issued) when it cannot be
+        estimated. A failed fit raises ``RuntimeError("Optimal parameters not found: ...")``.
+
+    Inside ``jit`` / ``vmap`` / ``grad`` nothing raises or warns after tracing (the values are
+    not known there): check ``ier`` (or ``infodict["result"].success``) from
+    ``full_output=True``; ``mesg`` is then None. ``popt`` and ``pcov`` carry implicit
+    derivatives with respect to xdata, ydata, sigma and the bounds.
     """
     if not callable(f):
         raise TypeError(f"f must be callable, got {type(f).__name__}")
+    if "args" in kwargs:
+        raise ValueError("'args' is not a supported keyword argument.")
     for name, message in _REFUSED.items():
-        if name in lm_options:
+        if name in kwargs:
             raise ValueError(message)
-    if jac is not None and not callable(jac):
-        raise TypeError("jac must be callable or None")
+    if jac is not None and not callable(jac) and jac not in ("2-point", "3-point", "cs"):
+        raise ValueError("`jac` must be '2-point', '3-point', 'cs' or callable.")
+    user_jac = jac if callable(jac) else None
+    if nan_policy == "propagate":
+        raise ValueError("`nan_policy='propagate'` is not supported by this function.")
+    if nan_policy not in (None, "raise", "omit"):
+        raise ValueError("nan_policy must be one of {None, 'raise', 'omit'}")
+    if check_finite is None:
+        check_finite = nan_policy is None
 
-    ydata = _as_host_array(ydata)
-    if ydata.ndim != 1:
-        ydata = jnp.ravel(ydata) if isinstance(ydata, jax.core.Tracer) else ydata.ravel()
-    m = ydata.shape[0]
-    if m == 0:
-        raise ValueError("ydata is empty")
-    _check_finite("ydata", ydata)
-
+    # p0 and the bounds
     if p0 is None:
-        p0 = np.ones(_n_params_from_signature(f))
+        counts = _n_required(f)
+        if counts is None or counts[1] < 1:
+            raise ValueError("Unable to determine number of fit parameters.")
+        n = counts[1]
     else:
         p0 = _as_host_array(p0)
         if p0.ndim == 0:
             p0 = p0[None]
         if p0.ndim != 1:
             raise ValueError(f"p0 must be 1-D, got shape {p0.shape}")
-        if not isinstance(f, jax.custom_jvp):
-            try:
-                expected = _n_params_from_signature(f)
-            except ValueError:
-                expected = None
-            if expected is not None and expected != p0.shape[0]:
-                raise ValueError(f"p0 has {p0.shape[0]} entries but f takes {expected} "
-                                 "parameters")
-    n = p0.shape[0]
-
-    # xdata: scipy's array_like (a list of numbers is an array), or any pytree
-    if isinstance(xdata, (list, tuple)) and not hasattr(xdata, "_fields") and xdata and all(
-            isinstance(v, numbers.Number) for v in xdata):
-        xdata = np.asarray(xdata, dtype=float)
-    x_leaves, x_treedef = jax.tree_util.tree_flatten(xdata)
-    x_static, x_arrays = [], []
-    for leaf in x_leaves:
-        if _is_array(leaf):
-            _check_finite("xdata", leaf)
-            x_static.append(_DYNAMIC)
-            x_arrays.append(leaf)
-        else:
-            x_static.append(leaf)
-
-    sigma_kind = "none"
-    if sigma is not None:
-        sigma = _as_host_array(sigma)
-        if sigma.shape == (m,):
-            sigma_kind = "1d"
-            if not isinstance(sigma, jax.core.Tracer) and not np.all(np.asarray(sigma) > 0):
-                raise ValueError("sigma must be positive")
-        elif sigma.shape == (m, m):
-            sigma_kind = "2d"
-            if not isinstance(sigma, jax.core.Tracer):
-                try:
-                    np.linalg.cholesky(np.asarray(sigma, dtype=float))
-                except np.linalg.LinAlgError as err:
-                    raise ValueError("sigma (2-D) must be a positive-definite covariance "
-                                     "matrix") from err
-        else:
-            raise ValueError(f"sigma must have shape ({m},) or ({m}, {m}), got {sigma.shape}")
-
+        n = p0.shape[0]
+        counts = None if isinstance(f, jax.custom_jvp) else _n_required(f)
+        if counts is not None and not counts[0] <= n <= counts[1]:
+            raise ValueError(f"p0 has {n} entries but f takes {counts[1]} parameters")
+    if hasattr(bounds, "lb") and hasattr(bounds, "ub"):
+        bounds = (bounds.lb, bounds.ub)
     if len(bounds) != 2:
         raise ValueError("bounds must be a pair (lower, upper)")
     lower, upper = (_as_host_array(b) for b in bounds)
@@ -209,34 +236,176 @@ def curve_fit(f: Callable, xdata, ydata, p0=None, sigma=None, absolute_sigma: bo
                              f"parameter), got shape {b.shape}")
     concrete = not (isinstance(lower, jax.core.Tracer) or isinstance(upper, jax.core.Tracer))
     if concrete:
-        lower = np.broadcast_to(np.asarray(lower, dtype=float), (n,))
-        upper = np.broadcast_to(np.asarray(upper, dtype=float), (n,))
+        lower = np.array(np.broadcast_to(np.asarray(lower, dtype=float), (n,)))
+        upper = np.array(np.broadcast_to(np.asarray(upper, dtype=float), (n,)))
         bounded = not (np.all(np.isneginf(lower)) and np.all(np.isposinf(upper)))
         if bounded and np.any(lower >= upper):
-            raise ValueError("each lower bound must be strictly less than its upper bound")
+            raise ValueError("Each lower bound must be strictly less than each upper bound.")
     else:
         bounded = True
         lower = jnp.broadcast_to(lower, (n,))
         upper = jnp.broadcast_to(upper, (n,))
+    if p0 is None:
+        p0 = _initial_p0(lower, upper) if concrete else np.ones(n)
+    elif concrete and bounded and not isinstance(p0, jax.core.Tracer) and not np.all(
+            (np.asarray(p0) >= lower) & (np.asarray(p0) <= upper)):
+        raise ValueError("Initial guess is outside of provided bounds")
+    if method is None:
+        method = "trf" if bounded else "lm"
+    if method not in ("lm", "trf", "dogbox"):
+        raise ValueError("`method` must be 'trf', 'dogbox' or 'lm'.")
+    if method == "lm" and bounded:
+        raise ValueError("Method 'lm' only works for unconstrained problems. Use 'trf' or "
+                         "'dogbox' instead.")
 
-    options = dict(CURVE_FIT_DEFAULTS)
-    options.update(lm_options)
+    # the data
+    ydata = _as_host_array(ydata)
+    if not isinstance(ydata, jax.core.Tracer):
+        if check_finite:
+            _refuse_nonfinite("ydata", ydata)
+        if not np.issubdtype(ydata.dtype, np.floating):
+            ydata = ydata.astype(float)
+    if isinstance(xdata, (list, tuple)) and not hasattr(xdata, "_fields"):
+        try:
+            xdata = np.asarray(xdata, dtype=float)
+        except (ValueError, TypeError):
+            pass   # a pytree of differently shaped arrays: passed to f as it is
+    if isinstance(xdata, np.ndarray) and check_finite:
+        _refuse_nonfinite("xdata", xdata)
+    if ydata.size == 0:
+        raise ValueError("`ydata` must not be empty!")
+    if nan_policy is not None and not check_finite:
+        if is_traced(xdata, ydata):
+            raise ValueError("nan_policy needs concrete data (outside jit / vmap): inside a "
+                             "trace give NaN points sigma=inf instead")
+        has_nan = bool(np.isnan(ydata).any()) or (isinstance(xdata, np.ndarray) and np.issubdtype(
+            xdata.dtype, np.floating) and bool(np.isnan(xdata).any()))
+        if has_nan and nan_policy == "raise":
+            raise ValueError("The input contains nan values")
+        if has_nan:
+            xdata, ydata, sigma = _omit_nan(xdata, ydata, sigma)
+            if ydata.size == 0:
+                raise ValueError("`ydata` must not be empty!")
+    if ydata.ndim != 1:
+        ydata = jnp.ravel(ydata) if isinstance(ydata, jax.core.Tracer) else ydata.ravel()
+    x_leaves, x_treedef = jax.tree_util.tree_flatten(xdata)
+    x_static, x_arrays = [], []
+    for leaf in x_leaves:
+        if _is_array(leaf):
+            x_static.append(_DYNAMIC)
+            x_arrays.append(leaf)
+        else:
+            x_static.append(leaf)
+    m = ydata.shape[0]
+    if m == 1:   # a scalar ydata is broadcast to f's output, as in scipy
+        m = int(np.prod(jax.eval_shape(lambda x, p: f(x, *p), xdata, jnp.asarray(p0)).shape,
+                        dtype=int))
+        ydata = jnp.broadcast_to(ydata, (m,)) if isinstance(ydata, jax.core.Tracer) else \
+            np.broadcast_to(ydata, (m,))
+    if method == "lm" and n > m:
+        raise TypeError(f"The number of func parameters={n} must not exceed the number of "
+                        f"data points={m}")
+
+    sigma_kind = "none"
+    if sigma is not None:
+        sigma = _as_host_array(sigma)
+        if sigma.size == 1 and sigma.ndim <= 1:
+            sigma_kind = "1d"
+            sigma = jnp.broadcast_to(jnp.reshape(sigma, ()), (m,)) if isinstance(
+                sigma, jax.core.Tracer) else np.full(m, float(np.ravel(sigma)[0]))
+        elif sigma.shape == (m,):
+            sigma_kind = "1d"
+        elif sigma.shape == (m, m):
+            sigma_kind = "2d"
+            if not isinstance(sigma, jax.core.Tracer):
+                try:
+                    np.linalg.cholesky(np.asarray(sigma, dtype=float))
+                except np.linalg.LinAlgError as err:
+                    raise ValueError("`sigma` must be positive definite.") from err
+        else:
+            raise ValueError("`sigma` has incorrect shape.")
+        if sigma_kind == "1d" and not isinstance(sigma, jax.core.Tracer) and not np.all(
+                np.asarray(sigma) > 0):
+            raise ValueError("sigma must be positive")
+
+    options = _lm_options(kwargs, method)
     arrays = (tuple(x_arrays), ydata, p0, sigma, lower, upper)
     traced = is_traced(arrays)
-    static = _FitStatic(f=f, jac=jac, x_treedef=x_treedef, x_static=tuple(x_static),
+    static = _FitStatic(f=f, jac=user_jac, x_treedef=x_treedef, x_static=tuple(x_static),
                         sigma_kind=sigma_kind, absolute_sigma=bool(absolute_sigma),
-                        bounded=bool(bounded), options=tuple(sorted(options.items())),
+                        bounded=bool(bounded), method=method, full_output=bool(full_output),
+                        options=tuple(sorted(options.items())),
                         callback=None if callback is None else callback_key(callback, traced),
                         differentiable=traced)
-    popt, pcov, result = run_compiled(_fit, static, *arrays,
-                                      progress=None if traced else callback)
+    popt, pcov, info = run_compiled(_fit, static, *arrays,
+                                    progress=None if traced else callback)
+    ier = info.pop("ier")
+    if traced:
+        mesg = None
+    else:
+        result = info["result"]
+        ier = int(ier)
+        mesg = str(result.message)
+        ok = ier in (1, 2, 3, 4) if method == "lm" else ier > 0
+        if not ok:
+            raise RuntimeError("Optimal parameters not found: " + mesg)
+        popt, pcov = np.asarray(popt), np.asarray(pcov)
+        if not np.all(np.isfinite(pcov)):
+            warnings.warn("Covariance of the parameters could not be estimated",
+                          category=OptimizeWarning, stacklevel=2)
+        info = {k: (v if k == "result" else np.asarray(v)) for k, v in info.items()}
+        info["nfev"] = int(info["nfev"])
     if full_output:
-        return popt, pcov, result
+        return popt, pcov, info, mesg, ier
     return popt, pcov
 
 
+#: levenberg_marquardt's settings a curve_fit caller may pass through
+_LM_KEYWORDS = frozenset(inspect.signature(levenberg_marquardt).parameters) - {
+    "residuals", "x0", "args", "jac", "bounds", "weights", "mask", "callback"}
+
+
+def _lm_options(kwargs, method):
+    """curve_fit's keywords -> levenberg_marquardt's (CURVE_FIT_DEFAULTS unless overridden)."""
+    options = dict(CURVE_FIT_DEFAULTS)
+    kwargs = dict(kwargs)
+    budget = kwargs.pop("max_nfev", None)
+    maxfev = kwargs.pop("maxfev", None)
+    budget = maxfev if budget is None else budget
+    if budget is not None:
+        options["max_nfev"] = int(budget)
+    for name in _NO_EFFECT:
+        kwargs.pop(name, None)
+    loss = kwargs.pop("loss", "linear")
+    f_scale = kwargs.pop("f_scale", 1.0)
+    check_loss(loss)
+    if method == "lm" and loss != "linear":
+        raise ValueError("method='lm' supports only 'linear' loss function.")
+    if loss != "linear":
+        options["loss"] = (loss, float(f_scale))
+    for scipy_name, ours in (("ftol", "fractol"), ("xtol", "xtol"), ("gtol", "gtol")):
+        if scipy_name in kwargs:
+            tol = kwargs.pop(scipy_name)
+            options[ours] = None if tol is None or tol <= 0 else float(tol)
+    for name in kwargs:
+        if name not in _LM_KEYWORDS:
+            raise TypeError(f"curve_fit() got an unexpected keyword argument {name!r}")
+    options.update(kwargs)
+    return options
+
+
+#: jaxinfer Status -> MINPACK's info (leastsq's ier): 1 cost reduction (ftol), 2 step
+#: (xtol), 4 gradient (gtol), 5 evaluation budget, 0 failures MINPACK has no code for
+_TO_MINPACK = {Status.FTOL: 1, Status.FRACTOL: 1, Status.ERRTOL: 1, Status.EXPTOL: 1,
+               Status.COSTOL: 1, Status.XTOL: 2, Status.GTOL: 4, Status.ZERO_RESIDUAL: 4,
+               Status.MAX_FEV: 5, Status.MAX_ITER: 5}
+_MINPACK_TABLE = np.zeros(max(int(v) for v in Status) + 1, np.int32)
+for _status, _code in _TO_MINPACK.items():
+    _MINPACK_TABLE[int(_status)] = _code
+
+
 def _fit(static: _FitStatic, x_arrays, ydata, p0, sigma, lower, upper):
-    """The traced fit: LM from p0, implicit derivatives of popt, and pcov at popt."""
+    """The traced fit: LM from p0, implicit derivatives of popt, pcov and scipy's infodict."""
     it = iter(x_arrays)
     xdata = jax.tree_util.tree_unflatten(
         static.x_treedef, [next(it) if leaf is _DYNAMIC else leaf for leaf in static.x_static])
@@ -265,11 +434,16 @@ def _fit(static: _FitStatic, x_arrays, ydata, p0, sigma, lower, upper):
 
             whiten_jac = whiten
     data = (xdata, ydata, sigma if whiten is not None else None)
+    options = dict(static.options)
+    loss, f_scale = options.pop("loss", ("linear", 1.0))
 
-    def residuals(p, d):
+    def plain(p, d):
         xd, y, s = d
         r = jnp.ravel(static.f(xd, *p)).astype(dtype) - y
         return r if whiten is None else whiten(r, s)
+
+    def residuals(p, d):
+        return robust_residuals(loss, plain(p, d), f_scale)
 
     user_jac = None
     if static.jac is not None:
@@ -278,36 +452,55 @@ def _fit(static: _FitStatic, x_arrays, ydata, p0, sigma, lower, upper):
             j = jnp.reshape(jnp.asarray(static.jac(xd, *p), dtype), (m, n))
             return j if whiten_jac is None else whiten_jac(j, s)
 
+    lm_jac = user_jac
+    if user_jac is not None and loss != "linear":
+        def lm_jac(p, d):
+            f = plain(p, d)
+            scale = jax.jvp(lambda v: robust_residuals(loss, v, f_scale), (f,),
+                            (jnp.ones_like(f),))[1]
+            return scale[:, None] * user_jac(p, d)
+
     lower = jnp.asarray(lower, dtype)
     upper = jnp.asarray(upper, dtype)
-    options = dict(static.options)
     if static.callback is not None:
         options["callback"] = static.callback
     frozen = lax.stop_gradient(data)
-    result = least_squares(residuals, lax.stop_gradient(p0), args=(frozen,), jac=user_jac,
-                           bounds=(lax.stop_gradient(lower), lax.stop_gradient(upper))
-                           if static.bounded else None, **options)
+    result = levenberg_marquardt(residuals, lax.stop_gradient(p0), args=(frozen,), jac=lm_jac,
+                                 bounds=(lax.stop_gradient(lower), lax.stop_gradient(upper))
+                                 if static.bounded else None, **options)
     popt = result.x
-    if static.differentiable or result.jac is None:
+    if static.differentiable or result.jac is None or loss != "linear":
         # inside a user's transformation: popt(data) by the implicit function theorem, and
         # pcov from the Jacobian at that popt, so both carry derivatives
-        popt = implicit_minimum(popt, lambda p, d: 0.5 * jnp.sum(residuals(p, d) ** 2), data,
-                                bounds=(lower, upper) if static.bounded else None)
-        jac_at = (user_jac or jax.jacfwd(residuals))(popt, data)
-        r_at = residuals(popt, data)
-        sse = jnp.dot(r_at, r_at)
+        if static.differentiable:
+            popt = implicit_minimum(popt, lambda p, d: 0.5 * jnp.sum(residuals(p, d) ** 2),
+                                    data, bounds=(lower, upper) if static.bounded else None)
+        fvec = plain(popt, data)
+        jac_at = (user_jac or jax.jacfwd(plain))(popt, data)
+        jac_at, _ = scale_for_loss(loss, fvec, jac_at, f_scale)
+        sse = jnp.sum(rho(loss, fvec, f_scale)[0])
     else:
-        jac_at, sse = result.jac, 2 * result.fun
-    pcov = _covariance(jac_at, sse, m, n, static.absolute_sigma)
-    return popt, pcov, result
+        fvec, jac_at, sse = result.extra["residuals"], result.jac, 2 * result.fun
+    pcov = _covariance(jac_at, sse, m, n, static.absolute_sigma, static.method != "lm")
+    table = _MINPACK_TABLE if static.method == "lm" else _SCIPY_TABLE
+    info = {"nfev": result.nfev, "fvec": fvec, "ier": jnp.asarray(table)[result.status],
+            "result": result}
+    if static.method == "lm" and static.full_output:
+        q, r = jnp.linalg.qr(jac_at)
+        info.update(fjac=r, ipvt=jnp.arange(1, n + 1), qtf=q.T @ fvec)
+    return popt, pcov, info
 
 
-def _covariance(jac, sse, m, n, absolute_sigma):
-    """(JᵀJ)⁻¹ from the SVD of J, inf when rank-deficient; scaled by sse/(m-n) if asked."""
+def _covariance(jac, sse, m, n, absolute_sigma, pseudo_inverse=False):
+    """(JᵀJ)⁻¹ from the SVD of J, scaled by sse/(m-n) unless ``absolute_sigma``.
+
+    Singular values below ``ε · max(m, n) · s_max`` are dropped (``pseudo_inverse``, scipy's
+    'trf' rule) or make pcov inf ('lm': MINPACK finds J singular); inf too when m <= n and
+    the scale cannot be estimated."""
     _, s, vt = jnp.linalg.svd(jac, full_matrices=False)
     eps = jnp.finfo(jac.dtype).eps
     threshold = eps * max(m, n) * s[0]
-    full_rank = jnp.all(s > threshold)
+    full_rank = jnp.asarray(True) if pseudo_inverse else jnp.all(s > threshold)
     inv_s2 = jnp.where(s > threshold, 1.0 / jnp.where(s > threshold, s, 1.0) ** 2, 0.0)
     pcov = (vt.T * inv_s2) @ vt
     if not absolute_sigma:

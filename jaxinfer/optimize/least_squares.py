@@ -17,23 +17,30 @@ once per ``static`` and array shapes.
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from typing import Any, Callable, NamedTuple, Optional, Tuple
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.optimize
 from jax import lax
+from jax.experimental import io_callback
 from jax.flatten_util import ravel_pytree
 
-from jaxinfer.optimize._iterate import PROGRESS_SINK, iterate, progress_to
+from jaxinfer.optimize._compile import is_traced
+from jaxinfer.optimize._iterate import (PROGRESS_SINK, RUNNING, AbstractSolver, Progress,
+                                        iterate, progress_to)
 from jaxinfer.optimize._pytree import _as_float
 from jaxinfer.optimize.implicit import implicit_least_squares
 from jaxinfer.optimize.linear_solve import (AbstractLinearSolver, DenseEigh, DenseSVD,
                                             NormalEquations)
 from jaxinfer.optimize.lm import (LeastSquaresProblem, Levenberg, LevenbergMarquardt,
                                   Marquardt, Minpack, RunOne, RunTwo, Transtrum)
-from jaxinfer.optimize.result import OptimizeResult
+from jaxinfer.optimize.losses import check_loss, rho, robust_residuals, scale_for_loss
+from jaxinfer.optimize.result import OptimizeResult, Status, status_message
 
 __all__ = ["least_squares", "levenberg_marquardt"]
 
@@ -197,6 +204,21 @@ def _policy(run_type, run_length):
     return RunOne() if run_type == 1 else RunTwo(int(run_length))
 
 
+def _lm_solver(*, damp_mode, transtrum_min, linear_solver, max_mem, run_type, run_length,
+               damping, increase_damp_factor, decrease_damp_factor, min_eigval,
+               max_accel_correction, use_accel, broyden_update, eig_update,
+               **settings) -> LevenbergMarquardt:
+    """The LevenbergMarquardt settings object from levenberg_marquardt's keywords."""
+    return LevenbergMarquardt(
+        damping_scale=_damping_scale(damp_mode, transtrum_min),
+        linear_solver=_linear_solver(linear_solver, max_mem),
+        policy=_policy(run_type, run_length), damping=float(damping),
+        increase_damp_factor=float(increase_damp_factor),
+        decrease_damp_factor=float(decrease_damp_factor), min_eigval=float(min_eigval),
+        use_accel=bool(use_accel), max_accel_correction=float(max_accel_correction),
+        broyden_update=bool(broyden_update), eig_update=bool(eig_update), **settings)
+
+
 def levenberg_marquardt(residuals: Callable, x0: Any, args: tuple = (), *, jac: Optional[Callable] = None,
                   weights=None, bounds=None, mask=None,
                   damping: float = 1e-3, damp_mode: str = "minpack",
@@ -212,7 +234,8 @@ def levenberg_marquardt(residuals: Callable, x0: Any, args: tuple = (), *, jac: 
                   costol: Optional[float] = None, xtol: Any = "auto",
                   gtol: Optional[float] = None,
                   stall_costol: Any = "auto",
-                  max_iter: int = 200, linear_solver: Any = "svd",
+                  max_iter: int = 200, max_nfev: Optional[int] = None,
+                  linear_solver: Any = "svd",
                   max_mem: Optional[float] = None, residual_chunk: Optional[Callable] = None,
                   callback: Optional[Callable] = None) -> OptimizeResult:
     """Minimise ``0.5 * sum(weights * residuals(x, *args)**2)`` by Levenberg–Marquardt.
@@ -339,6 +362,9 @@ def levenberg_marquardt(residuals: Callable, x0: Any, args: tuple = (), *, jac: 
         Maximum number of iterations (peri's ``max_iter``; one iteration = one Jacobian
         plus its retries and internal run). Exhaustion gives ``Status.MAX_ITER`` and
         ``success=False``.
+    max_nfev : int or None
+        Budget of residual evaluations (scipy's ``max_nfev``): the fit stops with
+        ``Status.MAX_FEV`` once ``nfev`` reaches it. None: no budget.
 
     Returns
     -------
@@ -359,21 +385,24 @@ def levenberg_marquardt(residuals: Callable, x0: Any, args: tuple = (), *, jac: 
         raise TypeError("residual_chunk must be callable or None")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
-    solver = LevenbergMarquardt(
-        damping_scale=_damping_scale(damp_mode, transtrum_min),
-        linear_solver=_linear_solver(linear_solver, max_mem),
-        policy=_policy(run_type, run_length), damping=float(damping),
-        increase_damp_factor=float(increase_damp_factor),
-        decrease_damp_factor=float(decrease_damp_factor), min_eigval=float(min_eigval),
-        use_accel=bool(use_accel), max_accel_correction=float(max_accel_correction),
-        broyden_update=bool(broyden_update), eig_update=bool(eig_update),
-        eig_update_frequency=eig_update_frequency, num_eig_dirs=num_eig_dirs,
-        update_J_frequency=update_J_frequency, max_damping_retries=max_damping_retries,
-        paramtol=paramtol, errtol=errtol, exptol=exptol, fractol=fractol, costol=costol,
-        xtol=xtol, gtol=gtol, stall_costol=stall_costol, max_iter=max_iter)
+    solver = _lm_solver(
+        damping=damping, damp_mode=damp_mode, increase_damp_factor=increase_damp_factor,
+        decrease_damp_factor=decrease_damp_factor, min_eigval=min_eigval,
+        transtrum_min=transtrum_min, use_accel=use_accel,
+        max_accel_correction=max_accel_correction, broyden_update=broyden_update,
+        eig_update=eig_update, eig_update_frequency=eig_update_frequency,
+        num_eig_dirs=num_eig_dirs, update_J_frequency=update_J_frequency, run_type=run_type,
+        run_length=run_length, max_damping_retries=max_damping_retries, paramtol=paramtol,
+        errtol=errtol, exptol=exptol, fractol=fractol, costol=costol, xtol=xtol, gtol=gtol,
+        stall_costol=stall_costol, max_iter=max_iter, linear_solver=linear_solver,
+        max_mem=max_mem)
     if residual_chunk is not None and solver.linear_solver.dense():
         raise ValueError("residual_chunk is used only by the chunked normal equations: pass "
                          "max_mem with linear_solver='cholesky'")
+    if max_nfev is not None:
+        if int(max_nfev) != max_nfev or max_nfev <= 0:
+            raise ValueError(f"max_nfev must be None or a positive integer, got {max_nfev!r}")
+        solver = _ScipyDriver(solver, int(max_nfev))
     if not isinstance(args, tuple):
         args = (args,)
     x0_tree = jax.tree_util.tree_map(_as_float, x0)
@@ -419,6 +448,506 @@ def levenberg_marquardt(residuals: Callable, x0: Any, args: tuple = (), *, jac: 
         return jax.block_until_ready(_compiled_solve(static, *arrays, PROGRESS_SINK))
 
 
-#: transitional: least_squares becomes scipy's interface; callers of the peri-style
-#: interface use levenberg_marquardt
-least_squares = levenberg_marquardt
+
+# --------------------------------------------------------------------------------------------
+# scipy's interface: least_squares(fun, x0, jac='2-point', bounds=..., method='trf', ...)
+
+_METHODS = ("trf", "dogbox", "lm")
+_JAC_STRINGS = ("2-point", "3-point", "cs")
+#: scipy's tr_options (lsmr's keywords, plus trf's 'regularize'): accepted, no effect here
+_TR_OPTIONS = ("damp", "atol", "btol", "conlim", "maxiter", "show", "regularize")
+#: levenberg_marquardt's keywords that least_squares spells the scipy way (or sets itself)
+_LM_TAKEN = ("args", "jac", "bounds", "callback", "xtol", "gtol", "residual_chunk", "max_mem",
+             "max_nfev")
+
+TERMINATION_MESSAGES = {
+    -2: "Stopped because `callback` function raised `StopIteration` or returned `True`",
+    -1: "Improper input parameters status returned from `leastsq`",
+    0: "The maximum number of function evaluations is exceeded.",
+    1: "`gtol` termination condition is satisfied.",
+    2: "`ftol` termination condition is satisfied.",
+    3: "`xtol` termination condition is satisfied.",
+    4: "Both `ftol` and `xtol` termination conditions are satisfied.",
+}
+
+#: jaxinfer Status -> scipy's status. A zero residual has a zero gradient (gtol); the LM
+#: stall test (nothing left to gain at working precision) and peri's cost tests are
+#: cost-reduction tests (ftol). Failures without a scipy code are 0 with their own message.
+_TO_SCIPY = {Status.GTOL: 1, Status.ZERO_RESIDUAL: 1, Status.FTOL: 2, Status.FRACTOL: 2,
+             Status.ERRTOL: 2, Status.EXPTOL: 2, Status.COSTOL: 2, Status.XTOL: 3,
+             Status.CALLBACK: -2}
+_SCIPY_TABLE = np.zeros(max(int(s) for s in Status) + 1, np.int32)
+for _status, _code in _TO_SCIPY.items():
+    _SCIPY_TABLE[int(_status)] = _code
+
+
+class LeastSquaresResult(eqx.Module):
+    """scipy's ``least_squares`` result (a pytree: it passes through jit and vmap).
+
+    x (n,): solution. cost: ``½ Σ ρ(f²)`` (linear loss: ``½ Σ f²``). fun (m,): residuals at x
+    (with ``weights``: ``√w f``). jac (m, n): Jacobian at x, modified by the loss as scipy does
+    (``JᵀJ`` is the Gauss–Newton Hessian). grad (n,): gradient of the cost. optimality:
+    ``max |grad|`` (bounded: scaled by the distance to the bound it points at, scipy's
+    first-order measure). active_mask (n,) int: -1 / 1 at a lower / upper bound, 0 free.
+    nfev, njev: residual and Jacobian evaluations (``njev`` None for method 'lm', as scipy).
+    status: scipy's code (-2 .. 4); ``success`` is ``status > 0``. nit: LM iterations.
+    reason: the jaxinfer :class:`Status`. extra: the LM statistics (see
+    :func:`levenberg_marquardt`). Outside a trace every field is a numpy array or a Python
+    scalar; inside jit / vmap they are arrays and ``message`` is None.
+    """
+
+    x: Any
+    cost: Any
+    fun: Any
+    jac: Any
+    grad: Any
+    optimality: Any
+    active_mask: Any
+    nfev: Any
+    njev: Any
+    status: Any
+    nit: Any
+    reason: Any
+    extra: dict = eqx.field(default_factory=dict)
+
+    @property
+    def success(self):
+        return self.status > 0
+
+    @property
+    def message(self):
+        if _is_traced(self.status) or np.ndim(self.status) != 0:
+            return None
+        own = Status(int(self.reason))
+        if int(self.status) == 0 and own != Status.MAX_FEV:
+            return str(status_message(own))
+        return TERMINATION_MESSAGES[int(self.status)]
+
+    def keys(self):
+        return ("x", "cost", "fun", "jac", "grad", "optimality", "active_mask", "nfev", "njev",
+                "status", "message", "success", "nit")
+
+    def __getitem__(self, key):  # scipy-style res["x"]
+        return getattr(self, key)
+
+    def __repr__(self):
+        if _is_traced(self.status):
+            return eqx.tree_pformat(self)
+        width = max(len(k) for k in self.keys())
+        lines = []
+        for key in self.keys():
+            text = np.array2string(np.asarray(self[key]), precision=6, threshold=20) \
+                if isinstance(self[key], np.ndarray) else str(self[key])
+            lines.append(f"{key:>{width}}: " + text.replace("\n", "\n" + " " * (width + 2)))
+        return "\n".join(lines)
+
+    __str__ = __repr__
+
+
+def _host(value):
+    """A concrete array as numpy, 0-d as a Python scalar (scipy's result fields)."""
+    if value is None:
+        return None
+    arr = np.asarray(value)
+    return arr.item() if arr.ndim == 0 else arr
+
+
+class _Residuals(NamedTuple):
+    """``r̃(u) = robust(fun(u · x_scale, *args, **kwargs))``: the residuals LM sees."""
+
+    fun: Callable
+    loss: Any
+
+    def __call__(self, u, user_args, user_kwargs, x_scale, f_scale):
+        f = jnp.ravel(jnp.asarray(self.fun(u * x_scale, *user_args, **user_kwargs)))
+        return robust_residuals(self.loss, f.astype(u.dtype), f_scale)
+
+
+class _Jacobian(NamedTuple):
+    """``∂r̃/∂u`` from the user's ``jac(x, *args, **kwargs) -> (m, n)``."""
+
+    fun: Callable
+    jac: Callable
+    loss: Any
+    m: int
+
+    def __call__(self, u, user_args, user_kwargs, x_scale, f_scale):
+        x = u * x_scale
+        j = jnp.reshape(jnp.asarray(self.jac(x, *user_args, **user_kwargs), u.dtype),
+                        (self.m, u.shape[0]))
+        if self.loss != "linear":
+            f = jnp.ravel(jnp.asarray(self.fun(x, *user_args, **user_kwargs))).astype(u.dtype)
+            d = jax.jvp(lambda v: robust_residuals(self.loss, v, f_scale), (f,),
+                        (jnp.ones_like(f),))[1]   # elementwise: the diagonal of ∂r̃/∂f
+            j = d[:, None] * j
+        return j * x_scale[None, :]
+
+
+class _StopSink(NamedTuple):
+    """The loop's host callback ``(nit, cost, u, new_iteration) -> stop``: forwards each
+    finished iteration to ``forward(Progress)`` and returns the stop flag ``flag[0]``."""
+
+    forward: Callable
+    flag: Optional[list]
+
+    def __call__(self, nit, cost, u, new_iteration):
+        if bool(new_iteration):
+            self.forward(Progress(nit=nit, fun=cost, x=u))
+        flag = _STOP if self.flag is None else self.flag
+        return np.asarray(flag[0])
+
+
+#: set by the routed user callback (StopIteration / True), read back by the compiled loop
+_STOP = [False]
+#: the fixed host callback compiled into least_squares' program (outside the compile key)
+_STOP_SINK = _StopSink(PROGRESS_SINK, None)
+
+
+class _ScipyDriver(AbstractSolver):
+    """LM plus scipy's stops: an evaluation budget (``max_nfev``) and a callback that may stop
+    the run (``StopIteration`` or ``True``), read back into the loop by ``io_callback``."""
+
+    inner: LevenbergMarquardt
+    max_nfev: Optional[int] = eqx.field(default=None, static=True)
+    host: Optional[Callable] = eqx.field(default=None, static=True)
+
+    def init(self, fn, x0, args):
+        return self.inner.init(fn, x0, args), jnp.asarray(False)
+
+    def step(self, fn, state, args):
+        st, stop = state
+        new = self.inner.step(fn, st, args)
+        if self.host is not None:
+            stop = io_callback(self.host, jax.ShapeDtypeStruct((), jnp.bool_), new.iteration,
+                               new.cost, new.x, new.iteration != st.iteration)
+        return new, stop
+
+    def terminate(self, fn, state, args):
+        st, stop = state
+        status = self.inner.terminate(fn, st, args)
+        if self.max_nfev is not None:
+            status = jnp.where((status == RUNNING) & (st.nfev >= self.max_nfev),
+                               jnp.int32(int(Status.MAX_FEV)), status)
+        return jnp.where((status == RUNNING) & stop, jnp.int32(int(Status.CALLBACK)), status)
+
+    def postprocess(self, fn, state, args, status):
+        return self.inner.postprocess(fn, state[0], args, status)
+
+    def progress(self, state):
+        return self.inner.progress(state[0])
+
+
+class ScipyStatic(NamedTuple):
+    """The compile key of :func:`least_squares`: everything that is not an array."""
+
+    lm: LeastSquaresStatic
+    fun: Callable
+    jac: Optional[Callable]
+    loss: Any
+    method: str
+    bounded: bool
+    differentiable: bool
+
+
+def _active_mask(x, lower, upper, rtol=1e-10):
+    """scipy's rule: -1 / 1 where x is within ``rtol·max(1, |bound|)`` of a finite bound."""
+    lo_dist, hi_dist = x - lower, upper - x
+    lo_tol = rtol * jnp.maximum(1.0, jnp.abs(lower))
+    hi_tol = rtol * jnp.maximum(1.0, jnp.abs(upper))
+    at_lo = jnp.isfinite(lower) & (lo_dist <= jnp.minimum(lo_tol, hi_dist))
+    at_hi = jnp.isfinite(upper) & (hi_dist <= jnp.minimum(hi_tol, lo_dist))
+    return jnp.where(at_lo, -1, jnp.where(at_hi, 1, 0)).astype(jnp.int32)
+
+
+def _scipy_solve(static: ScipyStatic, u0, user_args, user_kwargs, x_scale, f_scale, mask,
+                 lower, upper, weights):
+    """The traced core of :func:`least_squares`: LM on ``u = x / x_scale``, then scipy's fields
+    at the solution. Returns a :class:`LeastSquaresResult` of arrays."""
+    args = (user_args, user_kwargs, x_scale, f_scale)
+    lo_u, hi_u = lower / x_scale, upper / x_scale
+    res = _least_squares_solve(static.lm, u0, args, mask, lo_u, hi_u, weights)
+    u = res.x
+    if static.differentiable:
+        u = implicit_least_squares(u, static.lm.residuals, args, weights=weights,
+                                   bounds=(lo_u, hi_u), fixed=~mask)
+    x = u * x_scale
+    dtype = u.dtype
+    sqrt_w = jnp.sqrt(weights)
+    if static.loss == "linear" and res.jac is not None and not static.differentiable:
+        f, jac = res.extra["residuals"], res.jac / x_scale[None, :]
+    else:
+        def raw(z):
+            out = jnp.ravel(jnp.asarray(static.fun(z, *user_args, **user_kwargs)))
+            return sqrt_w * out.astype(dtype)
+
+        f = raw(x)
+        if static.jac is not None:
+            jac = sqrt_w[:, None] * jnp.reshape(jnp.asarray(
+                static.jac(x, *user_args, **user_kwargs), dtype), (static.lm.m, x.shape[0]))
+        else:
+            jac = (jax.jacfwd if static.lm.m >= x.shape[0] else jax.jacrev)(raw)(x)
+    jac, grad = scale_for_loss(static.loss, f, jac, f_scale)
+    cost = 0.5 * jnp.sum(rho(static.loss, f, f_scale)[0])
+    if static.bounded:
+        active = _active_mask(x, lower, upper)
+        v = jnp.where((grad < 0) & jnp.isfinite(upper), upper - x,
+                      jnp.where((grad > 0) & jnp.isfinite(lower), x - lower, 1.0))
+        optimality = jnp.max(jnp.abs(grad * v))
+    else:
+        active = jnp.zeros(x.shape, jnp.int32)
+        optimality = jnp.max(jnp.abs(grad))
+    status = jnp.asarray(_SCIPY_TABLE)[res.status]
+    return LeastSquaresResult(
+        x=x, cost=cost, fun=f, jac=jac, grad=grad, optimality=optimality, active_mask=active,
+        nfev=res.nfev, njev=None if static.method == "lm" else res.njev, status=status,
+        nit=res.nit, reason=res.status, extra=res.extra)
+
+
+_compiled_scipy_solve = eqx.filter_jit(_scipy_solve)
+#: levenberg_marquardt's defaults for the settings least_squares passes through
+_LM_DEFAULTS = {name: p.default for name, p in
+                inspect.signature(levenberg_marquardt).parameters.items()
+                if p.kind == p.KEYWORD_ONLY and name not in ("jac", "weights", "bounds", "mask",
+                                                              "residual_chunk", "callback",
+                                                              "max_nfev")}
+
+
+def _callback_host(callback, x_scale, flag):
+    """The user's scipy callback on the host: ``callback(intermediate_result)`` when its one
+    parameter is named so, else ``callback(x)``; ``StopIteration`` or a True return sets
+    ``flag[0]`` (the loop then stops)."""
+    try:
+        params = list(inspect.signature(callback).parameters)
+    except (TypeError, ValueError):
+        params = []
+    wants_result = params == ["intermediate_result"]
+
+    def host(progress):
+        if flag[0]:
+            return
+        x = np.asarray(progress.x) * x_scale
+        try:
+            if wants_result:
+                out = callback(scipy.optimize.OptimizeResult(
+                    x=x, cost=float(progress.fun), nit=int(progress.nit)))
+            else:
+                out = callback(x)
+        except StopIteration:
+            out = True
+        if out is True:
+            flag[0] = True
+
+    return host
+
+
+def _scipy_bounds(bounds, n):
+    if hasattr(bounds, "lb") and hasattr(bounds, "ub"):   # scipy's or jaxinfer's Bounds
+        bounds = (bounds.lb, bounds.ub)
+    elif len(bounds) != 2:
+        raise ValueError("`bounds` must contain 2 elements.")
+    out = []
+    for b, default in zip(bounds, (-np.inf, np.inf)):
+        b = np.asarray(default if b is None else b, dtype=float)
+        out.append(np.full(n, float(b)) if b.ndim == 0 else b)
+    lower, upper = out
+    if lower.shape != (n,) or upper.shape != (n,):
+        raise ValueError("Inconsistent shapes between bounds and `x0`.")
+    if np.any(lower >= upper):
+        raise ValueError("Each lower bound must be strictly less than each upper bound.")
+    return lower, upper
+
+
+def _check_tolerances(ftol, xtol, gtol, method, eps):
+    tols = [0.0 if t is None else float(t) for t in (ftol, xtol, gtol)]
+    if method == "lm" and any(t < eps for t in tols):
+        raise ValueError(f"All tolerances must be higher than machine epsilon ({eps:.2e}) for "
+                         "method 'lm'.")
+    if all(t < eps for t in tols):
+        raise ValueError(f"At least one of the tolerances must be higher than machine epsilon "
+                         f"({eps:.2e}).")
+    return [t if t >= eps else None for t in tols]
+
+
+def _check_x_scale(x_scale, n, method):
+    if x_scale is None or (isinstance(x_scale, str) and x_scale == "jac"):
+        return None
+    try:
+        scale = np.asarray(x_scale, dtype=float)
+        valid = bool(np.all(np.isfinite(scale)) and np.all(scale > 0))
+    except (ValueError, TypeError):
+        valid = False
+    if not valid:
+        raise ValueError("`x_scale` must be 'jac' or array_like with positive numbers.")
+    scale = np.full(n, float(scale)) if scale.ndim == 0 else scale
+    if scale.shape != (n,):
+        raise ValueError("Inconsistent shapes between `x_scale` and `x0`.")
+    return scale
+
+
+def least_squares(fun: Callable, x0, jac: Any = "2-point", bounds=(-np.inf, np.inf),
+                  method: str = "trf", ftol: Optional[float] = 1e-8,
+                  xtol: Optional[float] = 1e-8, gtol: Optional[float] = 1e-8, x_scale=None,
+                  loss: Any = "linear", f_scale: float = 1.0, diff_step=None,
+                  tr_solver: Optional[str] = None, tr_options: Optional[dict] = None,
+                  jac_sparsity=None, max_nfev: Optional[int] = None, verbose: int = 0,
+                  args: tuple = (), kwargs: Optional[dict] = None,
+                  callback: Optional[Callable] = None, workers=None,
+                  **lm_options) -> LeastSquaresResult:
+    """scipy's ``least_squares`` on jaxinfer's Levenberg–Marquardt (pure JAX, compiled once).
+
+    Minimises ``½ Σ ρ((fun(x, *args, **kwargs) / f_scale)²) f_scale²`` subject to
+    ``lb <= x <= ub``, with scipy's signature, checks, error messages and result fields
+    (:class:`LeastSquaresResult`). ``fun`` (and a callable ``jac``) must be JAX-traceable
+    (``jnp``, not ``np``): they are compiled, once per function object, settings and shapes.
+
+    What maps 1:1: ``fun``, ``x0`` (1-D real), ``args``, ``kwargs``, ``bounds`` (a pair or a
+    ``Bounds`` object), ``loss`` (the five names or a callable ``z -> (3, m)``), ``f_scale``,
+    ``max_nfev`` (an evaluation budget; status 0), ``callback`` (``callback(x)`` or
+    ``callback(intermediate_result)``; ``StopIteration`` or True stops: status -2), every
+    input check and message, ``method='lm'`` refusing bounds, robust losses, sparse input,
+    ``callback`` (warned and ignored) and m < n.
+
+    What differs:
+
+    * ``method``: 'trf', 'dogbox' and 'lm' all run the same bounded LM (projected steps);
+      iterates and ``nfev`` differ from scipy's, the solution does not.
+    * ``jac``: '2-point', '3-point' and 'cs' (and None) mean autodiff, exact to rounding;
+      ``diff_step``, ``tr_solver``, ``tr_options``, ``jac_sparsity``, ``workers`` are
+      checked and have no effect (dense autodiff Jacobians).
+    * ``ftol`` is LM's relative cost decrease test (peri's ``fractol``), ``xtol`` the
+      Gauss–Newton step test relative to |x| (stricter than scipy's step test), ``gtol``
+      MINPACK's gradient cosine. Besides these, LM stops when no damping decreases the cost
+      and the model cosine shows nothing is left to gain (status 2).
+    * ``x_scale``: None (default) and 'jac' use LM's MINPACK scaling (the running maximum of
+      J's column norms, scale invariant); an array reparametrises ``x = x_scale · u`` with
+      Levenberg damping (scipy's spherical trust region in scaled variables).
+    * ``verbose`` prints nothing (library code does not print).
+    * ``nfev`` counts residual evaluations (Jacobians are autodiff: ``njev``); a callback
+      fires once per LM iteration.
+
+    Beyond scipy: peri's LM options (``damping``, ``damp_mode``, ``use_accel``, ``mask``,
+    ``weights``, ``max_iter``, ``linear_solver``, ... see :func:`levenberg_marquardt`).
+    Under ``jit`` / ``vmap`` / ``grad`` the call is inlined into the caller's trace, ``x``
+    carries implicit derivatives w.r.t. ``args`` / ``kwargs``, nothing raises after tracing
+    and ``message`` is None (read ``status``).
+    """
+    if not callable(fun):
+        raise TypeError(f"fun must be callable, got {type(fun).__name__}")
+    if method not in _METHODS:
+        raise ValueError("`method` must be 'trf', 'dogbox' or 'lm'.")
+    if jac is not None and not callable(jac) and jac not in _JAC_STRINGS:
+        raise ValueError("`jac` must be '2-point', '3-point', 'cs' or callable.")
+    user_jac = jac if callable(jac) else None
+    if tr_solver not in (None, "exact", "lsmr"):
+        raise ValueError("`tr_solver` must be None, 'exact' or 'lsmr'.")
+    unknown_tr = sorted(set(tr_options or {}) - set(_TR_OPTIONS))
+    if unknown_tr:
+        raise TypeError(f"tr_options got unexpected keyword(s) {unknown_tr}; scipy's are "
+                        f"{_TR_OPTIONS}")
+    check_loss(loss)
+    if method == "lm" and loss != "linear":
+        raise ValueError("method='lm' supports only 'linear' loss function.")
+    if verbose not in (0, 1, 2):
+        raise ValueError("`verbose` must be in [0, 1, 2].")
+    if max_nfev is not None and max_nfev <= 0:
+        raise ValueError("`max_nfev` must be None or positive integer.")
+    if method == "lm" and jac_sparsity is not None:
+        raise ValueError("method='lm' does not support `jac_sparsity`.")
+    for name in lm_options:
+        if name in _LM_TAKEN or name not in inspect.signature(levenberg_marquardt).parameters:
+            raise TypeError(f"least_squares() got an unexpected keyword argument {name!r}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
+    if method == "lm" and callback is not None:
+        warnings.warn("Callback function specified, but not supported with `lm` method.",
+                      stacklevel=2)
+        callback = None
+    if not isinstance(args, tuple):
+        args = (args,)
+    kwargs = {} if kwargs is None else dict(kwargs)
+
+    traced = _is_traced(x0)
+    if not traced:
+        if np.iscomplexobj(x0):
+            raise ValueError("`x0` must be real.")
+        x0 = np.atleast_1d(np.asarray(x0))
+        if not np.issubdtype(x0.dtype, np.floating):
+            x0 = x0.astype(jnp.result_type(float))
+    elif x0.ndim == 0:
+        x0 = x0[None]
+    if x0.ndim > 1:
+        raise ValueError("`x0` must have at most 1 dimension.")
+    dtype = x0.dtype
+    n = x0.shape[0]
+    ftol, xtol, gtol = _check_tolerances(ftol, xtol, gtol, method, float(np.finfo(float).eps))
+    scale = _check_x_scale(x_scale, n, method)
+    lower, upper = _scipy_bounds(bounds, n)
+    bounded = bool(np.any(np.isfinite(lower)) or np.any(np.isfinite(upper)))
+    if method == "lm" and bounded:
+        raise ValueError("Method 'lm' doesn't support bounds.")
+    if not traced and not np.all((x0 >= lower) & (x0 <= upper)):
+        raise ValueError("Initial guess is outside of provided bounds")
+
+    out = jax.eval_shape(lambda z: fun(z, *args, **kwargs), x0)
+    if not hasattr(out, "shape") or len(out.shape) > 1:
+        raise ValueError(f"`fun` must return at most 1-d array_like. f0.shape: "
+                         f"{getattr(out, 'shape', None)}")
+    m = int(np.prod(out.shape, dtype=int))
+    if m == 0:
+        raise ValueError("`fun` returned no residuals")
+    if method == "lm" and m < n:
+        raise ValueError("Method 'lm' doesn't work when the number of residuals is less than "
+                         "the number of variables.")
+    if user_jac is not None:
+        j_shape = jax.eval_shape(lambda z: user_jac(z, *args, **kwargs), x0)
+        if not hasattr(j_shape, "shape") or len(j_shape.shape) > 2 or \
+                int(np.prod(j_shape.shape, dtype=int)) != m * n or \
+                (len(j_shape.shape) == 2 and tuple(j_shape.shape) != (m, n)):
+            raise ValueError(f"The return value of `jac` has wrong shape: expected {(m, n)}, "
+                             f"actual {getattr(j_shape, 'shape', None)}.")
+    if jac_sparsity is not None and np.shape(np.atleast_2d(np.asarray(
+            jac_sparsity.toarray() if hasattr(jac_sparsity, "toarray") else jac_sparsity))) \
+            != (m, n):
+        raise ValueError("`jac_sparsity` has wrong shape.")
+    if loss != "linear" and lm_options.get("weights") is not None:
+        raise ValueError("weights work with loss='linear' only (a robust loss reweights "
+                         "the residuals itself)")
+
+    options = dict(lm_options)
+    weights = options.pop("weights", None)
+    mask = options.pop("mask", None)
+    if scale is not None:
+        options.setdefault("damp_mode", "levenberg")
+    options.setdefault("fractol", ftol)
+    solver = _lm_solver(**{**_LM_DEFAULTS, **options, "xtol": xtol, "gtol": gtol})
+    host = None
+    if callback is not None:   # compiled: the fixed sink (routed below); traced: the callable
+        host = _STOP_SINK if not traced else _StopSink(_callback_host(
+            callback, np.ones(n) if scale is None else scale, [False]), None)
+    driver = _ScipyDriver(solver, None if max_nfev is None else int(max_nfev), host)
+    residuals = _Residuals(fun, loss)
+    jac_fn = None if user_jac is None else _Jacobian(fun, user_jac, loss, m)
+    lm_static = LeastSquaresStatic(residuals=residuals, jac=jac_fn, residual_chunk=None,
+                                   treedef=jax.tree_util.tree_structure(x0), shapes=((n,),),
+                                   dtypes=(dtype,), m=m, solver=driver)
+    x_scale_arr = jnp.ones((n,), dtype) if scale is None else jnp.asarray(scale, dtype)
+    w = jnp.ones((m,), dtype) if weights is None else jnp.broadcast_to(
+        jnp.ravel(jnp.asarray(weights, dtype)), (m,))
+    arrays = (x0 / x_scale_arr, args, kwargs, x_scale_arr, jnp.asarray(f_scale, dtype),
+              _flat_mask(mask, x0, n), jnp.asarray(lower, dtype), jnp.asarray(upper, dtype), w)
+    traced = traced or is_traced(arrays)
+    static = ScipyStatic(lm=lm_static, fun=fun, jac=user_jac, loss=loss, method=method,
+                         bounded=bounded, differentiable=traced)
+    if traced:
+        return _scipy_solve(static, *arrays)
+    if callback is None:
+        result = _compiled_scipy_solve(static, *arrays)
+    else:
+        _STOP[0] = False
+        with progress_to(_callback_host(callback, np.asarray(x_scale_arr), _STOP)):
+            result = jax.block_until_ready(_compiled_scipy_solve(static, *arrays))
+        _STOP[0] = False
+    result = jax.tree_util.tree_map(_host, result)
+    if not np.all(np.isfinite(result.fun)) and result.nit == 0:
+        raise ValueError("Residuals are not finite in the initial point.")
+    return result

@@ -286,7 +286,7 @@ def test_minimize_solution_wrt_a_parameter_matches_resolves(method):
 
 
 def test_least_squares_solution_wrt_args_and_weights_matches_resolves():
-    from jaxinfer.optimize.least_squares import least_squares
+    from jaxinfer.optimize.least_squares import levenberg_marquardt
 
     def residuals(p, x, y):
         return p["amplitude"] * jnp.exp(-p["rate"] * x) + p["offset"] - y
@@ -294,8 +294,8 @@ def test_least_squares_solution_wrt_args_and_weights_matches_resolves():
     start = {"amplitude": 1.0, "rate": 1.0, "offset": 0.0}
 
     def fitted(y, w):
-        x = least_squares(residuals, start, args=(jnp.asarray(XS), y), weights=w,
-                          xtol=1e-15).x
+        x = levenberg_marquardt(residuals, start, args=(jnp.asarray(XS), y), weights=w,
+                                xtol=1e-15).x
         return jnp.stack([x["amplitude"], x["rate"], x["offset"]])
 
     weights = 1.0 / SIG ** 2

@@ -7,7 +7,7 @@ import pytest
 import scipy.optimize
 
 from jaxinfer.optimize import Status
-from jaxinfer.optimize.least_squares import least_squares
+from jaxinfer.optimize.least_squares import levenberg_marquardt
 
 # ---------------------------------------------------------------------------------------------
 # shared small problems (few shapes: each shape is a compile)
@@ -48,7 +48,7 @@ def scipy_two_exp():
 @pytest.fixture(scope="module")
 def default_two_exp():
     """The default fit of the two-exponential problem (shared: each distinct call compiles)."""
-    return least_squares(two_exp_residuals, jnp.asarray(B_START), args=(T_EXP, Y_EXP))
+    return levenberg_marquardt(two_exp_residuals, jnp.asarray(B_START), args=(T_EXP, Y_EXP))
 
 
 STALE_KWARGS = dict(args=(T_EXP, Y_EXP), update_J_frequency=5, run_type=1, max_iter=500)
@@ -57,7 +57,7 @@ STALE_KWARGS = dict(args=(T_EXP, Y_EXP), update_J_frequency=5, run_type=1, max_i
 @pytest.fixture(scope="module")
 def stale_two_exp():
     """J refreshed every 5 iterations without updates: the baseline of Broyden / eigen."""
-    return least_squares(two_exp_residuals, jnp.asarray(B_START), **STALE_KWARGS)
+    return levenberg_marquardt(two_exp_residuals, jnp.asarray(B_START), **STALE_KWARGS)
 
 
 def rosenbrock(x, a):
@@ -71,7 +71,7 @@ ROSEN_START = jnp.array([-1.2, 1.0])
 
 
 def test_linear_least_squares_matches_closed_form(tol):
-    res = least_squares(linear_residuals, jnp.zeros(4), args=(A_LIN, B_LIN))
+    res = levenberg_marquardt(linear_residuals, jnp.zeros(4), args=(A_LIN, B_LIN))
     expected = np.linalg.lstsq(A_LIN, B_LIN, rcond=None)[0]
     assert res.success, res.message
     np.testing.assert_allclose(res.x, expected, rtol=tol(res.x.dtype, 1e-10))
@@ -83,7 +83,7 @@ def test_linear_least_squares_matches_closed_form(tol):
 
 def test_weights_match_weighted_normal_equations():
     w = np.linspace(0.5, 2.0, 12)
-    res = least_squares(linear_residuals, jnp.zeros(4), args=(A_LIN, B_LIN), weights=w)
+    res = levenberg_marquardt(linear_residuals, jnp.zeros(4), args=(A_LIN, B_LIN), weights=w)
     expected = np.linalg.solve(A_LIN.T @ (w[:, None] * A_LIN), A_LIN.T @ (w * B_LIN))
     np.testing.assert_allclose(res.x, expected, rtol=1e-10)
     r = A_LIN @ expected - B_LIN
@@ -104,7 +104,7 @@ def test_nonlinear_fit_matches_scipy_lm(scipy_two_exp, default_two_exp):
     ("minpack", 2, "svd"), ("levenberg", 1, "svd"), ("minpack", 1, "eigh")])
 def test_every_damping_mode_run_type_and_solver_converges(damp_mode, run_type, solver,
                                                           scipy_two_exp):
-    res = least_squares(two_exp_residuals, jnp.asarray(B_START), args=(T_EXP, Y_EXP),
+    res = levenberg_marquardt(two_exp_residuals, jnp.asarray(B_START), args=(T_EXP, Y_EXP),
                         damp_mode=damp_mode, run_type=run_type, damping=1.0, max_iter=500,
                         linear_solver=solver)
     assert res.success, (damp_mode, run_type, solver, res.message)
@@ -113,7 +113,7 @@ def test_every_damping_mode_run_type_and_solver_converges(damp_mode, run_type, s
 
 def test_jit_and_vmap_equal_a_python_loop():
     starts = jnp.asarray(B_START) * jnp.array([[1.0], [1.1], [0.9]])
-    solve = jax.jit(lambda b0: least_squares(two_exp_residuals, b0, args=(T_EXP, Y_EXP)))
+    solve = jax.jit(lambda b0: levenberg_marquardt(two_exp_residuals, b0, args=(T_EXP, Y_EXP)))
     batched = jax.vmap(solve)(starts)
     for k in range(starts.shape[0]):
         single = solve(starts[k])
@@ -129,7 +129,7 @@ def test_pytree_parameters_and_user_jacobian(default_two_exp):
             + p["rest"][2] - y
 
     x0 = {"amp": 1.0, "rate": 2.0, "rest": jnp.array([2.0, 0.5, 0.0])}
-    res = least_squares(residuals, x0, args=(T_EXP, Y_EXP))
+    res = levenberg_marquardt(residuals, x0, args=(T_EXP, Y_EXP))
     # ravel order of a dict is by sorted key: amp, rate, rest
     flat = jnp.concatenate([jnp.atleast_1d(res.x["amp"]), jnp.atleast_1d(res.x["rate"]),
                             res.x["rest"]])
@@ -139,13 +139,13 @@ def test_pytree_parameters_and_user_jacobian(default_two_exp):
     def jac(b, t, y):
         return jax.jacrev(two_exp_residuals)(b, t, y)
 
-    with_jac = least_squares(two_exp_residuals, jnp.asarray(B_START), args=(T_EXP, Y_EXP), jac=jac)
+    with_jac = levenberg_marquardt(two_exp_residuals, jnp.asarray(B_START), args=(T_EXP, Y_EXP), jac=jac)
     np.testing.assert_allclose(with_jac.x, ref.x, rtol=1e-7)
 
 
 def test_underdetermined_uses_reverse_mode_and_reaches_zero_residual():
     # m = 1 < n = 3: jacrev; minimum-norm-like solution with zero residual
-    res = least_squares(lambda x: jnp.array([jnp.sum(x ** 2) - 1.0]), jnp.array([0.3, 0.2, 0.1]))
+    res = levenberg_marquardt(lambda x: jnp.array([jnp.sum(x ** 2) - 1.0]), jnp.array([0.3, 0.2, 0.1]))
     assert res.status == Status.ZERO_RESIDUAL or res.success
     np.testing.assert_allclose(jnp.sum(res.x ** 2), 1.0, atol=1e-10)
 
@@ -153,7 +153,7 @@ def test_underdetermined_uses_reverse_mode_and_reaches_zero_residual():
 def test_mask_fits_only_the_selected_block():
     mask = np.array([True, False, True, False])
     x0 = jnp.array([0.0, 0.7, 0.0, -0.3])
-    res = least_squares(linear_residuals, x0, args=(A_LIN, B_LIN), mask=mask)
+    res = levenberg_marquardt(linear_residuals, x0, args=(A_LIN, B_LIN), mask=mask)
     # closed form of the reduced problem: fixed parameters move to the right-hand side
     rhs = B_LIN - A_LIN[:, ~mask] @ np.asarray(x0)[~mask]
     expected = np.linalg.lstsq(A_LIN[:, mask], rhs, rcond=None)[0]
@@ -161,9 +161,9 @@ def test_mask_fits_only_the_selected_block():
     np.testing.assert_array_equal(res.x[~mask], x0[~mask])
     np.testing.assert_allclose(res.jac, A_LIN, rtol=1e-14)  # all n columns, exact
     with pytest.raises(ValueError, match="mask"):
-        least_squares(linear_residuals, x0, args=(A_LIN, B_LIN), mask=np.array([True, False]))
+        levenberg_marquardt(linear_residuals, x0, args=(A_LIN, B_LIN), mask=np.array([True, False]))
     with pytest.raises(ValueError, match="no parameter"):
-        least_squares(linear_residuals, x0, args=(A_LIN, B_LIN), mask=np.zeros(4, bool))
+        levenberg_marquardt(linear_residuals, x0, args=(A_LIN, B_LIN), mask=np.zeros(4, bool))
 
 
 def test_bounds_match_scipy_bounded_linear_least_squares():
@@ -171,7 +171,7 @@ def test_bounds_match_scipy_bounded_linear_least_squares():
     upper = np.array([0.2, np.inf, np.inf, np.inf])
     expected = scipy.optimize.lsq_linear(A_LIN, B_LIN, bounds=(lower, upper), tol=1e-14).x
     assert np.any(np.isclose(expected, lower) | np.isclose(expected, upper))  # a bound is active
-    res = least_squares(linear_residuals, jnp.zeros(4), args=(A_LIN, B_LIN),
+    res = levenberg_marquardt(linear_residuals, jnp.zeros(4), args=(A_LIN, B_LIN),
                         bounds=(lower, upper))
     assert res.success, res.message
     np.testing.assert_allclose(res.x, expected, atol=1e-8)
@@ -179,8 +179,8 @@ def test_bounds_match_scipy_bounded_linear_least_squares():
 
 
 def test_geodesic_acceleration_needs_fewer_iterations_same_answer():
-    plain = least_squares(rosenbrock, ROSEN_START, args=(100.0,), run_type=1, max_iter=500)
-    accel = least_squares(rosenbrock, ROSEN_START, args=(100.0,), run_type=1, max_iter=500,
+    plain = levenberg_marquardt(rosenbrock, ROSEN_START, args=(100.0,), run_type=1, max_iter=500)
+    accel = levenberg_marquardt(rosenbrock, ROSEN_START, args=(100.0,), run_type=1, max_iter=500,
                           use_accel=True)
     for res in (plain, accel):
         assert res.success, res.message
@@ -189,14 +189,14 @@ def test_geodesic_acceleration_needs_fewer_iterations_same_answer():
     assert int(accel.njev) < int(plain.njev)
     assert int(accel.extra["num_jvp"]) > 0 and int(plain.extra["num_jvp"]) == 0
     # a tiny max_accel_correction rejects corrections: the counter says so
-    strict = least_squares(rosenbrock, ROSEN_START, args=(100.0,), run_type=1, max_iter=500,
+    strict = levenberg_marquardt(rosenbrock, ROSEN_START, args=(100.0,), run_type=1, max_iter=500,
                            use_accel=True, max_accel_correction=1e-3)
     assert int(strict.extra["accel_rejections"]) > 0
 
 
 def test_broyden_update_saves_jacobians_same_answer(scipy_two_exp, stale_two_exp):
     stale = stale_two_exp
-    broyden = least_squares(two_exp_residuals, jnp.asarray(B_START), broyden_update=True,
+    broyden = levenberg_marquardt(two_exp_residuals, jnp.asarray(B_START), broyden_update=True,
                             **STALE_KWARGS)
     for res in (stale, broyden):
         assert res.success, res.message
@@ -207,7 +207,7 @@ def test_broyden_update_saves_jacobians_same_answer(scipy_two_exp, stale_two_exp
 
 def test_eigen_update_saves_jacobians_same_answer(scipy_two_exp, stale_two_exp):
     stale = stale_two_exp
-    eig = least_squares(two_exp_residuals, jnp.asarray(B_START), eig_update=True,
+    eig = levenberg_marquardt(two_exp_residuals, jnp.asarray(B_START), eig_update=True,
                         eig_update_frequency=1, num_eig_dirs=4, **STALE_KWARGS)
     for res in (stale, eig):
         assert res.success, res.message
@@ -240,7 +240,7 @@ def test_eigen_update_uses_eigenvectors_of_jtj():
 
 
 def test_max_iter_exhaustion_is_a_failure_with_a_message():
-    res = least_squares(rosenbrock, ROSEN_START, args=(100.0,), max_iter=2)
+    res = levenberg_marquardt(rosenbrock, ROSEN_START, args=(100.0,), max_iter=2)
     assert int(res.status) == Status.MAX_ITER
     assert not bool(res.success)
     assert "maximum number of iterations" in str(res.message)
@@ -249,7 +249,7 @@ def test_max_iter_exhaustion_is_a_failure_with_a_message():
 
 def test_peri_tolerances_and_statistics():
     # peri's defaults: absolute errtol etc.; a coarse fit stops early with a peri status
-    res = least_squares(two_exp_residuals, jnp.asarray(B_START), args=(T_EXP, Y_EXP),
+    res = levenberg_marquardt(two_exp_residuals, jnp.asarray(B_START), args=(T_EXP, Y_EXP),
                         damping=1.0, damp_mode="levenberg", broyden_update=True,
                         paramtol=1e-6, errtol=1e-5, exptol=1e-3, fractol=1e-6, costol=None,
                         xtol=None, gtol=None, max_iter=50)
@@ -262,23 +262,23 @@ def test_peri_tolerances_and_statistics():
 
 
 def test_nonfinite_start_is_reported():
-    res = least_squares(lambda x: jnp.array([jnp.log(x[0]), x[1]]), jnp.array([-1.0, 1.0]))
+    res = levenberg_marquardt(lambda x: jnp.array([jnp.log(x[0]), x[1]]), jnp.array([-1.0, 1.0]))
     assert int(res.status) == Status.NONFINITE and not bool(res.success)
 
 
 def test_bad_options_are_refused():
     with pytest.raises(ValueError, match="damp_mode"):
-        least_squares(linear_residuals, jnp.zeros(4), args=(A_LIN, B_LIN), damp_mode="x")
+        levenberg_marquardt(linear_residuals, jnp.zeros(4), args=(A_LIN, B_LIN), damp_mode="x")
     with pytest.raises(ValueError, match="run_type"):
-        least_squares(linear_residuals, jnp.zeros(4), args=(A_LIN, B_LIN), run_type=3)
+        levenberg_marquardt(linear_residuals, jnp.zeros(4), args=(A_LIN, B_LIN), run_type=3)
     with pytest.raises(ValueError, match="increase_damp_factor"):
-        least_squares(linear_residuals, jnp.zeros(4), args=(A_LIN, B_LIN), increase_damp_factor=1)
+        levenberg_marquardt(linear_residuals, jnp.zeros(4), args=(A_LIN, B_LIN), increase_damp_factor=1)
     with pytest.raises(ValueError, match="linear_solver"):
-        least_squares(linear_residuals, jnp.zeros(4), args=(A_LIN, B_LIN), linear_solver="qr")
+        levenberg_marquardt(linear_residuals, jnp.zeros(4), args=(A_LIN, B_LIN), linear_solver="qr")
 
 
 def test_float32_fit(scipy_two_exp):
-    res = least_squares(two_exp_residuals, jnp.asarray(B_START, jnp.float32),
+    res = levenberg_marquardt(two_exp_residuals, jnp.asarray(B_START, jnp.float32),
                         args=(jnp.asarray(T_EXP, jnp.float32), jnp.asarray(Y_EXP, jnp.float32)))
     assert res.x.dtype == jnp.float32
     assert res.success, res.message
