@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -161,10 +162,11 @@ class Cells(eqx.Module):
             tl = [pos[n] for n, k in zip(self.time_neighbour_lists(), keep) if k]
             tn, tm = _pad_neighbours([n[n >= 0] for n in tl])
             tn, tm, tc = jnp.asarray(tn), jnp.asarray(tm), self.time_centers[sel]
-        groups = None if self.groups is None else self.groups[sel]
-        return Cells(self.dr[sel], self.dt[sel], self.mask[sel], self.counts[sel],
-                     self.centers[sel], self.volumes[sel], jnp.asarray(nb), jnp.asarray(nm),
-                     jnp.asarray(np.asarray(self.cell_ids)[sel]), tn, tm, tc, groups)
+        take = lambda a: jnp.asarray(np.asarray(a)[sel])  # noqa: E731  (host gathers)
+        groups = None if self.groups is None else jax.tree_util.tree_map(take, self.groups)
+        return Cells(take(self.dr), take(self.dt), take(self.mask), take(self.counts),
+                     take(self.centers), take(self.volumes), jnp.asarray(nb), jnp.asarray(nm),
+                     take(self.cell_ids), tn, tm, tc, groups)
 
     def time_neighbour_lists(self) -> list:
         """Time neighbours of each cell (positions), space-time cells only."""

@@ -107,30 +107,50 @@ def neighbours_per_axis(center, neighbour_centers, eps=None, selection_angle=Non
     neighbour is assigned to the axis of its largest |projection| (InferenceMAP)."""
     centers = np.asarray(neighbour_centers, float)
     center = np.asarray(center, float)
-    dim = center.shape[0]
-    below = np.zeros((dim, centers.shape[0]), dtype=bool)
-    above = np.zeros_like(below)
-    if centers.shape[0] == 0:
-        return below, above
-    proj = centers - center[None, :]
+    valid = np.ones((1, centers.shape[0]), dtype=bool)
+    below, above = _sides(center[None], centers[None], valid, eps, selection_angle)
+    return below[0], above[0]
+
+
+def _sides(centers, X, valid, eps, selection_angle):
+    """:func:`neighbours_per_axis` for every cell at once: centres [m, dim], neighbour
+    centres X [m, B, dim], valid [m, B] -> (below, above), each [m, dim, B] bool."""
+    m, B, dim = X.shape
+    proj = X - centers[:, None, :]  # [m, B, dim]
     if eps is None:
         if selection_angle is None or (selection_angle == 0.5 and dim == 2):
-            assigned = np.argmax(np.abs(proj), axis=1)
-            dist = proj[np.arange(proj.shape[0]), assigned]
-            for j in range(dim):
-                below[j, (assigned == j) & (dist < 0)] = True
-                above[j, (assigned == j) & (dist > 0)] = True
+            assigned = np.argmax(np.abs(proj), axis=-1)  # [m, B]
+            dist = np.take_along_axis(proj, assigned[..., None], axis=-1)[..., 0]
+            on_axis = assigned[:, None, :] == np.arange(dim)[None, :, None]  # [m, dim, B]
+            below = on_axis & (dist < 0)[:, None, :]
+            above = on_axis & (dist > 0)[:, None, :]
         else:
-            proj = proj / np.sqrt(np.sum(proj * proj, axis=1, keepdims=True))
-            angle = 1.0 - 2.0 * np.arccos(proj) / math.pi
-            for j in range(dim):
-                below[j, angle[:, j] < selection_angle - 1.0] = True
-                above[j, 1.0 - selection_angle < angle[:, j]] = True
+            with np.errstate(divide="ignore", invalid="ignore"):
+                unit = proj / np.sqrt(np.sum(proj * proj, axis=-1, keepdims=True))
+                angle = np.moveaxis(1.0 - 2.0 * np.arccos(unit) / math.pi, -1, 1)  # [m, dim, B]
+            below = angle < selection_angle - 1.0
+            above = 1.0 - selection_angle < angle
     else:
-        for j in range(dim):
-            below[j, centers[:, j] < center[j] - eps] = True
-            above[j, center[j] + eps < centers[:, j]] = True
-    return below, above
+        Xd = np.moveaxis(X, -1, 1)  # [m, dim, B]
+        below = Xd < centers[:, :, None] - eps
+        above = centers[:, :, None] + eps < Xd
+    return below & valid[:, None, :], above & valid[:, None, :]
+
+
+def _side_means(centers, Xd, side):
+    """Count [m, dim] and mean position [m, dim] (NaN where empty) of the neighbours on
+    ``side`` [m, dim, B] along each axis; ``Xd`` [m, dim, B] neighbour coordinates."""
+    count = side.sum(axis=-1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mean = np.where(count > 0, np.sum(np.where(side, Xd, 0.0), axis=-1) / count, np.nan)
+    return count, mean
+
+
+def _padded_geometry(centers, neighbours):
+    centers = np.asarray(centers, float)
+    nb, nmask = _padded(neighbours)
+    Xd = np.moveaxis(centers[nb], -1, 1)  # [m, dim, B]
+    return centers, nb, nmask, Xd
 
 
 def grad1_stencil(centers, neighbours, eps=None, selection_angle=DEFAULT_SELECTION_ANGLE) -> Stencil:
@@ -144,88 +164,63 @@ def grad1_stencil(centers, neighbours, eps=None, selection_angle=DEFAULT_SELECTI
     neighbours : sequence of int arrays, neighbours of each cell (indices into centers)
     eps, selection_angle : neighbour selection (see :func:`neighbours_per_axis`)
     """
-    centers = np.asarray(centers, float)
-    m, dim = centers.shape
-    nb, nmask = _padded(neighbours)
-    B = nb.shape[1]
-    sw = np.zeros((m, dim))
-    nw = np.zeros((m, dim, B))
-    defined = np.zeros((m, dim), dtype=bool)
-    for i in range(m):
-        k = int(nmask[i].sum())
-        if k == 0:
-            continue
-        X = centers[nb[i, :k]]
-        below, above = neighbours_per_axis(centers[i], X, eps, selection_angle)
-        for j in range(dim):
-            u, v = below[j], above[j]
-            x0 = centers[i, j]
-            if not u.any() and not v.any():
-                continue
-            defined[i, j] = True
-            if u.any() and v.any():
-                xu, xv = X[u, j].mean(), X[v, j].mean()
-                # derivative at x0 of the Lagrange interpolant through (x0, xu, xv)
-                w0 = 1.0 / (x0 - xu) + 1.0 / (x0 - xv)
-                wu = (x0 - xv) / ((xu - x0) * (xu - xv))
-                wv = (x0 - xu) / ((xv - x0) * (xv - xu))
-                sw[i, j] = w0
-                nw[i, j, :k][u] = wu / u.sum()
-                nw[i, j, :k][v] = wv / v.sum()
-            else:
-                side = u if u.any() else v
-                inv = 1.0 / (x0 - X[side, j].mean())
-                sw[i, j] = inv
-                nw[i, j, :k][side] = -inv / side.sum()
+    centers, nb, nmask, Xd = _padded_geometry(centers, neighbours)
+    below, above = _sides(centers, np.moveaxis(Xd, 1, -1), nmask, eps, selection_angle)
+    nu, xu = _side_means(centers, Xd, below)
+    nv, xv = _side_means(centers, Xd, above)
+    x0 = centers
+    both = (nu > 0) & (nv > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # both sides: derivative at x0 of the Lagrange interpolant through (x0, xu, xv)
+        w0 = 1.0 / (x0 - xu) + 1.0 / (x0 - xv)
+        wu = (x0 - xv) / ((xu - x0) * (xu - xv)) / nu
+        wv = (x0 - xu) / ((xv - x0) * (xv - xu)) / nv
+        # one side: (X_i - mean X_side) / (x_i - mean x_side)
+        inv_u = 1.0 / (x0 - xu)
+        inv_v = 1.0 / (x0 - xv)
+    only_u = (nu > 0) & ~both
+    only_v = (nv > 0) & ~both
+    sw = np.where(both, w0, np.where(only_u, inv_u, np.where(only_v, inv_v, 0.0)))
+    cu = np.where(both, wu, np.where(only_u, -inv_u / np.maximum(nu, 1), 0.0))
+    cv = np.where(both, wv, np.where(only_v, -inv_v / np.maximum(nv, 1), 0.0))
+    nw = np.where(above, cv[..., None], np.where(below, cu[..., None], 0.0))
+    defined = (nu > 0) | (nv > 0)
     return Stencil(jnp.asarray(sw), jnp.asarray(nw), jnp.asarray(nb), jnp.asarray(defined))
 
 
 def delta0_stencil(centers, neighbours) -> Stencil:
     """TRamWAy's ``delta0``: (X_j - X_i) / ||x_j - x_i|| / sqrt(|N_i|) for each neighbour j.
     Components are the neighbour slots (padded slots have zero weight)."""
-    centers = np.asarray(centers, float)
-    m = centers.shape[0]
-    nb, nmask = _padded(neighbours)
+    centers, nb, nmask, Xd = _padded_geometry(centers, neighbours)
     B = nb.shape[1]
-    sw = np.zeros((m, B))
-    nw = np.zeros((m, B, B))
-    for i in range(m):
-        k = int(nmask[i].sum())
-        if k == 0:
-            continue
-        d = np.sqrt(np.sum((centers[nb[i, :k]] - centers[i]) ** 2, axis=1))
-        w = 1.0 / d / np.sqrt(float(k))
-        sw[i, :k] = -w
-        nw[i, np.arange(k), np.arange(k)] = w
-    return Stencil(jnp.asarray(sw), jnp.asarray(nw), jnp.asarray(nb), jnp.asarray(nmask))
+    d = np.sqrt(np.sum((Xd - centers[:, :, None]) ** 2, axis=1))  # [m, B]
+    k = nmask.sum(axis=1, keepdims=True)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(nmask, 1.0 / d / np.sqrt(np.maximum(k, 1).astype(float)), 0.0)
+    nw = np.zeros(nb.shape + (B,))
+    nw[:, np.arange(B), np.arange(B)] = w
+    return Stencil(jnp.asarray(-w), jnp.asarray(nw), jnp.asarray(nb), jnp.asarray(nmask))
 
 
 def delta1_stencil(centers, neighbours, eps=None, selection_angle=DEFAULT_SELECTION_ANGLE) -> Stencil:
     """TRamWAy's ``delta1``: per axis, (X_i - mean X_below)/(x_i - mean x_below) and the same
     above, 0 for an empty side. Components ordered [below_0, above_0, below_1, above_1, ...]
     (only their squared sum matters to the priors)."""
-    centers = np.asarray(centers, float)
+    centers, nb, nmask, Xd = _padded_geometry(centers, neighbours)
     m, dim = centers.shape
-    nb, nmask = _padded(neighbours)
-    B = nb.shape[1]
-    sw = np.zeros((m, 2 * dim))
-    nw = np.zeros((m, 2 * dim, B))
-    defined = np.zeros((m, 2 * dim), dtype=bool)
-    for i in range(m):
-        k = int(nmask[i].sum())
-        if k == 0:
-            continue
-        X = centers[nb[i, :k]]
-        below, above = neighbours_per_axis(centers[i], X, eps, selection_angle)
-        for j in range(dim):
-            for s, side in enumerate((below[j], above[j])):
-                if side.any():
-                    c = 2 * j + s
-                    inv = 1.0 / (centers[i, j] - X[side, j].mean())
-                    sw[i, c] = inv
-                    nw[i, c, :k][side] = -inv / side.sum()
-                    defined[i, c] = True
-    return Stencil(jnp.asarray(sw), jnp.asarray(nw), jnp.asarray(nb), jnp.asarray(defined))
+    sides = _sides(centers, np.moveaxis(Xd, 1, -1), nmask, eps, selection_angle)
+    sw = np.zeros((m, dim, 2))
+    nw = np.zeros((m, dim, 2, nb.shape[1]))
+    defined = np.zeros((m, dim, 2), dtype=bool)
+    for s, side in enumerate(sides):
+        count, mean = _side_means(centers, Xd, side)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            inv = np.where(count > 0, 1.0 / (centers - mean), 0.0)
+        sw[:, :, s] = inv
+        nw[:, :, s] = np.where(side, (-inv / np.maximum(count, 1))[..., None], 0.0)
+        defined[:, :, s] = count > 0
+    return Stencil(jnp.asarray(sw.reshape(m, 2 * dim)), jnp.asarray(nw.reshape(m, 2 * dim, -1)),
+                   jnp.asarray(nb), jnp.asarray(defined.reshape(m, 2 * dim)))
 
 
 def gradn_stencil(centers, neighbours, tramway_indexing: bool = False) -> Stencil:

@@ -252,7 +252,8 @@ def _per_cell(mode: Mode, name: str, cells: Cells, settings: InferSettings) -> M
 # ----------------------------------------------------------------------------- smooth
 
 
-def _stencils(cells: Cells, settings: InferSettings):
+def _stencils(cells: Cells, settings: InferSettings, need_delta: bool):
+    """(grad1, the priors' operator, delta0 or None): delta0 only where the mode uses it."""
     lists = cells.neighbour_lists()
     centers = np.asarray(cells.centers, dtype=float)
     kw = settings.grad_kwargs()
@@ -260,13 +261,15 @@ def _stencils(cells: Cells, settings: InferSettings):
                                st.neighbour_weight.astype(cells.dr.dtype), st.neighbours,
                                st.defined)
     grad = cast(grad1_stencil(centers, lists, **kw))
+    delta = cast(delta0_stencil(centers, lists)) if (
+        need_delta or settings.rgrad in ("delta", "delta0")) else None
     if settings.rgrad in ("delta", "delta0"):
-        reg = cast(delta0_stencil(centers, lists))
+        reg = delta
     elif settings.rgrad == "delta1":
         reg = cast(delta1_stencil(centers, lists, **kw))
     else:
         reg = grad
-    return grad, reg, cast(delta0_stencil(centers, lists))
+    return grad, reg, delta if need_delta else None
 
 
 def _time_priors(cells: Cells, settings: InferSettings):
@@ -338,7 +341,8 @@ def _smooth_setup(mode: Mode, name: str, cells: Cells, settings: InferSettings) 
                          "expected 'lbfgsb'")
     m, dim, dtype = cells.ncells, cells.dim, cells.dr.dtype
     f = lambda v: jnp.asarray(v, dtype=dtype)  # noqa: E731
-    grad, reg, delta = _stencils(cells, settings)
+    grad, reg, delta = _stencils(cells, settings,
+                                 need_delta=mode.name in ("stochastic.dv", "semi.stochastic.dv"))
     ltD, ltV, time = (_time_priors(cells, settings) if "diffusivity_time_prior" in mode.priors
                       else (None, None, None))
     weights = dict(diffusivity=settings.diffusivity_prior, drift=settings.drift_prior,

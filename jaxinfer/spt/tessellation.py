@@ -74,13 +74,27 @@ class Tessellation:
     def assign(self, points: np.ndarray) -> np.ndarray:
         """Nearest-centre cell index of each point ([npoints, dim] -> [npoints] int).
 
-        Ties go to the lowest cell index (as ``argmin`` in TRamWAy)."""
+        Ties go to the lowest cell index (as ``argmin`` in TRamWAy). Large problems query a
+        k-d tree for the two nearest centres and settle near-ties with the exact rule."""
         points = np.asarray(points, dtype=float)
         if points.ndim != 2 or points.shape[1] != self.dim:
             raise ValueError(f"points must have shape [n, {self.dim}], got {points.shape}")
+        if points.shape[0] * self.number_of_cells <= (1 << 22) or self.number_of_cells < 2:
+            return self._assign_dense(points)
+        from scipy.spatial import cKDTree
+
+        d, idx = cKDTree(self.centers).query(points, k=2)
+        scale = np.sum(points**2, axis=1) + np.max(np.sum(self.centers**2, axis=1)) + 1.0
+        near_tie = (d[:, 1] ** 2 - d[:, 0] ** 2) <= 1e-9 * scale
+        out = idx[:, 0].astype(np.int64)
+        if near_tie.any():
+            out[near_tie] = self._assign_dense(points[near_tie])
+        return out
+
+    def _assign_dense(self, points: np.ndarray) -> np.ndarray:
         out = np.empty(points.shape[0], dtype=np.int64)
         c2 = np.sum(self.centers**2, axis=1)
-        block = 65536
+        block = max(1, min(65536, (1 << 22) // max(1, self.number_of_cells)))  # <= 32 MB
         for s in range(0, points.shape[0], block):
             p = points[s:s + block]
             d2 = np.sum(p**2, axis=1, keepdims=True) - 2 * p @ self.centers.T + c2
