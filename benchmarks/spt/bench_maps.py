@@ -12,7 +12,12 @@ them); then
 * ``infer`` (jaxinfer's L-BFGS-B) is timed cold (compilation included) and warm;
 * the reference is scipy's L-BFGS-B on the same jitted value-and-gradient, from the same
   start and bounds, with ftol = 1e-15, gtol = 1e-10, maxcor = 30 (minimised to convergence);
-* dv is also timed with scipy at infer's own settings (ftol 1e-8, maxcor 10): the speed ratio.
+* dv speed: scipy's L-BFGS-B at infer's own settings (ftol 1e-8, maxcor 10) on the same jitted
+  value-and-gradient, against jaxinfer's solver on the same problem (``solve_map``, the
+  solver-to-solver ratio) and against the whole warm ``infer`` call (which also builds the
+  cells, stencils and start: the end-to-end ratio); the three are alternated
+  ``--speed-repeats`` times in one run and the ratios of the medians of process CPU time (and
+  of wall time) are reported, CPU time being what a loaded shared machine distorts least.
 
 Writes benchmarks/results/spt_maps.json.
 """
@@ -25,7 +30,12 @@ import os
 import sys
 import time
 
-import jax
+# scipy's L-BFGS-B on 800-vectors gains nothing from BLAS threads, and on a loaded 2-core
+# machine OpenBLAS's spinning threads cost it ~10x the CPU time (measured 7.7 s vs 0.58 s for
+# the dv run): scipy is timed at its best, one thread. XLA (jaxinfer) does not use OpenBLAS.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", True)
 
@@ -37,6 +47,7 @@ from jax.flatten_util import ravel_pytree  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_tramway import RESULTS, SIGMA, machine_info, make_data  # noqa: E402
 
+from jaxinfer.spt.fitting import solve_map  # noqa: E402
 from jaxinfer.spt.infer import infer, smooth_setup  # noqa: E402
 from jaxinfer.spt.tessellation import tessellate  # noqa: E402
 
@@ -63,16 +74,26 @@ def scipy_lbfgsb(setup, options):
     bounds = [(None if not np.isfinite(lo) else lo, None if not np.isfinite(hi) else hi)
               for lo, hi in zip(lower, upper)]
     t0 = time.perf_counter()
+    c0 = time.process_time()
     res = scipy.optimize.minimize(fun, np.asarray(x0_flat), jac=True, method="L-BFGS-B",
                                   bounds=bounds, options=options)
-    seconds = time.perf_counter() - t0
-    return res, unravel(jnp.asarray(res.x)), seconds
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    return res, unravel(jnp.asarray(res.x)), seconds, cpu
+
+
+def timed(call):
+    """``(result, wall seconds, process CPU seconds)`` of ``call()``."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    out = call()
+    return out, time.perf_counter() - t0, time.process_time() - c0
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--translocations", type=int, default=65_000)
     parser.add_argument("--repeats", type=int, default=3, help="warm timings (best of)")
+    parser.add_argument("--speed-repeats", type=int, default=7,
+                        help="dv: alternated runs of jaxinfer and scipy (medians)")
     parser.add_argument("--modes", default="d,dd,df,dv")
     parser.add_argument("--out", default=os.path.join(RESULTS, "spt_maps.json"))
     args = parser.parse_args(argv)
@@ -85,9 +106,7 @@ def main(argv=None):
                    reference_options=REFERENCE, modes=[])
     for mode in args.modes.split(","):
         kw = dict(sigma=SIGMA, **PRIORS[mode])
-        t0 = time.perf_counter()
-        maps = infer(part, mode, **kw)
-        cold = time.perf_counter() - t0
+        maps, cold, cold_cpu = timed(lambda: infer(part, mode, **kw))
         warm = []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
@@ -95,23 +114,41 @@ def main(argv=None):
             warm.append(time.perf_counter() - t0)
         setup = smooth_setup(part, mode, **kw)
         ours_fun = float(setup.mode.posterior(maps.result.x, setup.problem))
-        ref, ref_x, ref_s = scipy_lbfgsb(setup, REFERENCE)
+        ref, ref_x, ref_s, _ = scipy_lbfgsb(setup, REFERENCE)
         ref_fun = float(setup.mode.posterior(ref_x, setup.problem))
         D, D_ref = np.asarray(maps.result.x["diffusivity"]), np.asarray(ref_x["diffusivity"])
         rel = np.abs(D - D_ref) / np.abs(D_ref)
         scale = max(abs(ref_fun + float(setup.problem.offset)), 1.0)  # |f|, not |f - f(x0)|
         entry = dict(mode=mode, cells=setup.cells.ncells, converged=maps.success,
                      message=str(maps.result.message), nit=int(maps.result.nit),
-                     nfev=int(maps.result.nfev), seconds_cold=cold, seconds_warm=min(warm),
+                     nfev=int(maps.result.nfev), seconds_cold=cold, cpu_seconds_cold=cold_cpu,
+                     seconds_warm=min(warm),
                      objective=ours_fun, objective_reference=ref_fun,
                      objective_rel_diff=abs(ours_fun - ref_fun) / scale,
                      reference_nit=int(ref.nit), reference_message=str(ref.message),
                      reference_seconds=ref_s,
                      D_median_rel_diff=float(np.median(rel)), D_max_rel_diff=float(rel.max()))
-        if setup.mode.name == "dv":  # speed at the same settings as infer
-            same, _, same_s = scipy_lbfgsb(setup, dict(setup.options))
-            entry.update(scipy_same_settings_seconds=same_s, scipy_same_settings_nit=int(same.nit),
-                         speedup_vs_scipy=same_s / min(warm))
+        if setup.mode.name == "dv":  # speed at the same settings as infer, alternated
+            runs = {"infer": [], "solver": [], "scipy": []}
+            for _ in range(args.speed_repeats):
+                _, w, c = timed(lambda: infer(part, mode, **kw))
+                runs["infer"].append((w, c))
+                _, w, c = timed(lambda: solve_map(setup.mode, setup.problem, setup.x0,
+                                                  setup.lower, setup.upper, setup.options))
+                runs["solver"].append((w, c))
+                same, _, w, c = scipy_lbfgsb(setup, dict(setup.options))
+                runs["scipy"].append((w, c))
+            med = {k: np.median(v, axis=0) for k, v in runs.items()}  # (wall, cpu)
+            entry.update(speed_repeats=args.speed_repeats,
+                         infer_wall_median=med["infer"][0], infer_cpu_median=med["infer"][1],
+                         solver_wall_median=med["solver"][0], solver_cpu_median=med["solver"][1],
+                         scipy_wall_median=med["scipy"][0], scipy_cpu_median=med["scipy"][1],
+                         scipy_nit=int(same.nit), scipy_nfev=int(same.nfev),
+                         speedup_solver_cpu=med["scipy"][1] / med["solver"][1],
+                         speedup_solver_wall=med["scipy"][0] / med["solver"][0],
+                         speedup_infer_cpu=med["scipy"][1] / med["infer"][1],
+                         speedup_infer_wall=med["scipy"][0] / med["infer"][0],
+                         runs_wall_cpu=runs)
         results["modes"].append(entry)
         print(json.dumps(entry), flush=True)
         os.makedirs(RESULTS, exist_ok=True)

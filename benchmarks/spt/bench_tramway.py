@@ -10,8 +10,9 @@ cap per mode) and jaxinfer here, then compares:
 * wall time (jaxinfer: first call incl. compilation, and a second warm call) and the ratio;
 * whether each optimiser reported convergence (TRamWAy: no OptimizationWarning, not
   interrupted by the cap);
-* the final objective of both solutions, evaluated with the SAME objective
-  (jaxinfer.spt.posteriors, which matches TRamWAy's to 1e-15 in tests/spt);
+* the final objective of both solutions, evaluated with the SAME objective: the registry's
+  posterior of the mode on the problem ``infer`` solves (``jaxinfer.spt.infer.smooth_setup``;
+  it matches TRamWAy's own objective functions to 1e-10 relative in tests/spt);
 * map differences (RMSE and max abs per feature) and RMSE against the known truth.
 
 The k-means partition is TRamWAy's own (its cell centres are reused by jaxinfer as a Voronoi
@@ -21,6 +22,7 @@ tessellation, so both see identical cells). Writes benchmarks/results/spt_tramwa
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -37,11 +39,9 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from jaxinfer.spt import posteriors as post  # noqa: E402
 from jaxinfer.spt import simulate as sim  # noqa: E402
 from jaxinfer.spt.cells import distributed  # noqa: E402
-from jaxinfer.spt.gradient import delta0_stencil, grad1_stencil  # noqa: E402
-from jaxinfer.spt.infer import infer  # noqa: E402
+from jaxinfer.spt.infer import infer, smooth_setup  # noqa: E402
 from jaxinfer.spt.tessellation import tessellate  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -85,36 +85,19 @@ def make_data(n_translocations: int, seed: int = 0) -> pd.DataFrame:
     return df[df["n"].isin(keep_ids)].reset_index(drop=True)
 
 
-def objective(mode, cells, maps: pd.DataFrame, priors):
-    """The jaxinfer objective (= TRamWAy's) at a map, cells aligned by label."""
-    if mode not in ("d", "dd", "df", "dv", "stochastic.dv"):
-        return float("nan")  # d.conj_prior: closed form, no objective
-    lists = cells.neighbour_lists()
-    centers = np.asarray(cells.centers)
-    grad = grad1_stencil(centers, lists)
-    table = maps.reindex(np.asarray(cells.cell_ids))
-    if table.isna().any().any():
+def objective(mode, part, maps: pd.DataFrame, priors):
+    """The objective infer minimises (the registry's posterior, = TRamWAy's) at a map, cells
+    aligned by label; DV without TRamWAy's f(x0) offset. NaN for closed forms."""
+    try:
+        setup = smooth_setup(part, mode, sigma=SIGMA, **priors)
+    except ValueError:  # d.conj_prior: closed form, no objective
         return float("nan")
-    D = jnp.asarray(table["diffusivity"].to_numpy())
-    s2 = SIGMA**2
-    lD = priors.get("diffusivity_prior", 0.0)
-    if mode == "d":
-        return float(post.d_neg_posterior(D, cells, grad, s2, lD))
-    if mode == "dd":
-        a = jnp.asarray(table[["drift x", "drift y"]].to_numpy())
-        return float(post.dd_neg_posterior(D, a, cells, grad, s2, lD, priors["drift_prior"]))
-    if mode == "df":
-        F = jnp.asarray(table[["force x", "force y"]].to_numpy())
-        return float(post.df_neg_posterior(D, F, cells, grad, s2, lD, priors["force_prior"]))
-    V = jnp.asarray(table["potential"].to_numpy())
-    if mode == "dv":
-        return float(post.dv_neg_posterior(D, V, cells, grad, s2, lD, priors["potential_prior"]))
-    if mode == "stochastic.dv":
-        delta = delta0_stencil(centers, lists)
-        return float(post.stochastic_dv_neg_posterior(D, V, cells, grad, delta, s2,
-                                                      diffusivity_prior=lD,
-                                                      potential_prior=priors["potential_prior"]))
-    return float("nan")
+    table = maps.reindex(np.asarray(setup.cells.cell_ids))
+    params = setup.mode.parameters_from(table, setup.cells.dim)
+    if any(bool(jnp.any(~jnp.isfinite(v))) for v in params.values()):
+        return float("nan")
+    problem = dataclasses.replace(setup.problem, offset=jnp.zeros_like(setup.problem.offset))
+    return float(setup.mode.posterior(params, problem))
 
 
 def compare_maps(ours: pd.DataFrame, theirs: pd.DataFrame):
@@ -188,8 +171,7 @@ def run_config(name, df, traj_path, tessellation, modes, cap, workdir, truth_fie
             entry["jaxinfer"].update(nit=int(maps.result.nit), nfev=int(maps.result.nfev),
                                      message=str(maps.result.message))
         ours = maps.maps
-        cells = cells_all if mode == "d.conj_prior" else cells_all.with_neighbours_only()
-        entry["jaxinfer"]["objective"] = objective(mode, cells, ours, priors)
+        entry["jaxinfer"]["objective"] = objective(mode, part, ours, priors)
         centers = part.tessellation.centers[ours.index.to_numpy()]
         entry["jaxinfer"]["rmse_vs_truth"] = sim.map_errors(ours, sim.truth_at(centers,
                                                                                *truth_fields))
@@ -199,7 +181,7 @@ def run_config(name, df, traj_path, tessellation, modes, cap, workdir, truth_fie
                                                       "warnings", "error", "cap_s")}
             if t.get("maps") is not None:
                 theirs = pd.DataFrame(t["maps"], index=t["index"])
-                entry["tramway"]["objective"] = objective(mode, cells, theirs, priors)
+                entry["tramway"]["objective"] = objective(mode, part, theirs, priors)
                 entry["map_difference"] = compare_maps(ours, theirs)
                 tc = part.tessellation.centers[theirs.index.to_numpy()]
                 entry["tramway"]["rmse_vs_truth"] = sim.map_errors(

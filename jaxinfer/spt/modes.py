@@ -219,6 +219,22 @@ class Mode:
             out += [f"force {a}" for a in space_axes(dim)]
         return out
 
+    def parameters_from(self, table, dim: int, dtype=None) -> dict:
+        """The posterior's named parameters read back from a maps table (columns as
+        :meth:`columns`, rows in the cells' order): ``{"diffusivity": [m], ...}``."""
+        out = {}
+        for name in self.parameters:
+            cols = ([f"{name} {a}" for a in space_axes(dim)] if name in VECTOR_PARAMETERS
+                    else [name])
+            missing = [c for c in cols if c not in table.columns]
+            if missing:
+                raise ValueError(f"mode {self.name!r} needs column(s) {missing}; the table has "
+                                 f"{list(table.columns)}")
+            value = table[cols].to_numpy(dtype=float)
+            out[name] = jnp.asarray(value if name in VECTOR_PARAMETERS else value[:, 0],
+                                    dtype=dtype)
+        return out
+
 
 # TRamWAy's smooth D / DD / DF use ftol = 1e-6, which stops up to ~6e-7 (relative) above
 # the optimum of a 400-cell map, and 1e-8 still 2e-7 for DD (its drift ridge converges
