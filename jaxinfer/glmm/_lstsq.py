@@ -61,11 +61,14 @@ def ridge_inverse_diagonal(A):
 
 def two_by_two_inverse_diagonal(A):
     """diag(A⁻¹) for symmetric PSD A (2, 2) by glimix-core's ``hinv`` rule: the inverse when
-    cond(A) ≤ 1e7, else the pseudo-inverse with cut-off 1e-15·λ_max (float32: 1/(100·eps) and
-    100·eps, the float64 values being below its rounding)."""
+    cond(A) ≤ 1e7, else the pseudo-inverse with cut-off 1e-15·λ_max, raised to 32·eps·λ_max
+    for eigh's rounding (float32: 1/(100·eps) and 100·eps)."""
     f64 = np.dtype(A.dtype) == np.float64
     max_cond = 1e7 if f64 else 1.0 / (100 * float(np.finfo(A.dtype).eps))
-    cutoff = 1e-15 if f64 else 100 * float(np.finfo(A.dtype).eps)
+    # glimix-core's closed-form 2×2 SVD gives an exact 0 for a singular matrix; eigh leaves a
+    # few eps·λ_max of rounding, so the cut-off is at least 32·eps (7e-15 in float64)
+    cutoff = max(1e-15, 32 * float(np.finfo(A.dtype).eps)) if f64 else 100 * float(
+        np.finfo(A.dtype).eps)
     lam, V = jnp.linalg.eigh(A)
     size = jnp.abs(lam)
     top = jnp.max(size)
