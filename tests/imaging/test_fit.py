@@ -31,7 +31,11 @@ def case():
                                                psf_values=(2.0, 1.2, 1.2), noise=SIGMA)
     start = simulate.perturbed_start(jax.random.PRNGKey(1), truth, image)
     truth = {k: np.asarray(v) for k, v in truth.items()}
-    return image, truth, start, make_state(image, truth)
+    # the truth on a state built from the start: the same drawing cubes (the same compiled
+    # render) as the fitted state
+    st_true = make_state(image, start)
+    st_true.set_param_tree(truth)
+    return image, truth, start, st_true
 
 
 @pytest.fixture(scope="module")
