@@ -92,7 +92,8 @@ def test_progress_bar_follows_a_fit_and_counts_its_iterations():
     terminal = FakeTerminal()
     bar = ProgressBar(total=2, title="fits", stream=terminal, min_interval=0.0)
     bar.start("first")
-    popt, _, res = curve_fit(decay, x, y, p0=[1.0, 1.0], full_output=True, callback=bar)
+    popt, _, info, _, _ = curve_fit(decay, x, y, p0=[1.0, 1.0], full_output=True, callback=bar)
+    res = info["result"]
     ref, _ = scipy.optimize.curve_fit(lambda t, a, b: a * np.exp(-b * t), x, y, p0=[1.0, 1.0])
     np.testing.assert_allclose(popt, ref, rtol=1e-6)
     assert bar.calls >= int(res.nit) and bar.nit == int(res.nit)
