@@ -41,9 +41,37 @@ from jax import lax
 
 __all__ = ["DenseSVD", "DenseEigh", "NormalEquations", "SpectralFactor", "CholeskyFactor",
            "normal_equations_by_rows", "normal_equations_by_columns", "cholesky_solve",
-           "thin_svd"]
+           "thin_svd", "small_qr", "small_triangular", "rarely", "vdot", "jt_vec", "j_vec"]
 
 SMALL_N = 8  # up to this size the Cholesky factorisation is unrolled into scalar operations
+
+
+# --------------------------------------------------------------------------------------------
+# products that stay elementwise under vmap
+#
+# Under ``vmap`` a ``jnp.dot`` of two vectors, or a small matrix-vector product, becomes a
+# batched ``dot_general`` that XLA on CPU runs as thousands of tiny matrix products, several
+# times slower than the same multiply-and-sum written elementwise. For n <= SMALL_N columns
+# the products below are written as multiply-and-reduce; larger n keeps BLAS.
+
+
+def vdot(u, v):
+    """``u · v`` of two (k,) vectors (elementwise multiply and sum)."""
+    return jnp.sum(u * v)
+
+
+def jt_vec(jac, r):
+    """``Jᵀ r`` (n,) of an (m, n) J and (m,) r."""
+    if jac.shape[1] > SMALL_N:
+        return jac.T @ r
+    return jnp.sum(jac * r[:, None], axis=0)
+
+
+def j_vec(jac, v):
+    """``J v`` (m,) of an (m, n) J and (n,) v."""
+    if jac.shape[1] > SMALL_N:
+        return jac @ v
+    return jnp.sum(jac * v[None, :], axis=1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -80,7 +108,7 @@ class SpectralFactor(eqx.Module):
         denom = s2 + damping
         keep = (denom > min_eigval * (s2[0] + damping)) & self.structural()
         filt = jnp.where(keep, self.s / jnp.where(keep, denom, 1.0), 0.0)
-        return -(self.v @ (filt * coeffs)) / self.scale * self.free
+        return -j_vec(self.v, filt * coeffs) / self.scale * self.free
 
     def solve(self, damping, min_eigval):
         """δ = -(JᵀJ + λ D)⁺ Jᵀ r (unscaled, (n,)); an rcond-like cut at min_eigval."""
@@ -89,21 +117,21 @@ class SpectralFactor(eqx.Module):
     def solve_for(self, damping, min_eigval, b, jt_b):
         """δ = -(JᵀJ + λ D)⁺ Jᵀ b for another right-hand side b (m,); ``jt_b = Jᵀ b`` (n,)."""
         if self.u is not None:
-            coeffs = self.u.T @ b
+            coeffs = jt_vec(self.u, b)
         else:
             h = (self.free / self.scale) * jt_b
             safe = jnp.where(self.s > 0, self.s, 1.0)
-            coeffs = jnp.where(self.s > 0, (self.v.T @ h) / safe, 0.0)
+            coeffs = jnp.where(self.s > 0, jt_vec(self.v, h) / safe, 0.0)
         return self._filtered(coeffs, damping, min_eigval)
 
     def with_residuals(self, r, g):
         """The same J, new residuals r (m,) with unscaled gradient g = Jᵀ r (n,)."""
         if self.u is not None:
-            utr = self.u.T @ r
+            utr = jt_vec(self.u, r)
         else:
             h = (self.free / self.scale) * g
             safe = jnp.where(self.s > 0, self.s, 1.0)
-            utr = jnp.where(self.s > 0, (self.v.T @ h) / safe, 0.0)
+            utr = jnp.where(self.s > 0, jt_vec(self.v, h) / safe, 0.0)
         return eqx.tree_at(lambda f: (f.utr, f.g), self, (utr, g))
 
     def projected_norm(self):
@@ -120,7 +148,7 @@ class SpectralFactor(eqx.Module):
 
     def scaled_gram_quadratic(self, y):
         """``|A y|²`` for a scaled step y (n,)."""
-        return jnp.sum((self.s * (self.v.T @ y)) ** 2)
+        return jnp.sum((self.s * jt_vec(self.v, y)) ** 2)
 
 
 class CholeskyFactor(eqx.Module):
@@ -162,7 +190,7 @@ class CholeskyFactor(eqx.Module):
         return jnp.linalg.norm(y), jnp.zeros((), h.dtype)
 
     def scaled_gram_quadratic(self, y):
-        return jnp.dot(y, self.gram @ y)
+        return vdot(y, j_vec(self.gram, y))
 
 
 # --------------------------------------------------------------------------------------------
@@ -289,6 +317,11 @@ class AbstractLinearSolver(eqx.Module):
     def factor_dense(self, jac, r, scale, free):  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def factor_small(self, jac, r, scale, free):
+        """The factor of an n <= SMALL_N Jacobian that is never reused with other residuals
+        (no ``with_residuals``): the solver may skip what only that needs."""
+        return self.factor_dense(jac, r, scale, free)
+
 
 def _spectral_from_gram(gram_scaled, g, scale, free, col_norms, u_from=None):
     evals, evecs = jnp.linalg.eigh(gram_scaled)
@@ -330,9 +363,9 @@ def thin_svd(a):
         cols, vcols = list(cols), list(vcols)
         off = jnp.zeros((), a.dtype)
         for p, q in pairs:
-            alpha = jnp.dot(cols[p], cols[p])
-            beta = jnp.dot(cols[q], cols[q])
-            gamma = jnp.dot(cols[p], cols[q])
+            alpha = vdot(cols[p], cols[p])
+            beta = vdot(cols[q], cols[q])
+            gamma = vdot(cols[p], cols[q])
             off = jnp.maximum(off, jnp.abs(gamma) / jnp.maximum(jnp.sqrt(alpha * beta), tiny))
             rotate = jnp.abs(gamma) > tiny
             zeta = (beta - alpha) / (2 * jnp.where(rotate, gamma, 1.0))
@@ -360,6 +393,89 @@ def thin_svd(a):
     return u, s, v
 
 
+def small_qr(a, r):
+    """``a = Q R`` by modified Gram-Schmidt on the columns of ``[a r]``: (R (n, n) upper
+    triangular, ``z = Qᵀ r`` (n,)), for n <= SMALL_N columns (m >= n rows).
+
+    MGS applied to the augmented matrix gives R and Qᵀr backward-stably (Björck), so
+    ``R`` has the singular values of ``a`` to working precision however ill-conditioned it
+    is; Q itself is not formed. A zero column gives a zero row of R. Every operation is an
+    elementwise product or a length-m sum (vectorised under ``vmap``).
+    """
+    n = a.shape[1]
+    cols = [a.T[j] for j in range(n)]
+    rows = [[jnp.zeros((), a.dtype)] * n for _ in range(n)]
+    z = []
+    for k in range(n):
+        norm = jnp.sqrt(vdot(cols[k], cols[k]))
+        q = cols[k] / jnp.where(norm > 0, norm, 1.0)
+        rows[k][k] = norm
+        for j in range(k + 1, n):
+            rows[k][j] = vdot(q, cols[j])
+            cols[j] = cols[j] - rows[k][j] * q
+        z.append(vdot(q, r))
+        r = r - z[k] * q
+    return jnp.stack([jnp.stack(row) for row in rows]), jnp.stack(z)
+
+
+def small_triangular(a, r, accurate_below: float):
+    """(R (n, n) upper triangular with ``RᵀR = AᵀA``, ``z = R⁻ᵀ Aᵀ r`` (n,)), i.e. what
+    :func:`small_qr` gives, for n <= SMALL_N columns, at the cost of the Gram matrix.
+
+    The Gram matrix and its Cholesky factor are unrolled into elementwise operations. That
+    squares the condition number, so where a pivot falls below ``accurate_below`` times the
+    largest diagonal entry (``cond² ≳ 1 / accurate_below``) or is not finite, R and z are
+    recomputed by :func:`small_qr`. The fallback is a ``while_loop`` that runs zero times or
+    once: under ``vmap`` it costs nothing unless some lane of the batch needs it. Zero
+    columns (masked or held parameters) give zero rows of R in both forms.
+    """
+    n = a.shape[1]
+    gram_mat, h_vec = a.T @ a, a.T @ r   # batched products (fast under vmap)
+    gram = [[gram_mat[i, j] for j in range(n)] for i in range(n)]
+    h = [h_vec[i] for i in range(n)]
+    top = jnp.max(jnp.stack([gram[j][j] for j in range(n)]))
+    low = [[jnp.zeros((), a.dtype)] * n for _ in range(n)]
+    ill = ~jnp.isfinite(top)
+    for j in range(n):
+        acc = gram[j][j] - sum((low[j][k] * low[j][k] for k in range(j)), jnp.zeros((), a.dtype))
+        ill = ill | ((gram[j][j] > 0) & ~(acc > accurate_below * top))
+        pivot = jnp.sqrt(jnp.maximum(acc, 0.0))
+        safe = jnp.where(pivot > 0, pivot, 1.0)
+        low[j][j] = pivot
+        for i in range(j + 1, n):
+            acc_ij = gram[i][j] - sum((low[i][k] * low[j][k] for k in range(j)),
+                                      jnp.zeros((), a.dtype))
+            low[i][j] = jnp.where(pivot > 0, acc_ij / safe, 0.0)
+    z = []
+    for i in range(n):
+        acc = h[i] - sum((low[i][k] * z[k] for k in range(i)), jnp.zeros((), a.dtype))
+        z.append(jnp.where(low[i][i] > 0, acc / jnp.where(low[i][i] > 0, low[i][i], 1.0), 0.0))
+    rmat = jnp.stack([jnp.stack([low[j][i] for j in range(n)]) for i in range(n)])
+    z = jnp.stack(z)
+
+    return rarely(ill, small_qr, (a, r), (rmat, z))
+
+
+def rarely(pred, fn: Callable, operands: tuple, default):
+    """``fn(*operands)`` where ``pred`` holds, else ``default`` (a pytree like ``fn``'s
+    output), as a ``while_loop`` that runs zero times or once.
+
+    Unbatched it acts as a ``cond``. Under ``vmap`` a ``cond`` becomes a ``select`` that pays
+    for ``fn`` in every lane at every call; this loop runs only if some lane of the batch has
+    ``pred``, so a branch that few lanes take (an ill-conditioned fallback) costs nothing in
+    the common case. The operands pass through a select on the loop counter, so XLA cannot
+    hoist ``fn`` out of the loop as loop-invariant (which would run it unconditionally)."""
+
+    def body(carry):
+        _, trip, _ = carry
+        first = trip == 0
+        ops = jax.tree_util.tree_map(lambda v: jnp.where(first, v, jnp.zeros_like(v)), operands)
+        return jnp.asarray(False), trip + 1, fn(*ops)
+
+    return lax.while_loop(lambda c: c[0], body, (jnp.asarray(pred), jnp.zeros((), jnp.int32),
+                                                default))[2]
+
+
 class DenseSVD(AbstractLinearSolver):
     """Thin SVD of the scaled (m, n) Jacobian (default; accurate on ill-conditioned fits);
     see :func:`thin_svd` for the small-n path."""
@@ -369,6 +485,18 @@ class DenseSVD(AbstractLinearSolver):
         u, s, v = thin_svd(scaled)
         return SpectralFactor(scale=scale, free=free, s=s, v=v, utr=u.T @ r, u=u,
                               g=jac.T @ r, col_norms=_column_norms(jac))
+
+    def factor_small(self, jac, r, scale, free):
+        """For n <= SMALL_N, when the factor never meets other residuals (LM's fused path):
+        R and ``Qᵀr`` of ``A = QR`` (:func:`small_triangular`: from the Gram matrix where
+        ``cond(A)² < 1/√ε``, else by MGS), then the n x n Jacobi SVD of R; U (m, n) is not
+        formed (``u=None``). The same singular values and ``Uᵀr`` as :meth:`factor_dense`
+        for a fraction of the work (Jacobi sweeps on n-vectors instead of m-vectors)."""
+        eps = float(jnp.finfo(jac.dtype).eps)
+        rmat, z = small_triangular(jac * (free / scale), r, accurate_below=eps ** 0.5)
+        u_r, s, v = thin_svd(rmat)
+        return SpectralFactor(scale=scale, free=free, s=s, v=v, utr=jt_vec(u_r, z), u=None,
+                              g=jt_vec(jac, r), col_norms=_column_norms(jac))
 
 
 class DenseEigh(AbstractLinearSolver):

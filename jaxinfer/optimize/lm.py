@@ -20,6 +20,15 @@ iterations), computes peri's termination statistics and sets ``status``. Branche
 advance in lockstep through one ``lax.while_loop`` (:func:`jaxinfer.optimize._iterate.iterate`)
 and a lane that has terminated is frozen.
 
+Small dense problems (n <= 8 parameters, exact J every iteration: the usual curve_fit) take
+the *fused* path (``LevenbergMarquardt._fused``): each trial point is evaluated together with
+its Jacobian (one ``jax.linearize``), so an accepted step carries the exact J and its factor
+with it and the iteration's refresh has nothing left to do; run 2's internal run then steps
+on the J of the point it reached. Under ``vmap`` every lane pays every branch at every step,
+so this path keeps the step body to one evaluation, one small factorisation (Gram matrix,
+Cholesky and an n x n Jacobi SVD; MGS where the Gram matrix would lose accuracy, see
+:func:`jaxinfer.optimize.linear_solve.small_triangular`) and selects.
+
 Driving it by hand::
 
     lm = LevenbergMarquardt()
@@ -44,10 +53,10 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxinfer.optimize._iterate import RUNNING, AbstractSolver, Progress
-from jaxinfer.optimize.linear_solve import (AbstractLinearSolver, DenseEigh, DenseSVD,
-                                            NormalEquations, columns_for_memory,
-                                            normal_equations_by_columns,
-                                            normal_equations_by_rows, rows_for_memory)
+from jaxinfer.optimize.linear_solve import (SMALL_N, AbstractLinearSolver, DenseEigh,
+                                            DenseSVD, NormalEquations, columns_for_memory,
+                                            j_vec, jt_vec, normal_equations_by_columns,
+                                            normal_equations_by_rows, rows_for_memory, vdot)
 from jaxinfer.optimize.result import OptimizeResult, Status
 
 __all__ = ["LevenbergMarquardt", "LMState", "LeastSquaresProblem", "Levenberg", "Marquardt",
@@ -55,7 +64,7 @@ __all__ = ["LevenbergMarquardt", "LMState", "LeastSquaresProblem", "Levenberg", 
            "eigen_update"]
 
 FIRST, SECOND, RETRY, RUN = 0, 1, 2, 3
-STALL_RETRIES = 4  # damping retries left to a stalled fit (see LevenbergMarquardt._hopeless)
+STALL_RETRIES = 1  # damping retries left to a stalled fit (see LevenbergMarquardt._hopeless)
 
 
 # --------------------------------------------------------------------------------------------
@@ -147,7 +156,8 @@ class RunTwo(eqx.Module):
 
 
 class Trial(eqx.Module):
-    """One evaluated trial point: x (n,), r (m,), cost, step (n,), predicted cost decrease."""
+    """One evaluated trial point: x (n,), r (m,), cost, step (n,), predicted cost decrease;
+    jac (m, n): the exact J at x on the fused path (see ``LevenbergMarquardt``), else None."""
 
     x: jnp.ndarray
     r: jnp.ndarray
@@ -155,6 +165,7 @@ class Trial(eqx.Module):
     step: jnp.ndarray
     predicted: jnp.ndarray
     accel_bad: jnp.ndarray
+    jac: Optional[jnp.ndarray] = None
 
 
 class LMState(eqx.Module):
@@ -235,6 +246,11 @@ class LevenbergMarquardt(AbstractSolver):
     """Levenberg–Marquardt settings (see :func:`jaxinfer.optimize.least_squares` for each).
 
     damping_scale : Levenberg() | Marquardt() | Transtrum(floor) | Minpack() (default).
+    retry_escalation : the k-th consecutive retry of an iteration (k = 0, 1, ...) multiplies
+    λ by ``increase_damp_factor · retry_escalation**k``; 1 is peri's constant factor, 2
+    Nielsen's (1999) rule: a start whose Gauss-Newton step is far too long then reaches a
+    working λ in about half the retries. None (default): 2 on the fused path (small fits,
+    where under ``vmap`` every lane waits for the slowest one's retries), 1 otherwise.
     linear_solver : DenseSVD() (default) | DenseEigh() | NormalEquations(method, max_mem).
     policy : RunTwo(run_length) (default) | RunOne().
     Tolerances are floats, None (test off) or 'auto' (dtype-aware: xtol ``10 ε^¾``,
@@ -246,6 +262,7 @@ class LevenbergMarquardt(AbstractSolver):
     policy: Union[RunOne, RunTwo] = RunTwo()
     damping: float = eqx.field(default=1e-3, static=True)
     increase_damp_factor: float = eqx.field(default=3.0, static=True)
+    retry_escalation: Optional[float] = eqx.field(default=None, static=True)
     decrease_damp_factor: float = eqx.field(default=8.0, static=True)
     min_eigval: float = eqx.field(default=1e-13, static=True)
     use_accel: bool = eqx.field(default=False, static=True)
@@ -271,6 +288,8 @@ class LevenbergMarquardt(AbstractSolver):
             raise ValueError(f"increase_damp_factor must be > 1, got {self.increase_damp_factor}")
         if not self.decrease_damp_factor > 1:
             raise ValueError(f"decrease_damp_factor must be > 1, got {self.decrease_damp_factor}")
+        if self.retry_escalation is not None and not self.retry_escalation >= 1:
+            raise ValueError(f"retry_escalation must be >= 1, got {self.retry_escalation}")
         for name, value, low in (("max_damping_retries", self.max_damping_retries, 0),
                                  ("run_length", self.policy.run_length, 0),
                                  ("update_J_frequency", self.update_J_frequency, 1),
@@ -298,6 +317,17 @@ class LevenbergMarquardt(AbstractSolver):
     def _approx_jacobian(self):
         return self.broyden_update or self.eig_update or self.update_J_frequency > 1
 
+    def _fused(self, n: int) -> bool:
+        """Static: the fused path for small dense problems (n <= SMALL_N, exact J every
+        iteration). Every trial point is evaluated together with its Jacobian (one
+        ``jax.linearize``, n tangents: about twice a residual evaluation), so an accepted
+        step brings the exact J with it and no separate refresh follows; the factor is the
+        linear solver's ``factor_small``. Under ``vmap`` a refresh that only some lanes need
+        is paid by all lanes at every step, so this is what makes a batch of tiny fits cheap.
+        Larger problems evaluate J only once per iteration (a rejected trial then costs one
+        residual evaluation, not a Jacobian)."""
+        return self.linear_solver.dense() and not self._approx_jacobian and n <= SMALL_N
+
     # ---- the problem's pieces --------------------------------------------------------------
     @staticmethod
     def _bounds(prob: LeastSquaresProblem, x):
@@ -315,11 +345,28 @@ class LevenbergMarquardt(AbstractSolver):
     def _fun(prob, x, args):
         return jnp.ravel(prob.residuals(x, args)).astype(x.dtype)
 
-    def _jacobian(self, prob, x, args, m):
+    def _value_and_jacobian(self, prob, x, args, m):
+        """(r (m,), J (m, n)) at x from one evaluation: n <= SMALL_N by ``jax.linearize`` and
+        one tangent per parameter (unrolled: under ``vmap`` ``jacfwd``'s batched tangents
+        cost ~2x more); else jacfwd if m >= n, jacrev otherwise."""
+        n = x.shape[0]
+        fun = lambda z: self._fun(prob, z, args)  # noqa: E731
         if prob.jacobian is not None:
-            return jnp.reshape(jnp.asarray(prob.jacobian(x, args), x.dtype), (m, x.shape[0]))
-        diff = jax.jacfwd if m >= x.shape[0] else jax.jacrev
-        return diff(lambda z: self._fun(prob, z, args))(x)
+            return fun(x), jnp.reshape(jnp.asarray(prob.jacobian(x, args), x.dtype), (m, n))
+        if n <= SMALL_N:
+            r, lin = jax.linearize(fun, x)
+            eye = jnp.eye(n, dtype=x.dtype)
+            return r, jnp.stack([lin(eye[k]) for k in range(n)], axis=1)
+
+        def with_aux(z):
+            r = fun(z)
+            return r, r
+
+        jac, r = (jax.jacfwd if m >= n else jax.jacrev)(with_aux, has_aux=True)(x)
+        return r, jac
+
+    def _jacobian(self, prob, x, args, m):
+        return self._value_and_jacobian(prob, x, args, m)[1]
 
     def _free(self, prob, x, g):
         """1 for parameters free to move: in the mask and not held at a bound by the gradient
@@ -348,14 +395,16 @@ class LevenbergMarquardt(AbstractSolver):
         return None, solver.factor_normal(jtj, jtr, scale, free)
 
     def _factor_dense(self, prob, x, jac, r, prev_scale):
-        g = jac.T @ r
+        g = jt_vec(jac, r)
         scale = self.damping_scale(jnp.sqrt(jnp.sum(jac * jac, axis=0)), prev_scale)
-        return self.linear_solver.factor_dense(jac, r, scale, self._free(prob, x, g))
+        factor = (self.linear_solver.factor_small if self._fused(x.shape[0])
+                  else self.linear_solver.factor_dense)
+        return factor(jac, r, scale, self._free(prob, x, g))
 
     def _jt(self, prob, st: LMState, args, b):
         """Jᵀ b (n,) with the state's J (the exact J at x when J is not stored)."""
         if st.jac is not None:
-            return st.jac.T @ b
+            return jt_vec(st.jac, b)
         _, pullback = jax.vjp(lambda z: self._fun(prob, z, args), st.x)
         return pullback(b)[0]
 
@@ -445,21 +494,29 @@ class LevenbergMarquardt(AbstractSolver):
             step = step + jnp.where(accel_bad, 0.0, corr)
         x_new = jnp.clip(st.x + step, lo, hi)
         step = x_new - st.x
-        r_new = self._fun(prob, x_new, args)
-        cost_new = 0.5 * jnp.dot(r_new, r_new)
+        jac_new = None
+        if self._fused(st.x.shape[0]):
+            r_new, jac_new = self._value_and_jacobian(prob, x_new, args, st.r.shape[0])
+        else:
+            r_new = self._fun(prob, x_new, args)
+        cost_new = 0.5 * vdot(r_new, r_new)
         cost_new = jnp.where(jnp.isfinite(cost_new) & ~accel_bad, cost_new, jnp.inf)
         if st.jac is not None:
-            lin = st.r + st.jac @ step
-            predicted = st.cost - 0.5 * jnp.dot(lin, lin)
+            lin = st.r + j_vec(st.jac, step)
+            predicted = st.cost - 0.5 * vdot(lin, lin)
         else:
             y = step * fac.scale * fac.free
-            predicted = -(jnp.dot(step, fac.g) + 0.5 * fac.scaled_gram_quadratic(y))
-        return Trial(x_new, r_new, cost_new, step, predicted, accel_bad)
+            predicted = -(vdot(step, fac.g) + 0.5 * fac.scaled_gram_quadratic(y))
+        return Trial(x_new, r_new, cost_new, step, predicted, accel_bad, jac_new)
 
     def _accept(self, prob, st: LMState, args, tr: Trial, lam) -> LMState:
         count = st.partial_updates + 1
         njvp = st.njvp
-        if self.broyden_update or self.eig_update:
+        if tr.jac is not None:   # fused: the trial brought its exact J
+            jac = tr.jac
+            factor = self._factor_dense(prob, tr.x, jac, tr.r, st.factor.scale)
+            count = jnp.zeros_like(count)
+        elif self.broyden_update or self.eig_update:
             jac = st.jac
             if self.broyden_update:
                 ss = jnp.dot(tr.step, tr.step)
@@ -480,7 +537,7 @@ class LevenbergMarquardt(AbstractSolver):
         else:
             jac = st.jac
             if jac is not None:
-                g = jac.T @ tr.r
+                g = jt_vec(jac, tr.r)
             else:   # J not stored: the exact gradient at the new point, JᵀJ reused
                 g = jax.vjp(lambda z: self._fun(prob, z, args), tr.x)[1](tr.r)[0]
             factor = st.factor.with_residuals(tr.r, g)
@@ -503,7 +560,9 @@ class LevenbergMarquardt(AbstractSolver):
         accepted = st.accepted
         st = eqx.tree_at(lambda s: (s.iteration, s.damping), st,
                          (it, jnp.where(accepted, st.damping, st.lam_try)))
-        if self.update_J_frequency == 1:
+        if self._fused(st.x.shape[0]):
+            pass                    # J is the exact one at x already (it came with the step)
+        elif self.update_J_frequency == 1:
             st = self._refresh(prob, st, args)
         else:
             due = ((it % self.update_J_frequency) == 0) & accepted
@@ -531,6 +590,14 @@ class LevenbergMarquardt(AbstractSolver):
             st, (status, jnp.full_like(st.phase, FIRST), zero, zero, jnp.asarray(False),
                  st.x, st.cost, st.damping))
 
+    def _branch(self, n, pred, fn, st: LMState) -> LMState:
+        """``fn(st)`` where ``pred``, else ``st``. A ``lax.cond`` (a real branch unbatched), but
+        on the fused path an explicit select: there every lane evaluates both sides under
+        ``vmap`` anyway, and a vmapped ``cond`` of the whole state costs more than the select."""
+        if not self._fused(n):
+            return lax.cond(pred, fn, lambda s: s, st)
+        return _select(pred, fn(st), st)
+
     # ---- the solver shape ------------------------------------------------------------------
     def init(self, fn, x0, args) -> LMState:
         prob = _as_problem(fn)
@@ -541,17 +608,22 @@ class LevenbergMarquardt(AbstractSolver):
         t = self._tols(x0.dtype)
         lo, hi = self._bounds(prob, x0)
         x = jnp.clip(x0, lo, hi)
-        r = self._fun(prob, x, args)
-        cost = 0.5 * jnp.dot(r, r)
         n = x.shape[0]
-        jac, factor = self._linearise(prob, x, args, r, jnp.zeros((n,), x.dtype))
+        if self._fused(n):
+            m = jax.eval_shape(lambda z: self._fun(prob, z, args), x).shape[0]
+            r, jac = self._value_and_jacobian(prob, x, args, m)
+            factor = self._factor_dense(prob, x, jac, r, jnp.zeros((n,), x.dtype))
+        else:
+            r = self._fun(prob, x, args)
+            jac, factor = self._linearise(prob, x, args, r, jnp.zeros((n,), x.dtype))
+        cost = 0.5 * vdot(r, r)
         izero = jnp.zeros((), jnp.int32)
         zero = jnp.zeros((), x.dtype)
         lam = jnp.asarray(self.damping, x.dtype)
         candidate = None
         if self.policy.two_trials:
             candidate = Trial(x, r, jnp.asarray(jnp.inf, x.dtype), jnp.zeros_like(x), zero,
-                              jnp.asarray(False))
+                              jnp.asarray(False), jac if self._fused(n) else None)
         st = LMState(x=x, r=r, cost=cost, jac=jac, factor=factor, damping=lam, phase=jnp.asarray(FIRST, jnp.int32), lam_try=lam,
                      tries=izero, run_steps=izero, accepted=jnp.asarray(False),
                      candidate=candidate, x_start=x, cost_start=cost, iteration=izero,
@@ -579,6 +651,10 @@ class LevenbergMarquardt(AbstractSolver):
         prob = _as_problem(fn)
         t = self._tols(st.x.dtype)
         inc, dec = float(self.increase_damp_factor), float(self.decrease_damp_factor)
+        esc = self.retry_escalation
+        if esc is None:
+            esc = 2.0 if self._fused(st.x.shape[0]) else 1.0
+        esc = jnp.asarray(float(esc), st.x.dtype)
         two = self.policy.two_trials
         internal = int(self.policy.run_length)
         phase = st.phase
@@ -586,7 +662,7 @@ class LevenbergMarquardt(AbstractSolver):
         is_retry, is_run = phase == RETRY, phase == RUN
 
         lam = jnp.where(is_second, st.damping / dec,
-                        jnp.where(is_retry, st.lam_try * inc, st.damping))
+                        jnp.where(is_retry, st.lam_try * inc * esc ** st.tries, st.damping))
         tr = self._trial(prob, st, args, lam, t)
 
         if two:
@@ -605,22 +681,23 @@ class LevenbergMarquardt(AbstractSolver):
         good = best.cost <= st.cost
 
         counted = eqx.tree_at(
-            lambda s: (s.nfev, s.njvp, s.accel_rejections, s.rejected_steps), st,
-            (st.nfev + 1, st.njvp + (1 if self.use_accel else 0),
+            lambda s: (s.nfev, s.njev, s.njvp, s.accel_rejections, s.rejected_steps), st,
+            (st.nfev + 1, st.njev + (1 if tr.jac is not None else 0),
+             st.njvp + (1 if self.use_accel else 0),
              st.accel_rejections + tr.accel_bad.astype(jnp.int32),
              st.rejected_steps + ((resolving | is_retry) & ~good).astype(jnp.int32)))
         if two:
             counted = eqx.tree_at(lambda s: s.candidate, counted,
                                   _select(waiting, tr, st.candidate))
         take = good & ~waiting
-        new = lax.cond(take, lambda s: self._accept(prob, s, args, best, lam_keep),
-                       lambda s: s, counted)
+        new = self._branch(st.x.shape[0], take,
+                           lambda s: self._accept(prob, s, args, best, lam_keep), counted)
 
         tries = st.tries + is_retry.astype(st.tries.dtype)
         run_steps = st.run_steps + is_run.astype(st.run_steps.dtype)
         accepted = jnp.where(resolving, good, st.accepted | (good & ~waiting))
-        retry_ok = jnp.where(resolving, self.max_damping_retries > 0,
-                             (tries < self.max_damping_retries) & ~self._hopeless(new, tries, t))
+        retry_ok = (jnp.where(resolving, self.max_damping_retries > 0,
+                              tries < self.max_damping_retries) & ~self._hopeless(new, tries, t))
         go_retry = ~good & retry_ok & (resolving | is_retry)
         go_run = good & jnp.where(is_run, run_steps < internal, internal > 0)
         go = waiting | go_retry | go_run
@@ -628,7 +705,8 @@ class LevenbergMarquardt(AbstractSolver):
         lam_try = jnp.where(resolving, st.damping, jnp.where(is_retry, lam, st.lam_try))
         new = eqx.tree_at(lambda s: (s.phase, s.tries, s.run_steps, s.accepted, s.lam_try), new,
                           (next_phase, tries, run_steps, accepted, lam_try))
-        return lax.cond(go, lambda s: s, lambda s: self._end_iteration(prob, s, args), new)
+        return self._branch(st.x.shape[0], ~go, lambda s: self._end_iteration(prob, s, args),
+                            new)
 
     def terminate(self, fn, state: LMState, args):
         return state.status
