@@ -160,8 +160,8 @@ def decay(x, a, b, c):
     return a * jnp.exp(-b * x) + c
 
 
-def popt_of(y, x=XS, sigma=None, **kw):
-    return curve_fit(decay, x, y, p0=np.array([1.0, 1.0, 0.0]), sigma=sigma, **TIGHT, **kw)[0]
+def popt_of(y, x=XS, sigma=None, p0=(1.0, 1.0, 0.0), **kw):
+    return curve_fit(decay, x, y, p0=np.array(p0), sigma=sigma, **TIGHT, **kw)[0]
 
 
 def fit_cost(p, x, y, sigma):
@@ -182,7 +182,8 @@ def newton_polish(p, x, y, sigma, free):
 
 def resolved(y, x=XS, sigma=None, bounds=None):
     """The minimiser at (x, y, sigma) recomputed from scratch: curve_fit, then polished."""
-    kw = {} if bounds is None else {"bounds": bounds}
+    kw = {} if bounds is None else {"bounds": bounds, "p0": tuple(np.clip(
+        [1.0, 1.0, 0.0], bounds[0], bounds[1]))}   # curve_fit refuses a p0 outside the box
     p = popt_of(y, x=x, sigma=sigma, **kw)
     free = np.ones(3, bool)
     if bounds is not None:
@@ -242,7 +243,7 @@ def test_curve_fit_popt_wrt_xdata_and_sigma_and_pcov_are_differentiable():
 
 def test_curve_fit_with_an_active_bound_holds_that_parameter():
     bounds = ([0.0, 0.0, 0.35], [10.0, 10.0, 2.0])      # c sits on its lower bound
-    fit = lambda y: popt_of(y, bounds=bounds)  # noqa: E731
+    fit = lambda y: popt_of(y, bounds=bounds, p0=(1.0, 1.0, 0.35))  # noqa: E731  (in the box)
     assert float(fit(YS)[2]) == pytest.approx(0.35)
     jac = jax.jit(jax.jacrev(fit))(jnp.asarray(YS))
     reference = central(lambda y: resolved(y, bounds=bounds), YS, h=1e-5)
