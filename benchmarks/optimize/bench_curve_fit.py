@@ -113,8 +113,9 @@ def agreement(x, y, popt, ref):
 
 def batched(x, y, ref, scipy_clock, options):
     def fit(yk):
-        popt, _, res = curve_fit(model, jnp.asarray(x), yk, p0=jnp.asarray(P0),
-                                 full_output=True, **options)
+        popt, _, info, _, _ = curve_fit(model, jnp.asarray(x), yk, p0=jnp.asarray(P0),
+                                        full_output=True, **options)
+        res = info["result"]
         return popt, res.success, res.nfev
 
     ys = jnp.asarray(y)

@@ -58,7 +58,7 @@ def child(which, m, max_mem):
     import jax.numpy as jnp
     import numpy as np
 
-    from jaxinfer.optimize import least_squares
+    from jaxinfer.optimize import levenberg_marquardt
 
     t, truth, start, rng = make_problem(m)
     y = np.exp(np.asarray(spline(jnp.asarray(truth), jnp.asarray(t)))) + 0.01 * rng.normal(size=m)
@@ -76,7 +76,7 @@ def child(which, m, max_mem):
                "columns": dict(linear_solver="cholesky", max_mem=max_mem)}[which]
     t_j, y_j = jnp.asarray(t), jnp.asarray(y)
     t0 = time.perf_counter()
-    res = least_squares(residuals, jnp.asarray(start), args=(t_j, y_j), **options)
+    res = levenberg_marquardt(residuals, jnp.asarray(start), args=(t_j, y_j), **options)
     x = np.asarray(jax.block_until_ready(res.x))
     wall = time.perf_counter() - t0
     peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # Linux: KiB

@@ -270,8 +270,9 @@ def fit_all(problems=None, starts=(0, 1), progress=None, random=0, seed=0, **lm_
         groups.setdefault((prob.model, prob.y.shape[0], prob.x.shape), []).append(prob)
 
     def one(x, y, p0):
-        popt, pcov, res = curve_fit(lambda xx, *b: model(xx, jnp.stack(b)), x, y, p0=p0,
-                                    full_output=True, **lm_options)
+        popt, pcov, info, _, _ = curve_fit(lambda xx, *b: model(xx, jnp.stack(b)), x, y, p0=p0,
+                                           full_output=True, **lm_options)
+        res = info["result"]   # jaxinfer's OptimizeResult (Status codes)
         return popt, jnp.sqrt(jnp.diag(pcov)), res.status, res.nfev, res.njev, res.nit
 
     out = {}

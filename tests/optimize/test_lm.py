@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxinfer.optimize._iterate import RUNNING, iterate
-from jaxinfer.optimize.least_squares import least_squares
+from jaxinfer.optimize.least_squares import levenberg_marquardt
 from jaxinfer.optimize.linear_solve import NormalEquations, cholesky_solve
 from jaxinfer.optimize.lm import (LeastSquaresProblem, LevenbergMarquardt, RunOne,
                                   Transtrum)
@@ -36,7 +36,7 @@ def test_driving_by_hand_matches_least_squares_one_trial_per_step():
         assert int(state.nfev) == nfev + 1          # exactly one residual evaluation per step
         assert steps < 500
     mine = jax.jit(lambda s: solver.postprocess(problem, s, args, solver.terminate(problem, s, args)))(state)
-    front = least_squares(exp_residuals, jnp.asarray(P0), args=(X, Y))
+    front = levenberg_marquardt(exp_residuals, jnp.asarray(P0), args=(X, Y))
     assert bool(mine.success) and bool(front.success), (mine.message, front.message)
     np.testing.assert_allclose(mine.x, front.x, rtol=1e-10)
     assert int(mine.nfev) == steps + 1
@@ -66,7 +66,7 @@ def test_sixty_four_masks_share_one_trace():
     @jax.vmap
     def solve(mask):
         traces["solve"] += 1
-        return least_squares(residuals, x0, args=(A_LIN, B_LIN), mask=mask).x
+        return levenberg_marquardt(residuals, x0, args=(A_LIN, B_LIN), mask=mask).x
 
     masks = RNG.random((2, 64, 4)) < 0.6
     masks[..., 0] = True                       # every lane fits at least one parameter
@@ -117,7 +117,7 @@ def spline_chunk(p, t, y, *, start, size):
 
 @pytest.fixture(scope="module")
 def dense_spline():
-    return least_squares(spline_residuals, jnp.asarray(START), args=(T_BIG, Y_BIG))
+    return levenberg_marquardt(spline_residuals, jnp.asarray(START), args=(T_BIG, Y_BIG))
 
 
 @pytest.mark.parametrize("by", ["rows", "columns"])
@@ -125,7 +125,7 @@ def test_chunked_normal_equations_match_the_dense_svd_path(by, dense_spline):
     kwargs = dict(linear_solver="cholesky", max_mem=1e6)   # J itself would be 4.8 MB
     if by == "rows":
         kwargs["residual_chunk"] = spline_chunk
-    res = least_squares(spline_residuals, jnp.asarray(START), args=(T_BIG, Y_BIG), **kwargs)
+    res = levenberg_marquardt(spline_residuals, jnp.asarray(START), args=(T_BIG, Y_BIG), **kwargs)
     assert bool(dense_spline.success) and bool(res.success), (dense_spline.message, res.message)
     assert res.jac is None
     np.testing.assert_allclose(res.x, dense_spline.x, rtol=1e-8,
@@ -168,7 +168,7 @@ def test_solver_objects_and_float32_cholesky():
     solver = LevenbergMarquardt(damping_scale=Transtrum(1e-6), policy=RunOne(),
                                 linear_solver=NormalEquations("cholesky"), damping=1.0)
     problem = LeastSquaresProblem(lambda p, a: exp_residuals(p, *a))
-    ref = least_squares(exp_residuals, jnp.asarray(P0), args=(X, Y))
+    ref = levenberg_marquardt(exp_residuals, jnp.asarray(P0), args=(X, Y))
     res = jax.jit(lambda x0: iterate(solver, problem, x0, (X, Y)))(jnp.asarray(P0))
     assert bool(res.success), res.message
     np.testing.assert_allclose(res.x, ref.x, rtol=1e-8)
@@ -183,9 +183,9 @@ def test_refusals_name_the_problem():
     with pytest.raises(ValueError, match="NormalEquations"):
         LevenbergMarquardt(linear_solver=NormalEquations("cholesky", 1e6), broyden_update=True)
     with pytest.raises(ValueError, match="max_mem needs"):
-        least_squares(exp_residuals, jnp.asarray(P0), args=(X, Y), max_mem=1e6)
+        levenberg_marquardt(exp_residuals, jnp.asarray(P0), args=(X, Y), max_mem=1e6)
     with pytest.raises(ValueError, match="residual_chunk"):
-        least_squares(exp_residuals, jnp.asarray(P0), args=(X, Y), residual_chunk=spline_chunk)
+        levenberg_marquardt(exp_residuals, jnp.asarray(P0), args=(X, Y), residual_chunk=spline_chunk)
     with pytest.raises(ValueError, match="method"):
         NormalEquations("lu")
 
@@ -198,9 +198,9 @@ def test_progress_callback_sees_every_step_without_recompiling():
         return a @ x - b
 
     seen_a, seen_b = [], []
-    res = least_squares(residuals, jnp.zeros(4), args=(A_LIN, B_LIN), callback=seen_a.append)
+    res = levenberg_marquardt(residuals, jnp.zeros(4), args=(A_LIN, B_LIN), callback=seen_a.append)
     n_traces = len(traces)
-    again = least_squares(residuals, jnp.zeros(4), args=(A_LIN, B_LIN), callback=seen_b.append)
+    again = levenberg_marquardt(residuals, jnp.zeros(4), args=(A_LIN, B_LIN), callback=seen_b.append)
     assert len(traces) == n_traces                      # a new callback is not a new compile
     assert len(seen_a) == len(seen_b) == int(res.nfev) - 1   # one Progress per trial step
     np.testing.assert_allclose(seen_a[-1].x, res.x, rtol=1e-12)
