@@ -10,7 +10,9 @@ contralateral findings), ~25% of the findings removed (missing); early = Binom(1
 frozen, late = parametric binomial. For each symmetry setting (lymph's default: tumour
 spread asymmetric, LNL spread symmetric; all asymmetric; all symmetric) it stores the
 parameter names and values in lymph's get_params order, the joint state distribution per
-T-stage, per-patient likelihoods per T-stage and the total log-likelihood.
+T-stage, per-patient likelihoods per T-stage, the total log-likelihood, and posterior state
+distributions and risks for three diagnoses (RISK_CASES); plus the column layout of
+lymph's Bilateral.draw_patients.
 """
 
 import json
@@ -50,6 +52,26 @@ def build(symmetry):
     return model
 
 
+# (diagnosis per side, involvement per side, T-stage) for Bilateral.risk /
+# posterior_state_dist; a side left out of the diagnosis contributes 1 (lymph warns)
+RISK_CASES = [
+    ({"ipsi": {"CT": {"I": True, "II": False, "III": None}, "MRI": {"II": True}},
+      "contra": {"CT": {"I": False, "II": False, "III": False}}},
+     {"ipsi": {"II": True}, "contra": {"II": True}}, "early"),
+    ({"ipsi": {"MRI": {"I": True, "III": True}}, "contra": {"MRI": {"II": True}}},
+     {"ipsi": {"I": False, "III": True}}, "late"),
+    ({"ipsi": {"CT": {"II": True}}},
+     {"contra": {"I": None, "II": True, "III": False}}, "early"),
+]
+
+
+def risk_case(model, diagnosis, involvement, t_stage):
+    return {"diagnosis": diagnosis, "involvement": involvement, "t_stage": t_stage,
+            "posterior": model.posterior_state_dist(given_diagnosis=diagnosis,
+                                                    t_stage=t_stage).tolist(),
+            "risk": float(model.risk(involvement, given_diagnosis=diagnosis, t_stage=t_stage))}
+
+
 def main():
     rng = np.random.default_rng(11)
     drawer = build(SYMMETRIES["asymmetric"])
@@ -77,8 +99,11 @@ def main():
                                     for t in ("early", "late")},
             "loglik": float(model.likelihood(log=True)),
             "loglik_late": float(model.likelihood(log=True, t_stage="late")),
+            "risks": [risk_case(model, *case) for case in RISK_CASES],
         }
+    drawn = build(SYMMETRIES["default"]).draw_patients(5, [0.6, 0.4], seed=1)
     out = {"graph": [[list(k), v] for k, v in GRAPH.items()], "modalities": MODALITIES,
+           "draw_columns": [list(c) for c in drawn.columns],
            "early_pmf": EARLY.tolist(), "csv": csv, "cases": cases,
            "made_by": "lymph-model 1.3.3, benchmarks/mixture/make_bilateral_fixtures.py"}
     (OUT / "lymph_bilateral.json").write_text(json.dumps(out))

@@ -5,10 +5,12 @@ label order), ``S`` hidden states, ``d`` parameters per component.
 
 * ``thetas (K, d)``: each component's parameters in ``ModelSpec.param_names`` order.
 * ``coefs (K, G)``: mixture coefficients, columns sum to 1.
-* :class:`MixtureData`: ``diagnosis (P, S)``, ``t_index (P,)`` (-1: T-stage without a time
+* :class:`MixtureData`: ``diagnosis (P, S)`` (``(P, 2, S)``, ipsi and contra, for
+  Bilateral components), ``t_index (P,)`` (-1: T-stage without a time
   prior; such patients are left out of every sum), ``group (P,)`` subgroup index.
 
-``L_ik = pi_{tau_i}(theta_k) . Delta_i``; incomplete log-likelihood
+``L_ik = spec.likelihoods(theta_k, ...)_i`` (Unilateral: ``pi_{tau_i}(theta_k) . Delta_i``;
+Bilateral: ``sum_t p(t) (D^ipsi_i . P^ipsi_t)(D^contra_i . P^contra_t)``); incomplete log-likelihood
 ``sum_i log sum_k coefs[k, g_i] L_ik``; complete log-likelihood
 ``sum_i sum_k r_ik (log coefs[k, g_i] + log L_ik)`` with ``0 * log 0 = 0``.
 """
@@ -21,7 +23,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import logsumexp
 
-from jaxinfer.mixture._hmm import ModelSpec, patient_likelihoods
+from jaxinfer.mixture._hmm import ModelSpec
 
 # lymixture's utils.normalize: np.isclose(r, 0) (atol 1e-8) -> exactly 0, then renormalise
 ZERO_ATOL = 1e-8
@@ -41,7 +43,7 @@ class MixtureData(NamedTuple):
 
 def component_likelihoods(thetas, spec: ModelSpec, data: MixtureData):
     """``(P, K)`` ``L_ik``; rows of patients without a time prior are 1 (they drop out)."""
-    lik = jax.vmap(lambda th: patient_likelihoods(th, spec, data.diagnosis, data.t_index))(thetas)
+    lik = jax.vmap(lambda th: spec.likelihoods(th, data.diagnosis, data.t_index))(thetas)
     return jnp.where(data.valid[None, :], lik, 1.0).T
 
 
@@ -101,7 +103,7 @@ def component_objective(theta, weights, spec: ModelSpec, diagnosis, t_index):
     """``-sum_i w_i log L_i(theta)`` for one component: what the M-step minimises
     (``w`` = that component's responsibilities; the ``log coefs`` term does not depend on
     ``theta``). Patients with ``t_index = -1`` have ``w = 0``."""
-    lik = patient_likelihoods(theta, spec, diagnosis, t_index)
+    lik = spec.likelihoods(theta, diagnosis, t_index)
     lik = jnp.where(t_index >= 0, lik, 1.0)
     return -jnp.sum(xlogy_safe(weights, _safe_log(lik)))
 

@@ -239,6 +239,11 @@ class ModelSpec:
     def num_params(self) -> int:
         return len(self.param_names)
 
+    def likelihoods(self, theta, diagnosis, t_index):
+        """``(P,)`` per-patient likelihoods (:func:`patient_likelihoods`); the interface a
+        mixture component's spec offers (``bilateral.BilateralSpec`` has the same)."""
+        return patient_likelihoods(theta, self, diagnosis, t_index)
+
 
 def state_dists(theta, spec: ModelSpec):
     """``(num_t_stages, S)``: ``pi_tau = sum_t p_tau(t) P_t`` for each T-stage of ``spec``.

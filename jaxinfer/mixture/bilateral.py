@@ -21,8 +21,10 @@ names for both, positionally in ``get_params`` order.
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
-from typing import Callable, Mapping, Optional
+from dataclasses import dataclass
+from typing import Callable, Mapping, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -30,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from jaxinfer.mixture import _hmm
+from jaxinfer.mixture._data import T_STAGE_COL
 from jaxinfer.mixture.lymph import MAP_T_COL, Unilateral
 
 
@@ -59,6 +62,38 @@ def joint_state_dists(theta_ipsi, theta_contra, spec: _hmm.ModelSpec):
                                  spec.max_time)
     priors = _hmm.time_priors(theta_ipsi, spec.dists, spec.max_time, e)
     return jnp.einsum("ts,kt,tu->ksu", evo_i, priors, evo_c)
+
+
+@dataclass(frozen=True)
+class BilateralSpec:
+    """Everything static about a Bilateral model, for the mixture's pure functions
+    (:mod:`jaxinfer.mixture._core`): the per-side :class:`~jaxinfer.mixture._hmm.ModelSpec`
+    ``uni``, the Bilateral parameter names (``get_params`` order) and, per side, the position
+    in that vector of each of ``uni.param_names`` (symmetric parameters appear in both)."""
+
+    uni: _hmm.ModelSpec
+    param_names: tuple
+    ipsi_index: tuple
+    contra_index: tuple
+
+    @property
+    def num_params(self) -> int:
+        return len(self.param_names)
+
+    @property
+    def t_stages(self) -> tuple:
+        return self.uni.t_stages
+
+    def side_thetas(self, theta):
+        """``(theta_ipsi, theta_contra)``, each ``(uni.num_params,)``, from ``(num_params,)``."""
+        theta = jnp.asarray(theta)
+        return theta[np.asarray(self.ipsi_index)], theta[np.asarray(self.contra_index)]
+
+    def likelihoods(self, theta, diagnosis, t_index):
+        """``(P,)`` per-patient likelihoods; diagnosis ``(P, 2, S)`` (ipsi, contra)."""
+        theta_i, theta_c = self.side_thetas(theta)
+        return bilateral_likelihoods(theta_i, theta_c, self.uni, diagnosis[:, 0],
+                                     diagnosis[:, 1], t_index)
 
 
 _likelihoods = jax.jit(bilateral_likelihoods, static_argnums=2)
@@ -122,6 +157,9 @@ class Bilateral:
     def get_distribution(self, t_stage: str):
         return self.ipsi.get_distribution(t_stage)
 
+    def get_all_distributions(self) -> dict:
+        return self.ipsi.get_all_distributions()
+
     @property
     def t_stages(self) -> list:
         return self.ipsi.t_stages
@@ -181,6 +219,12 @@ class Bilateral:
             raise
 
     def _set_params(self, args, kwargs):
+        args = self.set_spread_params(*args, **kwargs)
+        return self.set_distribution_params(*args, **kwargs)
+
+    def set_spread_params(self, *args, **kwargs) -> tuple:
+        """The spread parameters alone (positionally in ``get_spread_params`` order, or by
+        name); returns the unused positional values."""
         kw_i, kw_c = _split(kwargs)
         groups = self._edge_names()
         sym_t, sym_l = self.is_symmetric["tumor_spread"], self.is_symmetric["lnl_spread"]
@@ -196,11 +240,32 @@ class Bilateral:
                         self.contra._spread[name] = self.ipsi._spread[name]
                 else:
                     args = self.contra._set_edges(groups[group], args, kw_c)
+        return args
+
+    def set_distribution_params(self, *args, **kwargs) -> tuple:
+        """The shared time-prior parameters (``late_p``); returns the unused values."""
         shared = {k: v for k, v in kwargs.items() if not k.startswith(("ipsi_", "contra_"))}
         args = self.ipsi.set_distribution_params(*args, **shared)
         for t, d in self.ipsi._distributions.items():
             self.contra._distributions[t].params = OrderedDict(d.params)
         return args
+
+    @property
+    def spec(self) -> BilateralSpec:
+        """The static :class:`BilateralSpec` of this model."""
+        names = tuple(self.get_params())
+        uni = self.ipsi.spec
+
+        def index(side):
+            return tuple(names.index(f"{side}_{n}") if f"{side}_{n}" in names
+                         else names.index(n) for n in uni.param_names)
+
+        return BilateralSpec(uni, names, index("ipsi"), index("contra"))
+
+    @property
+    def theta(self) -> jnp.ndarray:
+        """``(num_params,)`` parameter vector in :meth:`get_params` order."""
+        return jnp.asarray(self.get_params(as_dict=False), dtype=jnp.result_type(float))
 
     def _thetas(self, given_params=None):
         if given_params is not None:
@@ -217,6 +282,14 @@ class Bilateral:
         ``contra`` columns into ``model.contra`` (one T-stage per patient)."""
         self.ipsi.load_patient_data(patient_data, "ipsi", mapping)
         self.contra.load_patient_data(patient_data, "contra", mapping)
+
+    @property
+    def patient_data(self) -> pd.DataFrame:
+        return self.ipsi.patient_data
+
+    def _all_diagnosis(self) -> jnp.ndarray:
+        """``(P, 2, S)``: each side's ``P(findings | state)``."""
+        return jnp.stack([self.ipsi._all_diagnosis(), self.contra._all_diagnosis()], axis=1)
 
     def state_dist(self, t_stage: str = "early", mode: str = "HMM") -> np.ndarray:
         """``(S, S)`` joint distribution of (ipsi state, contra state) marginalised over the
@@ -259,5 +332,84 @@ class Bilateral:
         with np.errstate(divide="ignore"):
             return float(np.sum(np.log(lik[keep]))) if log else float(np.prod(lik[keep]))
 
+    # ------------------------------------------------------------ prediction
+    def _diagnosis_given_state(self, given_diagnosis: Optional[Mapping]) -> np.ndarray:
+        """``(S, S)`` ``P(diagnosis_ipsi | x_ipsi) P(diagnosis_contra | x_contra)`` for
+        ``{"ipsi": {modality: {lnl: ...}}, "contra": {...}}``; a side not given warns (as
+        lymph) and contributes 1."""
+        given_diagnosis = {} if given_diagnosis is None else given_diagnosis
+        unknown = set(given_diagnosis) - {"ipsi", "contra"}
+        if unknown:
+            raise ValueError(f"given_diagnosis: unknown side(s) {sorted(unknown)}; expected "
+                             "'ipsi' and/or 'contra'")
+        per_side = []
+        for side in ("ipsi", "contra"):
+            if side not in given_diagnosis:
+                warnings.warn(f"No diagnosis given for {side}lateral side.", stacklevel=3)
+            per_side.append(getattr(self, side)._diagnosis_given_state(
+                given_diagnosis.get(side) or {}))
+        return np.outer(*per_side)
 
-__all__ = ["Bilateral", "bilateral_likelihoods", "joint_state_dists"]
+    def posterior_state_dist(self, given_params=None, given_state_dist=None,
+                             given_diagnosis: Optional[Mapping] = None, t_stage: str = "early",
+                             mode: str = "HMM") -> np.ndarray:
+        """``(S, S)`` ``P(x_ipsi, x_contra | diagnosis)``; ``given_state_dist`` (a joint
+        ``(S, S)``) replaces the model's, and then ``given_params`` / ``t_stage`` are ignored."""
+        if given_state_dist is None:
+            self._thetas(given_params)
+            given_state_dist = self.state_dist(t_stage, mode=mode)
+        joint = np.asarray(given_state_dist) * self._diagnosis_given_state(given_diagnosis)
+        return joint / np.sum(joint)
+
+    def marginalize(self, involvement: Optional[Mapping], given_state_dist=None,
+                    t_stage: str = "early", mode: str = "HMM"):
+        """Probability of ``{"ipsi": {lnl: True/False/None}, "contra": {...}}`` under
+        ``given_state_dist`` ``(S, S)`` (default: :meth:`state_dist` of ``t_stage``); the
+        distribution itself if ``involvement`` is None."""
+        if given_state_dist is None:
+            given_state_dist = self.state_dist(t_stage, mode=mode)
+        if involvement is None:
+            return np.asarray(given_state_dist)
+        unknown = set(involvement) - {"ipsi", "contra"}
+        if unknown:
+            raise ValueError(f"involvement: unknown side(s) {sorted(unknown)}; expected "
+                             "'ipsi' and/or 'contra'")
+        lnls = self.ipsi.graph.lnls
+        enc = [_hmm.match_pattern(involvement.get(side) or None, lnls).astype(float)
+               for side in ("ipsi", "contra")]
+        return float(enc[0] @ np.asarray(given_state_dist) @ enc[1])
+
+    def risk(self, involvement: Optional[Mapping] = None, given_params=None,
+             given_state_dist=None, given_diagnosis: Optional[Mapping] = None,
+             t_stage: str = "early", mode: str = "HMM"):
+        """Risk of ``involvement`` (per side, see :meth:`marginalize`) given a diagnosis
+        (per side); the posterior joint ``(S, S)`` if ``involvement`` is None."""
+        post = self.posterior_state_dist(given_params, given_state_dist, given_diagnosis,
+                                         t_stage, mode)
+        return self.marginalize(involvement, post)
+
+    # ------------------------------------------------------------ simulation
+    def draw_patients(self, num: int, stage_dist: Sequence[float], key=None, seed: int = 42,
+                      **_kwargs) -> pd.DataFrame:
+        """``num`` synthetic patients in lymph's Bilateral layout (columns ``(modality, side,
+        lnl)`` sorted as lymph sorts them, then ``("tumor", "1", "t_stage")``): T-stage ~
+        ``stage_dist``, one diagnosis time per patient from its prior, shared by both sides;
+        each side's state ~ its ``P_t``; findings ~ the modalities. ``key``: a
+        ``jax.random`` key (default ``PRNGKey(seed)``) seeding the draws."""
+        from jaxinfer.mixture.lymph import random_generator
+
+        rng = random_generator(key, seed)
+        labels, times = self.ipsi._draw_stages_and_times(num, stage_dist, rng)
+        obs = np.concatenate([self.ipsi.draw_diagnosis(times, rng=rng),
+                              self.contra.draw_diagnosis(times, rng=rng)], axis=1)
+        columns = pd.MultiIndex.from_product([["ipsi", "contra"],
+                                              list(self.get_all_modalities()),
+                                              list(self.ipsi.graph.lnls)])
+        table = pd.DataFrame(obs, columns=columns)
+        table = table.reorder_levels([1, 0, 2], axis="columns").sort_index(axis="columns",
+                                                                           level=0)
+        table[T_STAGE_COL] = labels
+        return table
+
+
+__all__ = ["Bilateral", "BilateralSpec", "bilateral_likelihoods", "joint_state_dists"]

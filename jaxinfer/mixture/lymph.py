@@ -132,14 +132,23 @@ def _diagnosis_matrix(confusions, findings, num_lnls):
     return _hmm.diagnosis_matrix(confusions, findings, num_lnls)
 
 
-@partial(jax.jit, static_argnums=5)
-def _draw_findings(key, evolution, times, sens, spec, num_lnls):
+def random_generator(key=None, seed: int = 42) -> np.random.Generator:
+    """The NumPy generator the simulations draw from, seeded by a ``jax.random`` key (default
+    ``PRNGKey(seed)``): host-side draws need no compilation for each new cohort size."""
+    key = jax.random.PRNGKey(seed) if key is None else key
+    if jnp.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    return np.random.default_rng(np.asarray(key, dtype=np.uint32).ravel().tolist())
+
+
+def _draw_findings(rng, evolution, times, sens, spec, num_lnls):
     """``(P, M, N)`` bool findings: state ~ ``P_t`` at each time, then each modality."""
-    k_state, k_obs = jax.random.split(key)
-    states = jax.random.categorical(k_state, jnp.log(evolution[times]), axis=-1)    # (P,)
-    x = jnp.asarray(_hmm.state_table(num_lnls))[states]                             # (P, N)
-    p_pos = jnp.where(x[:, None, :] == 1, sens[None, :, None], 1.0 - spec[None, :, None])
-    return jax.random.uniform(k_obs, p_pos.shape) < p_pos
+    cdf = np.cumsum(evolution[times], axis=-1)                                     # (P, S)
+    states = np.minimum((rng.uniform(size=(len(times), 1)) > cdf).sum(axis=-1),
+                        cdf.shape[-1] - 1)
+    x = _hmm.state_table(num_lnls)[states]                                        # (P, N)
+    p_pos = np.where(x[:, None, :] == 1, sens[None, :, None], 1.0 - spec[None, :, None])
+    return rng.uniform(size=p_pos.shape) < p_pos
 
 
 class Unilateral:
@@ -526,22 +535,36 @@ class Unilateral:
         return self.marginalize(involvement, post)
 
     # ---------------------------------------------------------------- simulation
-    def draw_diagnosis(self, diag_times, key=None, seed: int = 42) -> np.ndarray:
-        """``(P, M*N)`` bool findings drawn at the given diagnosis times (modality-major)."""
-        key = jax.random.PRNGKey(seed) if key is None else key
-        times = jnp.asarray(np.asarray(diag_times, dtype=np.int32))
-        sens = jnp.asarray([m.sens for m in self._modalities.values()])
-        spec = jnp.asarray([m.spec for m in self._modalities.values()])
-        obs = _draw_findings(key, jnp.asarray(self.state_dist_evo()), times, sens, spec,
-                             self.graph.num_lnls)
-        return np.asarray(obs).reshape(len(times), -1)
+    def draw_diagnosis(self, diag_times, key=None, seed: int = 42, *,
+                       rng: Optional[np.random.Generator] = None) -> np.ndarray:
+        """``(P, M*N)`` bool findings drawn at the given diagnosis times (modality-major);
+        from ``rng`` if given, else from :func:`random_generator` of ``key`` / ``seed``."""
+        rng = random_generator(key, seed) if rng is None else rng
+        times = np.asarray(diag_times, dtype=np.int64)
+        sens = np.array([m.sens for m in self._modalities.values()])
+        spec = np.array([m.spec for m in self._modalities.values()])
+        obs = _draw_findings(rng, self.state_dist_evo(), times, sens, spec, self.graph.num_lnls)
+        return obs.reshape(len(times), -1)
 
     def draw_patients(self, num: int, stage_dist: Sequence[float], key=None, seed: int = 42,
                       **_kwargs) -> pd.DataFrame:
         """``num`` synthetic patients in the LyProX layout: T-stage ~ ``stage_dist`` (one
         probability per time prior, in :meth:`get_all_distributions` order), diagnosis time ~
         its prior, hidden state ~ ``P_t``, findings ~ the modalities. ``key``: a
-        ``jax.random`` key (default ``PRNGKey(seed)``)."""
+        ``jax.random`` key (default ``PRNGKey(seed)``) seeding the draws
+        (:func:`random_generator`)."""
+        rng = random_generator(key, seed)
+        labels, times = self._draw_stages_and_times(num, stage_dist, rng)
+        obs = self.draw_diagnosis(times, rng=rng)
+        columns = pd.MultiIndex.from_product([list(self._modalities), ["ipsi"],
+                                              list(self.graph.lnls)])
+        table = pd.DataFrame(obs, columns=columns)
+        table[T_STAGE_COL] = labels
+        return table
+
+    def _draw_stages_and_times(self, num: int, stage_dist, rng: np.random.Generator):
+        """``(T-stage labels (num,), diagnosis times (num,))``: T-stage ~ ``stage_dist``
+        (renormalised), time ~ that T-stage's prior."""
         stage_dist = np.asarray(stage_dist, dtype=float)
         if len(stage_dist) != len(self._distributions):
             raise ValueError(f"stage_dist needs one probability per time prior "
@@ -549,19 +572,12 @@ class Unilateral:
         if not self._modalities:
             raise ValueError("no modality is set: call set_modality(name, spec, sens) first")
         stage_dist = stage_dist / stage_dist.sum()
-        key = jax.random.PRNGKey(seed) if key is None else key
-        k_stage, k_time, k_diag = jax.random.split(key, 3)
-        stages = np.asarray(jax.random.choice(k_stage, len(stage_dist), (int(num),),
-                                              p=jnp.asarray(stage_dist)))
+        stages = rng.choice(len(stage_dist), size=int(num), p=stage_dist)
         pmfs = np.stack([d.pmf for d in self._distributions.values()])
-        times = np.asarray(jax.random.categorical(k_time, jnp.log(jnp.asarray(pmfs[stages])),
-                                                  axis=-1))
-        obs = self.draw_diagnosis(times, key=k_diag)
-        columns = pd.MultiIndex.from_product([list(self._modalities), ["ipsi"],
-                                              list(self.graph.lnls)])
-        table = pd.DataFrame(obs, columns=columns)
-        table[T_STAGE_COL] = np.asarray(list(self._distributions), dtype=object)[stages]
-        return table
+        cdf = np.cumsum(pmfs[stages] / pmfs[stages].sum(axis=-1, keepdims=True), axis=-1)
+        times = np.minimum((rng.uniform(size=(int(num), 1)) > cdf).sum(axis=-1),
+                           cdf.shape[-1] - 1)
+        return np.asarray(list(self._distributions), dtype=object)[stages], times
 
 
 from jaxinfer.mixture.bilateral import Bilateral  # noqa: E402  (it builds on Unilateral)

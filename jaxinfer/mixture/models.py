@@ -24,7 +24,7 @@ import pandas as pd
 
 from jaxinfer.mixture import _core, _data, utils
 from jaxinfer.mixture._data import DataWarning
-from jaxinfer.mixture.lymph import MAP_T_COL, Unilateral
+from jaxinfer.mixture.lymph import MAP_T_COL, Bilateral, Unilateral
 
 RESP_COLS = ("_mixture", "responsibility")
 T_STAGE_COL = MAP_T_COL
@@ -38,8 +38,11 @@ def _component_likelihoods(thetas, spec, data):
 class LymphMixture:
     """Mixture of ``num_components`` unilateral HMMs with subgroup-specific coefficients.
 
-    model_cls : must be :class:`Unilateral` (the only model lymixture mixes);
-    model_kwargs : its constructor arguments (``graph_dict``, ``max_time``, ...).
+    model_cls : :class:`Unilateral` (the only model lymixture mixes) or :class:`Bilateral`
+    (beyond lymixture: parameters ``{c}_ipsi_TtoII_spread``, ``{c}_ItoII_spread``, ...
+    as Bilateral names them; data with ipsi- and contralateral findings);
+    model_kwargs : its constructor arguments (``graph_dict``, ``max_time`` or
+    ``uni_kwargs``, ``is_symmetric``, ...).
     """
 
     def __init__(self, model_cls=Unilateral, model_kwargs: Optional[dict] = None,
@@ -47,9 +50,10 @@ class LymphMixture:
         if model_kwargs is None:
             model_kwargs = {"graph_dict": {("tumor", "T"): ["II", "III"], ("lnl", "II"): ["III"],
                                            ("lnl", "III"): []}}
-        if not (isinstance(model_cls, type) and issubclass(model_cls, Unilateral)):
-            raise NotImplementedError("LymphMixture mixes only Unilateral models "
-                                      "(jaxinfer.mixture.lymph.Unilateral)")
+        if not (isinstance(model_cls, type) and issubclass(model_cls, (Unilateral, Bilateral))):
+            raise NotImplementedError("LymphMixture mixes Unilateral or Bilateral models "
+                                      "(jaxinfer.mixture.lymph.Unilateral / Bilateral), got "
+                                      f"{model_cls!r}")
         if int(num_components) < 2:
             raise ValueError(f"a mixture needs at least 2 components, got {num_components}")
         self._model_cls, self._model_kwargs = model_cls, dict(model_kwargs)
@@ -379,12 +383,13 @@ class LymphMixture:
 
     # ------------------------------------------------------------ prediction
     def state_dist(self, t_stage: str = "early", subgroup=None) -> np.ndarray:
-        """``(S,)`` for ``subgroup`` (coefficient-weighted components), else ``(G, S)``."""
-        comp = np.stack([c.state_dist(t_stage) for c in self.components])   # (K, S)
+        """``(S,)`` for ``subgroup`` (coefficient-weighted components), else ``(G, S)``;
+        ``(S, S)`` / ``(G, S, S)`` (ipsi x contra) for Bilateral components."""
+        comp = np.stack([c.state_dist(t_stage) for c in self.components])   # (K, S...)
         coefs = self.get_mixture_coefs()
         if subgroup is not None:
-            return coefs[subgroup].to_numpy() @ comp
-        return coefs.to_numpy().T @ comp
+            return np.tensordot(coefs[subgroup].to_numpy(), comp, axes=1)
+        return np.tensordot(coefs.to_numpy().T, comp, axes=1)
 
     def posterior_state_dist(self, subgroup=None, given_params=None, given_state_dist=None,
                              given_diagnosis=None, t_stage: str = "early") -> np.ndarray:
@@ -397,8 +402,10 @@ class LymphMixture:
         if given_diagnosis is None:
             return given_state_dist
         model = self.subgroups[subgroup] if subgroup is not None else self.components[0]
-        joint = np.asarray(given_state_dist) * model._diagnosis_given_state(given_diagnosis)
-        return joint / joint.sum(axis=-1, keepdims=True)
+        given_state = model._diagnosis_given_state(given_diagnosis)      # (S,) or (S, S)
+        joint = np.asarray(given_state_dist) * given_state
+        axes = tuple(range(joint.ndim - given_state.ndim, joint.ndim))
+        return joint / joint.sum(axis=axes, keepdims=True)
 
     def risk(self, subgroup, involvement, given_params=None, given_state_dist=None,
              given_diagnosis=None, t_stage: str = "early"):

@@ -1,14 +1,20 @@
 """Bilateral against lymph-model 1.3.3's own numbers (fixture made by
 benchmarks/mixture/make_bilateral_fixtures.py): parameter names and order for the three
-symmetry settings, joint state distributions, per-patient likelihoods, log-likelihoods."""
+symmetry settings, joint state distributions, per-patient likelihoods, log-likelihoods,
+posterior state distributions and risks, draw_patients' layout; and mixtures of Bilateral
+models."""
 
 import io
+import itertools
 import json
 import pathlib
+import warnings
 
+import jax
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from jaxinfer.mixture.lymph import Bilateral
 
@@ -73,3 +79,97 @@ def test_side_prefixes_symmetry_and_bounds(table):
     assert model.likelihood(given_params={"late_p": 2.0}) == -np.inf
     with pytest.raises(ValueError, match="is_symmetric"):
         Bilateral({tuple(k): v for k, v in FIXTURE["graph"]}, is_symmetric={"tumour": True})
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bilateral_posterior_and_risk_equal_lymph(case, table):
+    fx = FIXTURE["cases"][case]
+    model = build(case, table)
+    model.set_params(**fx["params"])
+    for rc in fx["risks"]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a side without diagnosis warns, as in lymph
+            post = model.posterior_state_dist(given_diagnosis=rc["diagnosis"],
+                                              t_stage=rc["t_stage"])
+            risk = model.risk(rc["involvement"], given_diagnosis=rc["diagnosis"],
+                              t_stage=rc["t_stage"])
+        np.testing.assert_allclose(post, rc["posterior"], rtol=1e-10, atol=1e-15)
+        assert risk == pytest.approx(rc["risk"], rel=1e-10)
+
+
+def test_bilateral_draw_patients_layout_and_frequencies():
+    # lymph's column layout; the frequency of every complete CT finding pattern (both
+    # sides, 2**6 patterns) in 4000 drawn early patients fits the model's own probability
+    # of that pattern (its likelihood, equal to lymph's above): chi-square p > 1e-3
+    graph = {tuple(k): v for k, v in FIXTURE["graph"]}
+    model = Bilateral(graph, uni_kwargs={"max_time": 10})
+    for name, (spec, sens) in FIXTURE["modalities"].items():
+        model.set_modality(name, spec, sens)
+    model.set_distribution("early", FIXTURE["early_pmf"])
+    model.set_distribution("late", late_binomial)
+    model.set_params(**FIXTURE["cases"]["default"]["params"])
+    drawn = model.draw_patients(5, [0.6, 0.4], key=jax.random.PRNGKey(0))
+    assert [list(c) for c in drawn.columns] == FIXTURE["draw_columns"]
+    model.ipsi.del_modality("MRI")
+    model.contra.del_modality("MRI")
+    drawn = model.draw_patients(4000, [1.0, 0.0], key=jax.random.PRNGKey(1))
+    lnls = ["I", "II", "III"]
+    cols = [("CT", side, lnl) for side in ("ipsi", "contra") for lnl in lnls]
+    observed = drawn[cols].to_numpy(dtype=int) @ (2 ** np.arange(5, -1, -1))
+    patterns = np.array(list(itertools.product([0, 1], repeat=6)), dtype=bool)
+    every = pd.DataFrame(patterns, columns=pd.MultiIndex.from_tuples(cols))
+    every[("tumor", "1", "t_stage")] = "early"
+    model.load_patient_data(every, mapping=lambda x: x)
+    expected = model.patient_likelihoods("early") * len(drawn)
+    assert expected.sum() == pytest.approx(len(drawn), rel=1e-10)
+    counts = np.bincount(observed, minlength=64)
+    keep = expected >= 5
+    chi2 = np.sum((counts[keep] - expected[keep]) ** 2 / expected[keep])
+    assert stats.chi2.sf(chi2, keep.sum() - 1) > 1e-3
+
+
+def bilateral_mixture(table, symmetry="default"):
+    from jaxinfer.mixture import LymphMixture
+
+    graph = {tuple(k): v for k, v in FIXTURE["graph"]}
+    mixture = LymphMixture(Bilateral, {"graph_dict": graph, "uni_kwargs": {"max_time": 10},
+                                       "is_symmetric": FIXTURE["cases"][symmetry]["is_symmetric"]},
+                           num_components=2)
+    mixture.set_distribution("early", FIXTURE["early_pmf"])
+    mixture.set_distribution("late", late_binomial)
+    split = table.copy()
+    split[("tumor", "1", "subsite")] = np.where(np.arange(len(table)) % 3 == 0, "x", "y")
+    mixture.load_patient_data(split, split_by=("tumor", "1", "subsite"), mapping=lambda x: x)
+    for name, (spec, sens) in FIXTURE["modalities"].items():
+        mixture.set_modality(name, spec, sens)
+    return mixture
+
+
+def test_mixture_of_bilateral_models_reduces_to_the_bilateral_likelihood(table):
+    # lymixture refuses anything but Unilateral; here a mixture whose first component has
+    # all the weight, or whose components are equal, is lymph's Bilateral likelihood
+    fx = FIXTURE["cases"]["default"]
+    mixture = bilateral_mixture(table)
+    names = list(mixture.get_params())
+    assert names == [f"{c}_{n}" for c in range(2)
+                     for n in fx["param_names"] + ["x_coef", "y_coef"]]
+    other = {n: 0.3 for n in fx["param_names"]}
+    mixture.set_params(**{f"0_{k}": v for k, v in fx["params"].items()},
+                       **{f"1_{k}": v for k, v in other.items()},
+                       **{"0_x_coef": 1.0, "0_y_coef": 1.0, "1_x_coef": 0.0, "1_y_coef": 0.0})
+    assert mixture.incomplete_data_likelihood() == pytest.approx(fx["loglik"], rel=1e-12)
+    # per patient, component 0 (patients are reordered by subgroup)
+    order = np.argsort(np.arange(len(table)) % 3 != 0, kind="stable")
+    lymph_lik = np.empty(len(table))
+    labels = table[("tumor", "1", "t_stage")].to_numpy()
+    for t in ("early", "late"):
+        lymph_lik[labels == t] = fx["patient_likelihoods"][t]
+    np.testing.assert_allclose(mixture.patient_component_likelihoods(log=False)[:, 0],
+                               lymph_lik[order], rtol=1e-10)
+    mixture.set_params(**{f"1_{k}": v for k, v in fx["params"].items()}, **{"1_x_coef": 0.4})
+    assert mixture.incomplete_data_likelihood() == pytest.approx(fx["loglik"], rel=1e-12)
+    # the mixture's risk for a subgroup is the coefficient-weighted state distribution's
+    diagnosis = fx["risks"][0]["diagnosis"]
+    involvement = fx["risks"][0]["involvement"]
+    assert mixture.risk("x", involvement, given_diagnosis=diagnosis) == pytest.approx(
+        fx["risks"][0]["risk"], rel=1e-10)
