@@ -245,3 +245,31 @@ def test_lbfgsb_driven_by_hand_equals_minimize():
     assert int(solver.terminate(fn, state, ())) == int(res.reason)
     assert int(state.nit) == int(res.nit) and int(state.nfev) == int(res.nfev)
     np.testing.assert_allclose(state.x, res.x, rtol=1e-10)  # one jit per step vs one loop
+
+
+def _noisy_bowl(amplitude):
+    """``100 + sum(a x^2) / 2`` plus deterministic noise of ``amplitude`` in the value only
+    (the gradient is the smooth one), as an EP marginal likelihood near its optimum."""
+    a = jnp.array([1.0, 2.0, 5.0, 10.0, 20.0])
+
+    def fun(x):
+        f = 100.0 + 0.5 * jnp.sum(a * x * x) + amplitude * jnp.sum(jnp.sin(1e9 * x))
+        return f, a * x
+    return fun
+
+
+def test_lbfgsb_noise_floor_is_ftol_convergence_only_when_within_ftol():
+    """A line search that cannot decrease f where the first-order bound on any gain along
+    the step, |g.p|, is below the ftol test ends as scipy's ftol convergence (at the best
+    point; before, LINE_SEARCH); a failure where the bound is above the test stays one."""
+    x0 = jnp.full(5, 0.5)
+    opts = {"ftol": 1e5 * np.finfo(float).eps, "gtol": 1e-7}  # glimix-core's factr, pgtol
+    res = minimize(_noisy_bowl(1e-8), x0, jac=True, method="L-BFGS-B",
+                   bounds=[(-1.0, 1.0)] * 5, options=opts)
+    assert bool(res.success) and int(res.reason) == Status.FTOL, res.message
+    assert float(res.fun) - 100.0 <= 1e-7           # at the optimum to the noise level
+    assert np.max(np.abs(np.asarray(res.jac))) > opts["gtol"]   # not a gradient stop
+    # every trial uphill (the gradient's sign is wrong) with a large first-order bound
+    res = minimize(lambda x: (100.0 + 0.5 * jnp.sum(x * x), -x), x0, jac=True,
+                   method="L-BFGS-B", bounds=[(-1.0, 1.0)] * 5, options=opts)
+    assert not bool(res.success) and int(res.reason) == Status.LINE_SEARCH, res.message
