@@ -2,7 +2,13 @@
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
+# Four CPU devices for the sharding tests. The classic CPU emitters, as the front doors already
+# use for their solver programs (jaxinfer.optimize._compile.CPU_COMPILER_OPTIONS), for every
+# jit of the suite: the newer fusion emitters cost ~25% more compile CPU on these small-op
+# programs (tests/mixture/test_lymph.py + test_fixed_point.py + glmm/test_cov.py: 32.5 -> 24.4
+# CPU-s) and the suite is compile-bound.
+os.environ.setdefault(
+    "XLA_FLAGS", "--xla_force_host_platform_device_count=4 --xla_cpu_use_fusion_emitters=false")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # in-process CLI tests must not turn the persistent compilation cache on for the whole session
 os.environ.setdefault("JAXINFER_NO_COMPILATION_CACHE", "1")
