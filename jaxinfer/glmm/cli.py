@@ -33,12 +33,14 @@ to the .fam's sample ids (IID); the kinship is the GRM of the same file unless `
 
 Progress and a summary (null fit, heritability, top hits) go to stderr; the table goes to
 ``--out`` (or stdout with ``--out -``). Errors in the inputs exit with status 2 and one line
-naming the file and the problem.
+naming the file and the problem. ``--plot IMAGE`` writes a Manhattan and a QQ plot of the
+p-values (:mod:`jaxinfer.glmm.plot`; needs matplotlib).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 from dataclasses import dataclass
@@ -52,6 +54,7 @@ __all__ = ["register", "demo", "run_scan", "ScanSummary", "SCAN_COLUMNS"]
 SCAN_COLUMNS = ("candidate", "lml", "effect_size", "effect_size_se", "scale", "lrt", "pvalue",
                 "degenerate")
 PLINK_COLUMNS = ("snp", "chrom", "pos", "n_missing")
+PLOT_INSTALL = 'pip install "jaxinfer[plot]"'
 
 
 @dataclass
@@ -380,6 +383,11 @@ def _report(args, table, summary) -> int:
     else:
         table.to_csv(args.out, index=False, float_format="%.10g")
         _stderr(f"glmm scan: wrote {m} rows to {args.out}")
+    if args.plot:
+        from jaxinfer.glmm.plot import save_scan_plots
+
+        save_scan_plots(args.plot, table)
+        _stderr(f"glmm scan: Manhattan and QQ plots written to {args.plot}")
     return 0
 
 
@@ -387,6 +395,10 @@ def _run_scan_command(args) -> int:
     from jaxinfer.glmm import io
 
     _enable_float64()
+    if args.plot and importlib.util.find_spec("matplotlib") is None:
+        _stderr(f"jaxinfer glmm scan: error: --plot needs matplotlib, which is not installed: "
+                f"{PLOT_INSTALL} (or leave out --plot)")
+        return 2
     if args.bfile is not None:
         return _run_plink_command(args)
     if args.candidates is None or (args.kinship is None) == (args.grm is None):
@@ -457,6 +469,9 @@ def register(subparsers) -> None:
     scan.add_argument("--out", default="-", help="output CSV (default '-': stdout)")
     scan.add_argument("--restricted", action="store_true", help="fit the null variance components by REML")
     scan.add_argument("--batch-size", type=int, default=None, help="candidates per compiled block")
+    scan.add_argument("--plot", default=None, metavar="IMAGE",
+                      help="Manhattan and QQ plots of the p-values, PNG/PDF/SVG "
+                           f"(needs matplotlib: {PLOT_INSTALL})")
     scan.set_defaults(handler=_run_scan_command)
 
 

@@ -99,9 +99,14 @@ def test_grm_option_equals_kinship_file(files, capsys):
     root, *_ = files
     common = ["glmm", "scan", "--pheno", str(root / "y.csv"), "--candidates", str(root / "g.npy")]
     assert cli.main(common + ["--kinship", str(root / "grm.npy"), "--out", str(root / "a.csv")]) == 0
-    assert cli.main(common + ["--grm", str(root / "geno.npy"), "--out", str(root / "b.csv")]) == 0
+    pytest.importorskip("matplotlib")
+    plot = root / "scan.png"
+    assert cli.main(common + ["--grm", str(root / "geno.npy"), "--out", str(root / "b.csv"),
+                              "--plot", str(plot)]) == 0
     err = capsys.readouterr().err
     assert "intercept only" in err and "GRM" in err
+    assert f"Manhattan and QQ plots written to {plot}" in err
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     a, b = pd.read_csv(root / "a.csv"), pd.read_csv(root / "b.csv")
     np.testing.assert_allclose(a.to_numpy(dtype=float), b.to_numpy(dtype=float), rtol=1e-8, atol=1e-10)
 
@@ -151,3 +156,39 @@ def test_monomorphic_candidate_is_reported_not_nan(files, capsys, tmp_path):
     np.testing.assert_allclose(table["lrt"][2:], 0, atol=1e-8)
     np.testing.assert_allclose(table["pvalue"][2:], 1, atol=1e-6)
     assert table["effect_size"][3] == 0
+
+
+def test_plot_without_matplotlib_fails_before_any_work(monkeypatch, capsys, tmp_path):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "matplotlib" else real(name, *a))
+    rc = cli.main(["glmm", "scan", "--pheno", "missing.csv", "--kinship", "k.npy",
+                   "--candidates", "g.npy", "--plot", str(tmp_path / "p.png")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert 'needs matplotlib, which is not installed: pip install "jaxinfer[plot]"' in err
+    assert "reading inputs" not in err and not (tmp_path / "p.png").exists()
+
+
+def test_qq_points_and_figure_axes():
+    pytest.importorskip("matplotlib")
+    from jaxinfer.glmm.plot import plot_manhattan, plot_qq, qq_points, scan_figure
+
+    p = np.array([0.5, 1e-3, 0.2, np.nan, 0.9])
+    expected, observed = qq_points(p)
+    # uniform order statistics (i - 0.5)/m against the sorted p-values, NaN left out
+    np.testing.assert_allclose(expected, -np.log10([0.875, 0.625, 0.375, 0.125]))
+    np.testing.assert_allclose(observed, -np.log10([0.9, 0.5, 0.2, 1e-3]))
+    table = pd.DataFrame({"snp": ["a", "b", "c", "d"], "chrom": ["1", "1", "2", "2"],
+                          "pos": [100, 200, 50, 80], "pvalue": [0.5, 1e-9, 0.2, 0.9]})
+    ax = plot_manhattan(table)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2"]
+    heights = np.concatenate([c.get_offsets()[:, 1] for c in ax.collections])
+    np.testing.assert_allclose(np.sort(heights), np.sort(-np.log10(table["pvalue"])))
+    lam = np.median(scipy.stats.chi2.isf(table["pvalue"], 1)) / scipy.stats.chi2.ppf(0.5, 1)
+    assert plot_qq(table).get_title() == f"QQ (λ_GC = {lam:.3f})"
+    assert len(scan_figure(table).axes) == 2
+    with pytest.raises(ValueError, match="no 'pvalue' column"):
+        plot_qq(table.drop(columns="pvalue"))
