@@ -20,6 +20,15 @@ file renamed over the old one, so a crash never leaves half a file) and reports 
 so an interrupted and resumed run yields the same chain as an uninterrupted one with the
 same key. ``num_chains > 1`` runs the chains vectorised (``vmap``) in the same chunks.
 
+Metropolis-within-Gibbs: with ``gibbs=update`` and ``latent=...`` a block of latent
+variables is updated before every NUTS step, ``latent, record = update(key, latent, params,
+step, *model_args)`` (``params`` the constrained sites at the current position, ``step``
+the step index, warmup included), and the target sees it as its first argument:
+``model(latent, *model_args)``. The NUTS state's potential energy and gradient are
+recomputed at the new latent values, so each NUTS step is a valid kernel of the parameters'
+conditional; ``record`` (a dict of arrays) is kept per step beside the draws. Checkpoints
+hold the latent block, so resume stays exact.
+
 :func:`chain` is the same chain as a pure function (no files, no host loop), to ``jit`` /
 ``vmap`` over data sets; it equals :func:`run_nuts` without a checkpoint.
 
@@ -38,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-CHECKPOINT_VERSION = 3
+CHECKPOINT_VERSION = 4
 _STATS = ("diverging", "potential_energy", "accept_prob", "num_steps")
 #: NUTS settings the driver passes to NumPyro's ``init_kernel`` (NumPyro's names).
 SETTINGS = ("target_accept_prob", "max_tree_depth", "dense_mass", "step_size",
@@ -57,6 +66,15 @@ class Target(NamedTuple):
 
     potential: Callable
     constrain: Callable
+
+
+class GibbsState(NamedTuple):
+    """The driver's state with a Gibbs block: NumPyro's ``hmc`` state, the ``latent``
+    values and the key of the latent updates."""
+
+    hmc: object
+    latent: object
+    key: object
 
 
 class SamplingProgress(NamedTuple):
@@ -153,33 +171,59 @@ def model_target(model_fn: Callable, model_args: tuple, key, init_params=None):
 
 
 class _Kernel:
-    """NumPyro's functional NUTS for one (target, settings, num_warmup); hashed by identity
-    and cached, so every run with the same ones shares the compiled chunk. (NumPyro's
-    ``init_kernel`` fixes the warmup length and tree depth in its closure: they are part of
-    the key.)"""
+    """NumPyro's functional NUTS for one (target, settings, num_warmup, gibbs); hashed by
+    identity and cached, so every run with the same ones shares the compiled chunk.
+    (NumPyro's ``init_kernel`` fixes the warmup length and tree depth in its closure: they
+    are part of the key.)"""
 
-    def __init__(self, target: Target, settings: tuple, num_warmup: int):
+    def __init__(self, target: Target, settings: tuple, num_warmup: int,
+                 gibbs: Optional[Callable] = None):
         from numpyro.infer.hmc import hmc
 
         self.target, self.settings, self.num_warmup = target, settings, num_warmup
+        self.gibbs = gibbs
         self.init_fn, self.sample_fn = hmc(potential_fn_gen=target.potential, algo="NUTS")
 
-    def init(self, z0, key, args):
+    def init(self, z0, key, args, latent=None):
         settings = dict(self.settings)
         if isinstance(z0, dict) and isinstance(settings.get("dense_mass"), bool):
             # NumPyro's structural form for a dict of sites
             settings["dense_mass"] = [tuple(sorted(z0))] if settings["dense_mass"] else []
-        return self.init_fn(z0, self.num_warmup, model_args=tuple(args), rng_key=key, **settings)
+        if self.gibbs is None:
+            return self.init_fn(z0, self.num_warmup, model_args=tuple(args), rng_key=key,
+                                **settings)
+        hmc_key, gibbs_key = jax.random.split(key)
+        state = self.init_fn(z0, self.num_warmup, model_args=(latent,) + tuple(args),
+                             rng_key=hmc_key, **settings)
+        return GibbsState(state, latent, gibbs_key)
+
+    def _stats(self, s):
+        return {k: getattr(s, k) for k in _STATS}
 
     def scan(self, length, state, args):
         """``length`` steps: ``(last state, (draws {name: (length, ...)}, stats))``."""
-        constrain = self.target.constrain(*args)
+        args = tuple(args)
+        if self.gibbs is None:
+            constrain = self.target.constrain(*args)
 
-        def body(s, _):
-            s = self.sample_fn(s, tuple(args), {})
-            return s, (constrain(s.z), {k: getattr(s, k) for k in _STATS})
+            def body(s, _):
+                s = self.sample_fn(s, args, {})
+                return s, (constrain(s.z), self._stats(s))
 
-        return lax.scan(body, state, None, length=length)
+            return lax.scan(body, state, None, length=length)
+
+        def gibbs_body(s, _):
+            key, sub = jax.random.split(s.key)
+            params = self.target.constrain(s.latent, *args)(s.hmc.z)
+            latent, record = self.gibbs(sub, s.latent, params, s.hmc.i, *args)
+            full = (latent,) + args
+            # the stored energy and gradient belong to the old latent values
+            pe, grad = jax.value_and_grad(self.target.potential(*full))(s.hmc.z)
+            h = self.sample_fn(s.hmc._replace(potential_energy=pe, z_grad=grad), full, {})
+            draws = {**self.target.constrain(*full)(h.z), **record}
+            return GibbsState(h, latent, key), (draws, self._stats(h))
+
+        return lax.scan(gibbs_body, state, None, length=length)
 
 
 _KERNELS: dict = {}
@@ -192,24 +236,27 @@ def _settings(kernel_kwargs: dict) -> tuple:
     return tuple(sorted(kernel_kwargs.items()))
 
 
-def _kernel(target: Target, kernel_kwargs: dict, num_warmup: int) -> _Kernel:
+def _kernel(target: Target, kernel_kwargs: dict, num_warmup: int, gibbs=None) -> _Kernel:
     settings = _settings(kernel_kwargs)
-    key = (target, settings, int(num_warmup))
+    gibbs_key = None if gibbs is None else (_fn_key(gibbs),)
+    key = (target, settings, int(num_warmup), gibbs_key)
     try:
         hash(key)
     except TypeError:
-        return _Kernel(target, settings, int(num_warmup))
+        return _Kernel(target, settings, int(num_warmup), gibbs)
+    if gibbs_key == (None,):  # an unhashable update: no sharing
+        return _Kernel(target, settings, int(num_warmup), gibbs)
     if key not in _KERNELS:
         if len(_KERNELS) > 64:
             _KERNELS.clear()
-        _KERNELS[key] = _Kernel(target, settings, int(num_warmup))
+        _KERNELS[key] = _Kernel(target, settings, int(num_warmup), gibbs)
     return _KERNELS[key]
 
 
-def _init_impl(kernel, chains, z0, keys, args):
+def _init_impl(kernel, chains, z0, keys, args, latent):
     if chains is None:
-        return kernel.init(z0, keys, args)
-    return jax.vmap(lambda z, k: kernel.init(z, k, args))(z0, keys)
+        return kernel.init(z0, keys, args, latent)
+    return jax.vmap(lambda z, k, lat: kernel.init(z, k, args, lat))(z0, keys, latent)
 
 
 def _chunk_impl(kernel, length, chains, state, args):
@@ -237,7 +284,7 @@ def _chunk(*args):
 
 
 def chain(target: Target, z0, args: tuple, key, *, num_warmup: int, num_samples: int,
-          **kernel_kwargs):
+          **kernel_kwargs):  # (no Gibbs block here: run_nuts has it)
     """One NUTS chain as a pure function (``jit`` / ``vmap`` it over data sets or keys).
 
     target : :class:`Target`; z0 : unconstrained start (pytree); args : the target's
@@ -303,7 +350,8 @@ def _check_counts(num_warmup, num_samples, checkpoint_every, num_chains):
 
 
 def _start(model, model_args, key, init_params, num_chains):
-    """(target, z0, kernel key(s)) for a model or a Target; z0 stacked per chain."""
+    """(target, z0, kernel key(s)) for a model or a Target; z0 stacked per chain
+    (``model_args`` as the target sees them: the latent block first with Gibbs)."""
     key = _plain_key(key)
     if num_chains == 1:
         run_key, init_key = jax.random.split(key)
@@ -326,10 +374,23 @@ def _start(model, model_args, key, init_params, num_chains):
     return target, jax.tree_util.tree_map(stack, *z0s), jnp.stack([k for k, _ in keys])
 
 
+def _stack(tree, num_chains):
+    if num_chains == 1:
+        return tree
+    return jax.tree_util.tree_map(lambda v: jnp.stack([jnp.asarray(v)] * num_chains), tree)
+
+
+def _first_chain(tree, num_chains):
+    if num_chains == 1:
+        return tree
+    return jax.tree_util.tree_map(lambda v: v[0], tree)
+
+
 def run_nuts(model, model_args: tuple = (), *, key, num_warmup: int = 500,
              num_samples: int = 1000, num_chains: int = 1, checkpoint: Optional[str] = None,
              checkpoint_every: Optional[int] = None, progress: Optional[Callable] = None,
-             init_params=None, **kernel_kwargs) -> SamplingRun:
+             init_params=None, gibbs: Optional[Callable] = None, latent=None,
+             **kernel_kwargs) -> SamplingRun:
     """NUTS on a NumPyro model ``model(*model_args)`` or a :class:`Target`.
 
     model_args : arrays or pytrees of arrays (bind static settings into the model with
@@ -339,20 +400,26 @@ def run_nuts(model, model_args: tuple = (), *, key, num_warmup: int = 500,
     (default: 100 with a checkpoint, else the whole run); progress :
     ``progress(SamplingProgress)`` after every chunk; init_params : start, ``{site: value}``
     in the constrained space for a model (default: NumPyro's uniform init), the
-    unconstrained ``z0`` for a Target (required); kernel_kwargs : NUTS settings
+    unconstrained ``z0`` for a Target (required); gibbs / latent : a Gibbs block (see the
+    module docstring; ``gibbs`` a hashable function, e.g. module level, ``latent`` its
+    start, the same for every chain); kernel_kwargs : NUTS settings
     (``target_accept_prob``, ``max_tree_depth``, ``dense_mass``, ...).
     """
     _check_counts(num_warmup, num_samples, checkpoint_every, num_chains)
+    if (gibbs is None) != (latent is None):
+        raise ValueError("a Gibbs block needs both gibbs=update and latent=its start")
     total = int(num_warmup) + int(num_samples)
     every = (100 if checkpoint is not None else total) if checkpoint_every is None \
         else int(checkpoint_every)
-    target, z0, keys = _start(model, tuple(model_args), key, init_params, int(num_chains))
-    kernel = _kernel(target, kernel_kwargs, int(num_warmup))
+    target_args = tuple(model_args) if gibbs is None else (latent,) + tuple(model_args)
+    target, z0, keys = _start(model, target_args, key, init_params, int(num_chains))
+    kernel = _kernel(target, kernel_kwargs, int(num_warmup), gibbs)
     chains = None if int(num_chains) == 1 else int(num_chains)
-    state = _init(kernel, chains, z0, keys, tuple(model_args))
+    state = _init(kernel, chains, z0, keys, tuple(model_args), _stack(latent, int(num_chains)))
     header = {"version": CHECKPOINT_VERSION, "num_warmup": int(num_warmup),
               "num_samples": int(num_samples), "num_chains": int(num_chains),
               "chunk": min(every, total), "kernel_kwargs": dict(kernel_kwargs),
+              "gibbs": gibbs is not None,
               "init_params": None if isinstance(model, Target) or init_params is None
               else _numpy(init_params)}
     return _loop(kernel, state, tuple(model_args), header, 0, [], [], checkpoint, progress)
@@ -370,33 +437,41 @@ def load_checkpoint(path: str) -> dict:
 
 def continue_sampling(checkpoint: str, model, model_args: tuple = (), *,
                       num_samples: Optional[int] = None, progress: Optional[Callable] = None,
-                      **kernel_kwargs) -> SamplingRun:
-    """Resume :func:`run_nuts` from ``checkpoint`` with the same model (or Target) and
-    settings, up to ``num_samples`` kept draws per chain (default: the number the run was
-    started with); the file keeps being updated."""
+                      gibbs: Optional[Callable] = None, **kernel_kwargs) -> SamplingRun:
+    """Resume :func:`run_nuts` from ``checkpoint`` with the same model (or Target),
+    settings and ``gibbs`` update, up to ``num_samples`` kept draws per chain (default: the
+    number the run was started with); the file keeps being updated."""
     payload = load_checkpoint(checkpoint)
     header = {k: payload[k] for k in ("version", "num_warmup", "num_samples", "num_chains",
-                                      "chunk", "kernel_kwargs", "init_params")}
+                                      "chunk", "kernel_kwargs", "init_params", "gibbs")}
+    if header["gibbs"] != (gibbs is not None):
+        raise ValueError(f"{checkpoint} was written by a run "
+                         f"{'with' if header['gibbs'] else 'without'} a Gibbs block; pass "
+                         f"{'its gibbs=update' if header['gibbs'] else 'no gibbs'} to resume it")
     if num_samples is not None:
         header["num_samples"] = int(num_samples)
     kwargs = {**payload["kernel_kwargs"], **kernel_kwargs}
-    chains = None if header["num_chains"] == 1 else header["num_chains"]
+    n = header["num_chains"]
+    chains = None if n == 1 else n
     saved = payload["state"]
     # a start sets the kernel up (its closure, the target's transforms); the state it would
     # begin from is replaced by the saved one
-    z_saved = saved.z
+    hmc_saved = saved if gibbs is None else saved.hmc
+    latent = None if gibbs is None else jax.tree_util.tree_map(jnp.asarray, saved.latent)
+    target_args = tuple(model_args) if gibbs is None else \
+        (_first_chain(latent, n),) + tuple(model_args)
     if isinstance(model, Target):
         target = model
     else:
-        target, _ = model_target(model, tuple(model_args), jax.random.PRNGKey(0),
+        target, _ = model_target(model, target_args, jax.random.PRNGKey(0),
                                  header["init_params"])
-    kernel = _kernel(target, kwargs, header["num_warmup"])
-    template = _init(kernel, chains, jax.tree_util.tree_map(jnp.asarray, z_saved),
-                     jnp.asarray(saved.rng_key), tuple(model_args))
+    kernel = _kernel(target, kwargs, header["num_warmup"], gibbs)
+    template = _init(kernel, chains, jax.tree_util.tree_map(jnp.asarray, hmc_saved.z),
+                     jnp.asarray(hmc_saved.rng_key), tuple(model_args), latent)
     state = jax.tree_util.tree_map(lambda t, v: jnp.asarray(v, t.dtype), template, saved)
     return _loop(kernel, state, tuple(model_args), header, payload["done"],
                  list(payload["draws"]), list(payload["stats"]), checkpoint, progress)
 
 
-__all__ = ["Target", "SamplingProgress", "SamplingRun", "SETTINGS", "model_target", "chain",
+__all__ = ["Target", "GibbsState", "SamplingProgress", "SamplingRun", "SETTINGS", "model_target", "chain",
            "run_nuts", "continue_sampling", "load_checkpoint", "CHECKPOINT_VERSION"]

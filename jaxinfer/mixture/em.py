@@ -209,11 +209,12 @@ def complete_latent_likelihood(theta, model: LymphMixture) -> float:
 
 def __getattr__(name):  # the samplers live in jaxinfer.mixture.sampling (NumPyro, lazily)
     if name in ("sample_fixed_mixture", "sample_model_params",
-                "mh_latent_sampler_per_patient_2_component"):
+                "mh_latent_sampler_per_patient_2_component", "aip_sampling_algorithm"):
         from jaxinfer.mixture import sampling
         return getattr(sampling, name)
     raise AttributeError(f"module 'jaxinfer.mixture.em' has no attribute {name!r}")
 
 
 __all__ = ["expectation", "maximization", "fit", "log_prob_fn", "log_prob_fn_fixed_mixture",
-           "complete_latent_likelihood", "sample_fixed_mixture", "sample_model_params"]
+           "complete_latent_likelihood", "sample_fixed_mixture", "sample_model_params",
+           "mh_latent_sampler_per_patient_2_component", "aip_sampling_algorithm"]
