@@ -157,13 +157,15 @@ def compile_split(x, y):
     from jaxinfer.optimize._compile import compiler_options
 
     f = jax.jit(curve_fit_module._fit, static_argnums=0, compiler_options=compiler_options())
+    options = curve_fit_module._lm_options({}, "lm")
+    loss = options.pop("loss", ("linear", 1.0))
+    solver, settings = curve_fit_module._settings(options)
     static = curve_fit_module._FitStatic(
         f=lambda xx, a, b, c: a * jnp.exp(-b * xx) + c, jac=None,
         x_treedef=jax.tree_util.tree_structure(x), x_static=(curve_fit_module._DYNAMIC,),
-        sigma_kind="none", absolute_sigma=False, bounded=False,
-        options=tuple(sorted(curve_fit_module.CURVE_FIT_DEFAULTS.items())), callback=None,
-        differentiable=False)
-    arrays = ((x,), y[0], P0, None, np.full(3, -np.inf), np.full(3, np.inf))
+        sigma_kind="none", absolute_sigma=False, bounded=False, method="lm",
+        full_output=False, solver=solver, loss=loss, callback=None, differentiable=False)
+    arrays = (settings, (x,), y[0], P0, None, np.full(3, -np.inf), np.full(3, np.inf))
     with Clock() as trace:
         traced = f.trace(static, *arrays)
     with Clock() as lower:

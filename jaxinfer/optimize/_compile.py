@@ -18,7 +18,9 @@ What recompiles (by design, as with ``jax.jit``):
   and pass the same object.
 * new array shapes or dtypes, or different settings (every option is part of ``static``).
 
-What does not: new values of the arrays, and a different progress callback. Callbacks are
+What does not: new values of the arrays, new values of a solver's numeric settings (damping,
+factors, tolerances, iteration limits: 0-d arrays in the settings Module, split off by
+:func:`split_settings` and traced), and a different progress callback. Callbacks are
 kept out of the key: the compiled program calls the fixed :data:`PROGRESS_SINK`, which
 forwards to whatever :func:`~jaxinfer.optimize._iterate.progress_to` routes it to for the
 duration of the call (use :func:`callback_key` to put a sink of the right signature in
@@ -34,12 +36,13 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, Optional
 
+import equinox as eqx
 import jax
 
 from jaxinfer.optimize._iterate import PROGRESS_SINK, progress_to
 
 __all__ = ["is_traced", "compiled", "run_compiled", "callback_key", "trace_count",
-           "compiler_options", "CPU_COMPILER_OPTIONS"]
+           "compiler_options", "CPU_COMPILER_OPTIONS", "split_settings", "join_settings"]
 
 
 def is_traced(*trees) -> bool:
@@ -90,6 +93,22 @@ class _Compiled:
         if self._jitted is None:
             self._jitted = self._jit()
         return self._jitted(static, *arrays)
+
+
+def split_settings(settings):
+    """``(static, dynamic)`` of a settings Module (a solver): ``static`` (hashable, for the
+    compile key) holds the structure, the flags and the variant objects; ``dynamic`` (pass
+    it with the arrays) holds the numeric settings, which are 0-d arrays and so traced: fits
+    that differ only in a damping, a factor, a tolerance or an iteration limit share one
+    program. Whether a test is on (a value) or off (None) is structure and stays in the key.
+    """
+    dynamic, static = eqx.partition(settings, eqx.is_array)
+    return static, dynamic
+
+
+def join_settings(static, dynamic):
+    """The settings Module back from :func:`split_settings`' two halves (inside the trace)."""
+    return eqx.combine(dynamic, static)
 
 
 _REGISTRY: dict = {}

@@ -24,9 +24,13 @@ from jax import lax
 
 from scipy.optimize import OptimizeWarning
 
-from jaxinfer.optimize._compile import callback_key, is_traced, run_compiled
+from jaxinfer.optimize._compile import (callback_key, is_traced, join_settings, run_compiled,
+                                        split_settings)
+from jaxinfer.optimize._iterate import iterate
 from jaxinfer.optimize.implicit import implicit_minimum
-from jaxinfer.optimize.least_squares import _SCIPY_TABLE, levenberg_marquardt
+from jaxinfer.optimize.least_squares import (_SCIPY_TABLE, _lm_solver, _ScipyDriver,
+                                             levenberg_marquardt)
+from jaxinfer.optimize.lm import LeastSquaresProblem
 from jaxinfer.optimize.losses import check_loss, rho, robust_residuals, scale_for_loss
 from jaxinfer.optimize.result import Status
 
@@ -67,7 +71,8 @@ class _FitStatic(NamedTuple):
     bounded: bool
     method: str              # 'lm' | 'trf' | 'dogbox' (pcov rule, ier convention)
     full_output: bool        # also fjac / ipvt / qtf
-    options: tuple           # sorted (name, value) pairs for least_squares
+    solver: Any              # the LM settings' static half (split_settings); numbers traced
+    loss: tuple              # (loss name, f_scale)
     callback: Any            # PROGRESS_SINK / the traced user callback / None
     differentiable: bool     # inside a user's transformation: attach implicit derivatives
 
@@ -329,15 +334,17 @@ def curve_fit(f: Callable, xdata, ydata, p0=None, sigma=None, absolute_sigma: bo
             raise ValueError("sigma must be positive")
 
     options = _lm_options(kwargs, method)
+    loss = options.pop("loss", ("linear", 1.0))
+    solver_static, settings = _settings(options)
     arrays = (tuple(x_arrays), ydata, p0, sigma, lower, upper)
     traced = is_traced(arrays)
     static = _FitStatic(f=f, jac=user_jac, x_treedef=x_treedef, x_static=tuple(x_static),
                         sigma_kind=sigma_kind, absolute_sigma=bool(absolute_sigma),
                         bounded=bool(bounded), method=method, full_output=bool(full_output),
-                        options=tuple(sorted(options.items())),
+                        solver=solver_static, loss=loss,
                         callback=None if callback is None else callback_key(callback, traced),
                         differentiable=traced)
-    popt, pcov, info = run_compiled(_fit, static, *arrays,
+    popt, pcov, info = run_compiled(_fit, static, settings, *arrays,
                                     progress=None if traced else callback)
     ier = info.pop("ier")
     if traced:
@@ -360,9 +367,46 @@ def curve_fit(f: Callable, xdata, ydata, p0=None, sigma=None, absolute_sigma: bo
     return popt, pcov
 
 
-#: levenberg_marquardt's settings a curve_fit caller may pass through
-_LM_KEYWORDS = frozenset(inspect.signature(levenberg_marquardt).parameters) - {
-    "residuals", "x0", "args", "jac", "bounds", "weights", "mask", "callback"}
+#: levenberg_marquardt's settings a curve_fit caller may pass through (with their defaults)
+_LM_DEFAULTS = {name: p.default for name, p in
+                inspect.signature(levenberg_marquardt).parameters.items()
+                if name not in ("residuals", "x0", "args", "jac", "bounds", "weights", "mask",
+                                "callback", "residual_chunk")}
+_LM_KEYWORDS = frozenset(_LM_DEFAULTS)
+
+
+_SETTINGS: dict = {}   # options -> (static, dynamic) halves of the LM settings
+
+
+def _settings(options):
+    """``split_settings(_solver(options))``, memoised (a loop of fits with the same options
+    pays for building the settings once); the numeric half is on the device already."""
+    try:
+        key = (tuple(sorted(options.items())), bool(jax.config.jax_enable_x64))
+        parts = _SETTINGS.get(key)
+    except TypeError:   # an unhashable option value: build it each time
+        key, parts = None, None
+    if parts is None:
+        static, dynamic = split_settings(_solver(options))
+        parts = static, jax.tree_util.tree_map(jnp.asarray, dynamic)
+        if key is not None:
+            if len(_SETTINGS) >= 256:
+                _SETTINGS.clear()
+            _SETTINGS[key] = parts
+    return parts
+
+
+def _solver(options):
+    """The LM settings Module (concrete, outside the trace) for levenberg_marquardt-style
+    ``options``; ``max_nfev`` wraps it in least_squares' evaluation budget."""
+    options = {**_LM_DEFAULTS, **options}
+    budget = options.pop("max_nfev")
+    solver = _lm_solver(**options)
+    if budget is not None:
+        if int(budget) != budget or budget <= 0:
+            raise ValueError(f"maxfev / max_nfev must be a positive integer, got {budget!r}")
+        solver = _ScipyDriver(solver, int(budget))
+    return solver
 
 
 def _lm_options(kwargs, method):
@@ -404,8 +448,9 @@ for _status, _code in _TO_MINPACK.items():
     _MINPACK_TABLE[int(_status)] = _code
 
 
-def _fit(static: _FitStatic, x_arrays, ydata, p0, sigma, lower, upper):
-    """The traced fit: LM from p0, implicit derivatives of popt, pcov and scipy's infodict."""
+def _fit(static: _FitStatic, settings, x_arrays, ydata, p0, sigma, lower, upper):
+    """The traced fit: LM from p0, implicit derivatives of popt, pcov and scipy's infodict.
+    ``settings``: the numeric half of the LM settings (``split_settings``), traced."""
     it = iter(x_arrays)
     xdata = jax.tree_util.tree_unflatten(
         static.x_treedef, [next(it) if leaf is _DYNAMIC else leaf for leaf in static.x_static])
@@ -434,8 +479,7 @@ def _fit(static: _FitStatic, x_arrays, ydata, p0, sigma, lower, upper):
 
             whiten_jac = whiten
     data = (xdata, ydata, sigma if whiten is not None else None)
-    options = dict(static.options)
-    loss, f_scale = options.pop("loss", ("linear", 1.0))
+    loss, f_scale = static.loss
 
     def plain(p, d):
         xd, y, s = d
@@ -462,12 +506,12 @@ def _fit(static: _FitStatic, x_arrays, ydata, p0, sigma, lower, upper):
 
     lower = jnp.asarray(lower, dtype)
     upper = jnp.asarray(upper, dtype)
-    if static.callback is not None:
-        options["callback"] = static.callback
     frozen = lax.stop_gradient(data)
-    result = levenberg_marquardt(residuals, lax.stop_gradient(p0), args=(frozen,), jac=lm_jac,
-                                 bounds=(lax.stop_gradient(lower), lax.stop_gradient(upper))
-                                 if static.bounded else None, **options)
+    problem = LeastSquaresProblem(
+        residuals, jacobian=lm_jac, lower=lax.stop_gradient(lower) if static.bounded else None,
+        upper=lax.stop_gradient(upper) if static.bounded else None)
+    result = iterate(join_settings(static.solver, settings), problem, lax.stop_gradient(p0),
+                     frozen, callback=static.callback)
     popt = result.x
     if static.differentiable or result.jac is None or loss != "linear":
         # inside a user's transformation: popt(data) by the implicit function theorem, and

@@ -50,6 +50,7 @@ from typing import Any, Callable, Optional, Union
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxinfer.optimize._iterate import RUNNING, AbstractSolver, Progress
@@ -60,10 +61,10 @@ from jaxinfer.optimize.linear_solve import (SMALL_N, AbstractLinearSolver, Dense
 from jaxinfer.optimize.result import OptimizeResult, Status
 
 __all__ = ["LevenbergMarquardt", "LMState", "LeastSquaresProblem", "Levenberg", "Marquardt",
-           "Transtrum", "Minpack", "RunOne", "RunTwo", "FIRST", "SECOND", "RETRY", "RUN",
+           "Transtrum", "Minpack", "RunOne", "RunTwo", "FIRST", "SECOND", "RETRY", "RUN", "START",
            "eigen_update"]
 
-FIRST, SECOND, RETRY, RUN = 0, 1, 2, 3
+FIRST, SECOND, RETRY, RUN, START = 0, 1, 2, 3, 4
 STALL_RETRIES = 1  # damping retries left to a stalled fit (see LevenbergMarquardt._hopeless)
 
 
@@ -95,6 +96,62 @@ def _as_problem(fn) -> LeastSquaresProblem:
 
 
 # --------------------------------------------------------------------------------------------
+# numeric settings: data, not part of a compile key
+
+
+def _concrete(value) -> bool:
+    return not isinstance(value, jax.core.Tracer)
+
+
+def _as_real(value):
+    """A numeric setting as a 0-d float64 numpy array: ``eqx.filter_jit`` and the front doors'
+    compile cache then trace it instead of keying on it. None and strings ('auto') stay as
+    they are (structural), tracers too."""
+    if value is None or isinstance(value, str) or not _concrete(value):
+        return value
+    return np.asarray(value, dtype=np.float64)
+
+
+def _as_count(value):
+    """An integer setting as a 0-d int32 numpy array (traced like :func:`_as_real`)."""
+    if not _concrete(value):
+        return value
+    arr = np.asarray(value)
+    if arr.ndim == 0 and arr.dtype.kind in "iuf" and np.isfinite(arr) and float(arr) == int(arr):
+        return np.asarray(min(int(arr), 2 ** 31 - 1), dtype=np.int32)
+    return arr   # refused with its name by _check_count
+
+
+def _real_field(default):
+    return eqx.field(default=default, converter=_as_real)
+
+
+def _count_field(default):
+    return eqx.field(default=default, converter=_as_count)
+
+
+def _check_scalar(name, value):
+    if isinstance(value, str) or value is None:
+        return
+    if jnp.ndim(value) != 0:
+        raise ValueError(f"{name} must be a scalar, got shape {jnp.shape(value)}")
+
+
+def _check_count(name, value, low):
+    if not _concrete(value):
+        return
+    arr = np.asarray(value)
+    if arr.ndim != 0 or arr.dtype.kind not in "iu" or int(arr) < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
+#: the float settings of LevenbergMarquardt (traced; see _as_real)
+_REAL_SETTINGS = ("damping", "increase_damp_factor", "retry_escalation",
+                  "decrease_damp_factor", "min_eigval", "max_accel_correction", "paramtol",
+                  "errtol", "exptol", "fractol", "costol", "xtol", "gtol", "stall_costol")
+
+
+# --------------------------------------------------------------------------------------------
 # small variants: damping scale and step policy
 
 
@@ -123,10 +180,11 @@ class Marquardt(_DampingScale):
 class Transtrum(_DampingScale):
     """``max(diag(JᵀJ), floor)`` (peri's ``transtrum_damping``)."""
 
-    floor: float = eqx.field(default=1e-6, static=True)
+    floor: Any = _real_field(1e-6)
 
     def raw(self, col_norms, prev_scale):
-        return jnp.sqrt(jnp.maximum(col_norms * col_norms, self.floor))
+        return jnp.sqrt(jnp.maximum(col_norms * col_norms,
+                                    jnp.asarray(self.floor, col_norms.dtype)))
 
 
 class Minpack(_DampingScale):
@@ -147,7 +205,7 @@ class RunTwo(eqx.Module):
     """peri's ``do_run_2``: trials with λ and λ/decrease, keep the better (and its λ); retries;
     then an internal run of up to ``run_length`` steps on the same J."""
 
-    run_length: int = eqx.field(default=5, static=True)
+    run_length: Any = _count_field(5)     # traced: any run length shares one program
     two_trials = True
 
 
@@ -260,44 +318,50 @@ class LevenbergMarquardt(AbstractSolver):
     damping_scale: _DampingScale = Minpack()
     linear_solver: AbstractLinearSolver = DenseSVD()
     policy: Union[RunOne, RunTwo] = RunTwo()
-    damping: float = eqx.field(default=1e-3, static=True)
-    increase_damp_factor: float = eqx.field(default=3.0, static=True)
-    retry_escalation: Optional[float] = eqx.field(default=None, static=True)
-    decrease_damp_factor: float = eqx.field(default=8.0, static=True)
-    min_eigval: float = eqx.field(default=1e-13, static=True)
+    # numeric settings are data (0-d arrays, traced): fits that differ only in them share one
+    # compiled program; None (a test off), 'auto' and the flags below are structural
+    damping: Any = _real_field(1e-3)
+    increase_damp_factor: Any = _real_field(3.0)
+    retry_escalation: Any = _real_field(None)
+    decrease_damp_factor: Any = _real_field(8.0)
+    min_eigval: Any = _real_field(1e-13)
     use_accel: bool = eqx.field(default=False, static=True)
-    max_accel_correction: float = eqx.field(default=0.1875, static=True)
+    max_accel_correction: Any = _real_field(0.1875)
     broyden_update: bool = eqx.field(default=False, static=True)
     eig_update: bool = eqx.field(default=False, static=True)
     eig_update_frequency: int = eqx.field(default=3, static=True)
     num_eig_dirs: int = eqx.field(default=8, static=True)
     update_J_frequency: int = eqx.field(default=1, static=True)
-    max_damping_retries: int = eqx.field(default=15, static=True)
-    paramtol: Optional[float] = eqx.field(default=None, static=True)
-    errtol: Optional[float] = eqx.field(default=None, static=True)
-    exptol: Optional[float] = eqx.field(default=None, static=True)
-    fractol: Any = eqx.field(default=None, static=True)
-    costol: Any = eqx.field(default=None, static=True)
-    xtol: Any = eqx.field(default="auto", static=True)
-    gtol: Any = eqx.field(default=None, static=True)
-    stall_costol: Any = eqx.field(default="auto", static=True)
-    max_iter: int = eqx.field(default=200, static=True)
+    max_damping_retries: Any = _count_field(15)
+    paramtol: Any = _real_field(None)
+    errtol: Any = _real_field(None)
+    exptol: Any = _real_field(None)
+    fractol: Any = _real_field(None)
+    costol: Any = _real_field(None)
+    xtol: Any = _real_field("auto")
+    gtol: Any = _real_field(None)
+    stall_costol: Any = _real_field("auto")
+    max_iter: Any = _count_field(200)
 
     def __check_init__(self):
-        if not self.increase_damp_factor > 1:
-            raise ValueError(f"increase_damp_factor must be > 1, got {self.increase_damp_factor}")
-        if not self.decrease_damp_factor > 1:
-            raise ValueError(f"decrease_damp_factor must be > 1, got {self.decrease_damp_factor}")
-        if self.retry_escalation is not None and not self.retry_escalation >= 1:
-            raise ValueError(f"retry_escalation must be >= 1, got {self.retry_escalation}")
-        for name, value, low in (("max_damping_retries", self.max_damping_retries, 0),
-                                 ("run_length", self.policy.run_length, 0),
-                                 ("update_J_frequency", self.update_J_frequency, 1),
+        for name in _REAL_SETTINGS:
+            _check_scalar(name, getattr(self, name))
+        for name, low in (("max_damping_retries", 0), ("max_iter", 0)):
+            _check_count(name, getattr(self, name), low)
+        _check_count("run_length", self.policy.run_length, 0)
+        for name, value, low in (("update_J_frequency", self.update_J_frequency, 1),
                                  ("eig_update_frequency", self.eig_update_frequency, 1),
-                                 ("num_eig_dirs", self.num_eig_dirs, 1),
-                                 ("max_iter", self.max_iter, 0)):
+                                 ("num_eig_dirs", self.num_eig_dirs, 1)):
             if int(value) != value or value < low:
                 raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+        for name, low, strict in (("increase_damp_factor", 1, True),
+                                  ("decrease_damp_factor", 1, True),
+                                  ("retry_escalation", 1, False)):
+            value = getattr(self, name)
+            if _concrete(value) and value is not None and not (
+                    value > low if strict else value >= low):
+                raise ValueError(f"{name} must be {'>' if strict else '>='} {low}, got "
+                                 f"{float(value)}")
         if not self.linear_solver.dense() and (self.broyden_update or self.eig_update):
             raise ValueError("broyden_update and eig_update change the (m, n) Jacobian, which "
                              "NormalEquations(max_mem=...) never forms; use a dense linear "
@@ -307,10 +371,19 @@ class LevenbergMarquardt(AbstractSolver):
 
     # ---- settings resolved by dtype ------------------------------------------------------
     def _tols(self, dtype):
+        """The numeric settings in the fit's dtype ('auto' resolved, None kept: test off)."""
         eps = float(jnp.finfo(dtype).eps)
-        return dict(fractol=_auto(self.fractol, 64 * eps), xtol=_auto(self.xtol, 10 * eps ** 0.75),
-                    gtol=_auto(self.gtol, None), costol=_auto(self.costol, None),
-                    stall=_auto(self.stall_costol, 100 * eps ** 0.5),
+
+        def cast(value):
+            return None if value is None else jnp.asarray(value, dtype)
+
+        return dict(fractol=cast(_auto(self.fractol, 64 * eps)),
+                    xtol=cast(_auto(self.xtol, 10 * eps ** 0.75)),
+                    gtol=cast(_auto(self.gtol, None)), costol=cast(_auto(self.costol, None)),
+                    stall=cast(_auto(self.stall_costol, 100 * eps ** 0.5)),
+                    paramtol=cast(self.paramtol), errtol=cast(self.errtol),
+                    exptol=cast(self.exptol), min_eigval=cast(self.min_eigval),
+                    max_accel=cast(self.max_accel_correction),
                     tiny=float(jnp.finfo(dtype).tiny), eps=eps)
 
     @property
@@ -425,7 +498,7 @@ class LevenbergMarquardt(AbstractSolver):
         """Is the undamped (Gauss-Newton) step from x below xtol, relative, in the d-norm?
         Not while residuals lie along directions dropped by min_eigval (a plateau)."""
         rnorm = jnp.linalg.norm(st.r)
-        gn_norm, dropped = st.factor.gauss_newton(self.min_eigval, rnorm)
+        gn_norm, dropped = st.factor.gauss_newton(t["min_eigval"], rnorm)
         plateau = dropped > 100 * t["eps"] ** 0.5 * rnorm
         xnorm = jnp.linalg.norm(st.factor.scale * st.x * self._mask(prob, st.x))
         return (gn_norm <= t["xtol"] * (xnorm + t["xtol"])) & ~plateau
@@ -437,16 +510,16 @@ class LevenbergMarquardt(AbstractSolver):
             return jnp.where(cond, jnp.int32(int(code)), status)
 
         # later assignments take precedence: from weakest to strongest evidence
-        if self.exptol is not None:
-            status = put(accepted & (st.exp_err < self.exptol), Status.EXPTOL, status)
-        if self.errtol is not None:
-            status = put(accepted & (st.delta_err < self.errtol), Status.ERRTOL, status)
+        if t["exptol"] is not None:
+            status = put(accepted & (st.exp_err < t["exptol"]), Status.EXPTOL, status)
+        if t["errtol"] is not None:
+            status = put(accepted & (st.delta_err < t["errtol"]), Status.ERRTOL, status)
         if t["fractol"] is not None:
             rel_pred = st.exp_err / jnp.maximum(2 * st.cost, t["tiny"])
             status = put(accepted & (st.frac_err < t["fractol"]) & (rel_pred < t["fractol"]),
                          Status.FRACTOL, status)
-        if self.paramtol is not None:
-            status = put(accepted & (st.delta_vals < self.paramtol), Status.XTOL, status)
+        if t["paramtol"] is not None:
+            status = put(accepted & (st.delta_vals < t["paramtol"]), Status.XTOL, status)
         if t["xtol"] is not None and jacobian_tests:
             status = put(self._gauss_newton_small(prob, st, t), Status.XTOL, status)
         if t["costol"] is not None and jacobian_tests:
@@ -478,20 +551,24 @@ class LevenbergMarquardt(AbstractSolver):
         return exact & (tries >= STALL_RETRIES) & (self._model_cosine(st, t["tiny"]) < t["stall"])
 
     # ---- one trial -------------------------------------------------------------------------
-    def _trial(self, prob, st: LMState, args, lam, t) -> Trial:
+    def _trial(self, prob, st: LMState, args, lam, t, start=None) -> Trial:
+        """The trial point for damping ``lam``; where ``start`` (phase START), x itself."""
         lo, hi = self._bounds(prob, st.x)
         fac = st.factor
-        step = fac.solve(lam, self.min_eigval)
+        step = fac.solve(lam, t["min_eigval"])
         accel_bad = jnp.asarray(False)
         if self.use_accel:
             fun = lambda z: self._fun(prob, z, args)  # noqa: E731
             inner = lambda y: jax.jvp(fun, (y,), (step,))[1]  # noqa: E731
             rpp = jax.jvp(inner, (st.x,), (step,))[1]
-            corr = 0.5 * fac.solve_for(lam, self.min_eigval, rpp, self._jt(prob, st, args, rpp))
+            corr = 0.5 * fac.solve_for(lam, t["min_eigval"], rpp, self._jt(prob, st, args, rpp))
             ratio = jnp.linalg.norm(fac.scale * corr) / jnp.maximum(
                 jnp.linalg.norm(fac.scale * step), t["tiny"])
-            accel_bad = ~(ratio <= self.max_accel_correction)
+            accel_bad = ~(ratio <= t["max_accel"])
             step = step + jnp.where(accel_bad, 0.0, corr)
+        if start is not None:
+            step = jnp.where(start, 0.0, step)
+            accel_bad = accel_bad & ~start
         x_new = jnp.clip(st.x + step, lo, hi)
         step = x_new - st.x
         jac_new = None
@@ -609,10 +686,15 @@ class LevenbergMarquardt(AbstractSolver):
         lo, hi = self._bounds(prob, x0)
         x = jnp.clip(x0, lo, hi)
         n = x.shape[0]
-        if self._fused(n):
+        fused = self._fused(n)
+        if fused:
+            # x0 is evaluated by the first step (phase START), the same code as every other
+            # trial: the program holds one copy of the evaluation and the factorisation
             m = jax.eval_shape(lambda z: self._fun(prob, z, args), x).shape[0]
-            r, jac = self._value_and_jacobian(prob, x, args, m)
-            factor = self._factor_dense(prob, x, jac, r, jnp.zeros((n,), x.dtype))
+            r, jac = jnp.zeros((m,), x.dtype), jnp.zeros((m, n), x.dtype)
+            factor = jax.tree_util.tree_map(
+                lambda a: jnp.zeros(a.shape, a.dtype),
+                jax.eval_shape(lambda: self._factor_dense(prob, x, jac, r, jnp.zeros_like(x))))
         else:
             r = self._fun(prob, x, args)
             jac, factor = self._linearise(prob, x, args, r, jnp.zeros((n,), x.dtype))
@@ -623,47 +705,72 @@ class LevenbergMarquardt(AbstractSolver):
         candidate = None
         if self.policy.two_trials:
             candidate = Trial(x, r, jnp.asarray(jnp.inf, x.dtype), jnp.zeros_like(x), zero,
-                              jnp.asarray(False), jac if self._fused(n) else None)
-        st = LMState(x=x, r=r, cost=cost, jac=jac, factor=factor, damping=lam, phase=jnp.asarray(FIRST, jnp.int32), lam_try=lam,
+                              jnp.asarray(False), jac if fused else None)
+        evaluated = jnp.zeros((), jnp.int32) if fused else jnp.ones((), jnp.int32)
+        st = LMState(x=x, r=r, cost=cost, jac=jac, factor=factor, damping=lam,
+                     phase=jnp.asarray(START if fused else FIRST, jnp.int32), lam_try=lam,
                      tries=izero, run_steps=izero, accepted=jnp.asarray(False),
                      candidate=candidate, x_start=x, cost_start=cost, iteration=izero,
-                     nfev=jnp.ones((), jnp.int32), njev=jnp.ones((), jnp.int32), njvp=izero,
+                     nfev=evaluated, njev=evaluated, njvp=izero,
                      partial_updates=izero, status=jnp.asarray(RUNNING, jnp.int32),
                      delta_vals=zero, delta_err=zero, exp_err=zero, frac_err=zero,
                      step_norm=zero, accepted_steps=izero, rejected_steps=izero,
                      accel_rejections=izero)
-        finite = jnp.isfinite(cost) & jnp.all(jnp.isfinite(factor.g))
-        if jac is not None:
-            finite = finite & jnp.all(jnp.isfinite(jac))
+        if fused:
+            return st
+        return eqx.tree_at(lambda s: s.status, st, self._initial_status(prob, st, t))
+
+    def _initial_status(self, prob, st: LMState, t):
+        """Status at x0 (once x0 is evaluated and factored): NONFINITE, ZERO_RESIDUAL, GTOL,
+        XTOL, MAX_ITER (max_iter <= 0) or RUNNING."""
+        finite = jnp.isfinite(st.cost) & jnp.all(jnp.isfinite(st.factor.g))
+        if st.jac is not None:
+            finite = finite & jnp.all(jnp.isfinite(st.jac))
         status = jnp.where(~finite, int(Status.NONFINITE), RUNNING)
-        status = jnp.where(cost <= t["tiny"], int(Status.ZERO_RESIDUAL), status)
+        status = jnp.where(st.cost <= t["tiny"], int(Status.ZERO_RESIDUAL), status)
         if t["gtol"] is not None:
             status = jnp.where((status == RUNNING) & (self._grad_cosine(prob, st) <= t["gtol"]),
                                int(Status.GTOL), status)
         if t["xtol"] is not None:
             status = jnp.where((status == RUNNING) & self._gauss_newton_small(prob, st, t),
                                int(Status.XTOL), status)
-        if self.max_iter <= 0:
-            status = jnp.where(status == RUNNING, int(Status.MAX_ITER), status)
-        return eqx.tree_at(lambda s: s.status, st, status.astype(jnp.int32))
+        status = jnp.where((status == RUNNING) & (self.max_iter <= 0), int(Status.MAX_ITER),
+                           status)
+        return status.astype(jnp.int32)
+
+    def _started(self, prob, st: LMState, accepted: LMState, t) -> LMState:
+        """After phase START: ``accepted`` holds x0's residuals, J and factor (the zero-step
+        trial, taken unconditionally); the counters of a step are undone and the initial
+        status set. The first iteration follows."""
+        started = eqx.tree_at(
+            lambda s: (s.damping, s.exp_err, s.accepted_steps, s.njvp, s.phase, s.x_start,
+                       s.cost_start),
+            accepted, (st.damping, st.exp_err, st.accepted_steps, st.njvp,
+                       jnp.asarray(FIRST, jnp.int32), accepted.x, accepted.cost))
+        return eqx.tree_at(lambda s: s.status, started,
+                           self._initial_status(prob, started, t))
 
     def step(self, fn, st: LMState, args) -> LMState:
         prob = _as_problem(fn)
         t = self._tols(st.x.dtype)
-        inc, dec = float(self.increase_damp_factor), float(self.decrease_damp_factor)
+        dtype = st.x.dtype
+        inc = jnp.asarray(self.increase_damp_factor, dtype)
+        dec = jnp.asarray(self.decrease_damp_factor, dtype)
         esc = self.retry_escalation
         if esc is None:
             esc = 2.0 if self._fused(st.x.shape[0]) else 1.0
-        esc = jnp.asarray(float(esc), st.x.dtype)
+        esc = jnp.asarray(esc, dtype)
         two = self.policy.two_trials
-        internal = int(self.policy.run_length)
+        internal = self.policy.run_length
         phase = st.phase
         is_first, is_second = phase == FIRST, phase == SECOND
         is_retry, is_run = phase == RETRY, phase == RUN
 
         lam = jnp.where(is_second, st.damping / dec,
                         jnp.where(is_retry, st.lam_try * inc * esc ** st.tries, st.damping))
-        tr = self._trial(prob, st, args, lam, t)
+        fused = self._fused(st.x.shape[0])
+        is_start = (phase == START) if fused else None
+        tr = self._trial(prob, st, args, lam, t, start=is_start)
 
         if two:
             pick_new = tr.cost < st.candidate.cost
@@ -690,8 +797,11 @@ class LevenbergMarquardt(AbstractSolver):
             counted = eqx.tree_at(lambda s: s.candidate, counted,
                                   _select(waiting, tr, st.candidate))
         take = good & ~waiting
+        if fused:
+            take = take | is_start
         new = self._branch(st.x.shape[0], take,
                            lambda s: self._accept(prob, s, args, best, lam_keep), counted)
+        evaluated = new
 
         tries = st.tries + is_retry.astype(st.tries.dtype)
         run_steps = st.run_steps + is_run.astype(st.run_steps.dtype)
@@ -705,8 +815,11 @@ class LevenbergMarquardt(AbstractSolver):
         lam_try = jnp.where(resolving, st.damping, jnp.where(is_retry, lam, st.lam_try))
         new = eqx.tree_at(lambda s: (s.phase, s.tries, s.run_steps, s.accepted, s.lam_try), new,
                           (next_phase, tries, run_steps, accepted, lam_try))
-        return self._branch(st.x.shape[0], ~go, lambda s: self._end_iteration(prob, s, args),
-                            new)
+        new = self._branch(st.x.shape[0], ~go, lambda s: self._end_iteration(prob, s, args),
+                           new)
+        if fused:
+            new = _select(is_start, self._started(prob, st, evaluated, t), new)
+        return new
 
     def terminate(self, fn, state: LMState, args):
         return state.status

@@ -120,6 +120,27 @@ def test_minimize_reuses_its_compilation_and_callbacks_do_not_enter_the_key():
     np.testing.assert_allclose(second[-1], res.x, rtol=1e-12)
 
 
+def test_numeric_settings_are_data_and_share_the_program():
+    # damping, factors, tolerances and iteration limits are traced: one compile for all values
+    y = data(6)
+    ref, _ = scipy.optimize.curve_fit(decay_np, X, y, p0=P0, xtol=1e-14, ftol=1e-14)
+    curve_fit(decay, X, y, p0=P0)
+    before = traces()
+    for options in ({"damping": 1e-1, "increase_damp_factor": 2.0},
+                    {"damping": 1.0, "decrease_damp_factor": 5.0, "max_iter": 300,
+                     "max_damping_retries": 10, "run_length": 2}):
+        popt, _ = curve_fit(decay, X, y, p0=P0, **options)
+        np.testing.assert_allclose(popt, ref, rtol=1e-7)
+    assert traces() == before
+    # the traced value is the one used: one iteration is too few (MAX_ITER raises)
+    with pytest.raises(RuntimeError, match="Optimal parameters not found"):
+        curve_fit(decay, X, y, p0=P0, max_iter=1)
+    assert traces() == before
+
+
 def test_unhashable_settings_are_refused_with_a_message():
+    def with_note(x, a, b, c):
+        return decay(x[0], a, b, c)
+
     with pytest.raises(TypeError, match="not hashable"):
-        curve_fit(decay, X, data(6), p0=P0, damping=np.array([1e-3]))
+        curve_fit(with_note, (X, bytearray(b"note")), data(6), p0=P0)

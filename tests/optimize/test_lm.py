@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxinfer.optimize._iterate import RUNNING, iterate
+from jaxinfer.optimize._iterate import RUNNING, Status, iterate
 from jaxinfer.optimize.least_squares import levenberg_marquardt
 from jaxinfer.optimize.linear_solve import NormalEquations, cholesky_solve
 from jaxinfer.optimize.lm import (LeastSquaresProblem, LevenbergMarquardt, RunOne,
@@ -39,7 +39,7 @@ def test_driving_by_hand_matches_least_squares_one_trial_per_step():
     front = levenberg_marquardt(exp_residuals, jnp.asarray(P0), args=(X, Y))
     assert bool(mine.success) and bool(front.success), (mine.message, front.message)
     np.testing.assert_allclose(mine.x, front.x, rtol=1e-10)
-    assert int(mine.nfev) == steps + 1
+    assert int(mine.nfev) == steps   # small n: the first step (phase START) evaluates x0
     # and the answer is the least-squares minimum: the gradient Jᵀr vanishes
     jac = jax.jacfwd(exp_residuals)(mine.x, X, Y)
     grad = jac.T @ exp_residuals(mine.x, X, Y)
@@ -81,6 +81,32 @@ def test_sixty_four_masks_share_one_trace():
             expected = np.linalg.lstsq(A_LIN[:, mask], rhs, rcond=None)[0]
             np.testing.assert_allclose(x[mask], expected, rtol=1e-9, atol=1e-12)
             np.testing.assert_array_equal(x[~mask], np.asarray(x0)[~mask])
+
+
+def test_numeric_settings_are_traced_one_program_for_all_values():
+    # what peri's staged fits need: stages that differ only in damping, factors, tolerances,
+    # iteration limits or run length share one compiled program
+    traces = []
+
+    def residuals(x, a, b):
+        traces.append(1)
+        return a @ x - b
+
+    expected = np.linalg.lstsq(A_LIN, B_LIN, rcond=None)[0]
+    levenberg_marquardt(residuals, jnp.zeros(4), args=(A_LIN, B_LIN))
+    n_traces = len(traces)
+    for options in ({"damping": 1.0, "increase_damp_factor": 2.0},
+                    {"decrease_damp_factor": 4.0, "max_iter": 50, "max_damping_retries": 3,
+                     "run_length": 1,
+                     "min_eigval": 1e-14, "max_accel_correction": 0.5}):
+        res = levenberg_marquardt(residuals, jnp.zeros(4), args=(A_LIN, B_LIN), **options)
+        assert bool(res.success), res.message
+        np.testing.assert_allclose(res.x, expected, rtol=1e-10)
+    assert len(traces) == n_traces
+    # the traced limit is the one in force: no iteration allowed
+    res = levenberg_marquardt(residuals, jnp.zeros(4), args=(A_LIN, B_LIN), max_iter=0)
+    assert int(res.status) == int(Status.MAX_ITER) and len(traces) == n_traces
+    np.testing.assert_array_equal(res.x, np.zeros(4))
 
 
 # ---- chunked normal equations ---------------------------------------------------------------
@@ -202,7 +228,8 @@ def test_progress_callback_sees_every_step_without_recompiling():
     n_traces = len(traces)
     again = levenberg_marquardt(residuals, jnp.zeros(4), args=(A_LIN, B_LIN), callback=seen_b.append)
     assert len(traces) == n_traces                      # a new callback is not a new compile
-    assert len(seen_a) == len(seen_b) == int(res.nfev) - 1   # one Progress per trial step
+    # one Progress per trial step; small n: the first step (START) evaluates x0
+    assert len(seen_a) == len(seen_b) == int(res.nfev)
     np.testing.assert_allclose(seen_a[-1].x, res.x, rtol=1e-12)
     np.testing.assert_allclose(seen_a[-1].fun, res.fun, rtol=1e-12)
     np.testing.assert_allclose(again.x, np.linalg.lstsq(A_LIN, B_LIN, rcond=None)[0], rtol=1e-10)
