@@ -154,8 +154,11 @@ def model_target(model_fn: Callable, model_args: tuple, key, init_params=None):
     from numpyro.infer.util import init_to_uniform, init_to_value, initialize_model
 
     strategy = init_to_uniform if init_params is None else init_to_value(values=init_params)
+    # NumPyro runs this eagerly, op by op (each primitive compiled on its own); checking
+    # only the potential (not its gradient, which the compiled init computes anyway) halves
+    # that cost
     info = initialize_model(key, model_fn, init_strategy=strategy, model_args=tuple(model_args),
-                            dynamic_args=True)
+                            dynamic_args=True, validate_grad=False)
     cache_key = _fn_key(model_fn)
     target = _MODEL_TARGETS.get(cache_key) if cache_key is not None else None
     if target is None:

@@ -163,12 +163,17 @@ def lmm_log_likelihood(data: LMMData, beta, scale, delta):
     return -0.5 * (n * (_LOG2PI + jnp.log(scale)) + logdet + (quad0 + quad1 / delta) / scale)
 
 
+# One op for NumPyro's initialisation, which runs the model eagerly (op by op, each
+# primitive compiled on its own); inlined into the compiled NUTS chunk.
+_lmm_log_likelihood = jax.jit(lmm_log_likelihood)
+
+
 def lmm_model(data: LMMData, priors: Priors = Priors(), fixed: Optional[dict] = None):
     """NumPyro model of the LMM (sites ``beta``, ``scale``, ``delta``; deterministic v0, v1)."""
     priors = priors.resolved()
     fixed = fixed or {}
     beta, scale, delta = _parameters(priors, fixed, data.QtX.shape[1], data.Qty.dtype)
-    numpyro.factor("y", lmm_log_likelihood(data, beta, scale, delta))
+    numpyro.factor("y", _lmm_log_likelihood(data, beta, scale, delta))
 
 
 def glmm_model(y, trials, X, Q0, S0, likelihood: str, priors: Priors = Priors(), fixed: Optional[dict] = None):
