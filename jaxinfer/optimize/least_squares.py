@@ -26,11 +26,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.optimize
+import scipy.sparse
+import scipy.sparse.linalg
 from jax import lax
 from jax.experimental import io_callback
 from jax.flatten_util import ravel_pytree
 
-from jaxinfer.optimize._compile import is_traced
+from jaxinfer.optimize._compile import is_traced, run_compiled
 from jaxinfer.optimize._iterate import (PROGRESS_SINK, RUNNING, AbstractSolver, Progress,
                                         iterate, progress_to)
 from jaxinfer.optimize._pytree import _as_float
@@ -41,6 +43,8 @@ from jaxinfer.optimize.lm import (LeastSquaresProblem, Levenberg, LevenbergMarqu
                                   Marquardt, Minpack, RunOne, RunTwo, Transtrum)
 from jaxinfer.optimize.losses import check_loss, rho, robust_residuals, scale_for_loss
 from jaxinfer.optimize.result import OptimizeResult, Status, status_message
+from jaxinfer.optimize.trf import (TrustRegionStatic, active_constraints, strictly_feasible,
+                                   trust_region_solve)
 
 __all__ = ["least_squares", "levenberg_marquardt"]
 
@@ -649,16 +653,6 @@ class ScipyStatic(NamedTuple):
     differentiable: bool
 
 
-def _active_mask(x, lower, upper, rtol=1e-10):
-    """scipy's rule: -1 / 1 where x is within ``rtol·max(1, |bound|)`` of a finite bound."""
-    lo_dist, hi_dist = x - lower, upper - x
-    lo_tol = rtol * jnp.maximum(1.0, jnp.abs(lower))
-    hi_tol = rtol * jnp.maximum(1.0, jnp.abs(upper))
-    at_lo = jnp.isfinite(lower) & (lo_dist <= jnp.minimum(lo_tol, hi_dist))
-    at_hi = jnp.isfinite(upper) & (hi_dist <= jnp.minimum(hi_tol, lo_dist))
-    return jnp.where(at_lo, -1, jnp.where(at_hi, 1, 0)).astype(jnp.int32)
-
-
 def _scipy_solve(static: ScipyStatic, u0, user_args, user_kwargs, x_scale, f_scale, mask,
                  lower, upper, weights):
     """The traced core of :func:`least_squares`: LM on ``u = x / x_scale``, then scipy's fields
@@ -689,7 +683,7 @@ def _scipy_solve(static: ScipyStatic, u0, user_args, user_kwargs, x_scale, f_sca
     jac, grad = scale_for_loss(static.loss, f, jac, f_scale)
     cost = 0.5 * jnp.sum(rho(static.loss, f, f_scale)[0])
     if static.bounded:
-        active = _active_mask(x, lower, upper)
+        active = active_constraints(x, lower, upper)
         v = jnp.where((grad < 0) & jnp.isfinite(upper), upper - x,
                       jnp.where((grad > 0) & jnp.isfinite(lower), x - lower, 1.0))
         optimality = jnp.max(jnp.abs(grad * v))
@@ -784,6 +778,119 @@ def _check_x_scale(x_scale, n, method):
     return scale
 
 
+class _HostJac(NamedTuple):
+    """A Jacobian that JAX cannot trace (a scipy sparse matrix, a ``LinearOperator``, numpy
+    code), called on the host with numpy arrays and densified: ``(x, args, kwargs) -> (m, n)``."""
+
+    jac: Callable
+    kind: str
+    n: int
+
+    def __call__(self, x, args, kwargs):
+        to_np = lambda t: jax.tree_util.tree_map(np.asarray, t)  # noqa: E731
+        return _dense(self.jac(np.asarray(x), *to_np(args), **to_np(kwargs)), self.n,
+                      np.asarray(x).dtype)
+
+
+def _dense(J, n, dtype):
+    if scipy.sparse.issparse(J):
+        return np.asarray(J.toarray(), dtype)
+    if isinstance(J, scipy.sparse.linalg.LinearOperator):
+        return np.asarray(J.matmat(np.eye(n, dtype=dtype)), dtype)
+    return np.asarray(J, dtype)
+
+
+def _probe_jac(jac, x0, args, kwargs, m, n, traced):
+    """Check the user's ``jac`` and tell how to call it: ``(None, 'dense')`` when JAX can
+    trace it, else ``(_HostJac, kind)`` with kind 'sparse', 'operator' or 'dense' (from its
+    value at x0, computed on the host)."""
+    try:
+        shape = jax.eval_shape(lambda z: jac(z, *args, **kwargs), x0).shape
+        host = None
+    except Exception as err:   # noqa: BLE001 - not traceable: try it on the host
+        if traced:
+            raise
+        try:
+            J0 = jac(np.asarray(x0), *args, **kwargs)
+        except Exception:
+            raise err from None
+        shape = getattr(J0, "shape", None)
+        kind = "sparse" if scipy.sparse.issparse(J0) else "operator" if isinstance(
+            J0, scipy.sparse.linalg.LinearOperator) else "dense"
+        host = (_HostJac(jac, kind, n), kind)
+    if shape is None or len(shape) > 2 or int(np.prod(shape, dtype=int)) != m * n or \
+            (len(shape) == 2 and tuple(shape) != (m, n)):
+        raise ValueError(f"The return value of `jac` has wrong shape: expected {(m, n)}, "
+                         f"actual {shape}.")
+    return host if host is not None else (None, "dense")
+
+
+#: scipy status of 'trf' / 'dogbox' -> jaxinfer Status (the ``reason`` field)
+_TR_REASON = {0: Status.MAX_FEV, 1: Status.GTOL, 2: Status.FTOL, 3: Status.XTOL,
+              4: Status.FTOL, -2: Status.CALLBACK}
+_TR_REASON_TABLE = np.array([int(_TR_REASON.get(k, Status.MAX_FEV)) for k in range(-2, 5)],
+                            np.int32)
+
+
+def _trust_region_core(key, x0, args, kwargs, lower, upper, x_scale, f_scale, ftol, xtol,
+                       gtol, max_nfev):
+    """'trf' / 'dogbox' and scipy's result. ``key = (TrustRegionStatic, differentiable)``;
+    differentiable: x gets implicit derivatives w.r.t. args, kwargs, f_scale and the bounds."""
+    static, differentiable = key
+    out = trust_region_solve(static, *lax.stop_gradient(
+        (x0, args, kwargs, lower, upper, x_scale, f_scale, ftol, xtol, gtol)), max_nfev)
+    x = out["x"]
+    if differentiable:
+        def robust(z, a, k, fs):
+            f = jnp.ravel(jnp.asarray(static.fun(z, *a, **k))).astype(z.dtype)
+            return robust_residuals(static.loss, f, fs)
+
+        x = implicit_least_squares(x, robust, (args, kwargs, f_scale), bounds=(lower, upper))
+    out["x"] = x
+    status = out.pop("status")
+    reason = jnp.asarray(_TR_REASON_TABLE)[status + 2]
+    return LeastSquaresResult(status=status, reason=reason, **out)
+
+
+def _trust_region(fun, x0, jac, host_jac, lower, upper, method, ftol, xtol, gtol, x_scale,
+                  loss, f_scale, max_nfev, args, kwargs, callback, traced, sparse_jac):
+    """least_squares' 'trf' and 'dogbox' (checked inputs; :mod:`jaxinfer.optimize.trf`)."""
+    n, dtype = x0.shape[0], x0.dtype
+    jac_scale = isinstance(x_scale, str) and x_scale == "jac"
+    scale = np.ones(n) if x_scale is None or jac_scale else _check_x_scale(x_scale, n, method)
+    if method == "trf" and not traced:
+        with np.errstate(invalid="ignore"):   # infinite bounds
+            x0 = strictly_feasible(np.asarray(x0), np.asarray(lower, dtype),
+                                   np.asarray(upper, dtype), xp=np).astype(dtype)
+    host = None
+    if callback is not None:
+        host = _STOP_SINK if not traced else _StopSink(_callback_host(
+            callback, np.ones(n), [False]), None)
+    m = int(np.prod(jax.eval_shape(lambda z: fun(z, *args, **kwargs), x0).shape, dtype=int))
+    static = TrustRegionStatic(fun=fun, jac=jac, host_jac=host_jac, loss=loss, method=method,
+                               jac_scale=jac_scale, m=m, sink=host,
+                               bounded=method == "dogbox" or bool(
+                                   np.any(np.isfinite(lower)) or np.any(np.isfinite(upper))))
+    as_dtype = lambda v: jnp.asarray(0.0 if v is None else v, dtype)  # noqa: E731
+    arrays = (jnp.asarray(x0, dtype), args, kwargs, jnp.asarray(lower, dtype),
+              jnp.asarray(upper, dtype), jnp.asarray(scale, dtype), as_dtype(f_scale),
+              as_dtype(ftol), as_dtype(xtol), as_dtype(gtol),
+              jnp.asarray(100 * n if max_nfev is None else int(max_nfev), jnp.int32))
+    traced = traced or is_traced(arrays)
+    if traced:
+        return _trust_region_core((static, True), *arrays)
+    _STOP[0] = False
+    result = run_compiled(_trust_region_core, (static, False), *arrays, progress=None if
+                          callback is None else _callback_host(callback, np.ones(n), _STOP))
+    _STOP[0] = False
+    result = jax.tree_util.tree_map(_host, result)
+    if not np.all(np.isfinite(result.fun)) and result.nit == 0:
+        raise ValueError("Residuals are not finite in the initial point.")
+    if sparse_jac:
+        result = eqx.tree_at(lambda r: r.jac, result, scipy.sparse.csr_array(result.jac))
+    return result
+
+
 def least_squares(fun: Callable, x0, jac: Any = "2-point", bounds=(-np.inf, np.inf),
                   method: str = "trf", ftol: Optional[float] = 1e-8,
                   xtol: Optional[float] = 1e-8, gtol: Optional[float] = 1e-8, x_scale=None,
@@ -856,6 +963,10 @@ def least_squares(fun: Callable, x0, jac: Any = "2-point", bounds=(-np.inf, np.i
     for name in lm_options:
         if name in _LM_TAKEN or name not in inspect.signature(levenberg_marquardt).parameters:
             raise TypeError(f"least_squares() got an unexpected keyword argument {name!r}")
+    if lm_options and method != "lm":
+        raise TypeError(f"least_squares(method={method!r}) got jaxinfer LM option(s) "
+                        f"{sorted(lm_options)}: they go with method='lm' or "
+                        "levenberg_marquardt")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
     if method == "lm" and callback is not None:
@@ -898,17 +1009,27 @@ def least_squares(fun: Callable, x0, jac: Any = "2-point", bounds=(-np.inf, np.i
     if method == "lm" and m < n:
         raise ValueError("Method 'lm' doesn't work when the number of residuals is less than "
                          "the number of variables.")
+    host_jac, jac_kind = None, "dense"
     if user_jac is not None:
-        j_shape = jax.eval_shape(lambda z: user_jac(z, *args, **kwargs), x0)
-        if not hasattr(j_shape, "shape") or len(j_shape.shape) > 2 or \
-                int(np.prod(j_shape.shape, dtype=int)) != m * n or \
-                (len(j_shape.shape) == 2 and tuple(j_shape.shape) != (m, n)):
-            raise ValueError(f"The return value of `jac` has wrong shape: expected {(m, n)}, "
-                             f"actual {getattr(j_shape, 'shape', None)}.")
+        host_jac, jac_kind = _probe_jac(user_jac, x0, args, kwargs, m, n, traced)
+    if jac_kind != "dense" or host_jac is not None:
+        if method == "lm":
+            raise ValueError("method='lm' works only with dense Jacobian matrices.")
+    if jac_kind != "dense" and tr_solver == "exact":
+        raise ValueError("tr_solver='exact' works only with dense Jacobian matrices.")
+    if jac_kind == "operator" and isinstance(x_scale, str) and x_scale == "jac":
+        raise ValueError("x_scale='jac' can't be used when `jac` returns LinearOperator.")
     if jac_sparsity is not None and np.shape(np.atleast_2d(np.asarray(
             jac_sparsity.toarray() if hasattr(jac_sparsity, "toarray") else jac_sparsity))) \
             != (m, n):
         raise ValueError("`jac_sparsity` has wrong shape.")
+    if jac_sparsity is not None and user_jac is None and tr_solver == "exact":
+        raise ValueError("tr_solver='exact' is incompatible with `jac_sparsity`.")
+    if method != "lm":
+        return _trust_region(fun, x0, user_jac, host_jac, lower, upper, method, ftol, xtol,
+                             gtol, x_scale, loss, f_scale, max_nfev, args, kwargs, callback,
+                             traced, sparse_jac=jac_kind == "sparse" or (
+                                 jac_sparsity is not None and user_jac is None))
     if loss != "linear" and lm_options.get("weights") is not None:
         raise ValueError("weights work with loss='linear' only (a robust loss reweights "
                          "the residuals itself)")
