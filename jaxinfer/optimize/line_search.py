@@ -251,7 +251,6 @@ def more_thuente_step(stx, fx, dx, sty, fy, dy, stp, fp, dp, brackt, stpmin, stp
 
 class _MTState(NamedTuple):
     nfev: jnp.ndarray
-    done: jnp.ndarray
     stp: jnp.ndarray
     brackt: jnp.ndarray
     stage2: jnp.ndarray
@@ -268,7 +267,6 @@ class _MTState(NamedTuple):
     x: jnp.ndarray   # the last trial point, its objective and gradient
     f: jnp.ndarray
     g: jnp.ndarray
-    conv: jnp.ndarray
 
 
 def more_thuente_line_search(value_and_grad_at: Callable, x, f0, g0, direction, alpha_init,
@@ -293,23 +291,26 @@ def more_thuente_line_search(value_and_grad_at: Callable, x, f0, g0, direction, 
         xa = x + a * direction
         return project(xa) if project is not None else xa
 
-    init = _MTState(nfev=jnp.zeros((), jnp.int32), done=jnp.asarray(False), stp=stp0,
+    init = _MTState(nfev=jnp.zeros((), jnp.int32), stp=stp0,
                     brackt=jnp.asarray(False), stage2=jnp.asarray(False),
                     stx=zero, fx=f0, gx=ginit, sty=zero, fy=f0, gy=ginit,
                     stmin=zero, stmax=stp0 + 4.0 * stp0, width=width, width1=2.0 * width,
-                    x=x, f=f0, g=g0, conv=jnp.asarray(False))
+                    x=x, f=f0, g=g0)
 
-    def cond(s):
-        return (~s.done) & (s.nfev < maxls)
-
-    def body(s):
-        stp = s.stp
+    def evaluate(s, stp):
+        """The trial at ``stp``: the state with its point, objective, gradient, one more
+        evaluation counted."""
         xa = point(stp)
         fa, ga = value_and_grad_at(xa)
-        da = jnp.vdot(ga, direction)
-        finite = jnp.isfinite(fa) & jnp.isfinite(da)
-        # a non-finite trial: treat as a very high value (shrinks the interval by case 1)
-        fa_s = jnp.where(finite, fa, jnp.asarray(jnp.finfo(dtype).max, dtype))
+        return s._replace(nfev=s.nfev + 1, stp=stp, x=xa, f=fa, g=ga)
+
+    def tests(s):
+        """dcsrch's tests on the evaluated trial ``s.stp``: ``(f, f', ftest, stage2, conv,
+        done)`` (a non-finite trial counts as a very high value and never ends the search)."""
+        stp = s.stp
+        da = jnp.vdot(s.g, direction)
+        finite = jnp.isfinite(s.f) & jnp.isfinite(da)
+        fa_s = jnp.where(finite, s.f, jnp.asarray(jnp.finfo(dtype).max, dtype))
         da_s = jnp.where(finite, da, -ginit)
         ftest = f0 + stp * gtest
         stage2 = s.stage2 | ((fa_s <= ftest) & (da_s >= 0))
@@ -317,8 +318,13 @@ def more_thuente_line_search(value_and_grad_at: Callable, x, f0, g0, direction, 
                 | (s.brackt & (s.stmax - s.stmin <= xtol * s.stmax))
                 | ((stp == stpmax) & (fa_s <= ftest) & (da_s <= gtest))
                 | ((stp == 0) & ((fa_s > ftest) | (da_s >= gtest))))
-        conv = (fa_s <= ftest) & (jnp.abs(da_s) <= gtol * (-ginit))
-        done = (warn | conv) & finite
+        conv = (fa_s <= ftest) & (jnp.abs(da_s) <= gtol * (-ginit)) & finite
+        return fa_s, da_s, ftest, stage2, conv, (warn | conv) & finite
+
+    def update(s):
+        """dcstep's next trial and interval after a trial that did not end the search."""
+        stp = s.stp
+        fa_s, da_s, ftest, stage2, _, _ = tests(s)
         # dcstep on the modified function psi(a) = f(a) - f0 - a * gtest in stage 1
         modified = (~stage2) & (fa_s <= s.fx) & (fa_s > ftest)
         sh = jnp.where(modified, gtest, 0.0)
@@ -336,17 +342,21 @@ def more_thuente_line_search(value_and_grad_at: Callable, x, f0, g0, direction, 
         nstp = jnp.clip(nstp, 0.0, stpmax)
         stuck = brackt & ((nstp <= stmin) | (nstp >= stmax) | (stmax - stmin <= xtol * stmax))
         nstp = jnp.where(stuck, stx, nstp)
-        keep = lambda new, old: jnp.where(done, old, new)  # noqa: E731
-        return _MTState(
-            nfev=s.nfev + 1, done=done, stp=jnp.where(done, stp, nstp),
-            brackt=keep(brackt, s.brackt), stage2=keep(stage2, s.stage2),
-            stx=keep(stx, s.stx), fx=keep(fx, s.fx), gx=keep(gx, s.gx),
-            sty=keep(sty, s.sty), fy=keep(fy, s.fy), gy=keep(gy, s.gy),
-            stmin=keep(stmin, s.stmin), stmax=keep(stmax, s.stmax),
-            width=keep(width, s.width), width1=keep(width1, s.width1),
-            x=xa, f=fa, g=ga, conv=conv & finite)
+        return s._replace(stp=nstp, brackt=brackt, stage2=stage2, stx=stx, fx=fx, gx=gx,
+                          sty=sty, fy=fy, gy=gy, stmin=stmin, stmax=stmax, width=width,
+                          width1=width1)
 
-    s = lax.while_loop(cond, body, init)
-    success = s.done & (s.f <= f0) & (s.stp > 0)
+    def cond(s):
+        return (~tests(s)[-1]) & (s.nfev < maxls)
+
+    # The loop carries an evaluated trial and tests it before dcstep runs: most quasi-Newton
+    # iterations accept their first trial, and then neither dcstep nor a loop trip runs.
+    def body(s):
+        s = update(s)
+        return evaluate(s, s.stp)
+
+    s = lax.while_loop(cond, body, evaluate(init, stp0))
+    *_, conv, done = tests(s)
+    success = done & (s.f <= f0) & (s.stp > 0)
     return LineSearchResult(alpha=s.stp, x=s.x, f=s.f, g=s.g, nfev=s.nfev, success=success,
-                            wolfe=s.conv & success, converged=s.done)
+                            wolfe=conv & success, converged=done)

@@ -243,30 +243,30 @@ def cauchy_point(x, g, lb, ub, W, M, theta):
     projected steepest-descent path ``P(x - t g)`` (Byrd, Lu, Nocedal & Zhu 1995,
     algorithm CP). Returns ``(xcp (n,), c = W'(xcp - x) (2m,))``."""
     dtype = x.dtype
-    n = x.shape[0]
     inf = jnp.asarray(jnp.inf, dtype)
     tb = jnp.where(g < 0, (x - ub) / jnp.where(g < 0, g, 1.0),
                    jnp.where(g > 0, (x - lb) / jnp.where(g > 0, g, 1.0), inf))
     tb = jnp.where(jnp.isnan(tb), inf, tb)
     d = jnp.where(tb <= 0, 0.0, -g)
-    order = jnp.argsort(tb)
     p = W.T @ d
     fp = -jnp.vdot(d, d)
     fpp = -theta * fp - p @ M @ p
     tiny = jnp.finfo(dtype).tiny
     dt_min = -fp / jnp.maximum(fpp, tiny)
-    # first breakpoint with t > 0
-    j0 = jnp.sum(tb <= 0).astype(jnp.int32)
+    # Breakpoints in increasing order, ties by index (a stable sort's order), found one at a
+    # time by argmin over those not yet crossed: scipy keeps a heap for the same reason, as
+    # only the few crossed before the model's minimum are needed (a full sort of n costs
+    # more than the rest of the iteration).
+    remaining = jnp.where(tb <= 0, inf, tb)
 
     def cond(s):
-        j, t_old, fp, fpp, p, c, d, xcp, dt_min = s
-        tj = tb[order[jnp.minimum(j, n - 1)]]
-        return (j < n) & jnp.isfinite(tj) & (dt_min >= tj - t_old) & (fp < 0)
+        remaining, b, t_old, fp, fpp, p, c, d, xcp, dt_min = s
+        tj = remaining[b]
+        return jnp.isfinite(tj) & (dt_min >= tj - t_old) & (fp < 0)
 
     def body(s):
-        j, t_old, fp, fpp, p, c, d, xcp, dt_min = s
-        b = order[j]
-        tj = tb[b]
+        remaining, b, t_old, fp, fpp, p, c, d, xcp, dt_min = s
+        tj = remaining[b]
         dt = tj - t_old
         gb = g[b]
         xb_cp = jnp.where(d[b] > 0, ub[b], lb[b])
@@ -280,11 +280,12 @@ def cauchy_point(x, g, lb, ub, W, M, theta):
         d = d.at[b].set(0.0)
         xcp = xcp.at[b].set(xb_cp)
         dt_min = -fp / jnp.maximum(fpp, tiny)
-        return (j + 1, tj, fp, fpp, p, c, d, xcp, dt_min)
+        remaining = remaining.at[b].set(inf)
+        return (remaining, jnp.argmin(remaining), tj, fp, fpp, p, c, d, xcp, dt_min)
 
     c0 = jnp.zeros_like(p)
-    s = (j0, jnp.zeros((), dtype), fp, fpp, p, c0, d, x, dt_min)
-    j, t_old, fp, fpp, p, c, d, xcp, dt_min = lax.while_loop(cond, body, s)
+    s = (remaining, jnp.argmin(remaining), jnp.zeros((), dtype), fp, fpp, p, c0, d, x, dt_min)
+    _, _, t_old, fp, fpp, p, c, d, xcp, dt_min = lax.while_loop(cond, body, s)
     dt_min = jnp.where(fp < 0, jnp.maximum(dt_min, 0.0), 0.0)
     t = t_old + dt_min
     free_left = d != 0
@@ -363,20 +364,17 @@ class LBFGSB(AbstractSolver):
             nfev=jnp.ones((), jnp.int32), small_steps=jnp.zeros((), jnp.int32),
             failed=false)
 
-    def _direction(self, state: LBFGSBState, free):
-        """Two-loop recursion restricted to the free variables: ``-H_free g_free`` (n,).
+    def _direction(self, state: LBFGSBState):
+        """The quasi-Newton step ``-H g`` (n,) by the two-loop recursion over the memory.
 
-        Pairs without positive curvature in the free subspace are skipped."""
+        Pairs without clearly positive curvature (``s.y <= eps y.y``) are skipped."""
         dtype = state.x.dtype
         S, Y = _newest_first(state, self.maxcor)
-        S = jnp.where(free[None, :], S, 0.0)
-        Y = jnp.where(free[None, :], Y, 0.0)
         sy = jnp.sum(S * Y, axis=1)
         valid = ((jnp.arange(self.maxcor) < state.count)
                  & (sy > jnp.finfo(dtype).eps * jnp.sum(Y * Y, axis=1)))
         rho = jnp.where(valid, 1.0 / jnp.where(valid, sy, 1.0), 0.0)
-        r = _two_loop(S, Y, rho, state.gamma, jnp.where(free, state.g, 0.0))
-        return -jnp.where(free, r, 0.0)
+        return -_two_loop(S, Y, rho, state.gamma, state.g)
 
     def step(self, fn, state: LBFGSBState, args) -> LBFGSBState:
         x, g = state.x, state.g
@@ -384,17 +382,29 @@ class LBFGSB(AbstractSolver):
         lb, ub = self.bounds(x)
         bounded = jnp.any(jnp.isfinite(lb)) | jnp.any(jnp.isfinite(ub))
 
+        # The quasi-Newton step -H g (two-loop recursion, H the inverse of the compact B).
+        step_qn = self._direction(state)
+        newton = jnp.clip(x + step_qn, lb, ub) - x
+
         def cauchy_direction():
             # scipy's: generalised Cauchy point, then subspace minimisation
             W, M, theta = _compact_form(state, self.maxcor)
             xcp, c = cauchy_point(x, g, lb, ub, W, M, theta)
             return subspace_minimum(x, g, lb, ub, xcp, c, W, M, theta) - x
 
-        def free_direction():
-            # no finite bound: the two-loop L-BFGS step (no Cauchy point to compute)
-            return self._direction(state, jnp.ones(x.shape, bool))
-
-        p = lax.cond(bounded, cauchy_direction, free_direction)
+        # Where the Cauchy point crosses no breakpoint, every variable is free there and
+        # scipy's subspace minimum is the quasi-Newton point x - H g, projected onto the box
+        # when that is a descent step (subspace_minimum): then the compact form, the
+        # breakpoint search and the subspace system are not needed. The Cauchy step
+        # |g|^2 / g'Bg is at most g'Hg / |g|^2 (Cauchy-Schwarz), so it crosses no breakpoint
+        # when that bound is below the first one.
+        tb = jnp.where(g < 0, (x - ub) / jnp.where(g < 0, g, 1.0),
+                       jnp.where(g > 0, (x - lb) / jnp.where(g > 0, g, 1.0), jnp.inf))
+        gg = jnp.vdot(g, g)
+        interior = (jnp.all(tb > 0)
+                    & (-jnp.vdot(g, step_qn) < jnp.min(tb, initial=jnp.inf) * gg))
+        plain = ~bounded | (interior & (jnp.vdot(g, newton) < 0))
+        p = lax.cond(plain, lambda: newton, cauchy_direction)
         p = jnp.clip(x + p, lb, ub) - x
         descent = (jnp.vdot(g, p) < 0) & all_finite(p)
         p = jnp.where(descent, p, jnp.clip(x - state.gamma * g, lb, ub) - x)
@@ -422,8 +432,8 @@ class LBFGSB(AbstractSolver):
         sy = jnp.vdot(s, y)
         store = ok & (sy > jnp.finfo(dtype).eps * (-jnp.vdot(g, s)))
         m = self.maxcor
-        s_mem = jnp.where(store, state.s_mem.at[state.head].set(s), state.s_mem)
-        y_mem = jnp.where(store, state.y_mem.at[state.head].set(y), state.y_mem)
+        s_mem = state.s_mem.at[state.head].set(jnp.where(store, s, state.s_mem[state.head]))
+        y_mem = state.y_mem.at[state.head].set(jnp.where(store, y, state.y_mem[state.head]))
         head = jnp.where(store, (state.head + 1) % m, state.head)
         count = jnp.where(store, jnp.minimum(state.count + 1, m), state.count)
         gamma = jnp.where(store, sy / jnp.where(store, jnp.vdot(y, y), 1.0), state.gamma)
