@@ -1,5 +1,12 @@
-"""Levenberg–Marquardt fits of the image model on the project's LM engine
-(:func:`jaxinfer.optimize.levenberg_marquardt`), with peri's step policies and stopping rules.
+"""Levenberg–Marquardt fits of the image model on the project's LM solver state
+(:class:`jaxinfer.optimize.lm.LevenbergMarquardt`: init / step / terminate, run by
+:func:`~jaxinfer.optimize._iterate.iterate`), with peri's step policies and stopping rules.
+
+Compilation: a fit's program depends only on the image model, the array shapes and the LM
+*structure* (flags such as ``use_accel``, ``eig_update``, the run type); every numeric LM
+setting (damping, factors, tolerances, ``max_iter``, ``run_length``), the held/free masks and
+``include_rad`` are traced (:func:`split_options`), so burn's and finish's stages share
+programs.
 
 Two pure, jitted fits:
 
@@ -29,10 +36,15 @@ from jax import lax
 
 from jaxinfer.imaging import names as N
 from jaxinfer.imaging import platonic, psf
-from jaxinfer.imaging.model import ImageModel, illumination_field, render, render_padded
-from jaxinfer.optimize.least_squares import levenberg_marquardt
+from jaxinfer.imaging.model import (ImageModel, compose_padded, illumination_field,
+                                    platonic_field, render, render_padded)
+from jaxinfer.optimize._iterate import iterate
+from jaxinfer.optimize.linear_solve import DenseSVD
+from jaxinfer.optimize.lm import (LeastSquaresProblem, Levenberg, LevenbergMarquardt, Marquardt,
+                                  RunOne, RunTwo, Transtrum)
 
-__all__ = ["PERI_TOLERANCES", "lm_options", "global_refs", "fit_globals", "group_particles", "plan_groups",
+__all__ = ["PERI_TOLERANCES", "lm_options", "split_options", "run_lm", "global_refs",
+           "globals_problem", "fit_globals", "group_particles", "plan_groups",
            "fit_particle_groups", "MIN_RADIUS", "MAX_RADIUS", "MIN_DIST"]
 
 # peri's LMEngine defaults (code, not docstring), SSE units
@@ -46,24 +58,82 @@ def lm_options(damping=1.0, increase_damp_factor=3.0, decrease_damp_factor=8.0,
                exptol=1e-3, fractol=1e-6, costol=None, max_iter=5, run_length=5,
                update_J_frequency=1, broyden_update=True, eig_update=False,
                eig_update_frequency=3, num_eig_dirs=8, run_type=2, **ignored):
-    """peri's LMEngine keywords (and defaults) -> keywords of ``levenberg_marquardt``.
+    """peri's LMEngine keywords (and defaults) -> the LM settings used here, one flat dict.
 
     Keywords peri accepts that change nothing here (``eig_dl``, ``broyden_update_frequency``,
-    ``max_mem``, ``decimate``, ...) are ignored: Jacobians are exact and never decimated."""
+    ``max_mem``, ``decimate``, ...) are ignored: Jacobians are exact and never decimated.
+    ``broyden_update`` and ``eig_update`` (peri's cheap corrections of a stale
+    finite-difference J during the internal run) are accepted and not used: here J is exact
+    at every iteration, and both updates cost more than they save (the eigen update is one
+    JVP of the whole render per direction; with either, the engine refreshes J once more at
+    the end): a burn globals fit on 12x24x24 took 3.2 CPU-s with them, 0.9 without."""
     if transtrum_damping is not None:
-        damp_mode, extra = "transtrum", dict(transtrum_min=float(transtrum_damping))
+        damp_mode, floor = "transtrum", float(transtrum_damping)
     else:
-        damp_mode, extra = ("marquardt" if marquardt_damping else "levenberg"), {}
-    return dict(damping=float(damping), damp_mode=damp_mode,
+        damp_mode, floor = ("marquardt" if marquardt_damping else "levenberg"), 1e-6
+    if int(run_type) not in (1, 2):
+        raise ValueError(f"run_type must be 1 or 2, got {run_type!r}")
+    return dict(damping=float(np.mean(damping)), damp_mode=damp_mode, transtrum_min=floor,
                 increase_damp_factor=float(increase_damp_factor),
                 decrease_damp_factor=float(decrease_damp_factor), min_eigval=float(min_eigval),
                 use_accel=bool(use_accel), max_accel_correction=float(max_accel_correction),
                 paramtol=paramtol, errtol=errtol, exptol=exptol, fractol=fractol,
-                costol=costol, xtol=None, stall_costol="auto", max_iter=int(max_iter),
-                run_length=int(run_length), update_J_frequency=int(update_J_frequency),
-                broyden_update=bool(broyden_update), eig_update=bool(eig_update),
+                costol=costol, max_iter=int(max_iter), run_length=int(run_length),
+                update_J_frequency=int(update_J_frequency),
+                broyden_update=False, eig_update=False,
                 eig_update_frequency=int(eig_update_frequency),
-                num_eig_dirs=int(num_eig_dirs), run_type=int(run_type), **extra)
+                num_eig_dirs=int(num_eig_dirs), run_type=int(run_type))
+
+
+#: settings that change the program (flags, update schedules, the step policy)
+_STRUCTURAL = ("damp_mode", "use_accel", "broyden_update", "eig_update",
+               "eig_update_frequency", "num_eig_dirs", "update_J_frequency", "run_type")
+_COUNTS = ("max_iter", "run_length")
+
+
+def split_options(options):
+    """``lm_options(...)`` -> ``(structure, numbers)``: a hashable tuple of the settings that
+    change the program (a static argument of the fits) and a dict of 0-d arrays of the
+    numeric ones (damping, factors, tolerances, iteration limits: traced, so fits that differ
+    only in numbers share one compilation). A tolerance that is None (test off) is
+    structural."""
+    structure = tuple((k, options[k]) for k in _STRUCTURAL) + tuple(
+        (k, None) for k in sorted(options) if options[k] is None)
+    numbers = {k: np.asarray(v, np.int32 if k in _COUNTS else np.float64)
+               for k, v in options.items() if k not in _STRUCTURAL and v is not None}
+    return structure, numbers
+
+
+def _solver(structure, numbers):
+    """The core :class:`~jaxinfer.optimize.lm.LevenbergMarquardt` from split settings (the
+    numbers may be tracers)."""
+    s = dict(structure)
+    scale = {"levenberg": Levenberg(), "marquardt": Marquardt()}.get(s["damp_mode"])
+    if scale is None:
+        scale = Transtrum(numbers["transtrum_min"])
+    policy = RunTwo(run_length=numbers["run_length"]) if s["run_type"] == 2 else RunOne()
+    tols = {k: numbers.get(k) for k in ("paramtol", "errtol", "exptol", "fractol", "costol")}
+    return LevenbergMarquardt(
+        damping_scale=scale, linear_solver=DenseSVD(), policy=policy,
+        damping=numbers["damping"], increase_damp_factor=numbers["increase_damp_factor"],
+        decrease_damp_factor=numbers["decrease_damp_factor"],
+        min_eigval=numbers["min_eigval"], use_accel=s["use_accel"],
+        max_accel_correction=numbers["max_accel_correction"],
+        broyden_update=s["broyden_update"], eig_update=s["eig_update"],
+        eig_update_frequency=s["eig_update_frequency"], num_eig_dirs=s["num_eig_dirs"],
+        update_J_frequency=s["update_J_frequency"], xtol=None, stall_costol="auto",
+        max_iter=numbers["max_iter"], **tols)
+
+
+def run_lm(residuals, x0, args, structure, numbers, mask=None, lower=None, upper=None,
+           jacobian=None):
+    """One LM fit on the core solver state (init / step / terminate in one
+    ``lax.while_loop``): ``residuals(x (n,), args) -> (m,)``, x0 (n,), ``jacobian(x, args) ->
+    (m, n)`` or None (autodiff). To be called inside a trace. Returns the
+    :class:`~jaxinfer.optimize.OptimizeResult` (flat ``x``)."""
+    problem = LeastSquaresProblem(residuals, jacobian=jacobian, mask=mask, lower=lower,
+                                  upper=upper)
+    return iterate(_solver(structure, numbers), problem, x0, args)
 
 
 def require_float64(params, what):
@@ -72,10 +142,6 @@ def require_float64(params, what):
     if params["pos"].dtype != jnp.float64:
         raise ValueError(f"{what} needs float64 (the parameters are {params['pos'].dtype}); turn "
                          "it on before building the state: jax.config.update('jax_enable_x64', True)")
-
-
-def _freeze(options):
-    return tuple(sorted(options.items()))
 
 
 def _bounds_for(model: ImageModel, refs, dtype):
@@ -104,25 +170,52 @@ def global_refs(model: ImageModel):
                  + [("psf", (i,)) for i in range(3)])
 
 
+def globals_problem(model: ImageModel, scale, free):
+    """``(res, jac)`` of the globals fit in the scaled variables ``u = x / scale`` (x: every
+    global, :func:`global_refs` order): ``res(u, (params, data)) -> (m,)`` and its exact
+    Jacobian ``jac(u, (params, data)) -> (m, n)``. Only zscale moves the spheres, so the other
+    columns hold P fixed (one cheap JVP of the blur each) and the zscale column, when
+    ``free`` says it is fitted, is one JVP of the whole render (jacfwd would push every
+    column through the spheres)."""
+    refs = global_refs(model)
+    iz = refs.index(("zscale", ()))
+
+    def res(u, args):
+        params, data = args
+        return (data - render(model, N.unpack(params, refs, u * scale))).ravel()
+
+    def jac(u, args):
+        params, _ = args
+        p = platonic_field(model, N.unpack(params, refs, u * scale))
+
+        def held(v):
+            return compose_padded(model, N.unpack(params, refs, v * scale), p)[model.inner].ravel()
+
+        cols = jax.jacfwd(held)(u)
+        e = jnp.zeros_like(u).at[iz].set(1.0)
+        zcol = lax.cond(free[iz] > 0, lambda: jax.jvp(lambda v: res(v, args), (u,), (e,))[1],
+                        lambda: jnp.zeros(cols.shape[0], cols.dtype))
+        return (-cols).at[:, iz].set(zcol)
+
+    return res, jac
+
+
 @functools.partial(jax.jit, static_argnums=(0, 5))
-def _fit_globals(model, params, data, free, scale, options):
-    options = dict(options)
+def _fit_globals(model, params, data, free, scale, structure, numbers):
     refs = global_refs(model)
     x0 = N.pack(params, refs)
     lo, hi = _bounds_for(model, refs, x0.dtype)
-
-    def res(u, params, data):
-        return (data - render(model, N.unpack(params, refs, u * scale))).ravel()
-
-    result = levenberg_marquardt(res, x0 / scale, args=(params, data), mask=free,
-                           bounds=(lo / scale, hi / scale), **options)
+    res, jac = globals_problem(model, scale, free)
+    result = run_lm(res, x0 / scale, (params, data), structure, numbers, mask=free,
+                    lower=lo / scale, upper=hi / scale, jacobian=jac)
     return N.unpack(params, refs, result.x * scale), result
 
 
 def fit_globals(model: ImageModel, params, data, refs, damping=1.0, **peri_options):
     """LM over the global parameters ``refs`` (see :mod:`~jaxinfer.imaging.names`) on the
-    whole image; the other globals are held (a traced 0/1 mask, so every subset of globals
-    shares one compilation).
+    whole image; the other globals are held. One compilation per image model and LM
+    structure: which globals are held (a 0/1 mask), the damping and every numeric setting
+    are traced.
 
     damping : float, or one value per entry of ``refs`` (peri's damping vector: the damping
     matrix ``diag(damping)``; realised by rescaling each parameter by ``1/sqrt(damping_i)``).
@@ -146,9 +239,9 @@ def fit_globals(model: ImageModel, params, data, refs, damping=1.0, **peri_optio
         scale[all_refs.index(r)] = np.sqrt(lam / d)
     if not free.any():
         raise ValueError("fit_globals: no parameter selected")
-    options = lm_options(damping=lam, **peri_options)
+    structure, numbers = split_options(lm_options(damping=lam, **peri_options))
     return _fit_globals(model, params, data, jnp.asarray(free), jnp.asarray(scale, dtype),
-                        _freeze(options))
+                        structure, numbers)
 
 
 # --------------------------------------------------------------------------------------------
@@ -173,14 +266,17 @@ def _bucket(n):
     return 1 << max(0, int(np.ceil(np.log2(max(int(n), 1)))))
 
 
-def plan_groups(model: ImageModel, pos, psf_values, groups, region_size=40):
+def plan_groups(model: ImageModel, pos, psf_values, groups, region_size=40, floor=None):
     """Static layout of a particle sweep: a common tile shape, each group's tile corner and
     the colouring of the groups (groups of one colour have disjoint tiles).
 
     The tile is the region box plus each particle's drawing cube and the PSF's reach, rounded
     up to a multiple of 8; colours, groups per colour and particles per group are padded to
-    powers of two (empty slots: index -1). Returns a dict of NumPy arrays: ``tile`` (3,),
-    ``index`` (n_colours, G, K), ``corner`` (n_colours, G, 3)."""
+    powers of two (empty slots: index -1). ``floor`` (a previous plan's ``key``, or None):
+    the tile and the padded sizes never shrink below it, so the sweeps of one fit keep one
+    layout (one compilation) while particles and the PSF move. Returns a dict of NumPy
+    arrays: ``tile`` (3,), ``index`` (n_colours, G, K), ``corner`` (n_colours, G, 3), and
+    ``key`` ``(tile, (n_colours, G, K))``."""
     pos = np.asarray(pos, float).reshape(-1, 3)
     half = np.asarray(model.half)
     padded = np.asarray(model.padded_shape)
@@ -194,6 +290,8 @@ def plan_groups(model: ImageModel, pos, psf_values, groups, region_size=40):
     need = np.max([hi - lo for lo, hi in boxes], axis=0)
     tile = np.maximum(need, rs + 2 * (half + psf_half) + 1)
     tile = np.minimum(8 * np.ceil(tile / 8), padded).astype(int)
+    if floor is not None:
+        tile = np.maximum(tile, np.asarray(floor[0], int))
     corners = [np.clip((lo - (tile - (hi - lo)) // 2).astype(int), 0, padded - tile)
                for lo, hi in boxes]
     # greedy colouring: a group joins the first colour none of whose tiles it overlaps
@@ -205,21 +303,23 @@ def plan_groups(model: ImageModel, pos, psf_values, groups, region_size=40):
                 break
         else:
             colours.append([gi])
-    n_groups = _bucket(max(len(col) for col in colours))
-    k = _bucket(max(len(g) for g in groups))
-    index = -np.ones((_bucket(len(colours)), n_groups, k), int)
+    dims = [_bucket(len(colours)), _bucket(max(len(col) for col in colours)),
+            _bucket(max(len(g) for g in groups))]
+    if floor is not None:
+        dims = [max(d, int(f)) for d, f in zip(dims, floor[1])]
+    index = -np.ones(dims, int)
     corner = np.zeros(index.shape[:2] + (3,), int)
     for ci, col in enumerate(colours):
         for slot, gi in enumerate(col):
             index[ci, slot, :len(groups[gi])] = groups[gi]
             corner[ci, slot] = corners[gi]
-    return dict(tile=tile, index=index, corner=corner)
+    return dict(tile=tile, index=index, corner=corner,
+                key=(tuple(int(t) for t in tile), tuple(int(d) for d in dims)))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 6, 7))
-def _fit_particle_groups(model, params, data, tile, index, corner, options, include_rad):
-    options = dict(options)
-    tile = tuple(int(t) for t in tile)
+@functools.partial(jax.jit, static_argnums=(0, 3, 6))
+def _fit_particle_groups(model, params, data, tile, index, corner, structure, numbers,
+                         include_rad):
     dtype = params["pos"].dtype
     pad = jnp.asarray(model.pad, dtype)
     padded_data = jnp.zeros(model.padded_shape, dtype).at[model.inner].set(data)
@@ -232,35 +332,45 @@ def _fit_particle_groups(model, params, data, tile, index, corner, options, incl
     kernel = psf.gaussian_kernel_wrapped(params["psf"], tile, model.psf_error)
     lo_pos = jnp.asarray([MIN_DIST - p for p in model.pad], dtype)
     hi_pos = jnp.asarray([s + p - MIN_DIST for s, p in zip(model.shape, model.pad)], dtype)
+    k = index.shape[-1]
 
-    def draw(theta, active, corner):
+    def draw(x, active, corner):
+        pos, rad = x[:3 * k].reshape(k, 3), x[3 * k:]
         return platonic.render_platonic(
-            tile, model.half, theta["pos"] + pad - corner.astype(dtype), theta["rad"], zscale,
+            tile, model.half, pos + pad - corner.astype(dtype), rad, zscale,
             active, method=model.method, alpha=model.alpha, exact_volume=model.exact_volume,
             volume_error=model.volume_error, max_radius_change=model.max_radius_change)
 
-    def fit_one(theta0, active, corner, model0_padded):
+    def fit_one(x0, active, corner, model0_padded):
         def cut(a):
             return lax.dynamic_slice(a, tuple(corner), tile)
 
         d_t, m0_t, cmi_t, mask_t = (cut(a) for a in (padded_data, model0_padded, c_minus_i,
                                                      inner_mask))
-        p0_t = draw(theta0, active, corner)
+        p0_t = draw(x0, active, corner)
 
-        def res(theta, _):
-            if not include_rad:
-                theta = {"pos": theta["pos"], "rad": theta0["rad"]}
-            change = psf.convolve(cmi_t * (draw(theta, active, corner) - p0_t), kernel)
+        def res(x, _):
+            change = psf.convolve(cmi_t * (draw(x, active, corner) - p0_t), kernel)
             return ((d_t - m0_t - change) * mask_t).ravel()
 
-        x0 = theta0 if include_rad else {"pos": theta0["pos"]}
-        k = theta0["pos"].shape[0]
-        lo = {"pos": jnp.broadcast_to(lo_pos, (k, 3)), "rad": jnp.full((k,), MIN_RADIUS, dtype)}
-        hi = {"pos": jnp.broadcast_to(hi_pos, (k, 3)), "rad": jnp.full((k,), MAX_RADIUS, dtype)}
-        if not include_rad:
-            lo, hi = lo["pos"].ravel(), hi["pos"].ravel()   # flat bounds for a one-leaf x0
-        result = levenberg_marquardt(res, x0, args=(0.0,), bounds=(lo, hi), **options)
-        return result
+        def jac(x, _):
+            # each particle changes only its own cube: 4 cube-sized JVPs per particle, then
+            # one convolution per column (jacfwd would push every tangent through all k)
+            pos, rad = x[:3 * k].reshape(k, 3), x[3 * k:]
+            dp = platonic.platonic_jacobian(
+                tile, model.half, pos + pad - corner.astype(dtype), rad, zscale, active,
+                method=model.method, alpha=model.alpha, exact_volume=model.exact_volume,
+                volume_error=model.volume_error, max_radius_change=model.max_radius_change)
+            cols = jnp.concatenate([dp[:, :3].reshape((3 * k,) + tile), dp[:, 3]])
+            cols = jax.vmap(lambda c: psf.convolve(cmi_t * c, kernel) * mask_t)(cols)
+            return -cols.reshape(3 * k + k, -1).T
+
+        # positions always, radii with include_rad; empty slots never (a traced mask)
+        free = jnp.concatenate([jnp.repeat(active > 0, 3), (active > 0) & include_rad])
+        lo = jnp.concatenate([jnp.tile(lo_pos, k), jnp.full((k,), MIN_RADIUS, dtype)])
+        hi = jnp.concatenate([jnp.tile(hi_pos, k), jnp.full((k,), MAX_RADIUS, dtype)])
+        return run_lm(res, x0, 0.0, structure, numbers, mask=free, lower=lo, upper=hi,
+                      jacobian=jac)
 
     def colour_step(params, layout):
         idx, corners = layout
@@ -268,40 +378,101 @@ def _fit_particle_groups(model, params, data, tile, index, corner, options, incl
         safe = jnp.maximum(idx, 0)
         # empty slots: a unit sphere at the tile centre, masked out of the image
         centre = corners.astype(dtype)[:, None, :] + jnp.asarray(tile, dtype) / 2 - pad
-        theta0 = {"pos": jnp.where(active[..., None] > 0, params["pos"][safe], centre),
-                  "rad": jnp.where(active > 0, params["rad"][safe], 1.0)}
+        pos0 = jnp.where(active[..., None] > 0, params["pos"][safe], centre)
+        rad0 = jnp.where(active > 0, params["rad"][safe], 1.0)
+        x0 = jnp.concatenate([pos0.reshape(pos0.shape[0], -1), rad0], axis=1)
         model0 = render_padded(model, params)
-        result = jax.vmap(fit_one, in_axes=(0, 0, 0, None))(theta0, active, corners, model0)
-        new_pos = jnp.where(active[..., None] > 0, result.x["pos"], theta0["pos"])
+        result = jax.vmap(fit_one, in_axes=(0, 0, 0, None))(x0, active, corners, model0)
+        x = result.x
         drop = jnp.where(idx >= 0, idx, params["pos"].shape[0])   # empty slots are dropped
-        pos = params["pos"].at[drop].set(new_pos, mode="drop")
-        out = dict(params, pos=pos)
-        if include_rad:
-            new_rad = jnp.where(active > 0, result.x["rad"], theta0["rad"])
-            out["rad"] = params["rad"].at[drop].set(new_rad, mode="drop")
+        pos = params["pos"].at[drop].set(x[:, :3 * k].reshape(-1, k, 3), mode="drop")
+        rad = params["rad"].at[drop].set(x[:, 3 * k:], mode="drop")
         stats = dict(status=result.status, nit=result.nit, nfev=result.nfev,
                      cost=result.fun, delta_err=result.extra["delta_err"],
                      delta_vals=result.extra["delta_vals"], exp_err=result.extra["exp_err"],
                      frac_err=result.extra["frac_err"], damping=result.extra["damping"])
-        return out, stats
+        return dict(params, pos=pos, rad=rad), stats
 
     return lax.scan(colour_step, params, (index, corner))
 
 
 def fit_particle_groups(model: ImageModel, params, data, groups, include_rad=True,
-                        region_size=40, **peri_options):
+                        region_size=40, floor=None, **peri_options):
     """LM on the positions (and radii) of every particle group, each on its own tile.
 
     groups : list of int arrays (particle indices), e.g. from :func:`group_particles`.
-    Returns ``(params, stats, plan)``: ``stats`` a dict of (n_colours, G) arrays (status,
-    nit, nfev, cost, delta_err, ...; empty slots of ``plan['index']`` are padding)."""
+    floor : a previous plan's ``key`` (see :func:`plan_groups`), to keep one layout.
+    One compilation per image model, layout and LM structure: ``include_rad`` and every
+    numeric LM setting are traced. Returns ``(params, stats, plan)``: ``stats`` a dict of
+    (n_colours, G) arrays (status, nit, nfev, cost, delta_err, ...; empty slots of
+    ``plan['index']`` are padding)."""
     require_float64(params, "fit_particle_groups")
     groups = [np.asarray(g, int) for g in groups if len(g)]
     if not groups:
         return params, None, None
     plan = plan_groups(model, np.asarray(params["pos"]), np.asarray(params["psf"]), groups,
-                       region_size)
-    new, stats = _fit_particle_groups(model, params, data, tuple(int(t) for t in plan["tile"]),
+                       region_size, floor)
+    structure, numbers = split_options(lm_options(**peri_options))
+    new, stats = _fit_particle_groups(model, params, data, plan["key"][0],
                                       jnp.asarray(plan["index"]), jnp.asarray(plan["corner"]),
-                                      _freeze(lm_options(**peri_options)), bool(include_rad))
+                                      structure, numbers, jnp.asarray(bool(include_rad)))
     return new, stats, plan
+
+
+# --------------------------------------------------------------------------------------------
+# the augmented state: globals plus radii as a Legendre polynomial in z (peri's rz_order)
+
+
+def legendre_series(x, coeffs):
+    """``sum_k coeffs[k] P_k(x)`` (numpy's ``legval``), by the three-term recurrence."""
+    out = jnp.zeros_like(x) + coeffs[0] if coeffs.shape[0] else jnp.zeros_like(x)
+    p_prev, p = jnp.ones_like(x), x
+    for k in range(1, coeffs.shape[0]):
+        out = out + coeffs[k] * p
+        p_prev, p = p, ((2 * k + 1) * x * p - k * p_prev) / (k + 1)
+    return out
+
+
+@functools.partial(jax.jit, static_argnums=(0, 7))
+def _fit_augmented(model, params, data, free, scale, rad0, zs, structure, numbers):
+    refs = global_refs(model)
+    n_g = len(refs)
+    x0 = jnp.concatenate([N.pack(params, refs) / scale, numbers["rz0"]])
+    lo, hi = _bounds_for(model, refs, x0.dtype)
+    inf = jnp.full(numbers["rz0"].shape, jnp.inf, x0.dtype)
+
+    def with_x(u):
+        q = N.unpack(params, refs, u[:n_g] * scale)
+        return dict(q, rad=rad0 * jnp.exp(legendre_series(zs, u[n_g:])))
+
+    def res(u, data):
+        return (data - render(model, with_x(u))).ravel()
+
+    mask = jnp.concatenate([free, jnp.ones(numbers["rz0"].shape, bool)])
+    result = run_lm(res, x0, data, structure, numbers, mask=mask,
+                    lower=jnp.concatenate([lo / scale, -inf]),
+                    upper=jnp.concatenate([hi / scale, inf]))
+    return with_x(result.x), result
+
+
+def fit_augmented(model: ImageModel, params, data, refs, rz, rad0, damping=1.0, **peri_options):
+    """peri's augmented-state LM: the globals ``refs`` together with ``rz`` (rz_order,), the
+    coefficients of the radii's dependence on z, ``a_i = rad0_i exp(legval(zs_i, rz))`` with
+    ``zs = (z_i - Z/2) / (Z/2)`` (Z: the image depth). Jacobian by forward-mode autodiff
+    (peri: a finite difference for the rz columns). Returns ``(params, OptimizeResult)``;
+    ``result.x`` is ``[every global (scaled by the damping), rz]``."""
+    require_float64(params, "fit_augmented")
+    all_refs = global_refs(model)
+    free = np.zeros(len(all_refs), bool)
+    for r in refs:
+        free[all_refs.index(r)] = True
+    rz = np.atleast_1d(np.asarray(rz, float))
+    if rz.size == 0:
+        raise ValueError("rz needs at least one coefficient (rz_order >= 1)")
+    structure, numbers = split_options(lm_options(damping=damping, **peri_options))
+    numbers["rz0"] = np.asarray(rz, np.float64)
+    half_depth = model.shape[0] / 2.0
+    zs = (params["pos"][:, 0] - half_depth) / half_depth
+    dtype = params["pos"].dtype
+    return _fit_augmented(model, params, data, jnp.asarray(free), jnp.ones(len(all_refs), dtype),
+                          jnp.asarray(rad0, dtype), zs, structure, numbers)

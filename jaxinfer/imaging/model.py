@@ -38,7 +38,7 @@ import numpy as np
 
 from jaxinfer.imaging import fields, platonic, psf
 
-__all__ = ["ImageModel", "PARAM_KEYS", "render_padded", "render", "residuals", "platonic_field",
+__all__ = ["ImageModel", "PARAM_KEYS", "render_padded", "compose_padded", "render", "residuals", "platonic_field",
            "illumination_field", "background_field"]
 
 PARAM_KEYS = ("pos", "rad", "zscale", "ilm", "bkg", "offset", "psf")
@@ -125,7 +125,12 @@ def background_field(model: ImageModel, params):
 @functools.partial(jax.jit, static_argnums=0)
 def render_padded(model: ImageModel, params, active=None):
     """The model image M on the whole padded volume, ``model.padded_shape``."""
-    p = platonic_field(model, params, active)
+    return compose_padded(model, params, platonic_field(model, params, active))
+
+
+def compose_padded(model: ImageModel, params, p):
+    """M on the padded volume from a given platonic field ``p`` (``model.padded_shape``):
+    ``H * (I (1 - p) + C p) + B``."""
     ilm = illumination_field(model, params)
     kernel = psf.gaussian_kernel_wrapped(params["psf"], model.padded_shape, model.psf_error)
     blurred = psf.convolve(ilm * (1 - p) + params["offset"] * p, kernel)

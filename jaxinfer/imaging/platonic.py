@@ -32,7 +32,7 @@ from jax import lax
 from jax.scipy.special import erf
 
 __all__ = ["PROFILES", "DEFAULT_ALPHA", "profile", "signed_surface_distance", "tile_half_width",
-           "draw_particle", "render_platonic"]
+           "draw_particle", "render_platonic", "platonic_jacobian"]
 
 MAX_VOLUME_ITERATIONS = 10
 
@@ -159,12 +159,53 @@ def render_platonic(padded_shape, half, centres, radii, zscale, active=None, *,
     corners, tiles = jax.vmap(one)(centres, radii)
     if active is not None:
         tiles = tiles * active[:, None, None, None]
+    zi, yi, xi = _cube_indices(padded_shape, half, corners)
+    return jnp.zeros(padded_shape, dtype).at[zi, yi, xi].add(tiles, mode="drop")
+
+
+def _cube_indices(padded_shape, half, corners):
+    """Index arrays (N, c, 1, 1), (N, 1, c, 1), (N, 1, 1, c) of each particle's drawing cube in
+    the volume; indices outside point one past the end, where ``mode='drop'`` discards them."""
     idx = []
     for i in range(3):
         ax = corners[:, i:i + 1] + jnp.arange(2 * int(half[i]) + 1)[None, :]
-        # indices outside the volume point one past the end, where mode="drop" discards them
         idx.append(jnp.where((ax >= 0) & (ax < padded_shape[i]), ax, padded_shape[i]))
-    zi = idx[0][:, :, None, None]
-    yi = idx[1][:, None, :, None]
-    xi = idx[2][:, None, None, :]
-    return jnp.zeros(padded_shape, dtype).at[zi, yi, xi].add(tiles, mode="drop")
+    return idx[0][:, :, None, None], idx[1][:, None, :, None], idx[2][:, None, None, :]
+
+
+def platonic_jacobian(padded_shape, half, centres, radii, zscale, active=None, *,
+                      method="exact-gaussian-trim", alpha=None, exact_volume=True,
+                      volume_error=1e-5, max_radius_change=1e-2):
+    """Derivatives of :func:`render_platonic` with respect to each particle's own parameters,
+    by forward-mode autodiff on that particle's drawing cube only (a particle moves only its
+    own cube, so this costs 4 cube-sized JVPs per particle, not one volume-sized JVP per
+    parameter).
+
+    Returns ``(N, 4) + padded_shape``: ``[..., :3, ...]`` dP/d(z, y, x) of the centre,
+    ``[..., 3, ...]`` dP/da (times ``active``)."""
+    padded_shape = tuple(int(s) for s in padded_shape)
+    alpha = DEFAULT_ALPHA[method] if alpha is None else alpha
+    dtype = jnp.result_type(centres, radii, zscale, float)
+
+    def one(c, a):
+        def cube(v):
+            return draw_particle(padded_shape, half, v[:3], v[3], zscale, method=method,
+                                 alpha=alpha, exact_volume=exact_volume,
+                                 volume_error=volume_error,
+                                 max_radius_change=max_radius_change)[1]
+
+        v = jnp.concatenate([c, a[None]])
+        corner = lax.stop_gradient(jnp.round(c)).astype(jnp.int32) - np.asarray(half)
+        eye = jnp.eye(4, dtype=dtype)
+        tangents = jax.vmap(lambda e: jax.jvp(cube, (v,), (e,))[1])(eye)
+        return corner, tangents
+
+    corners, tangents = jax.vmap(one)(centres, radii)        # (N, 3), (N, 4, cz, cy, cx)
+    if active is not None:
+        tangents = tangents * active[:, None, None, None, None]
+    zi, yi, xi = _cube_indices(padded_shape, half, corners)
+
+    def place(z, y, x, t):
+        return jnp.zeros((4,) + padded_shape, dtype).at[:, z, y, x].set(t, mode="drop")
+
+    return jax.vmap(place)(zi, yi, xi, tangents)

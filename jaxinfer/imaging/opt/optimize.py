@@ -6,21 +6,24 @@ or decimated (``max_mem``, ``decimate``, ``eig_dl`` are accepted and ignored); p
 whose tiles do not overlap are fitted together in one vmapped call; peri's random half-box shift
 of the particle groups is off by default (``doshift=False``: a fixed layout compiles once;
 ``doshift=True`` or ``'alternate'`` shift deterministically, never from ``np.random``); ``desc``
-saves nothing; the line minimisation (off by default in peri too) and ``rz_order > 0``
-(``LMAugmentedState``) are not implemented. Every result says whether its test was met.
+saves nothing; the line minimisation (off by default in peri too) is not implemented, and
+``rz_order > 0`` in burn / do_levmarq is refused (use ``LMAugmentedState`` directly). Every result says whether its test was met.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import functools
+
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from jaxinfer.imaging import fit as F
 from jaxinfer.imaging import names as N
 from jaxinfer.optimize.result import Status, status_message
 
 __all__ = ["LMEngine", "LMFunction", "LMGlobals", "LMParticles", "LMParticleGroupCollection",
-           "LMAugmentedState", "do_levmarq", "do_levmarq_particles",
+           "AugmentedState", "LMAugmentedState", "do_levmarq", "do_levmarq_particles",
            "do_levmarq_all_particle_groups", "burn", "finish", "name_globals",
            "vectorize_damping", "separate_particles_into_groups"]
 
@@ -121,6 +124,14 @@ class LMEngine:
         return opts
 
 
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _fit_function(func, structure, data, p0, func_args, func_kwargs, numbers):
+    def res(p, args):
+        return (data - func(p, *args[0], **args[1])).ravel()
+
+    return F.run_lm(res, p0, (func_args, func_kwargs), structure, numbers)
+
+
 class LMFunction(LMEngine):
     """LM on a user function: minimise ``|data - func(params, *func_args, **func_kwargs)|²``.
     ``func`` must be a JAX-traceable function of the flat parameter vector."""
@@ -133,15 +144,12 @@ class LMFunction(LMEngine):
         self.func_args, self.func_kwargs = tuple(func_args), dict(func_kwargs or {})
 
     def _run(self, run_type, max_iter):
-        from jaxinfer.optimize.least_squares import levenberg_marquardt
-        data = self.data
-
-        def res(p):
-            return (data - self.func(p, *self.func_args, **self.func_kwargs)).ravel()
-
         opts = F.lm_options(damping=float(np.mean(self._options["damping"])),
                             **self._engine_options(run_type, max_iter))
-        r = levenberg_marquardt(res, self.param_vals, **opts)
+        structure, numbers = F.split_options(opts)
+        r = _fit_function(self.func, structure, jnp.asarray(self.data),
+                          jnp.asarray(self.param_vals), self.func_args, self.func_kwargs,
+                          numbers)
         self._result = r
         self.param_vals = np.asarray(r.x, float)
         self._stats = _stats_from(r.status, r.extra["delta_vals"], r.extra["delta_err"],
@@ -187,9 +195,71 @@ class LMGlobals(LMEngine):
         return np.asarray(self._result.jac)[:, cols].T
 
 
+class AugmentedState:
+    """peri's ``AugmentedState``: a state, the global parameters ``param_names`` and the
+    radii as ``a_i = a_i0 exp(legval(zs_i, rz))``, ``zs = (z_i - Z/2) / (Z/2)``, with
+    ``rz_order`` Legendre coefficients starting at 0 (``a_i0``: the radii when it was made)."""
+
+    def __init__(self, state, param_names, rz_order=3):
+        if int(rz_order) < 1:
+            raise ValueError(f"rz_order must be >= 1, got {rz_order!r}")
+        self.state = state
+        self.param_names = [param_names] if isinstance(param_names, str) else list(param_names)
+        for p in self.param_names:
+            if p.startswith("sph-"):
+                raise ValueError(f"AugmentedState takes global parameters; {p!r} is a particle "
+                                 "parameter")
+        N.resolve_all(state.image_model, state.N, self.param_names)   # unknown names raise
+        self.rz_order = int(rz_order)
+        self.reset()
+
+    def reset(self):
+        self.rad0 = np.asarray(self.state.obj_get_radii(), float).copy()
+        self.rz = np.zeros(self.rz_order)
+
+
 class LMAugmentedState(LMEngine):
-    def __init__(self, *args, **kwargs):
-        _no_rz(1)
+    """LM on an :class:`AugmentedState`: its globals and the R(z) coefficients together, on
+    the whole image (peri's ``LMAugmentedState``; same facade as :class:`LMGlobals`).
+    ``J``: (n_globals + rz_order, n_pixels), the globals in ``param_names`` order."""
+
+    def __init__(self, aug_state, max_mem=1e9, opt_kwargs=None, **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(aug_state, AugmentedState):
+            raise TypeError(f"LMAugmentedState takes an AugmentedState, got "
+                            f"{type(aug_state).__name__}")
+        self.aug_state = aug_state
+
+    def reset(self, new_damping=None):
+        super().reset(new_damping)
+        if hasattr(self, "aug_state"):
+            self.aug_state.reset()
+
+    def _run(self, run_type, max_iter):
+        aug = self.aug_state
+        st = aug.state
+        refs = N.resolve_all(st.image_model, st.N, aug.param_names)
+        rad0 = np.zeros(st.param_tree["rad"].shape[0])
+        rad0[:st.N] = aug.rad0
+        params, r = F.fit_augmented(st.image_model, st.param_tree, st.data_array, refs, aug.rz,
+                                    rad0, damping=float(np.mean(self._options["damping"])),
+                                    **self._engine_options(run_type, max_iter))
+        st.set_param_tree(params)
+        aug.rz = np.asarray(r.x[-aug.rz_order:], float)
+        self._result = r
+        self._stats = _stats_from(r.status, r.extra["delta_vals"], r.extra["delta_err"],
+                                  r.extra["exp_err"], r.extra["frac_err"], r.nit, st.error)
+
+    @property
+    def J(self):
+        if self._result is None:
+            return None
+        st = self.aug_state.state
+        all_refs = F.global_refs(st.image_model)
+        refs = N.resolve_all(st.image_model, st.N, self.aug_state.param_names)
+        cols = [all_refs.index(r) for r in refs] + list(
+            range(len(all_refs), len(all_refs) + self.aug_state.rz_order))
+        return np.asarray(self._result.jac)[:, cols].T
 
 
 class _ParticleEngine(LMEngine):
@@ -197,11 +267,15 @@ class _ParticleEngine(LMEngine):
 
     def _fit_groups(self, groups, run_type, max_iter, region_size):
         st = self.state
+        # the state remembers the largest layout it has used per region size, so that the
+        # sweeps of burn and finish keep one layout (one compiled program)
+        floors = st.__dict__.setdefault("_group_layouts", {})
         params, stats, plan = F.fit_particle_groups(
             st.image_model, st.param_tree, st.data_array, groups, include_rad=self.include_rad,
-            region_size=region_size,
+            region_size=region_size, floor=floors.get(region_size),
             damping=float(np.mean(self._options["damping"])),
             **self._engine_options(run_type, max_iter))
+        floors[region_size] = plan["key"]
         st.set_param_tree(params)
         used = plan["index"][..., 0] >= 0
         status = np.asarray(stats["status"])[used]
