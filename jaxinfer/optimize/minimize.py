@@ -42,6 +42,7 @@ from jaxinfer.optimize.implicit import implicit_minimum, no_derivative
 from jaxinfer.optimize.constraints import (Bounds, LinearConstraint, NonlinearConstraint,
                                            constraint_any, standardize_constraints)
 from jaxinfer.optimize.hessian_update import is_update_strategy
+from jaxinfer.optimize.least_squares import _dense, _HostJac
 from jaxinfer.optimize.result import (OptimizeResult, OptimizeWarning, Status,
                                       convention_code, register_convention, to_host)
 
@@ -398,6 +399,8 @@ def minimize(fun: Callable, x0, args=(), method=None, jac=None, hess=None,
     x0_flat = ravel_pytree(jax.tree_util.tree_map(_as_float, x0))[0]
     if x0_flat.ndim != 1 or x0_flat.shape[0] == 0:
         raise ValueError("x0 must contain at least one parameter")
+    if callable(hess) and not is_traced(x0_flat, args):
+        hess = _traceable_hessian(hess, x0, args, x0_flat.shape[0])
     box = parse_bounds(bounds, x0, x0_flat)
     constraints = standardize_constraints(constraints, x0_flat)
     if callback is not None and not callable(callback):
@@ -457,6 +460,31 @@ def minimize(fun: Callable, x0, args=(), method=None, jac=None, hess=None,
     x = implicit_minimum(result.x, None if gradient is not None else objective, arg_dynamic,
                          gradient=gradient, bounds=None if box is None else (lb, ub))
     return eqx.tree_at(lambda r: r.x, result, x)
+
+
+class _HostHessian(NamedTuple):
+    """A ``hess`` JAX cannot trace (it returns a scipy sparse matrix, or is numpy code),
+    called on the host through ``pure_callback`` and densified to (n, n)."""
+
+    hess: Callable
+    n: int
+
+    def __call__(self, x, *args):
+        spec = jax.ShapeDtypeStruct((self.n, self.n), ravel_pytree(x)[0].dtype)
+        return jax.pure_callback(_HostJac(self.hess, "hess", self.n), spec, x, args, {})
+
+
+def _traceable_hessian(hess, x0, args, n):
+    """``hess`` itself when JAX can trace it, else a :class:`_HostHessian`."""
+    try:
+        jax.eval_shape(lambda z: hess(z, *args), jax.tree_util.tree_map(_as_float, x0))
+        return hess
+    except Exception as err:   # noqa: BLE001 - not traceable: try it on the host
+        try:
+            _dense(hess(np.asarray(ravel_pytree(x0)[0], float), *args), n, float)
+        except Exception:
+            raise err from None
+        return _HostHessian(hess, n)
 
 
 def _check_hess_inv0(h0, n):

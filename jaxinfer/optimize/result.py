@@ -197,6 +197,16 @@ class OptimizeResult(eqx.Module):
     def grad(self):
         return self.jac
 
+    def __getattr__(self, name):
+        """scipy-style attribute access to a method's own counters kept in ``extra``
+        (e.g. Newton-CG's ``res.nhev``)."""
+        if name.startswith("_") or name == "extra":
+            raise AttributeError(name)
+        extra = self.__dict__.get("extra")
+        if isinstance(extra, dict) and name in extra:
+            return extra[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     _KEYS = ("x", "fun", "jac", "status", "success", "message", "nit", "nfev", "njev",
              "hess_inv")
 

@@ -189,6 +189,23 @@ def test_jac_and_hess_strings_and_update_strategies_select_autodiff():
         minimize(rosen, X0, method="BFGS", jac="4-point")
 
 
+def test_sparse_hessian_runs_on_the_host_like_a_dense_one():
+    """A ``hess`` returning a scipy sparse matrix (not traceable) is called on the host:
+    Newton-CG then takes the same steps as with the dense Hessian, as scipy does."""
+    import scipy.sparse
+
+    def sparse_hess(x):
+        return scipy.sparse.csr_array(so.rosen_hess(np.asarray(x)))
+
+    x0 = np.array([2.0, 2.0])
+    res = minimize(rosen, x0, method="Newton-CG", jac=jo.rosen_der, hess=sparse_hess)
+    ref = so.minimize(so.rosen, x0, method="Newton-CG", jac=so.rosen_der, hess=sparse_hess)
+    dense = minimize(rosen, x0, method="Newton-CG", jac=jo.rosen_der, hess=jo.rosen_hess)
+    assert (res.nfev, res.njev, res.nhev) == (dense.nfev, dense.njev, dense.nhev)
+    assert_allclose(res.x, dense.x, rtol=1e-12)
+    assert_allclose(res.x, ref.x, atol=1e-4)   # Newton-CG's first line-search step differs
+
+
 def test_callable_method_is_called_like_scipy():
     seen = {}
 
