@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pytest
 
+from jaxinfer.imaging import fit as F
 from jaxinfer.imaging import simulate, states, util
 from jaxinfer.imaging.comp import comp, ilms, objs, psfs
 from jaxinfer.imaging.opt import optimize as opt
@@ -43,14 +44,17 @@ def fitted(case):
     image, truth, start, _ = case
     st = make_state(image, start)
     start_error = st.error
+    programs = [F._fit_globals._cache_size(), F._fit_particle_groups._cache_size()]
     b = opt.burn(st, n_loop=4, desc=None, collect_stats=True)
     f = opt.finish(st, n_loop=2, desc=None)
-    return st, b, f, start_error
+    programs = [F._fit_globals._cache_size() - programs[0],
+                F._fit_particle_groups._cache_size() - programs[1]]
+    return st, b, f, start_error, programs
 
 
 def test_burn_finish_recover_particles_near_the_bound(case, fitted):
     image, truth, start, st_true = case
-    st, b, f, start_error = fitted
+    st, b, f, start_error, _ = fitted
     assert st.error < 0.5 * start_error
     # the fit explains the data as well as the truth does (it may overfit the noise slightly)
     assert st.error <= 1.01 * st_true.error
@@ -61,8 +65,16 @@ def test_burn_finish_recover_particles_near_the_bound(case, fitted):
                                truth["psf"], rtol=0.1)
 
 
+def test_burn_and_finish_share_compiled_programs(fitted):
+    # numeric LM settings are traced and the group layout is kept: burn's globals (with
+    # geodesic acceleration) and finish's globals (without) are two programs, every particle
+    # sweep of both is one
+    *_, programs = fitted
+    assert programs[0] <= 2 and programs[1] <= 1
+
+
 def test_convergence_dicts_are_honest(fitted):
-    st, b, f, _ = fitted
+    st, b, f, *_ = fitted
     assert set(b) >= {"converged", "all_loop_values", "global_stats", "particle_stats"}
     assert isinstance(b["converged"], bool) and isinstance(f["converged"], bool)
     # peri's loop test, recomputed from the values recorded after each loop
