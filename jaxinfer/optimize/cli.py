@@ -36,17 +36,11 @@ def demo(progress) -> str:
     bar = ProgressBar(total=len(problems), title="NIST")
     results = {}
     start = time.perf_counter()
-    # 27 fits of a few ms each but ~20 programs to compile: compile time is the cost, so ask
-    # XLA for little optimisation (LLVM -O0: compile ~2.4x faster, runs ~1.8x slower)
-    optimizing = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    try:
-        for members in _batches(problems.values()):
-            bar.start(", ".join(p.name for p in members), items=len(members))
-            results.update(nist.fit_all(members, starts=(0,),
-                                        **({"callback": bar} if live else {})))
-    finally:
-        jax.config.update("jax_disable_most_optimizations", optimizing)
+    # 27 fits of a few ms each but ~20 programs to compile: fit_all compiles them with
+    # nist.quick_compile (most XLA optimisations off)
+    for members in _batches(problems.values()):
+        bar.start(", ".join(p.name for p in members), items=len(members))
+        results.update(nist.fit_all(members, starts=(0,), **({"callback": bar} if live else {})))
     bar.close()
     elapsed = time.perf_counter() - start
     lines = [
