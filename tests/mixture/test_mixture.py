@@ -1,10 +1,10 @@
 """LymphMixture and EM against lymixture 0.0.2's own numbers (fixture made by
-benchmarks/mixture/make_lymixture_fixtures.py) and against simulated truth."""
+benchmarks/mixture/make_lymixture_fixtures.py). EM's recovery of a simulated truth is
+tested on a Bilateral mixture (tests/mixture/test_bilateral.py), through the same EM code."""
 
 import io
 import json
 import pathlib
-import warnings
 
 import jax
 import numpy as np
@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from jaxinfer.mixture import LymphMixture, em, utils
-from jaxinfer.mixture.simulate import SUBSITE_COL, draw_mixture_cohort
+from jaxinfer.mixture.simulate import SUBSITE_COL
 
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 
@@ -116,43 +116,6 @@ def test_em_without_convergence_reports_failure(small):
     result = em.fit(model, atol=0.0, rtol=0.0, maxiter=2)
     assert not bool(result.success) and int(result.nit) == 2
     assert "maximum number of iterations" in str(result.message)
-
-
-def test_em_recovers_simulated_parameters():
-    # 900 patients from two well separated components; EM from a perturbed start finds a
-    # log-likelihood at least that of the truth, and the truth's coefficients and the main
-    # spread parameters within sampling error
-    fx = json.loads((FIXTURES / "lymixture_small.json").read_text())
-    graph = {tuple(k): v for k, v in fx["graph"]}
-    truth = [
-        {"TtoI_spread": 0.02, "TtoII_spread": 0.5, "TtoIII_spread": 0.05, "TtoIV_spread": 0.01,
-         "ItoII_spread": 0.2, "IItoIII_spread": 0.3, "IIItoIV_spread": 0.1, "late_p": 0.6},
-        {"TtoI_spread": 0.4, "TtoII_spread": 0.2, "TtoIII_spread": 0.02, "TtoIV_spread": 0.01,
-         "ItoII_spread": 0.5, "IItoIII_spread": 0.1, "IIItoIV_spread": 0.3, "late_p": 0.4},
-    ]
-    coefs = np.array([[0.9, 0.5, 0.1], [0.1, 0.5, 0.9]])
-    table = draw_mixture_cohort(graph, truth, coefs, {"a": 300, "b": 300, "c": 300},
-                                fx["modalities"],
-                                {"early": fx["early_pmf"], "late": utils.late_binomial},
-                                [0.6, 0.4], jax.random.PRNGKey(5))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = build(fx, table)
-    true_params = {f"{c}_{k}": v for c in range(2) for k, v in truth[c].items()}
-    true_params.update({f"{c}_{s}_coef": coefs[c, g] for c in range(2)
-                        for g, s in enumerate("abc")})
-    model.set_params(**true_params)
-    ll_truth = model.incomplete_data_likelihood()
-    rng = np.random.default_rng(0)
-    start = {k: float(np.clip(v + rng.uniform(-0.1, 0.1), 0.05, 0.95))
-             for k, v in true_params.items()}
-    model.set_params(**start)
-    result = em.fit(model, atol=1e-2, maxiter=300)
-    assert bool(result.success)
-    assert float(result.extra["loglik"]) >= ll_truth
-    fitted = model.get_params()
-    for name in ("0_TtoII_spread", "1_TtoI_spread", "0_a_coef", "0_b_coef", "0_c_coef"):
-        assert fitted[name] == pytest.approx(true_params[name], abs=0.15), name
 
 
 def test_em_refuses_float32_with_the_fix_in_the_message(small):

@@ -196,13 +196,13 @@ def test_aip_at_temperature_one_samples_around_the_truth(tmp_path):
     from jaxinfer.mixture import em
 
     model, latent = simulated_mixture(0)
-    out = em.aip_sampling_algorithm(model, ip_rounds=400, num_warmup=100,
+    out = em.aip_sampling_algorithm(model, ip_rounds=300, num_warmup=80,
                                     temperature_schedule=lambda r: 1.0, latent=latent,
                                     params_filename=str(tmp_path / "aip.ckpt"),
                                     key=jax.random.PRNGKey(4))
     chain = out["params_samples"]
     names = list(model.get_params())
-    assert chain.shape == (400, len(names)) and list(out["idata"].posterior.data_vars) == names
+    assert chain.shape == (300, len(names)) and list(out["idata"].posterior.data_vars) == names
     truth = model.get_params()
     truth.update({f"{c}_{k}": v for c in range(2) for k, v in TRUTH[c].items()})
     truth.update({f"{c}_{s}_coef": COEFS[c, g] for c in range(2) for g, s in enumerate("ab")})
@@ -211,7 +211,7 @@ def test_aip_at_temperature_one_samples_around_the_truth(tmp_path):
     assert sum(inside) >= 10, dict(zip(names, inside))
     coefs = chain[:, [names.index(f"{c}_{s}_coef") for c in range(2) for s in "ab"]]
     np.testing.assert_allclose(coefs[:, :2] + coefs[:, 2:], 1.0, rtol=1e-12)
-    assert out["latent_samples"].shape == (400, model.num_patients, 2)
-    assert out["number_of_swaps"].shape == (400,) and 0 < out["number_of_swaps"].mean() < 100
+    assert out["latent_samples"].shape == (300, model.num_patients, 2)
+    assert out["number_of_swaps"].shape == (300,) and 0 < out["number_of_swaps"].mean() < 100
     assert np.all(np.isfinite(out["incomplete_likelihoods"]))
     assert np.all(out["complete_likelihoods"] <= out["incomplete_likelihoods"] + 1e-9)
