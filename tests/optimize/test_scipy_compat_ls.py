@@ -289,13 +289,13 @@ def test_curve_fit_full_output_and_methods_match_scipy():
 
 
 def test_curve_fit_sigma_forms_and_default_p0_match_scipy():
-    for sigma in (0.1, np.full(X.size, 0.1)):
-        for absolute in (False, True):
-            ref = scipy.optimize.curve_fit(decay_np, X, Y, sigma=sigma,
-                                           absolute_sigma=absolute, **TIGHT)
-            ours = curve_fit(decay, X, Y, sigma=sigma, absolute_sigma=absolute)
-            np.testing.assert_allclose(ours[0], ref[0], rtol=1e-7)
-            np.testing.assert_allclose(ours[1], ref[1], rtol=1e-6)
+    # each form once: a scalar sigma (relative) and a 1-D sigma (absolute), two compilations
+    for sigma, absolute in ((0.1, False), (np.full(X.size, 0.1), True)):
+        ref = scipy.optimize.curve_fit(decay_np, X, Y, sigma=sigma,
+                                       absolute_sigma=absolute, **TIGHT)
+        ours = curve_fit(decay, X, Y, sigma=sigma, absolute_sigma=absolute)
+        np.testing.assert_allclose(ours[0], ref[0], rtol=1e-7)
+        np.testing.assert_allclose(ours[1], ref[1], rtol=1e-6)
     # p0 defaults: ones, moved into the bounds (midpoint / bound + 1) as scipy does
     bounds = ([2.0, -np.inf, 0.0], [3.0, np.inf, np.inf])
     ref = scipy.optimize.curve_fit(decay_np, list(X), list(Y), bounds=bounds)
