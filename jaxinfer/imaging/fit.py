@@ -38,6 +38,7 @@ from jaxinfer.imaging import names as N
 from jaxinfer.imaging import platonic, psf
 from jaxinfer.imaging.model import (ImageModel, compose_padded, illumination_field,
                                     platonic_field, render, render_padded)
+from jaxinfer.optimize._compile import compiler_options
 from jaxinfer.optimize._iterate import iterate
 from jaxinfer.optimize.linear_solve import DenseSVD
 from jaxinfer.optimize.lm import (LeastSquaresProblem, Levenberg, LevenbergMarquardt, Marquardt,
@@ -200,8 +201,30 @@ def globals_problem(model: ImageModel, scale, free):
     return res, jac
 
 
-@functools.partial(jax.jit, static_argnums=(0, 5))
-def _fit_globals(model, params, data, free, scale, structure, numbers):
+@functools.lru_cache(maxsize=None)
+def _jitted(name):
+    """The compiled fits, made on first use (when the backend is known) with the solver
+    core's CPU compiler options (XLA's classic emitters: less compile time for these
+    loop-heavy programs)."""
+    fn, static = {"globals": (_fit_globals_impl, (0, 5)),
+                  "particles": (_fit_particle_groups_impl, (0, 3, 6)),
+                  "augmented": (_fit_augmented_impl, (0, 7))}[name]
+    return jax.jit(fn, static_argnums=static, compiler_options=compiler_options())
+
+
+def _fit_globals(*args):
+    return _jitted("globals")(*args)
+
+
+def _fit_particle_groups(*args):
+    return _jitted("particles")(*args)
+
+
+def _fit_augmented(*args):
+    return _jitted("augmented")(*args)
+
+
+def _fit_globals_impl(model, params, data, free, scale, structure, numbers):
     refs = global_refs(model)
     x0 = N.pack(params, refs)
     lo, hi = _bounds_for(model, refs, x0.dtype)
@@ -317,8 +340,7 @@ def plan_groups(model: ImageModel, pos, psf_values, groups, region_size=40, floo
                 key=(tuple(int(t) for t in tile), tuple(int(d) for d in dims)))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 6))
-def _fit_particle_groups(model, params, data, tile, index, corner, structure, numbers,
+def _fit_particle_groups_impl(model, params, data, tile, index, corner, structure, numbers,
                          include_rad):
     dtype = params["pos"].dtype
     pad = jnp.asarray(model.pad, dtype)
@@ -433,8 +455,7 @@ def legendre_series(x, coeffs):
     return out
 
 
-@functools.partial(jax.jit, static_argnums=(0, 7))
-def _fit_augmented(model, params, data, free, scale, rad0, zs, structure, numbers):
+def _fit_augmented_impl(model, params, data, free, scale, rad0, zs, structure, numbers):
     refs = global_refs(model)
     n_g = len(refs)
     x0 = jnp.concatenate([N.pack(params, refs) / scale, numbers["rz0"]])

@@ -44,11 +44,11 @@ def fitted(case):
     image, truth, start, _ = case
     st = make_state(image, start)
     start_error = st.error
-    programs = [F._fit_globals._cache_size(), F._fit_particle_groups._cache_size()]
+    programs = [F._jitted("globals")._cache_size(), F._jitted("particles")._cache_size()]
     b = opt.burn(st, n_loop=4, desc=None, collect_stats=True)
     f = opt.finish(st, n_loop=2, desc=None)
-    programs = [F._fit_globals._cache_size() - programs[0],
-                F._fit_particle_groups._cache_size() - programs[1]]
+    programs = [F._jitted("globals")._cache_size() - programs[0],
+                F._jitted("particles")._cache_size() - programs[1]]
     return st, b, f, start_error, programs
 
 
