@@ -36,11 +36,13 @@ def demo(progress) -> str:
     bar = ProgressBar(total=len(problems), title="NIST")
     results = {}
     start = time.perf_counter()
-    # 27 fits of a few ms each but ~20 programs to compile: fit_all compiles them with
-    # nist.quick_compile (most XLA optimisations off)
-    for members in _batches(problems.values()):
-        bar.start(", ".join(p.name for p in members), items=len(members))
-        results.update(nist.fit_all(members, starts=(0,), **({"callback": bar} if live else {})))
+    # 27 fits of a few ms each but ~20 programs to compile: compile time is the cost, so ask
+    # XLA for little optimisation (nist.quick_compile)
+    with nist.quick_compile():
+        for members in _batches(problems.values()):
+            bar.start(", ".join(p.name for p in members), items=len(members))
+            results.update(nist.fit_all(members, starts=(0,),
+                                        **({"callback": bar} if live else {})))
     bar.close()
     elapsed = time.perf_counter() - start
     lines = [
