@@ -1,24 +1,16 @@
 """notebooks/glmm.ipynb runs top to bottom and finds what was simulated."""
 
 import json
-import pathlib
 
 import pytest
 
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-pytest.importorskip("ipykernel")
-pytest.importorskip("matplotlib")
+from tests._notebooks import NOTEBOOKS, run_notebook
 
-NOTEBOOK = pathlib.Path(__file__).resolve().parents[1] / "notebooks" / "glmm.ipynb"
+pytest.importorskip("matplotlib")
 
 
 def test_glmm_notebook_executes_and_finds_the_causal_snp():
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(
-        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOK.parent)}}
-    )
-    client.execute()
+    nb, _ = run_notebook("glmm.ipynb", NOTEBOOKS, timeout=300)
     last = nb.cells[-1]
     text = "".join(out.get("text", "") for out in last.outputs if out.get("output_type") == "stream")
     summary = json.loads(text.strip().splitlines()[-1])

@@ -2,30 +2,13 @@
 numbers: EM converges, every 95% interval of a mixture coefficient contains the coefficient
 EM found (the posterior is centred on the fit), and the risk is a probability."""
 
-import os
 import re
 
-import pytest
-
-nbformat = pytest.importorskip("nbformat")
-nbclient = pytest.importorskip("nbclient")
-
-NOTEBOOK = os.path.join(os.path.dirname(__file__), "..", "notebooks", "mixture.ipynb")
+from tests._notebooks import run_notebook
 
 
 def test_mixture_notebook_runs_and_its_intervals_hold_the_em_fit(tmp_path):
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
-    client.execute()  # raises CellExecutionError on any failing cell
-    text = ""
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        for output in cell.get("outputs", []):
-            assert output.get("output_type") != "error"
-            if output.get("name") == "stdout":
-                text += output["text"]
+    _, text = run_notebook("mixture.ipynb", tmp_path)
     assert "EM: Converged" in text
     em_coefs = {(int(c), s): float(v) for c, s, v in
                 re.findall(r"EM coefficient (\d), (C\d\d): ([0-9.]+)", text)}
