@@ -60,6 +60,13 @@ class LMEngine:
     After a run: ``J`` (n_params, n_residuals, peri's layout), ``JTJ``, ``damping``,
     ``get_termination_stats()`` (with ``converged``: whether a convergence test passed)."""
 
+    def _keep(self, result, error):
+        """Keep an LM run's result and peri's termination stats (``error``: the final error)."""
+        self._result = result
+        extra = result.extra
+        self._stats = _stats_from(result.status, extra["delta_vals"], extra["delta_err"],
+                                  extra["exp_err"], extra["frac_err"], result.nit, error)
+
     def __init__(self, **kwargs):
         unknown = set(kwargs) - set(_ENGINE_DEFAULTS) - set(_IGNORED)
         if unknown:
@@ -150,10 +157,8 @@ class LMFunction(LMEngine):
         r = _fit_function(self.func, structure, jnp.asarray(self.data),
                           jnp.asarray(self.param_vals), self.func_args, self.func_kwargs,
                           numbers)
-        self._result = r
         self.param_vals = np.asarray(r.x, float)
-        self._stats = _stats_from(r.status, r.extra["delta_vals"], r.extra["delta_err"],
-                                  r.extra["exp_err"], r.extra["frac_err"], r.nit, 2 * float(r.fun))
+        self._keep(r, 2 * float(r.fun))
 
     @property
     def error(self):
@@ -181,9 +186,7 @@ class LMGlobals(LMEngine):
         params, r = F.fit_globals(st.image_model, st.param_tree, st.data_array, refs,
                                   damping=damping, **self._engine_options(run_type, max_iter))
         st.set_param_tree(params)
-        self._result = r
-        self._stats = _stats_from(r.status, r.extra["delta_vals"], r.extra["delta_err"],
-                                  r.extra["exp_err"], r.extra["frac_err"], r.nit, st.error)
+        self._keep(r, st.error)
 
     @property
     def J(self):
@@ -246,9 +249,7 @@ class LMAugmentedState(LMEngine):
                                     **self._engine_options(run_type, max_iter))
         st.set_param_tree(params)
         aug.rz = np.asarray(r.x[-aug.rz_order:], float)
-        self._result = r
-        self._stats = _stats_from(r.status, r.extra["delta_vals"], r.extra["delta_err"],
-                                  r.extra["exp_err"], r.extra["frac_err"], r.nit, st.error)
+        self._keep(r, st.error)
 
     @property
     def J(self):
