@@ -43,6 +43,18 @@ def _no_rz(rz_order):
                                   "is not implemented")
 
 
+def _global_names(state, param_names, who):
+    """``param_names`` as a list of the state's global parameter names; a particle parameter
+    or an unknown name raises (``who``: the start of the error message)."""
+    names = [param_names] if isinstance(param_names, str) else list(param_names)
+    for p in names:
+        if p.startswith("sph-"):
+            raise ValueError(f"{who} global parameters; {p!r} is a particle parameter "
+                             "(use LMParticles)")
+    N.resolve_all(state.image_model, state.N, names)   # unknown names raise
+    return names
+
+
 def _stats_from(status, delta_vals, delta_err, exp_err, frac_err, num_iter, error):
     status = int(status)
     return {"delta_vals": float(delta_vals), "delta_err": float(delta_err),
@@ -172,12 +184,7 @@ class LMGlobals(LMEngine):
     def __init__(self, state, param_names, max_mem=1e9, opt_kwargs=None, **kwargs):
         super().__init__(**kwargs)
         self.state = state
-        self.param_names = [param_names] if isinstance(param_names, str) else list(param_names)
-        for p in self.param_names:
-            if p.startswith("sph-"):
-                raise ValueError(f"LMGlobals fits global parameters; {p!r} is a particle "
-                                 "parameter (use LMParticles)")
-        N.resolve_all(state.image_model, state.N, self.param_names)   # unknown names raise
+        self.param_names = _global_names(state, param_names, "LMGlobals fits")
 
     def _run(self, run_type, max_iter):
         st = self.state
@@ -207,12 +214,7 @@ class AugmentedState:
         if int(rz_order) < 1:
             raise ValueError(f"rz_order must be >= 1, got {rz_order!r}")
         self.state = state
-        self.param_names = [param_names] if isinstance(param_names, str) else list(param_names)
-        for p in self.param_names:
-            if p.startswith("sph-"):
-                raise ValueError(f"AugmentedState takes global parameters; {p!r} is a particle "
-                                 "parameter")
-        N.resolve_all(state.image_model, state.N, self.param_names)   # unknown names raise
+        self.param_names = _global_names(state, param_names, "AugmentedState takes")
         self.rz_order = int(rz_order)
         self.reset()
 
