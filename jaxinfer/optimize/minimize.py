@@ -257,8 +257,9 @@ def _check_order(lb, ub):
     if not isinstance(lb, jax.core.Tracer) and not isinstance(ub, jax.core.Tracer):
         bad = np.nonzero(np.asarray(lb) > np.asarray(ub))[0]
         if bad.size:
-            raise ValueError(f"lower bound exceeds upper bound at flat index {int(bad[0])} "
-                             f"({float(lb[bad[0]])} > {float(ub[bad[0]])})")
+            raise ValueError("An upper bound is less than the corresponding lower bound: "
+                             f"at flat index {int(bad[0])}, ub = {float(ub[bad[0]])} < "
+                             f"lb = {float(lb[bad[0]])}")
     return lb, ub
 
 
@@ -403,6 +404,8 @@ def minimize(fun: Callable, x0, args=(), method=None, jac=None, hess=None,
         hess = _traceable_hessian(hess, x0, args, x0_flat.shape[0])
     box = parse_bounds(bounds, x0, x0_flat)
     constraints = standardize_constraints(constraints, x0_flat)
+    if name in _FIXES_EQUAL_BOUNDS and box is not None and _all_fixed(*box):
+        return _fixed_by_bounds(fun, x0, box[0], args, constraints)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
     if name in ("bfgs", "newton-cg") and not 0 < opts["c1"] < opts["c2"] < 1:
@@ -460,6 +463,45 @@ def minimize(fun: Callable, x0, args=(), method=None, jac=None, hess=None,
     x = implicit_minimum(result.x, None if gradient is not None else objective, arg_dynamic,
                          gradient=gradient, bounds=None if box is None else (lb, ub))
     return eqx.tree_at(lambda r: r.x, result, x)
+
+
+# scipy removes variables fixed by equal bounds for these methods; when all are fixed it
+# evaluates ``fun`` once at the bounds and reports these messages (status 0)
+_FIXES_EQUAL_BOUNDS = {"l-bfgs-b", "slsqp"}
+_FIXED = "All independent variables were fixed by bounds"
+_FIXED_CONVENTION = register_convention(
+    "scipy-fixed-by-bounds", {}, 0,
+    {Status.XTOL: _FIXED + ".",
+     Status.CONSTRAINED_OK: _FIXED + " at values that satisfy the constraints.",
+     Status.INFEASIBLE: _FIXED + ", but the independent variables do not satisfy the "
+                                 "constraints exactly (see res.maxcv)."})
+
+
+def _all_fixed(lb, ub) -> bool:
+    if is_traced(lb, ub):
+        return False
+    return bool(np.all(np.asarray(lb) == np.asarray(ub)))
+
+
+def _fixed_by_bounds(fun, x0, lb_flat, args, constraints) -> OptimizeResult:
+    """scipy's result when every variable is fixed by ``lb == ub``: ``x = lb``, one
+    evaluation of ``fun``, ``success`` unless a constraint is violated at ``x`` (``maxcv``,
+    the largest violation: ``|c(x)|`` for equalities, ``max(0, -c(x))`` for inequalities)."""
+    unravel = ravel_pytree(jax.tree_util.tree_map(_as_float, x0))[1]
+    x = unravel(lb_flat)
+    fval = jnp.reshape(jnp.asarray(fun(x, *args)), ())
+    specs, con_args = split_constraints(constraints)
+    maxcv = 0.0
+    for (kind, cfun, _), cargs in zip(specs, con_args):
+        c = np.atleast_1d(np.asarray(cfun(x, *cargs), dtype=float))
+        v = np.abs(c) if kind == "eq" else np.maximum(-c, 0.0)
+        maxcv = max(maxcv, float(np.max(v, initial=0.0)))
+    reason = (Status.XTOL if not specs else
+              Status.CONSTRAINED_OK if maxcv == 0.0 else Status.INFEASIBLE)
+    return to_host(OptimizeResult(
+        x=x, fun=fval, jac=None, status=jnp.int32(0), nit=jnp.int32(0), nfev=jnp.int32(1),
+        njev=jnp.int32(0), extra={"maxcv": jnp.asarray(maxcv)}, reason=jnp.int32(int(reason)),
+        convention=_FIXED_CONVENTION))
 
 
 class _HostHessian(NamedTuple):

@@ -156,6 +156,33 @@ def test_constraint_classes_ours_and_scipys():
         assert abs(res.x[0] - res.x[1] + 1) <= 1e-10
 
 
+@pytest.mark.parametrize("method", ["L-BFGS-B", "SLSQP"])
+def test_all_variables_fixed_by_bounds_like_scipy(method):
+    # lb == ub everywhere: scipy evaluates fun once at the bounds and reports why
+    bounds = [(1.0, 1.0), (2.0, 2.0)]
+    cases = [(), [jo.NonlinearConstraint(lambda x: jnp.sum(x), -np.inf, 0.0)],
+             [{"type": "ineq", "fun": lambda x: 4.0 - jnp.sum(x)}]]
+    ref_cases = [(), [so.NonlinearConstraint(lambda x: np.sum(x), -np.inf, 0.0)],
+                 [{"type": "ineq", "fun": lambda x: 4.0 - np.sum(x)}]]
+    for cons, ref_cons in zip(cases if method == "SLSQP" else cases[:1],
+                              ref_cases if method == "SLSQP" else ref_cases[:1]):
+        res = minimize(quad, [0.5, 3.0], method=method, bounds=bounds, constraints=cons)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ref = so.minimize(np_quad, [0.5, 3.0], method=method, bounds=bounds,
+                              constraints=ref_cons)
+        # scipy's result here has no status / nit; ours says 0 for both
+        assert (res.success, res.nfev, res.njev) == (ref.success, ref.nfev, ref.njev)
+        assert (res.status, res.nit) == (0, 0)
+        assert res.message.split("(")[0].split(",")[0] == ref.message.split("(")[0].split(",")[0]
+        assert_allclose(res.fun, ref.fun, rtol=1e-15)
+        assert_allclose(res.x, [1.0, 2.0])
+        if not ref.success:  # scipy puts the largest violation in its message
+            assert_allclose(res.maxcv, float(ref.message.split(": ")[-1].rstrip(").")))
+    with pytest.raises(ValueError, match="An upper bound is less than the corresponding lower"):
+        minimize(quad, [0.5, 3.0], method=method, bounds=[(1.0, 1.0), (2.0, 1.0)])
+
+
 def test_lbfgsb_scipy_bounds_object():
     bounds = so.Bounds([-1.0, 1.5, 0, 0, 0], [0.5, 3.0, 2.0, 2.0, 2.0])
     res = minimize(rosen, X0, method="L-BFGS-B", bounds=bounds)
