@@ -577,7 +577,9 @@ class LevenbergMarquardt(AbstractSolver):
         else:
             r_new = self._fun(prob, x_new, args)
         cost_new = 0.5 * vdot(r_new, r_new)
-        cost_new = jnp.where(jnp.isfinite(cost_new) & ~accel_bad, cost_new, jnp.inf)
+        # a trial whose acceleration was refused is the plain LM step (evaluated all the
+        # same): it stands or falls on its own cost
+        cost_new = jnp.where(jnp.isfinite(cost_new), cost_new, jnp.inf)
         if st.jac is not None:
             lin = st.r + j_vec(st.jac, step)
             predicted = st.cost - 0.5 * vdot(lin, lin)
@@ -785,6 +787,10 @@ class LevenbergMarquardt(AbstractSolver):
             waiting = jnp.asarray(False)
         lam_keep = jnp.where(resolving, lam_first,
                              jnp.where(is_retry & (not two), lam / dec, lam))
+        if fused:
+            # the fused path's internal run steps on a fresh exact J each time: a success
+            # lowers λ as a first trial's does (Marquardt's rule) instead of keeping it
+            lam_keep = jnp.where(is_run, lam / dec, lam_keep)
         good = best.cost <= st.cost
 
         counted = eqx.tree_at(
@@ -810,6 +816,11 @@ class LevenbergMarquardt(AbstractSolver):
                               tries < self.max_damping_retries) & ~self._hopeless(new, tries, t))
         go_retry = ~good & retry_ok & (resolving | is_retry)
         go_run = good & jnp.where(is_run, run_steps < internal, internal > 0)
+        if fused and t["xtol"] is not None:
+            # the fused path has the exact J at every accepted point: an internal run stops
+            # as soon as the Gauss-Newton step there passes the xtol test (the iteration's
+            # end then reports XTOL) instead of stepping on at the rounding floor
+            go_run = go_run & ~(take & self._gauss_newton_small(prob, new, t))
         go = waiting | go_retry | go_run
         next_phase = jnp.where(waiting, SECOND, jnp.where(go_retry, RETRY, RUN)).astype(jnp.int32)
         lam_try = jnp.where(resolving, st.damping, jnp.where(is_retry, lam, st.lam_try))
