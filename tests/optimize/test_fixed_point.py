@@ -216,6 +216,12 @@ def test_bad_input_is_refused():
         fixed_point(lambda x: jnp.concatenate([x, x]), jnp.zeros(2))
     with pytest.raises(ValueError, match="pair"):
         fixed_point(jnp.cos, 1.0, objective=True)
+    with pytest.raises(ValueError, match="triple"):
+        fixed_point(lambda x: (jnp.cos(x), x), 1.0, objective=True, has_aux=True)
+    with pytest.raises(ValueError, match="monotone needs an objective"):
+        fixed_point(jnp.cos, 1.0, accelerate="squarem", monotone="increase")
+    with pytest.raises(ValueError, match="history"):
+        fixed_point(jnp.cos, 1.0, history=-1)
 
 
 def test_implicit_gradient_of_a_fixed_point_matches_central_differences():
@@ -240,3 +246,101 @@ def test_implicit_gradient_of_a_fixed_point_matches_central_differences():
     # the value is the fixed point itself, also under jit
     x = jax.jit(solve)(theta, s)
     np.testing.assert_allclose(T(x, theta, s), x, atol=1e-12)
+
+
+# ---- the channels EM needs: aux, history, traced tolerances, monotone SQUAREM ----------------
+
+def _em_step_aux(p, y):
+    """The EM step with the component sizes n_k at the input parameters as aux."""
+    lc = _log_components(p, y)
+    r = jnp.exp(lc - jax.scipy.special.logsumexp(lc, axis=1)[:, None])
+    new, ll = _em_step(p, y)
+    return new, ll, {"nk": r.sum(0), "step": jnp.asarray(1, jnp.int32)}
+
+
+def test_aux_history_and_monotone_squarem_on_em():
+    y = jnp.asarray(_gmm_data())
+    p0 = {"logit": jnp.asarray(0.0), "mu": jnp.array([-0.5, 0.5]), "var": jnp.array([1.0, 1.0])}
+    res = fixed_point(_em_step_aux, p0, args=(y,), objective=True, has_aux=True, history=300,
+                      ftol=1e-13, xtol=0.0, xatol=0.0, maxiter=300, accelerate="squarem",
+                      monotone="increase")
+    nit = int(res.nit)
+    assert int(res.status) == Status.FTOL and 0 < nit < 300
+    assert int(res.extra["accelerated"]) > 0
+    # the same maximum as scipy's direct MLE (test_em_gaussian_mixture_matches_scipy_mle)
+    ref = _scipy_gmm_mle(np.asarray(y), [0.0, -0.5, 0.5, 0.0, 0.0])
+    assert abs(float(res.fun) + ref.fun) <= 1e-8 * abs(ref.fun)
+    # history: the objective at x_0 .. x_nit, monotone although extrapolated; NaN after
+    history = np.asarray(res.extra["history"])
+    assert history.shape == (301,) and np.all(np.isnan(history[nit + 1:]))
+    assert history[0] == pytest.approx(float(_em_step(p0, y)[1]), rel=1e-14)
+    assert history[nit] == float(res.fun) and history[nit - 1] == float(res.extra["fun_prev"])
+    assert np.all(np.diff(history[: nit + 1]) >= -1e-12 * np.abs(history[1: nit + 1]))
+    # aux is that of the evaluation at res.x: n_k there, recomputed in closed form
+    lc = _log_components(res.x, y)
+    nk = np.exp(lc - jax.scipy.special.logsumexp(lc, axis=1)[:, None]).sum(0)
+    np.testing.assert_allclose(res.extra["aux"]["nk"], nk, rtol=1e-12)
+    aux_h = res.extra["aux_history"]
+    assert aux_h["nk"].shape == (301, 2) and aux_h["step"].dtype == jnp.int32
+    np.testing.assert_array_equal(aux_h["nk"][nit], res.extra["aux"]["nk"])
+    np.testing.assert_array_equal(aux_h["step"], (np.arange(301) <= nit).astype(np.int32))
+    np.testing.assert_allclose(np.sum(aux_h["nk"][: nit + 1], axis=1), y.shape[0], rtol=1e-12)
+
+
+def test_traced_tolerances_share_one_program():
+    # FixedPoint's tolerances and maxiter as 0-d arrays: one trace for any values
+    traces = []
+
+    def T(x, a):
+        return jnp.cos(a * x), jnp.sum(x ** 2)
+
+    fn = make_fixed_point_fn(T, lambda v: v, objective=True)
+
+    @jax.jit
+    def run(ftol, maxiter):
+        traces.append(1)
+        solver = FixedPoint(xtol=0.0, xatol=0.0, ftol=ftol, fatol=0.0, maxiter=maxiter,
+                            use_objective=True, history_size=50)
+        return iterate(solver, fn, jnp.array([1.0]), (0.9,))
+
+    loose, tight, capped = (run(jnp.asarray(f), jnp.asarray(m, jnp.int32))
+                            for f, m in ((1e-3, 100), (1e-10, 100), (0.0, 4)))
+    assert len(traces) == 1
+    root = so.brentq(lambda x: np.cos(0.9 * x) - x, 0.0, 2.0, xtol=1e-15)
+    assert int(loose.status) == int(tight.status) == Status.FTOL
+    assert int(loose.nit) < int(tight.nit)
+    assert abs(float(tight.x[0]) - root) <= 1e-6
+    assert int(capped.status) == Status.MAX_ITER and int(capped.nit) == 4
+    np.testing.assert_allclose(capped.extra["history"][:5],
+                               [x ** 2 for x in _cos_iterates(1.0, 0.9, 5)], rtol=1e-14)
+    with pytest.raises(ValueError, match="monotone needs an objective"):
+        FixedPoint(accelerate="squarem", monotone="increase")
+
+
+def _cos_iterates(x, a, n):
+    out = [x]
+    for _ in range(n - 1):
+        out.append(np.cos(a * out[-1]))
+    return out
+
+
+@pytest.mark.parametrize("accelerate", [None, "squarem"])
+def test_start_in_step_gives_the_same_run(accelerate):
+    # the evaluation at x0 moved into the first step: same iterates, counts and history
+    fn = make_fixed_point_fn(lambda x, a: (jnp.cos(a * x), jnp.sum(x ** 2)), lambda v: v,
+                             objective=True)
+    runs = []
+    for lazy in (False, True):
+        solver = FixedPoint(xtol=1e-12, xatol=1e-12, ftol=0.0, maxiter=200, use_objective=True,
+                            accelerate=accelerate, history_size=200, start_in_step=lazy)
+        seen = []
+        res = jax.jit(lambda: iterate(solver, fn, jnp.array([1.0]), (0.9,),
+                                      callback=lambda p: seen.append(int(p.nit))))()
+        jax.block_until_ready(res)
+        runs.append((res, seen))
+    (eager, seen_eager), (lazy, seen_lazy) = runs
+    assert int(eager.status) == int(lazy.status) == Status.XTOL
+    assert int(eager.nit) == int(lazy.nit) and int(eager.nfev) == int(lazy.nfev)
+    assert float(lazy.x[0]) == float(eager.x[0])
+    np.testing.assert_array_equal(lazy.extra["history"], eager.extra["history"])
+    assert seen_lazy == [0] + seen_eager
