@@ -58,10 +58,14 @@ def log_joint(thetas, coefs, spec: ModelSpec, data: MixtureData):
     return jnp.where(data.valid[:, None], log_coef + log_lik, 0.0)
 
 
+def _loglik_from_joint(lj, data: MixtureData):
+    per_patient = logsumexp(lj, axis=1)
+    return jnp.sum(jnp.where(data.valid, per_patient, 0.0))
+
+
 def incomplete_loglik(thetas, coefs, spec: ModelSpec, data: MixtureData):
     """Scalar ``sum_i log sum_k coefs[k, g_i] L_ik`` over patients with a time prior."""
-    per_patient = logsumexp(log_joint(thetas, coefs, spec, data), axis=1)
-    return jnp.sum(jnp.where(data.valid, per_patient, 0.0))
+    return _loglik_from_joint(log_joint(thetas, coefs, spec, data), data)
 
 
 def zero_and_renormalize(values, axis: int):
@@ -71,13 +75,23 @@ def zero_and_renormalize(values, axis: int):
     return values / jnp.sum(values, axis=axis, keepdims=True)
 
 
-def responsibilities(thetas, coefs, spec: ModelSpec, data: MixtureData):
-    """E-step: ``(P, K)`` ``r_ik`` proportional to ``coefs[k, g_i] L_ik`` (zeroing as
-    lymixture); rows of patients without a time prior are 0."""
-    lj = log_joint(thetas, coefs, spec, data)
+def _resp_from_joint(lj, data: MixtureData):
     r = jnp.exp(lj - logsumexp(lj, axis=1, keepdims=True))
     r = zero_and_renormalize(r, axis=1)
     return jnp.where(data.valid[:, None], r, 0.0)
+
+
+def responsibilities(thetas, coefs, spec: ModelSpec, data: MixtureData):
+    """E-step: ``(P, K)`` ``r_ik`` proportional to ``coefs[k, g_i] L_ik`` (zeroing as
+    lymixture); rows of patients without a time prior are 0."""
+    return _resp_from_joint(log_joint(thetas, coefs, spec, data), data)
+
+
+def e_step(thetas, coefs, spec: ModelSpec, data: MixtureData):
+    """``(incomplete_loglik, responsibilities)`` at ``(thetas, coefs)`` from one evaluation
+    of the component likelihoods."""
+    lj = log_joint(thetas, coefs, spec, data)
+    return _loglik_from_joint(lj, data), _resp_from_joint(lj, data)
 
 
 def xlogy_safe(r, log_value):
@@ -109,5 +123,5 @@ def component_objective(theta, weights, spec: ModelSpec, diagnosis, t_index):
 
 
 __all__ = ["MixtureData", "component_likelihoods", "log_joint", "incomplete_loglik",
-           "responsibilities", "complete_loglik", "infer_coefs", "component_objective",
+           "responsibilities", "e_step", "complete_loglik", "infer_coefs", "component_objective",
            "zero_and_renormalize", "ZERO_ATOL"]

@@ -93,6 +93,12 @@ def test_em_reaches_lymixture_loglik_from_the_same_start(small_fit):
     ll = float(result.extra["loglik"])
     assert ll >= fx["em"]["loglik"] - 1e-3
     assert model.incomplete_data_likelihood() == pytest.approx(ll, rel=1e-12)
+    # FixedPoint's channels: the inner L-BFGS-B fits of every M-step passed a convergence
+    # test, and each step evaluated the EM map once (plus the start)
+    assert int(result.extra["inner_failures"]) == 0
+    assert result.extra["inner_status"].shape == (2,)
+    assert np.all(np.asarray(result.extra["inner_status"]) < 20)
+    assert int(result.nfev) == int(result.nit) + 1
 
 
 def test_em_history_is_monotone_and_callback_sees_every_step(small_fit):
