@@ -123,15 +123,17 @@ def wolfe_line_search(
         fa, ga = value_and_grad_at(xa)
         da = jnp.vdot(ga, direction)
         finite = jnp.isfinite(fa) & jnp.isfinite(da)
+        # f = -inf: the objective is unbounded below along the direction; take the point
+        unbounded = fa == -jnp.inf
         # Armijo fails (or no decrease w.r.t. the best point so far): a becomes the upper end.
-        too_high = (~finite) | (fa > f0 + c1 * a * d0) | (fa >= s.lo_f)
+        too_high = ((~finite) & ~unbounded) | (fa > f0 + c1 * a * d0) | (fa >= s.lo_f)
         curvature_ok = jnp.abs(da) <= -c2 * d0
         # Approximate Wolfe (Hager & Zhang 2005): at the rounding floor of f, accept a point
         # whose f is within rounding of f0 and whose slope has shrunk, so that gradients can
         # still be driven far below sqrt(eps).
         noise = 10.0 * eps * jnp.abs(f0)
         approx = finite & (fa <= f0 + noise) & (da >= c2 * d0) & (da <= (2.0 * c1 - 1.0) * d0)
-        accept = ((~too_high) & curvature_ok) | approx
+        accept = ((~too_high) & curvature_ok) | approx | unbounded
         too_high = too_high & ~accept
         # Derivative points back towards lo: the old lo becomes hi, a becomes lo.
         flip = (~too_high) & (~curvature_ok) & jnp.where(
@@ -272,13 +274,15 @@ class _MTState(NamedTuple):
 def more_thuente_line_search(value_and_grad_at: Callable, x, f0, g0, direction, alpha_init,
                              alpha_max, ftol: float = 1e-3, gtol: float = 0.9,
                              xtol: float = 0.1, maxls: int = 20,
-                             project: Callable = None) -> LineSearchResult:
+                             project: Callable = None, stpmin: float = 0.0) -> LineSearchResult:
     """Moré & Thuente's line search (MINPACK-2 ``dcsrch``, scipy L-BFGS-B's constants by
     default): a step in ``[0, alpha_max]`` with sufficient decrease (``ftol``) and the strong
     curvature condition (``gtol``), or one of dcsrch's warnings (rounding errors prevent
     progress, interval below ``xtol``, the step at ``alpha_max``), all ``converged=True``
     with the last trial returned, as scipy does. ``success`` additionally requires the trial
-    to be no higher than ``f0``. Arguments as :func:`wolfe_line_search`."""
+    to be no higher than ``f0``. A trial with ``f = -inf`` (unbounded below) ends the search
+    as a Wolfe point. ``stpmin`` is dcsrch's smallest step (0 for L-BFGS-B, scipy's 1e-8 for
+    BFGS). Other arguments as :func:`wolfe_line_search`."""
     dtype = x.dtype
     ginit = jnp.vdot(g0, direction)
     gtest = ftol * ginit
@@ -310,6 +314,7 @@ def more_thuente_line_search(value_and_grad_at: Callable, x, f0, g0, direction, 
         stp = s.stp
         da = jnp.vdot(s.g, direction)
         finite = jnp.isfinite(s.f) & jnp.isfinite(da)
+        unbounded = s.f == -jnp.inf
         fa_s = jnp.where(finite, s.f, jnp.asarray(jnp.finfo(dtype).max, dtype))
         da_s = jnp.where(finite, da, -ginit)
         ftest = f0 + stp * gtest
@@ -317,9 +322,9 @@ def more_thuente_line_search(value_and_grad_at: Callable, x, f0, g0, direction, 
         warn = ((s.brackt & ((stp <= s.stmin) | (stp >= s.stmax)))
                 | (s.brackt & (s.stmax - s.stmin <= xtol * s.stmax))
                 | ((stp == stpmax) & (fa_s <= ftest) & (da_s <= gtest))
-                | ((stp == 0) & ((fa_s > ftest) | (da_s >= gtest))))
-        conv = (fa_s <= ftest) & (jnp.abs(da_s) <= gtol * (-ginit)) & finite
-        return fa_s, da_s, ftest, stage2, conv, (warn | conv) & finite
+                | ((stp == stpmin) & ((fa_s > ftest) | (da_s >= gtest))))
+        conv = ((fa_s <= ftest) & (jnp.abs(da_s) <= gtol * (-ginit)) & finite) | unbounded
+        return fa_s, da_s, ftest, stage2, conv, ((warn | conv) & finite) | unbounded
 
     def update(s):
         """dcstep's next trial and interval after a trial that did not end the search."""
@@ -339,7 +344,7 @@ def more_thuente_line_search(value_and_grad_at: Callable, x, f0, g0, direction, 
         width = jnp.where(brackt, jnp.abs(sty - stx), s.width)
         stmin = jnp.where(brackt, jnp.minimum(stx, sty), nstp + 1.1 * (nstp - stx))
         stmax = jnp.where(brackt, jnp.maximum(stx, sty), nstp + 4.0 * (nstp - stx))
-        nstp = jnp.clip(nstp, 0.0, stpmax)
+        nstp = jnp.clip(nstp, stpmin, stpmax)
         stuck = brackt & ((nstp <= stmin) | (nstp >= stmax) | (stmax - stmin <= xtol * stmax))
         nstp = jnp.where(stuck, stx, nstp)
         return s._replace(stp=nstp, brackt=brackt, stage2=stage2, stx=stx, fx=fx, gx=gx,
@@ -360,3 +365,28 @@ def more_thuente_line_search(value_and_grad_at: Callable, x, f0, g0, direction, 
     success = done & (s.f <= f0) & (s.stp > 0)
     return LineSearchResult(alpha=s.stp, x=s.x, f=s.f, g=s.g, nfev=s.nfev, success=success,
                             wolfe=conv & success, converged=done)
+
+
+def scipy_wolfe12(value_and_grad_at: Callable, x, f0, g0, direction, alpha_init,
+                  c1: float = 1e-4, c2: float = 0.9, maxls: int = 30, amin: float = 1e-100,
+                  amax: float = 1e100) -> LineSearchResult:
+    """scipy's line search for BFGS (``_line_search_wolfe12``): Moré–Thuente (dcsrch with
+    ``xtol=1e-14``, steps in ``[amin, amax]``, at most 100 evaluations) taken only when it
+    converges to a strong-Wolfe point; otherwise the bracketing / zoom search
+    (:func:`wolfe_line_search`, ``maxls`` evaluations, steps up to ``amax``) from the same
+    point, the evaluations of both counted. ``c1`` shapes the Moré–Thuente trials (through
+    its modified function), not only the acceptance test. ``amin`` / ``amax`` default to
+    BFGS's (1e-100, 1e100; ``amax`` capped at the dtype's largest number). Arguments as
+    :func:`wolfe_line_search`."""
+    dtype = x.dtype
+    big = min(float(amax), float(jnp.finfo(dtype).max))
+    mt = more_thuente_line_search(value_and_grad_at, x, f0, g0, direction, alpha_init,
+                                  jnp.asarray(big, dtype), ftol=c1, gtol=c2, xtol=1e-14,
+                                  maxls=100, stpmin=amin)
+
+    def fallback():
+        nw = wolfe_line_search(value_and_grad_at, x, f0, g0, direction, alpha_init,
+                               jnp.asarray(big, dtype), c1=c1, c2=c2, maxls=maxls)
+        return nw._replace(nfev=nw.nfev + mt.nfev)
+
+    return lax.cond(mt.wolfe, lambda: mt, fallback)

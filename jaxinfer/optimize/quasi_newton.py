@@ -69,7 +69,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxinfer.optimize._iterate import AbstractSolver, Progress, all_finite, first_status
-from jaxinfer.optimize.line_search import more_thuente_line_search, wolfe_line_search
+from jaxinfer.optimize.line_search import more_thuente_line_search, scipy_wolfe12
 from jaxinfer.optimize.result import OptimizeResult, Status
 
 SCIPY_FTOL = 2.2204460492503131e-09  # scipy's default factr * eps(float64) = 1e7 * 2.2e-16
@@ -559,9 +559,10 @@ class BFGS(AbstractSolver):
         # scipy's first trial step: 1.01 * 2 (f - f_prev) / phi'(0), capped at 1
         guess = 1.01 * 2.0 * (state.f - state.f_prev) / dphi0
         alpha0 = jnp.where(jnp.isfinite(guess) & (guess > 0), jnp.minimum(1.0, guess), 1.0)
-        ls = wolfe_line_search(lambda z: fn(z, args), x, state.f, g, p, alpha0.astype(dtype),
-                               _BIG_STEP, c1=self.c1, c2=self.c2, maxls=self.maxls)
-        ok = ls.success & (ls.f <= state.f) & all_finite(ls.f, ls.g)
+        ls = scipy_wolfe12(lambda z: fn(z, args), x, state.f, g, p, alpha0.astype(dtype),
+                           c1=self.c1, c2=self.c2, maxls=self.maxls)
+        # f = -inf is taken (the objective is unbounded below: NONFINITE stops the run there)
+        ok = ls.success & (ls.f <= state.f) & (all_finite(ls.f, ls.g) | (ls.f == -jnp.inf))
         s = ls.x - x
         y = ls.g - g
         sy = jnp.vdot(s, y)

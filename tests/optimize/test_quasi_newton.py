@@ -125,6 +125,37 @@ def test_already_optimal_and_nonfinite():
     assert int(res.reason) == Status.NONFINITE and not bool(res.success)
 
 
+def test_bfgs_takes_scipys_line_search_steps_and_c1_counts():
+    # BFGS searches like scipy's (Moré–Thuente first, then bracketing/zoom): from scipy's
+    # test start its iterates are scipy's; c1 shapes the trials, so a small c1 costs more
+    # evaluations on a far start (scipy gh-18977: 222 vs 124 evaluations)
+    runs = {}
+    for c1 in (1e-8, 0.1):
+        for x0 in ([1.3, 0.7, 0.8, 1.9, 1.2], [10.3, 20.7, 10.8, 1.9, -1.2]):
+            ours, ref = [], []
+            res = minimize(rosen, jnp.asarray(x0), method="BFGS", options={"c1": c1},
+                           callback=lambda xk: ours.append(np.array(xk)))
+            sp = so.minimize(so.rosen, x0, jac=so.rosen_der, method="BFGS",
+                             options={"c1": c1}, callback=lambda xk: ref.append(np.array(xk)))
+            assert res.success is True and sp.success is True
+            runs[c1, x0[0]] = (res.nfev, sp.nfev)
+            if x0[0] == 1.3:
+                assert (res.nit, res.nfev) == (sp.nit, sp.nfev)
+                np.testing.assert_allclose(np.array(ours), np.array(ref), atol=1e-10)
+            else:  # rounding separates the long runs after a few iterations
+                assert abs(res.nfev - sp.nfev) <= 0.05 * sp.nfev
+            np.testing.assert_allclose(res.x, sp.x, atol=1e-6)
+    assert runs[1e-8, 10.3][0] > 1.5 * runs[0.1, 10.3][0]
+
+
+def test_bfgs_unbounded_below_ends_at_minus_inf():
+    # -e^(-x) decreases without bound: the search takes the step where f = -inf (scipy too)
+    res = minimize(lambda x: -jnp.exp(-x[0]), jnp.zeros(1), method="BFGS")
+    ref = so.minimize(lambda x: -np.exp(-x[0]), [0.0], jac=lambda x: np.exp(-x), method="BFGS")
+    assert res.fun == -np.inf and ref.fun == -np.inf
+    assert res.success is False and int(res.reason) == Status.NONFINITE
+
+
 def test_bfgs_hess_inv_on_quadratic():
     """On a quadratic, BFGS's inverse-Hessian estimate approaches the true inverse."""
     A = jnp.array([[3.0, 0.5, 0.0], [0.5, 2.0, 0.3], [0.0, 0.3, 1.0]])
