@@ -36,6 +36,7 @@ from typing import Any, Callable, Optional
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import jax.scipy.linalg  # noqa: F401  (lu_factor / lu_solve)
 import numpy as np
 from jax import lax
 
@@ -62,6 +63,7 @@ class QPSolution(eqx.Module):
     nit: jnp.ndarray
     residual: jnp.ndarray
     gap: jnp.ndarray
+    active: Any = None   # (m_in,) bool: rows the step ends on exactly (see refine_active_set)
 
 
 def solve_qp(B, g, E, h, G, c, *, maxiter: int = 100, tol: Optional[float] = None) -> QPSolution:
@@ -148,7 +150,89 @@ def solve_qp(B, g, E, h, G, c, *, maxiter: int = 100, tol: Optional[float] = Non
     converged = converged | ((res <= np.sqrt(eps)) & (mu <= np.sqrt(eps) * scale)
                              & all_finite(d, y, s, z))
     return QPSolution(d=d, y=y, z=jnp.maximum(z, 0.0), converged=converged, nit=k,
-                       residual=res, gap=mu)
+                       residual=res, gap=mu, active=jnp.zeros((mi,), bool))
+
+
+def refine_active_set(B, g, E, h, G, c, sol: QPSolution) -> QPSolution:
+    """The interior point's solution made exact on its active set (a crossover).
+
+    The interior point stops ~sqrt(tol) inside a row whose multiplier is zero at the
+    solution (degenerate), and ~tol / z inside the others. The rows it leaves active are
+    taken as equalities and the equality-constrained QP is solved by one KKT system, so the
+    step lands exactly on them. Two active sets are tried: slack ``s_i <= max(z_i, 10
+    sqrt(tol))`` (degenerate rows counted active), then ``s_i <= z_i``. The first that is a
+    KKT point of the QP (equalities met, active multipliers >= -sqrt(eps), inactive rows
+    feasible to 100 eps, all relative to the data scale) is kept; if neither is, ``sol`` is
+    returned unchanged. ``active`` marks the rows the returned step ends on. Shapes as
+    :func:`solve_qp` (``tol`` its default, 100 eps).
+    """
+    n, me, mi = g.shape[0], h.shape[0], c.shape[0]
+    dtype = g.dtype
+    eps = float(np.finfo(dtype).eps)
+    reg = eps ** 0.75
+    scale = 1.0 + jnp.maximum(jnp.max(jnp.abs(g), initial=0.0),
+                              jnp.maximum(jnp.max(jnp.abs(h), initial=0.0),
+                                          jnp.max(jnp.abs(c), initial=0.0)))
+    s_ip = G @ sol.d + c
+
+    def on(active):
+        a = active.astype(dtype)
+        K = jnp.block([
+            [B, -E.T, -(G.T * a)],
+            [E, jnp.zeros((me, me), dtype), jnp.zeros((me, mi), dtype)],
+            [G * a[:, None], jnp.zeros((mi, me), dtype), jnp.diag(1.0 - a)]])
+        rhs = jnp.concatenate([-g, -h, -a * c])
+        # regularised for dependent active rows, then one step of iterative refinement on
+        # the exact system so that the active rows hold to rounding
+        lu = jax.scipy.linalg.lu_factor(K - reg * jnp.diag(jnp.concatenate(
+            [jnp.zeros((n,), dtype), jnp.ones((me,), dtype), a])))
+        sol_k = jax.scipy.linalg.lu_solve(lu, rhs)
+        sol_k = sol_k + jax.scipy.linalg.lu_solve(lu, rhs - K @ sol_k)
+        d, y, z = sol_k[:n], sol_k[n:n + me], sol_k[n + me:]
+        ok = (all_finite(d, y, z) & sol.converged
+              & (jnp.max(jnp.abs(E @ d + h), initial=0.0) <= 100.0 * eps * scale)
+              & jnp.all(jnp.where(active, z >= -np.sqrt(eps) * scale,
+                                  G @ d + c >= -100.0 * eps * scale)))
+        return d, y, jnp.maximum(z, 0.0) * a, ok
+
+    wide = (s_ip <= sol.z) | (s_ip <= 10.0 * np.sqrt(100.0 * eps) * jnp.sqrt(scale))
+    narrow = s_ip <= sol.z
+    d1, y1, z1, ok1 = on(wide)
+    d2, y2, z2, ok2 = on(narrow)
+
+    def pick(v1, v2, v0):
+        return jnp.where(ok1, v1, jnp.where(ok2, v2, v0))
+
+    return QPSolution(d=pick(d1, d2, sol.d), y=pick(y1, y2, sol.y), z=pick(z1, z2, sol.z),
+                      converged=sol.converged, nit=sol.nit, residual=sol.residual,
+                      gap=sol.gap, active=pick(wide, narrow, jnp.zeros_like(wide)))
+
+
+def solve_qp_elastic(B, g, E, h, G, c, *, maxiter: int = 100) -> QPSolution:
+    """The QP of :func:`solve_qp`, relaxed where its linearised constraints are inconsistent.
+
+    Solves ``min g.d + 1/2 d'Bd + 1/2 rho xi^2`` over ``(d, xi)``, ``0 <= xi <= 1``, s.t.
+    ``E d + (1 - xi) h = 0`` and ``G_i d + (1 - xi) c_i >= 0`` for the violated rows
+    (``c_i < 0``; the others unrelaxed), ``rho = 1e6 max(1, |g|, |B|)``: with ``xi = 1``
+    the step keeps the linearised constraints' values and only reduces the objective, so
+    some relaxation is always feasible (Powell's remedy, as in Kraft's SLSQP). Returns the
+    solution for ``d`` with the multipliers of the original rows.
+    """
+    n, me, mi = g.shape[0], h.shape[0], c.shape[0]
+    dtype = g.dtype
+    rho = 1e6 * jnp.maximum(1.0, jnp.maximum(jnp.max(jnp.abs(g), initial=0.0),
+                                             jnp.max(jnp.abs(B), initial=0.0)))
+    B_e = jnp.block([[B, jnp.zeros((n, 1), dtype)], [jnp.zeros((1, n), dtype), rho[None, None]]])
+    g_e = jnp.concatenate([g, jnp.zeros((1,), dtype)])
+    E_e = jnp.concatenate([E, -h[:, None]], axis=1)
+    relax = jnp.where(c < 0, -c, 0.0)[:, None]
+    unit = jnp.concatenate([jnp.zeros((2, n), dtype), jnp.array([[1.0], [-1.0]], dtype)], 1)
+    G_e = jnp.concatenate([jnp.concatenate([G, relax], axis=1), unit])
+    c_e = jnp.concatenate([c, jnp.array([0.0, 1.0], dtype)])
+    sol = solve_qp(B_e, g_e, E_e, h, G_e, c_e, maxiter=maxiter)
+    return QPSolution(d=sol.d[:n], y=sol.y, z=sol.z[:mi], converged=sol.converged,
+                      nit=sol.nit, residual=sol.residual, gap=sol.gap,
+                      active=jnp.zeros((mi,), bool))
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,6 +334,10 @@ class SQP(AbstractSolver):
         c_all = jnp.concatenate([c, jnp.where(has_lb, x - jnp.where(has_lb, lb, 0.0), 1.0),
                                  jnp.where(has_ub, jnp.where(has_ub, ub, 0.0) - x, 1.0)])
         sol = solve_qp(B, g, E, h, G_all, c_all, maxiter=self.qp_maxiter)
+        # inconsistent linearisation: the relaxed (elastic) QP instead
+        sol = lax.cond(sol.converged, lambda: sol, lambda: solve_qp_elastic(
+            B, g, E, h, G_all, c_all, maxiter=self.qp_maxiter))
+        sol = refine_active_set(B, g, E, h, G_all, c_all, sol)
         m = c.shape[0]
         z = sol.z
         return sol, z[:m], z[m:m + n] * has_lb, z[m + n:] * has_ub
@@ -332,6 +420,12 @@ class SQP(AbstractSolver):
         one = jnp.ones((), s.x.dtype)
         alpha, _, k = lax.while_loop(ls_cond, ls_body, (one, trial(one), jnp.zeros((), jnp.int32)))
         x = jnp.clip(s.x + alpha * d, lb, ub)
+        # a full step ends exactly on the bounds the QP's active set holds
+        n = x.shape[0]
+        m = s.c.shape[0]
+        full = (alpha == 1.0) & sol.converged
+        x = jnp.where(full & sol.active[m:m + n], lb, x)
+        x = jnp.where(full & sol.active[m + n:], ub, x)
         f, g, h, c, E, G = self._evaluate(fn, x, args)
 
         # damped BFGS on the Lagrangian gradient (multipliers of the QP just solved; the
@@ -386,4 +480,4 @@ class SQP(AbstractSolver):
         return Progress(nit=s.nit, fun=s.f, x=s.x)
 
 
-__all__ = ["SQP", "SQPState", "QPSolution", "solve_qp"]
+__all__ = ["SQP", "SQPState", "QPSolution", "solve_qp", "solve_qp_elastic", "refine_active_set"]

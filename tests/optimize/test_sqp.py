@@ -9,7 +9,7 @@ import scipy.optimize as so
 
 from jaxinfer.optimize import Status
 from jaxinfer.optimize._iterate import iterate
-from jaxinfer.optimize.sqp import SQP, solve_qp
+from jaxinfer.optimize.sqp import SQP, refine_active_set, solve_qp
 
 
 def solve(fun, x0, *, eq=None, ineq=None, lower=None, upper=None, **settings):
@@ -185,3 +185,48 @@ def test_float32_hs71_right_or_refused():
     np.testing.assert_allclose(res.fun, p["f_star"], rtol=1e-5)
     np.testing.assert_allclose(res.x, p["x_star"], atol=5e-3)
     assert violation(res, p["eq"], p["ineq"]) <= 1e-3
+
+
+def test_inconsistent_linearisation_is_relaxed():
+    """At x0 = (0, 1) the linearised x0^2 >= 1 reads -1 >= 0: the QP is relaxed (elastic)
+    and the run goes on to the solution (1, 1), in scipy's 3 iterations."""
+    fun = lambda x: x[0] ** 2 + x[1] ** 2  # noqa: E731
+    eq = lambda x: jnp.atleast_1d(x[0] + x[1] - 2.0)  # noqa: E731
+    ineq = lambda x: jnp.atleast_1d(x[0] ** 2 - 1.0)  # noqa: E731
+    res = solve(fun, jnp.array([0.0, 1.0]), eq=eq, ineq=ineq, lower=0.0)
+    ref = so.minimize(lambda x: x[0] ** 2 + x[1] ** 2, [0.0, 1.0], method="SLSQP",
+                      bounds=[(0, None)] * 2,
+                      constraints=[{"type": "eq", "fun": lambda x: x[0] + x[1] - 2},
+                                   {"type": "ineq", "fun": lambda x: x[0] ** 2 - 1}])
+    assert int(res.status) == Status.CONSTRAINED_OK and ref.success, res.message
+    np.testing.assert_allclose(res.x, [1.0, 1.0], atol=1e-10)
+    np.testing.assert_allclose(res.x, ref.x, atol=1e-8)
+    assert violation(res, eq, ineq) <= 1e-10 and int(res.nit) <= ref.nit
+
+
+def test_active_bound_with_zero_multiplier_is_met_exactly():
+    """min |x|^2 over x0 >= 1, x1 >= 0: x1's bound is active with a zero multiplier (the
+    interior point alone stops ~1e-7 inside it); the step lands on it exactly, as scipy's."""
+    res = solve(lambda x: x @ x, jnp.zeros(2), lower=jnp.array([1.0, 0.0]))
+    ref = so.minimize(lambda x: x @ x, [0.0, 0.0], method="SLSQP",
+                      bounds=so.Bounds([1, 0], [np.inf, np.inf]))
+    assert int(res.status) == Status.CONSTRAINED_OK
+    np.testing.assert_array_equal(np.asarray(res.x), [1.0, 0.0])
+    np.testing.assert_array_equal(np.asarray(res.x), ref.x)
+    assert int(res.nit) == ref.nit == 1
+
+
+def test_refine_active_set_makes_the_qp_step_exact():
+    """A degenerate QP (active row, zero multiplier): the interior point's step misses the
+    row by ~1e-7; the refined one is the closed form d = (-c0/2, c0/2) with z = 0."""
+    B = jnp.array([[3.0, 1.0], [1.0, 2.0]])
+    g, E, h = jnp.array([2.0, 2.0]), jnp.array([[1.0, 1.0]]), jnp.zeros(1)
+    G = jnp.array([[2.0, 0.0], [1.0, 0.0]])
+    c = jnp.array([1e-13, 1.0])
+    sol = solve_qp(B, g, E, h, G, c)
+    assert float(jnp.abs(sol.d[0])) > 1e-9
+    ref = refine_active_set(B, g, E, h, G, c, sol)
+    np.testing.assert_allclose(ref.d, [-0.5e-13, 0.5e-13], rtol=1e-6, atol=1e-20)
+    np.testing.assert_allclose(ref.z, 0.0, atol=1e-14)
+    np.testing.assert_allclose(ref.y, [2.0], rtol=1e-12)
+    np.testing.assert_array_equal(np.asarray(ref.active), [True, False])
