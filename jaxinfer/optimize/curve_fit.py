@@ -71,7 +71,7 @@ class _FitStatic(NamedTuple):
     bounded: bool
     method: str              # 'lm' | 'trf' | 'dogbox' (pcov rule, ier convention)
     full_output: bool        # also fjac / ipvt / qtf
-    solver: Any              # the LM settings' static half (split_settings); numbers traced
+    solver: Any              # _Hashed(the LM settings' static half); numbers traced
     loss: tuple              # (loss name, f_scale)
     callback: Any            # PROGRESS_SINK / the traced user callback / None
     differentiable: bool     # inside a user's transformation: attach implicit derivatives
@@ -113,8 +113,26 @@ def _omit_nan(xdata, ydata, sigma):
     return xdata, ydata, sigma
 
 
+_SIGNATURES: dict = {}   # model function -> _n_required's answer (a loop asks it each call)
+
+
 def _n_required(f):
     """(required, total) positional parameters of f after xdata, or None if unknown."""
+    try:
+        return _SIGNATURES[f]
+    except (KeyError, TypeError):
+        pass
+    counts = _count_parameters(f)
+    try:
+        if len(_SIGNATURES) >= 256:
+            _SIGNATURES.clear()
+        _SIGNATURES[f] = counts
+    except TypeError:   # an unhashable callable: asked anew each time
+        pass
+    return counts
+
+
+def _count_parameters(f):
     try:
         params = list(inspect.signature(f).parameters.values())[1:]
     except (TypeError, ValueError, IndexError):
@@ -378,9 +396,28 @@ _LM_KEYWORDS = frozenset(_LM_DEFAULTS)
 _SETTINGS: dict = {}   # options -> (static, dynamic) halves of the LM settings
 
 
+class _Hashed:
+    """A settings Module in the compile key with its hash computed once: hashing an equinox
+    Module walks all its fields, and the key is hashed on every call of a fitting loop."""
+
+    __slots__ = ("value", "_hash")
+
+    def __init__(self, value):
+        self.value = value
+        self._hash = hash(value)
+
+    def __hash__(self):
+        return self._hash
+
+    def __eq__(self, other):
+        return self is other or (isinstance(other, _Hashed) and self._hash == other._hash
+                                 and self.value == other.value)
+
+
 def _settings(options):
-    """``split_settings(_solver(options))``, memoised (a loop of fits with the same options
-    pays for building the settings once); the numeric half is on the device already."""
+    """``split_settings(_solver(options))`` with the static half :class:`_Hashed`, memoised (a
+    loop of fits with the same options pays for building the settings once); the numeric
+    half is on the device already."""
     try:
         key = (tuple(sorted(options.items())), bool(jax.config.jax_enable_x64))
         parts = _SETTINGS.get(key)
@@ -388,7 +425,7 @@ def _settings(options):
         key, parts = None, None
     if parts is None:
         static, dynamic = split_settings(_solver(options))
-        parts = static, jax.tree_util.tree_map(jnp.asarray, dynamic)
+        parts = _Hashed(static), jax.tree_util.tree_map(jnp.asarray, dynamic)
         if key is not None:
             if len(_SETTINGS) >= 256:
                 _SETTINGS.clear()
@@ -510,8 +547,8 @@ def _fit(static: _FitStatic, settings, x_arrays, ydata, p0, sigma, lower, upper)
     problem = LeastSquaresProblem(
         residuals, jacobian=lm_jac, lower=lax.stop_gradient(lower) if static.bounded else None,
         upper=lax.stop_gradient(upper) if static.bounded else None)
-    result = iterate(join_settings(static.solver, settings), problem, lax.stop_gradient(p0),
-                     frozen, callback=static.callback)
+    result = iterate(join_settings(static.solver.value, settings), problem,
+                     lax.stop_gradient(p0), frozen, callback=static.callback)
     popt = result.x
     if static.differentiable or result.jac is None or loss != "linear":
         # inside a user's transformation: popt(data) by the implicit function theorem, and

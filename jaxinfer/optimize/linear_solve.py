@@ -41,7 +41,8 @@ from jax import lax
 
 __all__ = ["DenseSVD", "DenseEigh", "NormalEquations", "SpectralFactor", "CholeskyFactor",
            "normal_equations_by_rows", "normal_equations_by_columns", "cholesky_solve",
-           "thin_svd", "small_qr", "small_triangular", "rarely", "vdot", "jt_vec", "j_vec"]
+           "thin_svd", "small_qr", "small_triangular", "rarely", "vdot", "jt_vec", "j_vec",
+           "cols_vec"]
 
 SMALL_N = 8  # up to this size the Cholesky factorisation is unrolled into scalar operations
 
@@ -72,6 +73,22 @@ def j_vec(jac, v):
     if jac.shape[1] > SMALL_N:
         return jac @ v
     return jnp.sum(jac * v[None, :], axis=1)
+
+
+def cols_vec(cols, r):
+    """``Jᵀ r`` (n,) of J given by its columns ``cols`` (n, m) (sums along the contiguous
+    axis: under ``vmap`` a batched matrix-vector ``dot_general`` is slower on CPU)."""
+    return jnp.sum(cols * r[None, :], axis=1)
+
+
+def _column_gram(cols):
+    """``JᵀJ`` as nested lists of n x n scalars, from the columns ``cols`` (n, m)."""
+    n = cols.shape[0]
+    gram = [[None] * n for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1):
+            gram[i][j] = gram[j][i] = vdot(cols[i], cols[j])
+    return gram
 
 
 # --------------------------------------------------------------------------------------------
@@ -317,10 +334,12 @@ class AbstractLinearSolver(eqx.Module):
     def factor_dense(self, jac, r, scale, free):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def factor_small(self, jac, r, scale, free):
-        """The factor of an n <= SMALL_N Jacobian that is never reused with other residuals
-        (no ``with_residuals``): the solver may skip what only that needs."""
-        return self.factor_dense(jac, r, scale, free)
+    def factor_columns(self, cols, r, scale, free):
+        """The factor of an n <= SMALL_N Jacobian given by its columns ``cols`` (n, m) (LM's
+        fused path stores J so: under ``vmap`` its sums over the residuals then run along the
+        contiguous axis), never reused with other residuals (no ``with_residuals``): the
+        solver may skip what only that needs."""
+        return self.factor_dense(cols.T, r, scale, free)
 
 
 def _spectral_from_gram(gram_scaled, g, scale, free, col_norms, u_from=None):
@@ -393,18 +412,19 @@ def thin_svd(a):
     return u, s, v
 
 
-def small_qr(a, r):
-    """``a = Q R`` by modified Gram-Schmidt on the columns of ``[a r]``: (R (n, n) upper
-    triangular, ``z = Qᵀ r`` (n,)), for n <= SMALL_N columns (m >= n rows).
+def small_qr(cols, r):
+    """``A = Q R`` by modified Gram-Schmidt on the columns of ``[A r]``: (R (n, n) upper
+    triangular, ``z = Qᵀ r`` (n,)), for A given by its n <= SMALL_N columns ``cols`` (n, m),
+    m >= n.
 
     MGS applied to the augmented matrix gives R and Qᵀr backward-stably (Björck), so
-    ``R`` has the singular values of ``a`` to working precision however ill-conditioned it
+    ``R`` has the singular values of ``A`` to working precision however ill-conditioned it
     is; Q itself is not formed. A zero column gives a zero row of R. Every operation is an
     elementwise product or a length-m sum (vectorised under ``vmap``).
     """
-    n = a.shape[1]
-    cols = [a.T[j] for j in range(n)]
-    rows = [[jnp.zeros((), a.dtype)] * n for _ in range(n)]
+    n = cols.shape[0]
+    cols = [cols[j] for j in range(n)]
+    rows = [[jnp.zeros((), cols[0].dtype)] * n for _ in range(n)]
     z = []
     for k in range(n):
         norm = jnp.sqrt(vdot(cols[k], cols[k]))
@@ -418,9 +438,10 @@ def small_qr(a, r):
     return jnp.stack([jnp.stack(row) for row in rows]), jnp.stack(z)
 
 
-def small_triangular(a, r, accurate_below: float):
+def small_triangular(cols, r, accurate_below: float):
     """(R (n, n) upper triangular with ``RᵀR = AᵀA``, ``z = R⁻ᵀ Aᵀ r`` (n,)), i.e. what
-    :func:`small_qr` gives, for n <= SMALL_N columns, at the cost of the Gram matrix.
+    :func:`small_qr` gives, for A given by its n <= SMALL_N columns ``cols`` (n, m), at the
+    cost of the Gram matrix.
 
     The Gram matrix and its Cholesky factor are unrolled into elementwise operations. That
     squares the condition number, so where a pivot falls below ``accurate_below`` times the
@@ -429,31 +450,31 @@ def small_triangular(a, r, accurate_below: float):
     once: under ``vmap`` it costs nothing unless some lane of the batch needs it. Zero
     columns (masked or held parameters) give zero rows of R in both forms.
     """
-    n = a.shape[1]
-    gram_mat, h_vec = a.T @ a, a.T @ r   # batched products (fast under vmap)
-    gram = [[gram_mat[i, j] for j in range(n)] for i in range(n)]
-    h = [h_vec[i] for i in range(n)]
+    n = cols.shape[0]
+    dtype = cols.dtype
+    gram = _column_gram(cols)
+    h = [vdot(cols[i], r) for i in range(n)]
     top = jnp.max(jnp.stack([gram[j][j] for j in range(n)]))
-    low = [[jnp.zeros((), a.dtype)] * n for _ in range(n)]
+    low = [[jnp.zeros((), dtype)] * n for _ in range(n)]
     ill = ~jnp.isfinite(top)
     for j in range(n):
-        acc = gram[j][j] - sum((low[j][k] * low[j][k] for k in range(j)), jnp.zeros((), a.dtype))
+        acc = gram[j][j] - sum((low[j][k] * low[j][k] for k in range(j)), jnp.zeros((), dtype))
         ill = ill | ((gram[j][j] > 0) & ~(acc > accurate_below * top))
         pivot = jnp.sqrt(jnp.maximum(acc, 0.0))
         safe = jnp.where(pivot > 0, pivot, 1.0)
         low[j][j] = pivot
         for i in range(j + 1, n):
             acc_ij = gram[i][j] - sum((low[i][k] * low[j][k] for k in range(j)),
-                                      jnp.zeros((), a.dtype))
+                                      jnp.zeros((), dtype))
             low[i][j] = jnp.where(pivot > 0, acc_ij / safe, 0.0)
     z = []
     for i in range(n):
-        acc = h[i] - sum((low[i][k] * z[k] for k in range(i)), jnp.zeros((), a.dtype))
+        acc = h[i] - sum((low[i][k] * z[k] for k in range(i)), jnp.zeros((), dtype))
         z.append(jnp.where(low[i][i] > 0, acc / jnp.where(low[i][i] > 0, low[i][i], 1.0), 0.0))
     rmat = jnp.stack([jnp.stack([low[j][i] for j in range(n)]) for i in range(n)])
     z = jnp.stack(z)
 
-    return rarely(ill, small_qr, (a, r), (rmat, z))
+    return rarely(ill, small_qr, (cols, r), (rmat, z))
 
 
 def rarely(pred, fn: Callable, operands: tuple, default):
@@ -486,17 +507,19 @@ class DenseSVD(AbstractLinearSolver):
         return SpectralFactor(scale=scale, free=free, s=s, v=v, utr=u.T @ r, u=u,
                               g=jac.T @ r, col_norms=_column_norms(jac))
 
-    def factor_small(self, jac, r, scale, free):
-        """For n <= SMALL_N, when the factor never meets other residuals (LM's fused path):
-        R and ``Qᵀr`` of ``A = QR`` (:func:`small_triangular`: from the Gram matrix where
-        ``cond(A)² < 1/√ε``, else by MGS), then the n x n Jacobi SVD of R; U (m, n) is not
-        formed (``u=None``). The same singular values and ``Uᵀr`` as :meth:`factor_dense`
-        for a fraction of the work (Jacobi sweeps on n-vectors instead of m-vectors)."""
-        eps = float(jnp.finfo(jac.dtype).eps)
-        rmat, z = small_triangular(jac * (free / scale), r, accurate_below=eps ** 0.5)
+    def factor_columns(self, cols, r, scale, free):
+        """For n <= SMALL_N columns ``cols`` (n, m), when the factor never meets other
+        residuals (LM's fused path): R and ``Qᵀr`` of ``A = QR`` (:func:`small_triangular`:
+        from the Gram matrix where ``cond(A)² < 1/√ε``, else by MGS), then the n x n Jacobi
+        SVD of R; U (m, n) is not formed (``u=None``). The same singular values and ``Uᵀr``
+        as :meth:`factor_dense` for a fraction of the work (Jacobi sweeps on n-vectors
+        instead of m-vectors)."""
+        eps = float(jnp.finfo(cols.dtype).eps)
+        rmat, z = small_triangular(cols * (free / scale)[:, None], r,
+                                   accurate_below=eps ** 0.5)
         u_r, s, v = thin_svd(rmat)
         return SpectralFactor(scale=scale, free=free, s=s, v=v, utr=jt_vec(u_r, z), u=None,
-                              g=jt_vec(jac, r), col_norms=_column_norms(jac))
+                              g=cols_vec(cols, r), col_norms=_row_norms(cols))
 
 
 class DenseEigh(AbstractLinearSolver):
@@ -539,6 +562,14 @@ class NormalEquations(AbstractLinearSolver):
     def factor_dense(self, jac, r, scale, free):
         return self.factor_normal(jac.T @ jac, jac.T @ r, scale, free)
 
+    def factor_columns(self, cols, r, scale, free):
+        jtj = jnp.stack([jnp.stack(row) for row in _column_gram(cols)])
+        return self.factor_normal(jtj, cols_vec(cols, r), scale, free)
+
 
 def _column_norms(jac):
     return jnp.sqrt(jnp.sum(jac * jac, axis=0))
+
+
+def _row_norms(cols):
+    return jnp.sqrt(jnp.sum(cols * cols, axis=1))

@@ -132,9 +132,10 @@ def test_numeric_settings_are_data_and_share_the_program():
         popt, _ = curve_fit(decay, X, y, p0=P0, **options)
         np.testing.assert_allclose(popt, ref, rtol=1e-7)
     assert traces() == before
-    # the traced value is the one used: one iteration is too few (MAX_ITER raises)
+    # the traced values are the ones used: one iteration of two trials without an internal
+    # run is too few (MAX_ITER raises)
     with pytest.raises(RuntimeError, match="Optimal parameters not found"):
-        curve_fit(decay, X, y, p0=P0, max_iter=1)
+        curve_fit(decay, X, y, p0=P0, max_iter=1, run_length=0)
     assert traces() == before
 
 
