@@ -413,6 +413,8 @@ def minimize(fun: Callable, x0, args=(), method=None, jac=None, hess=None,
     if name == "bfgs" and opts["hess_inv0"] is not None:
         opts["hess_inv0"] = _check_hess_inv0(opts["hess_inv0"], x0_flat.shape[0])
     con_specs, con_args = split_constraints(constraints)
+    if not is_traced(x0_flat, args, con_args):
+        con_specs = _traceable_constraint_jacs(con_specs, con_args, x0)
     n = x0_flat.shape[0]
     if box is None:
         lb = jnp.full((n,), -jnp.inf, x0_flat.dtype)
@@ -527,6 +529,48 @@ def _traceable_hessian(hess, x0, args, n):
         except Exception:
             raise err from None
         return _HostHessian(hess, n)
+
+
+class _HostConstraintJac(NamedTuple):
+    """A constraint ``jac`` JAX cannot trace (numpy code, ``.tolist()``, sparse matrices),
+    called on the host through ``pure_callback`` and densified to ``shape`` (m, n)."""
+
+    jac: Callable
+    shape: tuple
+
+    def __call__(self, x, *args):
+        dtype = ravel_pytree(x)[0].dtype
+
+        def host(xh, ah):
+            xh, ah = jax.tree_util.tree_map(np.asarray, (xh, ah))
+            return np.reshape(_dense(self.jac(xh, *ah), self.shape[1], dtype), self.shape)
+
+        return jax.pure_callback(host, jax.ShapeDtypeStruct(self.shape, dtype), x, args,
+                                 vmap_method="sequential")
+
+
+def _traceable_constraint_jacs(specs, con_args, x0):
+    """Constraint specs with each ``jac`` JAX cannot trace (but that runs on numpy arrays at
+    ``x0``) replaced by a :class:`_HostConstraintJac`; others unchanged."""
+    x0 = jax.tree_util.tree_map(_as_float, x0)
+    n = ravel_pytree(x0)[0].shape[0]
+    out = []
+    for (kind, cfun, cjac), cargs in zip(specs, con_args):
+        if cjac is not None:
+            try:
+                jax.eval_shape(lambda z, cjac=cjac, cargs=cargs: cjac(z, *cargs), x0)
+            except Exception as err:   # noqa: BLE001 - not traceable: try it on the host
+                try:
+                    m = int(np.prod(jax.eval_shape(lambda z: jnp.asarray(cfun(z, *cargs)),
+                                                   x0).shape, dtype=int))
+                    host = to_host(x0)
+                    J0 = _dense(cjac(host, *to_host(cargs)), n, float)
+                except Exception:
+                    raise err from None
+                if np.size(J0) == m * n:
+                    cjac = _HostConstraintJac(cjac, (m, n))
+        out.append((kind, cfun, cjac))
+    return tuple(out)
 
 
 def _check_hess_inv0(h0, n):

@@ -183,6 +183,33 @@ def test_all_variables_fixed_by_bounds_like_scipy(method):
         minimize(quad, [0.5, 3.0], method=method, bounds=[(1.0, 1.0), (2.0, 1.0)])
 
 
+def test_numpy_constraint_jacobian_runs_on_the_host():
+    # a constraint 'jac' written in numpy (here returning a list) cannot be traced: it is
+    # called on the host, as scipy calls it, and the run equals the autodiff one and scipy's
+    def f(x):
+        return -(2 * x[0] * x[1] + 2 * x[0] - x[0] ** 2 - 2 * x[1] ** 2)
+
+    def np_f(x):
+        return float(-(2 * x[0] * x[1] + 2 * x[0] - x[0] ** 2 - 2 * x[1] ** 2))
+
+    calls = []
+
+    def numpy_jac(x, a):
+        x = np.asarray(x)           # refuses a tracer
+        calls.append(type(x))
+        return (np.array([1.0, -1.0]) * a + 0.0 * x).tolist()
+
+    cons = {"type": "eq", "fun": lambda x, a: a * (x[0] - x[1]), "args": (2.0,)}
+    res = minimize(f, [-1.0, 1.0], method="SLSQP", constraints={**cons, "jac": numpy_jac})
+    auto = minimize(f, [-1.0, 1.0], method="SLSQP", constraints=cons)
+    ref = so.minimize(np_f, [-1.0, 1.0], method="SLSQP", constraints={**cons, "jac": numpy_jac})
+    assert res.success is True and ref.success
+    assert calls and all(t is np.ndarray for t in calls)
+    assert_allclose(res.x, auto.x, atol=1e-14)
+    assert_allclose(res.x, ref.x, atol=1e-8)
+    assert_allclose(res.x, [1.0, 1.0], atol=1e-10)
+
+
 def test_lbfgsb_scipy_bounds_object():
     bounds = so.Bounds([-1.0, 1.5, 0, 0, 0], [0.5, 3.0, 2.0, 2.0, 2.0])
     res = minimize(rosen, X0, method="L-BFGS-B", bounds=bounds)
