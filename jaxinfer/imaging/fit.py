@@ -36,11 +36,11 @@ from jax import lax
 
 from jaxinfer.imaging import names as N
 from jaxinfer.imaging import platonic, psf
-from jaxinfer.imaging.model import (ImageModel, compose_padded, illumination_field,
-                                    platonic_field, render, render_padded)
+from jaxinfer.imaging.model import (ImageModel, background_field, compose_padded,
+                                    illumination_field, platonic_field, render, render_padded)
 from jaxinfer.optimize._compile import compiler_options
 from jaxinfer.optimize._iterate import iterate
-from jaxinfer.optimize.linear_solve import DenseSVD
+from jaxinfer.optimize.linear_solve import DenseEigh, DenseSVD
 from jaxinfer.optimize.lm import (LeastSquaresProblem, Levenberg, LevenbergMarquardt, Marquardt,
                                   RunOne, RunTwo, Transtrum)
 
@@ -105,7 +105,7 @@ def split_options(options):
     return structure, numbers
 
 
-def _solver(structure, numbers):
+def _solver(structure, numbers, linear_solver=None):
     """The core :class:`~jaxinfer.optimize.lm.LevenbergMarquardt` from split settings (the
     numbers may be tracers)."""
     s = dict(structure)
@@ -114,8 +114,9 @@ def _solver(structure, numbers):
         scale = Transtrum(numbers["transtrum_min"])
     policy = RunTwo(run_length=numbers["run_length"]) if s["run_type"] == 2 else RunOne()
     tols = {k: numbers.get(k) for k in ("paramtol", "errtol", "exptol", "fractol", "costol")}
+    solver = DenseSVD() if linear_solver is None else linear_solver
     return LevenbergMarquardt(
-        damping_scale=scale, linear_solver=DenseSVD(), policy=policy,
+        damping_scale=scale, linear_solver=solver, policy=policy,
         damping=numbers["damping"], increase_damp_factor=numbers["increase_damp_factor"],
         decrease_damp_factor=numbers["decrease_damp_factor"],
         min_eigval=numbers["min_eigval"], use_accel=s["use_accel"],
@@ -127,14 +128,15 @@ def _solver(structure, numbers):
 
 
 def run_lm(residuals, x0, args, structure, numbers, mask=None, lower=None, upper=None,
-           jacobian=None):
+           jacobian=None, linear_solver=None):
     """One LM fit on the core solver state (init / step / terminate in one
     ``lax.while_loop``): ``residuals(x (n,), args) -> (m,)``, x0 (n,), ``jacobian(x, args) ->
-    (m, n)`` or None (autodiff). To be called inside a trace. Returns the
+    (m, n)`` or None (autodiff); ``linear_solver`` (default DenseSVD). To be called inside a
+    trace. Returns the
     :class:`~jaxinfer.optimize.OptimizeResult` (flat ``x``)."""
     problem = LeastSquaresProblem(residuals, jacobian=jacobian, mask=mask, lower=lower,
                                   upper=upper)
-    return iterate(_solver(structure, numbers), problem, x0, args)
+    return iterate(_solver(structure, numbers, linear_solver), problem, x0, args)
 
 
 def require_float64(params, what):
@@ -173,26 +175,55 @@ def global_refs(model: ImageModel):
 
 def globals_problem(model: ImageModel, scale, free):
     """``(res, jac)`` of the globals fit in the scaled variables ``u = x / scale`` (x: every
-    global, :func:`global_refs` order): ``res(u, (params, data)) -> (m,)`` and its exact
-    Jacobian ``jac(u, (params, data)) -> (m, n)``. Only zscale moves the spheres, so the other
-    columns hold P fixed (one cheap JVP of the blur each) and the zscale column, when
-    ``free`` says it is fitted, is one JVP of the whole render (jacfwd would push every
-    column through the spheres)."""
+    global, :func:`global_refs` order): ``res(u, (params, data, p_held)) -> (m,)`` and its
+    exact Jacobian ``jac(u, (params, data, p_held)) -> (m, n)``; ``p_held`` is the platonic
+    field of ``params`` (:func:`~jaxinfer.imaging.model.platonic_field`).
+
+    Only zscale moves the spheres: while it is held (``free`` says), the model is composed
+    on ``p_held`` (no sphere is drawn) and its Jacobian is built by hand: the field columns
+    (illumination, offset, background) are one transform pair each with the kernel's
+    transform held, the PSF columns one pair each with the field's transform held, and the
+    zscale column, when zscale is fitted, one JVP of the whole render (jacfwd would push every
+    column through the spheres and the kernel)."""
     refs = global_refs(model)
     iz = refs.index(("zscale", ()))
+    ipsf = np.array([i for i, r in enumerate(refs) if r[0] == "psf"])
+    ifield = np.array([i for i in range(len(refs)) if i != iz and i not in ipsf])
+    shape = model.padded_shape
 
     def res(u, args):
-        params, data = args
-        return (data - render(model, N.unpack(params, refs, u * scale))).ravel()
+        params, data, p_held = args
+        q = N.unpack(params, refs, u * scale)
+        mdl = lax.cond(free[iz] > 0, lambda: render(model, q),
+                       lambda: compose_padded(model, q, p_held)[model.inner])
+        return (data - mdl).ravel()
 
     def jac(u, args):
-        params, _ = args
-        p = platonic_field(model, N.unpack(params, refs, u * scale))
+        params, data, p_held = args
+        q = N.unpack(params, refs, u * scale)
+        p = lax.cond(free[iz] > 0, lambda: platonic_field(model, q), lambda: p_held)
 
-        def held(v):
-            return compose_padded(model, N.unpack(params, refs, v * scale), p)[model.inner].ravel()
+        def field(v):
+            qq = N.unpack(params, refs, u.at[ifield].set(v) * scale)
+            return illumination_field(model, qq) * (1 - p) + qq["offset"] * p, qq
 
-        cols = jax.jacfwd(held)(u)
+        kernel_ft = jnp.fft.rfftn(psf.gaussian_kernel_wrapped(q["psf"], shape, model.psf_error))
+
+        def field_part(v):
+            f, qq = field(v)
+            out = jnp.fft.irfftn(jnp.fft.rfftn(f) * kernel_ft, s=shape)
+            return (out + background_field(model, qq))[model.inner].ravel()
+
+        field_ft = jnp.fft.rfftn(field(u[ifield])[0])
+
+        def psf_part(v):
+            qq = N.unpack(params, refs, u.at[ipsf].set(v) * scale)
+            k_ft = jnp.fft.rfftn(psf.gaussian_kernel_wrapped(qq["psf"], shape, model.psf_error))
+            return jnp.fft.irfftn(field_ft * k_ft, s=shape)[model.inner].ravel()
+
+        cols = jnp.zeros((int(np.prod(model.shape)), len(refs)), u.dtype)
+        cols = cols.at[:, ifield].set(jax.jacfwd(field_part)(u[ifield]))
+        cols = cols.at[:, ipsf].set(jax.jacfwd(psf_part)(u[ipsf]))
         e = jnp.zeros_like(u).at[iz].set(1.0)
         zcol = lax.cond(free[iz] > 0, lambda: jax.jvp(lambda v: res(v, args), (u,), (e,))[1],
                         lambda: jnp.zeros(cols.shape[0], cols.dtype))
@@ -229,8 +260,11 @@ def _fit_globals_impl(model, params, data, free, scale, structure, numbers):
     x0 = N.pack(params, refs)
     lo, hi = _bounds_for(model, refs, x0.dtype)
     res, jac = globals_problem(model, scale, free)
-    result = run_lm(res, x0 / scale, (params, data), structure, numbers, mask=free,
-                    lower=lo / scale, upper=hi / scale, jacobian=jac)
+    args = (params, data, platonic_field(model, params))
+    # the normal equations' eigendecomposition, not an SVD of the (pixels, n) Jacobian: the
+    # same steps here (peri solves the normal equations too) for a fraction of the work
+    result = run_lm(res, x0 / scale, args, structure, numbers, mask=free,
+                    lower=lo / scale, upper=hi / scale, jacobian=jac, linear_solver=DenseEigh())
     return N.unpack(params, refs, result.x * scale), result
 
 
@@ -274,8 +308,11 @@ def fit_globals(model: ImageModel, params, data, refs, damping=1.0, **peri_optio
 def group_particles(pos, image_shape, region_size=40, shift=None):
     """peri's ``separate_particles_into_groups``: boxes of ``region_size`` tiling the image
     (shifted by half a box when ``shift``), each non-empty box a group. Particles outside the
-    image are put in the nearest box. Returns a list of int arrays."""
+    image are put in the nearest box. ``region_size=None``: one group per particle. Returns a
+    list of int arrays."""
     pos = np.asarray(pos, float).reshape(-1, 3)
+    if region_size is None:
+        return [np.array([i]) for i in range(pos.shape[0])]
     rs = np.broadcast_to(np.asarray(region_size, int), (3,))
     offset = rs // 2 if shift else np.zeros(3, int)
     clipped = np.clip(pos, 1e-3, np.asarray(image_shape, float) - 1e-3)
@@ -285,34 +322,51 @@ def group_particles(pos, image_shape, region_size=40, shift=None):
 
 
 def _bucket(n):
-    """Round up to a power of two, so that layouts of similar size share a compilation."""
-    return 1 << max(0, int(np.ceil(np.log2(max(int(n), 1)))))
+    """Round up to 1, 2, 3, 4, 6, 8, 12, 16, 24, ... (powers of two and 1.5 times them), so
+    that layouts of similar size share a compilation while padding wastes at most a third."""
+    n = max(int(n), 1)
+    b = 1
+    while b < n:
+        b = b + 1 if b < 2 else (b * 3 // 2 if b & (b - 1) == 0 else b * 4 // 3)
+    return b
 
 
-def plan_groups(model: ImageModel, pos, psf_values, groups, region_size=40, floor=None):
+def plan_groups(model: ImageModel, pos, psf_values, groups, region_size=40, floor=None,
+                rad=None, zscale=1.0):
     """Static layout of a particle sweep: a common tile shape, each group's tile corner and
     the colouring of the groups (groups of one colour have disjoint tiles).
 
-    The tile is the region box plus each particle's drawing cube and the PSF's reach, rounded
-    up to a multiple of 8; colours, groups per colour and particles per group are padded to
-    powers of two (empty slots: index -1). ``floor`` (a previous plan's ``key``, or None):
-    the tile and the padded sizes never shrink below it, so the sweeps of one fit keep one
-    layout (one compilation) while particles and the PSF move. Returns a dict of NumPy
+    The tile is the region box (``region_size``; None: one particle per group) plus each
+    particle's reach (its drawing cube, or, for the ``exact-gaussian-trim`` profile, which is
+    zero beyond 1.6 px of the surface, the smaller box that holds radii ``rad`` grown by 10%)
+    and the PSF's reach (10% margin, plus one voxel for a centre that rounds the other way),
+    rounded up to a multiple of 4; colours, groups per colour and particles per group are
+    padded (:func:`_bucket`; empty slots: index -1). ``floor`` (a previous plan's ``key``, or
+    None): the tile and the padded sizes never shrink below it, so the sweeps of one fit keep
+    one layout (one compilation) while particles and the PSF move. Returns a dict of NumPy
     arrays: ``tile`` (3,), ``index`` (n_colours, G, K), ``corner`` (n_colours, G, 3), and
-    ``key`` ``(tile, (n_colours, G, K))``."""
+    ``key`` ``(tile, (n_colours, G, K), half)`` (``half``: the cube half widths drawn)."""
     pos = np.asarray(pos, float).reshape(-1, 3)
     half = np.asarray(model.half)
+    if model.method == "exact-gaussian-trim" and rad is not None and len(rad):
+        surface = 1.1 * (1 + model.max_radius_change) * float(np.max(rad)) + 1.6
+        reach = np.ceil(surface / np.array([min(float(zscale), 1.0), 1.0, 1.0])) + 1
+        half = np.minimum(half, reach.astype(int))
+    if floor is not None and len(floor) > 2:
+        half = np.minimum(np.maximum(half, np.asarray(floor[2], int)), model.half)
     padded = np.asarray(model.padded_shape)
     spread = math.sqrt(-2 * math.log(model.psf_error))
-    psf_half = np.ceil(np.abs(np.asarray(psf_values, float)) * spread * 1.25 / 2).astype(int) + 2
-    rs = np.broadcast_to(np.asarray(region_size, int), (3,))
+    # the kernel's support is +-ceil(ceil(p) / 2) voxels, p = value * spread
+    psf_half = np.ceil(np.ceil(np.abs(np.asarray(psf_values, float)) * spread * 1.1) / 2)
+    psf_half = psf_half.astype(int) + 1
+    rs = np.broadcast_to(np.asarray(0 if region_size is None else region_size, int), (3,))
     boxes = []
     for g in groups:
         centre = np.round(pos[g] + np.asarray(model.pad))
         boxes.append((centre.min(axis=0) - half - psf_half, centre.max(axis=0) + half + psf_half + 1))
     need = np.max([hi - lo for lo, hi in boxes], axis=0)
     tile = np.maximum(need, rs + 2 * (half + psf_half) + 1)
-    tile = np.minimum(8 * np.ceil(tile / 8), padded).astype(int)
+    tile = np.minimum(4 * np.ceil(tile / 4), padded).astype(int)
     if floor is not None:
         tile = np.maximum(tile, np.asarray(floor[0], int))
     corners = [np.clip((lo - (tile - (hi - lo)) // 2).astype(int), 0, padded - tile)
@@ -337,11 +391,13 @@ def plan_groups(model: ImageModel, pos, psf_values, groups, region_size=40, floo
             index[ci, slot, :len(groups[gi])] = groups[gi]
             corner[ci, slot] = corners[gi]
     return dict(tile=tile, index=index, corner=corner,
-                key=(tuple(int(t) for t in tile), tuple(int(d) for d in dims)))
+                key=(tuple(int(t) for t in tile), tuple(int(d) for d in dims),
+                     tuple(int(h) for h in half)))
 
 
-def _fit_particle_groups_impl(model, params, data, tile, index, corner, structure, numbers,
-                         include_rad):
+def _fit_particle_groups_impl(model, params, data, geometry, index, corner, structure, numbers,
+                              include_rad):
+    tile, half = geometry          # static: the tile shape and each particle's cube half widths
     dtype = params["pos"].dtype
     pad = jnp.asarray(model.pad, dtype)
     padded_data = jnp.zeros(model.padded_shape, dtype).at[model.inner].set(data)
@@ -351,15 +407,18 @@ def _fit_particle_groups_impl(model, params, data, tile, index, corner, structur
         (data == data).astype(dtype))
     c_minus_i = params["offset"] - illumination_field(model, params)
     zscale = params["zscale"]
-    kernel = psf.gaussian_kernel_wrapped(params["psf"], tile, model.psf_error)
+    kernel_ft = jnp.fft.rfftn(psf.gaussian_kernel_wrapped(params["psf"], tile, model.psf_error))
     lo_pos = jnp.asarray([MIN_DIST - p for p in model.pad], dtype)
     hi_pos = jnp.asarray([s + p - MIN_DIST for s, p in zip(model.shape, model.pad)], dtype)
     k = index.shape[-1]
 
+    def blur(field):       # H on the tile: the tile holds each change and the PSF's reach
+        return jnp.fft.irfftn(jnp.fft.rfftn(field) * kernel_ft, s=tile)
+
     def draw(x, active, corner):
         pos, rad = x[:3 * k].reshape(k, 3), x[3 * k:]
         return platonic.render_platonic(
-            tile, model.half, pos + pad - corner.astype(dtype), rad, zscale,
+            tile, half, pos + pad - corner.astype(dtype), rad, zscale,
             active, method=model.method, alpha=model.alpha, exact_volume=model.exact_volume,
             volume_error=model.volume_error, max_radius_change=model.max_radius_change)
 
@@ -371,30 +430,34 @@ def _fit_particle_groups_impl(model, params, data, tile, index, corner, structur
                                                      inner_mask))
         p0_t = draw(x0, active, corner)
 
+        def change(x):
+            return blur(cmi_t * (draw(x, active, corner) - p0_t))
+
         def res(x, _):
-            change = psf.convolve(cmi_t * (draw(x, active, corner) - p0_t), kernel)
-            return ((d_t - m0_t - change) * mask_t).ravel()
+            return ((d_t - m0_t - change(x)) * mask_t).ravel()
 
         def jac(x, _):
             # each particle changes only its own cube: 4 cube-sized JVPs per particle, then
             # one convolution per column (jacfwd would push every tangent through all k)
             pos, rad = x[:3 * k].reshape(k, 3), x[3 * k:]
             dp = platonic.platonic_jacobian(
-                tile, model.half, pos + pad - corner.astype(dtype), rad, zscale, active,
+                tile, half, pos + pad - corner.astype(dtype), rad, zscale, active,
                 method=model.method, alpha=model.alpha, exact_volume=model.exact_volume,
                 volume_error=model.volume_error, max_radius_change=model.max_radius_change)
             cols = jnp.concatenate([dp[:, :3].reshape((3 * k,) + tile), dp[:, 3]])
-            cols = jax.vmap(lambda c: psf.convolve(cmi_t * c, kernel) * mask_t)(cols)
+            cols = jax.vmap(lambda c: blur(cmi_t * c) * mask_t)(cols)
             return -cols.reshape(3 * k + k, -1).T
 
         # positions always, radii with include_rad; empty slots never (a traced mask)
         free = jnp.concatenate([jnp.repeat(active > 0, 3), (active > 0) & include_rad])
         lo = jnp.concatenate([jnp.tile(lo_pos, k), jnp.full((k,), MIN_RADIUS, dtype)])
         hi = jnp.concatenate([jnp.tile(hi_pos, k), jnp.full((k,), MAX_RADIUS, dtype)])
-        return run_lm(res, x0, 0.0, structure, numbers, mask=free, lower=lo, upper=hi,
-                      jacobian=jac)
+        result = run_lm(res, x0, 0.0, structure, numbers, mask=free, lower=lo, upper=hi,
+                        jacobian=jac)
+        return result, change(result.x)
 
-    def colour_step(params, layout):
+    def fit_colour(carry, layout):
+        params, model_padded = carry
         idx, corners = layout
         active = (idx >= 0).astype(dtype)
         safe = jnp.maximum(idx, 0)
@@ -403,19 +466,42 @@ def _fit_particle_groups_impl(model, params, data, tile, index, corner, structur
         pos0 = jnp.where(active[..., None] > 0, params["pos"][safe], centre)
         rad0 = jnp.where(active > 0, params["rad"][safe], 1.0)
         x0 = jnp.concatenate([pos0.reshape(pos0.shape[0], -1), rad0], axis=1)
-        model0 = render_padded(model, params)
-        result = jax.vmap(fit_one, in_axes=(0, 0, 0, None))(x0, active, corners, model0)
+        result, changes = jax.vmap(fit_one, in_axes=(0, 0, 0, None))(x0, active, corners,
+                                                                      model_padded)
         x = result.x
         drop = jnp.where(idx >= 0, idx, params["pos"].shape[0])   # empty slots are dropped
         pos = params["pos"].at[drop].set(x[:, :3 * k].reshape(-1, k, 3), mode="drop")
         rad = params["rad"].at[drop].set(x[:, 3 * k:], mode="drop")
-        stats = dict(status=result.status, nit=result.nit, nfev=result.nfev,
-                     cost=result.fun, delta_err=result.extra["delta_err"],
-                     delta_vals=result.extra["delta_vals"], exp_err=result.extra["exp_err"],
-                     frac_err=result.extra["frac_err"], damping=result.extra["damping"])
-        return dict(params, pos=pos, rad=rad), stats
 
-    return lax.scan(colour_step, params, (index, corner))
+        # the tiles of one colour are disjoint: each adds its exact model change, so the next
+        # colour starts from the current model without a full render
+        def add(g, m):
+            c = tuple(corners[g])
+            return lax.dynamic_update_slice(m, lax.dynamic_slice(m, c, tile) + changes[g], c)
+
+        model_padded = lax.fori_loop(0, idx.shape[0], add, model_padded)
+        stats = {key: jnp.asarray(v, jnp.int32) for key, v in
+                 (("status", result.status), ("nit", result.nit), ("nfev", result.nfev))}
+        stats.update({key: jnp.asarray(result.extra[key], dtype) for key in
+                      ("delta_err", "delta_vals", "exp_err", "frac_err", "damping")},
+                     cost=jnp.asarray(result.fun, dtype))
+        return (dict(params, pos=pos, rad=rad), model_padded), stats
+
+    def colour_step(carry, layout):
+        # padding colours (no group) are skipped: outside vmap, cond runs one branch
+        def skip(carry, layout):
+            g = layout[0].shape[0]
+            zero_i = jnp.zeros(g, jnp.int32)
+            zero_f = jnp.zeros(g, dtype)
+            return carry, dict(status=zero_i, nit=zero_i, nfev=zero_i, cost=zero_f,
+                               delta_err=zero_f, delta_vals=zero_f, exp_err=zero_f,
+                               frac_err=zero_f, damping=zero_f)
+
+        return lax.cond(jnp.any(layout[0] >= 0), fit_colour, skip, carry, layout)
+
+    (params, _), stats = lax.scan(colour_step, (params, render_padded(model, params)),
+                                  (index, corner))
+    return params, stats
 
 
 def fit_particle_groups(model: ImageModel, params, data, groups, include_rad=True,
@@ -432,10 +518,12 @@ def fit_particle_groups(model: ImageModel, params, data, groups, include_rad=Tru
     groups = [np.asarray(g, int) for g in groups if len(g)]
     if not groups:
         return params, None, None
+    active = np.asarray(params.get("active", np.ones(params["rad"].shape)), bool)
     plan = plan_groups(model, np.asarray(params["pos"]), np.asarray(params["psf"]), groups,
-                       region_size, floor)
+                       region_size, floor, rad=np.asarray(params["rad"])[active],
+                       zscale=float(params["zscale"]))
     structure, numbers = split_options(lm_options(**peri_options))
-    new, stats = _fit_particle_groups(model, params, data, plan["key"][0],
+    new, stats = _fit_particle_groups(model, params, data, (plan["key"][0], plan["key"][2]),
                                       jnp.asarray(plan["index"]), jnp.asarray(plan["corner"]),
                                       structure, numbers, jnp.asarray(bool(include_rad)))
     return new, stats, plan

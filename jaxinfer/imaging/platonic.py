@@ -13,7 +13,9 @@ and the voxel's occupancy is an edge profile t(dr). The default profile, ``exact
 
 With ``exact_volume`` the radius a' used in the profile is moved (at most 10 times,
 a' += (V - sum t) / (4 pi a'^2)) until the summed occupancy equals V = 4/3 pi a^3 / zscale to a
-relative ``volume_error``, stopping early once |a' - a| / a exceeds ``max_radius_change``.
+relative ``volume_error``, stopping early once |a' - a| / a exceeds ``max_radius_change``. The
+loop stops as soon as its test is met; derivatives do not go through it: a' is differentiated
+as the root of sum t(a') = V (a custom JVP), two occupancy JVPs instead of one per iteration.
 
 Each particle is drawn on a cube of static size ``2 * half + 1`` around its rounded centre and
 scattered into the volume (voxels outside the volume are dropped); the profile is exactly zero
@@ -23,6 +25,7 @@ that tile (``tile_half_width``).
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -100,13 +103,88 @@ def tile_half_width(max_radius: float, zscale: float, support_pad: int = 4, marg
     return (int(round(a / min(float(zscale), 1.0) + support_pad)), a + support_pad, a + support_pad)
 
 
+def _occupancy(method, alpha, grid, inside, centre, radius, zscale):
+    return profile(method, signed_surface_distance(grid, centre, radius, zscale), radius,
+                   alpha) * inside
+
+
+def _volume_radius(method, alpha, volume_error, max_radius_change, grid, inside, centre,
+                   radius, zscale):
+    """peri's exact-volume iteration: ``a' += (V - sum t) / (4 pi a'^2)`` from ``a' = a``
+    until the summed occupancy is within ``volume_error`` (relative) of ``V = 4/3 pi a^3 /
+    zscale``, at most :data:`MAX_VOLUME_ITERATIONS` times, stopping (and keeping the last
+    ``a'``) once a step would move ``a'`` more than ``max_radius_change`` relative from ``a``.
+    A while loop: it stops as soon as the test is met. Returns ``(a', capped, t)``."""
+    goal = 4.0 / 3.0 * math.pi * radius ** 3 / zscale
+    safe_goal = jnp.where(goal == 0, 1.0, goal)
+    safe_radius = jnp.where(radius == 0, 1.0, radius)
+
+    def occ(a):
+        return _occupancy(method, alpha, grid, inside, centre, a, zscale)
+
+    def close(t):
+        return jnp.abs(goal - jnp.abs(jnp.sum(t))) / safe_goal < volume_error
+
+    def going(carry):
+        _, _, _, done, it = carry
+        return ~done & (it < MAX_VOLUME_ITERATIONS)
+
+    def body(carry):
+        a_eff, t, _, _, it = carry
+        a_new = a_eff + (goal - jnp.abs(jnp.sum(t))) / (4 * math.pi * a_eff ** 2)
+        capped = jnp.abs(a_new - radius) / jnp.abs(safe_radius) > max_radius_change
+        t_new = occ(jnp.where(capped, a_eff, a_new))
+        return (jnp.where(capped, a_eff, a_new), jnp.where(capped, t, t_new), capped,
+                capped | close(t_new), it + 1)
+
+    t0 = occ(radius)
+    a_eff, t, capped, _, _ = lax.while_loop(
+        going, body, (radius, t0, jnp.asarray(False), close(t0), jnp.asarray(0)))
+    return a_eff, capped, t
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2, 3))
+def _exact_volume_occupancy(method, alpha, volume_error, max_radius_change, grid, inside,
+                            centre, radius, zscale):
+    return _volume_radius(method, alpha, volume_error, max_radius_change, grid, inside,
+                          centre, radius, zscale)[2]
+
+
+@_exact_volume_occupancy.defjvp
+def _exact_volume_occupancy_jvp(method, alpha, volume_error, max_radius_change, primals,
+                                tangents):
+    """Derivatives of the volume-matched occupancy without differentiating the iteration:
+    ``a'`` solves ``sum t(a') = V`` (implicit function theorem), or, where the iteration was
+    capped, moves with ``a`` in proportion."""
+    grid, inside, centre, radius, zscale = primals
+    _, _, d_centre, d_radius, d_zscale = tangents
+    a_eff, capped, _ = _volume_radius(method, alpha, volume_error, max_radius_change, grid,
+                                      inside, centre, radius, zscale)
+
+    def occ(c, a, z):
+        return _occupancy(method, alpha, grid, inside, c, a, z)
+
+    t, dt_geom = jax.jvp(lambda c, z: occ(c, a_eff, z), (centre, zscale), (d_centre, d_zscale))
+    _, dt_da = jax.jvp(lambda a: occ(centre, a, zscale), (a_eff,), (jnp.ones_like(a_eff),))
+    goal = 4.0 / 3.0 * math.pi * radius ** 3 / zscale
+    d_goal = 4.0 * math.pi * radius ** 2 / zscale * d_radius - goal / zscale * d_zscale
+    slope = jnp.sum(dt_da)
+    safe_slope = jnp.where(slope == 0, 1.0, slope)
+    safe_radius = jnp.where(radius == 0, 1.0, radius)
+    d_a = jnp.where(capped | (slope == 0), a_eff / safe_radius * d_radius,
+                    (d_goal - jnp.sum(dt_geom)) / safe_slope)
+    return t, dt_geom + dt_da * d_a
+
+
 def draw_particle(padded_shape, half, centre, radius, zscale, *, method, alpha, exact_volume,
                   volume_error, max_radius_change):
     """Occupancy of one particle on its drawing cube.
 
     Returns ``(index, t)``: ``index`` the int (3,) padded-volume index of the cube's corner,
     ``t`` the (2hz+1, 2hy+1, 2hx+1) occupancy (zero on voxels outside the volume).
-    ``centre`` is in padded-volume coordinates."""
+    ``centre`` is in padded-volume coordinates. With ``exact_volume`` the radius in the
+    profile is peri's volume-matched one (:func:`_volume_radius`), differentiated
+    implicitly."""
     half = np.asarray(half)
     corner = lax.stop_gradient(jnp.round(centre)).astype(jnp.int32) - half
     axes = [corner[i] + jnp.arange(2 * half[i] + 1) for i in range(3)]
@@ -115,26 +193,13 @@ def draw_particle(padded_shape, half, centre, radius, zscale, *, method, alpha, 
              ((axes[2] >= 0) & (axes[2] < padded_shape[2]))[None, None, :]
     dtype = jnp.result_type(centre)
     grid = jnp.stack(jnp.meshgrid(*[ax.astype(dtype) for ax in axes], indexing="ij"), axis=-1)
-
-    def occupancy(a):
-        return profile(method, signed_surface_distance(grid, centre, a, zscale), a, alpha) * inside
-
-    t = occupancy(radius)
+    inside = inside.astype(dtype)
     if exact_volume:
-        goal = 4.0 / 3.0 * math.pi * radius ** 3 / zscale
-        safe_radius = jnp.where(radius == 0, 1.0, radius)
-
-        def body(_, carry):
-            a_eff, t, done = carry
-            volume = jnp.abs(jnp.sum(t))
-            converged = jnp.abs(goal - volume) / jnp.where(goal == 0, 1.0, goal) < volume_error
-            a_new = a_eff + (goal - volume) / (4 * math.pi * a_eff ** 2)
-            capped = jnp.abs(a_new - radius) / jnp.abs(safe_radius) > max_radius_change
-            stop = done | converged | capped
-            t_new = occupancy(jnp.where(stop, a_eff, a_new))
-            return (jnp.where(stop, a_eff, a_new), jnp.where(stop, t, t_new), stop)
-
-        _, t, _ = lax.fori_loop(0, MAX_VOLUME_ITERATIONS, body, (radius, t, jnp.asarray(False)))
+        t = _exact_volume_occupancy(method, alpha, float(volume_error),
+                                    float(max_radius_change), grid, inside, centre, radius,
+                                    zscale)
+    else:
+        t = _occupancy(method, alpha, grid, inside, centre, radius, zscale)
     return corner, jnp.where(radius == 0, 0.0, t)
 
 

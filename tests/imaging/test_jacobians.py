@@ -51,7 +51,7 @@ def test_globals_jacobian_equals_jacfwd():
     m = st.image_model
     refs = F.global_refs(m)
     scale = jnp.linspace(0.5, 2.0, len(refs))
-    args = (st.param_tree, st.data_array)
+    args = (st.param_tree, st.data_array, F.platonic_field(m, st.param_tree))
     u = N.pack(st.param_tree, refs) / scale
 
     @jax.jit

@@ -460,7 +460,7 @@ def burn(s, n_loop=6, collect_stats=False, desc="", rz_order=0, fractol=1e-4, er
             if progress:
                 progress({"stage": "globals", "loop": a, "error": s.error})
         loop_values.append(np.asarray(s.values))
-        lp = LMParticleGroupCollection(s, region_size=40, max_iter=1, run_length=4,
+        lp = LMParticleGroupCollection(s, region_size=None, max_iter=1, run_length=4,
                                        eig_update=False, damping=1.0 if a == 0 else 1e-2,
                                        decrease_damp_factor=10., fractol=0.1 * fractol,
                                        include_rad=include_rad)
@@ -499,7 +499,7 @@ def finish(s, desc="finish", n_loop=4, max_mem=1e9, separate_psf=True, fractol=1
             do_levmarq(s, psf_names, max_iter=4, eig_update=False)
         if progress:
             progress({"stage": "globals", "loop": a, "error": s.error})
-        do_levmarq_all_particle_groups(s, max_iter=1)
+        do_levmarq_all_particle_groups(s, region_size=None, max_iter=1)
         if progress:
             progress({"stage": "particles", "loop": a, "error": s.error})
         values.append(np.asarray(s.values))
