@@ -19,15 +19,32 @@ __all__ = ["Cells", "DurationGroups", "distributed", "cells_from_arrays", "space
            "time_variation_stencil"]
 
 
+def host_array(a, dtype=None):
+    """A host (numpy) array as a jax Array. ``jnp.asarray`` of a numpy array compiles and
+    runs one small XLA program per shape and dtype (``jit(stage)``, ~0.02 CPU-s each, a dozen
+    in a first ``infer`` call); ``device_put`` copies without one."""
+    return jax.device_put(np.asarray(a) if dtype is None else np.asarray(a, dtype))
+
+
+def _host_or_traced(*arrays):
+    """``(xp, arrays)``: numpy and the arrays as numpy arrays when all are concrete (host-side
+    set-up: no XLA program per eager op, which cost ~1 CPU-s of a first ``infer`` call),
+    else jax.numpy and the arrays unchanged (inside a trace)."""
+    if any(isinstance(a, jax.core.Tracer) for a in arrays):
+        return jnp, arrays
+    return np, tuple(np.asarray(a) for a in arrays)
+
+
 class DurationGroups(eqx.Module):
-    """Each cell's translocations grouped by their exact duration: the sufficient statistics
+    """Each cell's translocations grouped by their duration: the sufficient statistics
     of the likelihood of a displacement ``dr_k ~ N(dt_k v_i, 2 (D_i dt_k + sigma2) I)``.
 
-    With one frame interval a cell holds a handful of groups (durations that differ in their
-    last bits by the rounding of ``t_{k+1} - t_k``), so the smooth posteriors cost
-    O(ncells x groups) instead of O(ncells x max_count).
+    Durations equal to a relative :data:`DURATION_RTOL` (the rounding of ``t_{k+1} - t_k``)
+    share a group, so with one frame interval a cell holds one group per multiple of the
+    interval and the smooth posteriors cost O(ncells x groups) instead of
+    O(ncells x max_count).
 
-    dt : [ncells, G] durations (s; 1 on padded slots); count : [ncells, G] translocations per
+    dt : [ncells, G] durations (s; the group's mean; 1 on padded slots); count : [ncells, G] translocations per
     group (0 on padded slots); sum_dr : [ncells, G, dim] sum of the displacements (µm);
     sum_dr2 : [ncells, G] sum of their squared norms (µm²).
     """
@@ -49,13 +66,23 @@ class DurationGroups(eqx.Module):
                               self.sum_dr2[rows])
 
 
+#: durations within this relative width share a group: the rounding of t_{k+1} - t_k spreads
+#: one frame interval over a few ulps of the time stamps (relative ~1e-15 - 1e-12), and each
+#: such value made a group of its own (6 per cell on the benchmark data, all of them 0.05 s
+#: to 4e-15). A group's duration is its exact mean, so every translocation's term moves by at
+#: most ~1e-10 of itself: the objective by <= ~1e-10 relative, far below any solver tolerance.
+DURATION_RTOL = 1e-10
+
+
 def _duration_groups(cell_pos, dr, dt, m, dtype) -> DurationGroups:
     """Group translocations (cell position ``cell_pos`` [n], ``dr`` [n, dim], ``dt`` [n]) by
-    cell and exact duration; numpy, float64 sums."""
-    order = np.lexsort((dt, cell_pos))
-    c, t, d = cell_pos[order], dt[order], dr[order]
+    cell and duration (equal to :data:`DURATION_RTOL`: bins of that relative width in
+    log dt); numpy, float64 sums."""
+    dt_bin = np.floor(np.log(dt) / DURATION_RTOL).astype(np.int64)
+    order = np.lexsort((dt_bin, cell_pos))
+    c, b, t, d = cell_pos[order], dt_bin[order], dt[order], dr[order]
     new_cell = np.r_[True, c[1:] != c[:-1]]
-    new_group = new_cell | np.r_[True, t[1:] != t[:-1]]
+    new_group = new_cell | np.r_[True, b[1:] != b[:-1]]
     gid = np.cumsum(new_group) - 1
     slot = gid - np.maximum.accumulate(np.where(new_cell, gid, 0))
     G = int(slot.max()) + 1
@@ -65,9 +92,9 @@ def _duration_groups(cell_pos, dr, dt, m, dtype) -> DurationGroups:
     sum_dr = np.stack([np.bincount(flat, d[:, k], minlength=m * G) for k in range(dim)],
                       axis=-1).reshape(m, G, dim)
     sum_dr2 = np.bincount(flat, np.sum(d * d, axis=1), minlength=m * G).reshape(m, G)
-    gdt = np.ones(m * G)
-    gdt[flat] = t
-    f = (lambda a: jnp.asarray(a, dtype=dtype)) if dtype is not None else jnp.asarray
+    sum_dt = np.bincount(flat, t, minlength=m * G)
+    gdt = np.where(count.ravel() > 0, sum_dt / np.maximum(count.ravel(), 1), 1.0)
+    f = lambda a: host_array(a, dtype)  # noqa: E731
     return DurationGroups(f(gdt.reshape(m, G)), f(count), f(sum_dr), f(sum_dr2))
 
 
@@ -125,16 +152,19 @@ class Cells(eqx.Module):
     @property
     def dt_mean(self):
         """[ncells] mean translocation duration per cell."""
-        return jnp.sum(jnp.where(self.mask, self.dt, 0.0), axis=1) / self.counts
+        xp, (dt, mask, counts) = _host_or_traced(self.dt, self.mask, self.counts)
+        return (xp.sum(xp.where(mask, dt, 0.0), axis=1) / counts).astype(dt.dtype)
 
     @property
     def dt_max(self):
         """[ncells] longest translocation duration per cell."""
-        return jnp.max(jnp.where(self.mask, self.dt, -jnp.inf), axis=1)
+        xp, (dt, mask) = _host_or_traced(self.dt, self.mask)
+        return xp.max(xp.where(mask, dt, -xp.inf), axis=1)
 
     @property
     def degree(self):
-        return jnp.sum(self.neighbour_mask, axis=1)
+        xp, (nm,) = _host_or_traced(self.neighbour_mask)
+        return xp.sum(nm, axis=1)
 
     def neighbour_lists(self) -> list:
         """Neighbours of each cell as a list of int arrays (positions, not labels)."""
@@ -144,8 +174,9 @@ class Cells(eqx.Module):
 
     def initial_diffusivity(self):
         """TRamWAy's start: mean(dr**2 over all components) / (2 * mean dt) per cell."""
-        dr2 = jnp.sum(jnp.where(self.mask[..., None], self.dr * self.dr, 0.0), axis=(1, 2))
-        return dr2 / (self.counts * self.dim) / (2.0 * self.dt_mean)
+        xp, (dr, mask, counts) = _host_or_traced(self.dr, self.mask, self.counts)
+        dr2 = xp.sum(xp.where(mask[..., None], dr * dr, 0.0), axis=(1, 2))
+        return (dr2 / (counts * self.dim) / (2.0 * self.dt_mean)).astype(dr.dtype)
 
     def subset(self, keep) -> "Cells":
         """Cells at positions where ``keep`` ([ncells] bool) is True; neighbour lists are
@@ -161,11 +192,11 @@ class Cells(eqx.Module):
         if self.time_neighbours is not None:
             tl = [pos[n] for n, k in zip(self.time_neighbour_lists(), keep) if k]
             tn, tm = _pad_neighbours([n[n >= 0] for n in tl])
-            tn, tm, tc = jnp.asarray(tn), jnp.asarray(tm), self.time_centers[sel]
-        take = lambda a: jnp.asarray(np.asarray(a)[sel])  # noqa: E731  (host gathers)
+            tn, tm, tc = host_array(tn), host_array(tm), self.time_centers[sel]
+        take = lambda a: host_array(np.asarray(a)[sel])  # noqa: E731  (host gathers)
         groups = None if self.groups is None else jax.tree_util.tree_map(take, self.groups)
         return Cells(take(self.dr), take(self.dt), take(self.mask), take(self.counts),
-                     take(self.centers), take(self.volumes), jnp.asarray(nb), jnp.asarray(nm),
+                     take(self.centers), take(self.volumes), host_array(nb), host_array(nm),
                      take(self.cell_ids), tn, tm, tc, groups)
 
     def time_neighbour_lists(self) -> list:
@@ -256,10 +287,10 @@ def cells_from_arrays(cell_index, dr, dt, centers, volumes, adjacency: Sequence,
         n = pos[np.asarray(adjacency[c], dtype=np.int64)]
         lists.append(np.unique(n[n >= 0]))
     nb, nm = _pad_neighbours(lists)
-    f = (lambda a: jnp.asarray(a, dtype=dtype)) if dtype is not None else jnp.asarray
+    f = lambda a: host_array(a, dtype)  # noqa: E731
     groups = _duration_groups(cp, dr[rows], dt[rows], m, dtype)
-    return Cells(f(DR), f(DT), jnp.asarray(MASK), jnp.asarray(counts), f(centers[cell_ids]),
-                 f(volumes[cell_ids]), jnp.asarray(nb), jnp.asarray(nm), jnp.asarray(cell_ids),
+    return Cells(f(DR), f(DT), host_array(MASK), host_array(counts), f(centers[cell_ids]),
+                 f(volumes[cell_ids]), host_array(nb), host_array(nm), host_array(cell_ids),
                  groups=groups)
 
 
@@ -325,9 +356,9 @@ def space_time_cells(partition, window_duration: float, window_shift: Optional[f
                                dtype=np.int64))
     tn, tm = _pad_neighbours(tlists)
     tc = t0 + (ids // ns) * shift + window_duration / 2
-    f = (lambda a: jnp.asarray(a, dtype=dtype)) if dtype is not None else jnp.asarray
-    return dataclasses_replace(cells, time_neighbours=jnp.asarray(tn),
-                               time_neighbour_mask=jnp.asarray(tm), time_centers=f(tc))
+    f = lambda a: host_array(a, dtype)  # noqa: E731
+    return dataclasses_replace(cells, time_neighbours=host_array(tn),
+                               time_neighbour_mask=host_array(tm), time_centers=f(tc))
 
 
 def dataclasses_replace(cells: Cells, **changes) -> Cells:
@@ -361,4 +392,4 @@ def time_variation_stencil(cells: Cells):
                 sw[i, s] = inv
                 nw[i, s, :len(n)][side] = -inv / side.sum()
                 defined[i, s] = True
-    return Stencil(jnp.asarray(sw), jnp.asarray(nw), jnp.asarray(nb), jnp.asarray(defined))
+    return Stencil(host_array(sw), host_array(nw), host_array(nb, np.int32), host_array(defined))

@@ -25,6 +25,8 @@ import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
 
+from jaxinfer.spt.cells import _host_or_traced, host_array
+
 __all__ = ["Stencil", "grad1_stencil", "gradn_stencil", "delta0_stencil", "delta1_stencil",
            "neighbours_per_axis", "grad_sum", "DEFAULT_SELECTION_ANGLE"]
 
@@ -48,12 +50,14 @@ class Stencil(eqx.Module):
     defined: jnp.ndarray
 
     def apply(self, X, na: Optional[float] = None):
-        """X [ncells] -> [ncells, C]; undefined components are 0 (or ``na``)."""
-        X = jnp.asarray(X)
-        nb = X[self.neighbours]  # [m, B]
-        out = self.self_weight * X[:, None] + jnp.einsum("mcb,mb->mc", self.neighbour_weight, nb)
+        """X [ncells] -> [ncells, C]; undefined components are 0 (or ``na``). Concrete
+        arrays are computed with numpy (no XLA program for an eager call)."""
+        xp, (X, sw, nw, nbi, defined) = _host_or_traced(
+            X, self.self_weight, self.neighbour_weight, self.neighbours, self.defined)
+        nb = X[nbi]  # [m, B]
+        out = sw * X[:, None] + xp.einsum("mcb,mb->mc", nw, nb)
         if na is not None:
-            out = jnp.where(self.defined, out, na)
+            out = xp.where(defined, out, na)
         return out
 
     __call__ = apply
@@ -185,7 +189,7 @@ def grad1_stencil(centers, neighbours, eps=None, selection_angle=DEFAULT_SELECTI
     cv = np.where(both, wv, np.where(only_v, -inv_v / np.maximum(nv, 1), 0.0))
     nw = np.where(above, cv[..., None], np.where(below, cu[..., None], 0.0))
     defined = (nu > 0) | (nv > 0)
-    return Stencil(jnp.asarray(sw), jnp.asarray(nw), jnp.asarray(nb), jnp.asarray(defined))
+    return Stencil(host_array(sw), host_array(nw), host_array(nb, np.int32), host_array(defined))
 
 
 def delta0_stencil(centers, neighbours) -> Stencil:
@@ -199,7 +203,7 @@ def delta0_stencil(centers, neighbours) -> Stencil:
         w = np.where(nmask, 1.0 / d / np.sqrt(np.maximum(k, 1).astype(float)), 0.0)
     nw = np.zeros(nb.shape + (B,))
     nw[:, np.arange(B), np.arange(B)] = w
-    return Stencil(jnp.asarray(-w), jnp.asarray(nw), jnp.asarray(nb), jnp.asarray(nmask))
+    return Stencil(host_array(-w), host_array(nw), host_array(nb, np.int32), host_array(nmask))
 
 
 def delta1_stencil(centers, neighbours, eps=None, selection_angle=DEFAULT_SELECTION_ANGLE) -> Stencil:
@@ -219,8 +223,8 @@ def delta1_stencil(centers, neighbours, eps=None, selection_angle=DEFAULT_SELECT
         sw[:, :, s] = inv
         nw[:, :, s] = np.where(side, (-inv / np.maximum(count, 1))[..., None], 0.0)
         defined[:, :, s] = count > 0
-    return Stencil(jnp.asarray(sw.reshape(m, 2 * dim)), jnp.asarray(nw.reshape(m, 2 * dim, -1)),
-                   jnp.asarray(nb), jnp.asarray(defined.reshape(m, 2 * dim)))
+    return Stencil(host_array(sw.reshape(m, 2 * dim)), host_array(nw.reshape(m, 2 * dim, -1)),
+                   host_array(nb, np.int32), host_array(defined.reshape(m, 2 * dim)))
 
 
 def gradn_stencil(centers, neighbours, tramway_indexing: bool = False) -> Stencil:
@@ -277,4 +281,4 @@ def gradn_stencil(centers, neighbours, tramway_indexing: bool = False) -> Stenci
         sw[i] = W[:, :k].sum(axis=1)
         nw[i, :, :k] = W[:, k:]
         defined[i] = True
-    return Stencil(jnp.asarray(sw), jnp.asarray(nw), jnp.asarray(nb), jnp.asarray(defined))
+    return Stencil(host_array(sw), host_array(nw), host_array(nb, np.int32), host_array(defined))

@@ -239,9 +239,9 @@ def _per_cell(mode: Mode, name: str, cells: Cells, settings: InferSettings) -> M
     lower = {"diffusivity": f(_lower_diffusivity(cells, settings.sigma2,
                                                  settings.min_diffusivity)[:, None])}
     for pname in mode.parameters[1:]:
-        x0[pname] = jnp.zeros((m, dim), dtype)
-        lower[pname] = jnp.full((m, dim), -jnp.inf, dtype)
-    upper = jax.tree_util.tree_map(lambda a: jnp.full_like(a, jnp.inf), x0)
+        x0[pname] = f(np.zeros((m, dim)))
+        lower[pname] = f(np.full((m, dim), -np.inf))
+    upper = jax.tree_util.tree_map(lambda a: f(np.full(a.shape, np.inf)), x0)
     opts = _solver_options(mode, settings)
     res = solve_per_cell(mode, cells, x0, lower, upper, settings.sigma2,
                          _normalization(cells, settings), settings.jeffreys_prior, opts)
@@ -257,9 +257,9 @@ def _stencils(cells: Cells, settings: InferSettings, need_delta: bool):
     lists = cells.neighbour_lists()
     centers = np.asarray(cells.centers, dtype=float)
     kw = settings.grad_kwargs()
-    cast = lambda st: type(st)(st.self_weight.astype(cells.dr.dtype),  # noqa: E731
-                               st.neighbour_weight.astype(cells.dr.dtype), st.neighbours,
-                               st.defined)
+    cast = lambda st: type(st)(jnp.asarray(np.asarray(st.self_weight), cells.dr.dtype),  # noqa: E731
+                               jnp.asarray(np.asarray(st.neighbour_weight), cells.dr.dtype),
+                               st.neighbours, st.defined)
     grad = cast(grad1_stencil(centers, lists, **kw))
     delta = cast(delta0_stencil(centers, lists)) if (
         need_delta or settings.rgrad in ("delta", "delta0")) else None
@@ -348,7 +348,8 @@ def _smooth_setup(mode: Mode, name: str, cells: Cells, settings: InferSettings) 
     weights = dict(diffusivity=settings.diffusivity_prior, drift=settings.drift_prior,
                    force=settings.force_prior, potential=settings.potential_prior,
                    diffusivity_time=ltD, potential_time=ltV)
-    problem = Problem(cells=cells, grad=grad, regularizer=reg, sigma2=f(settings.sigma2),
+    problem = Problem(cells=cells, grad=grad, regularizer=None if reg is grad else reg,
+                      sigma2=f(settings.sigma2),
                       priors={k: f(0.0 if v is None else v) for k, v in weights.items()},
                       normalization=f(_normalization(cells, settings)), offset=f(0.0),
                       delta=delta, time=time, jeffreys=bool(settings.jeffreys_prior),
@@ -363,11 +364,11 @@ def _smooth_setup(mode: Mode, name: str, cells: Cells, settings: InferSettings) 
         if pname == "potential":
             x0[pname] = f(_initial_potential(cells, V0, settings.compatibility))
             floor = 0.0 if mode.potential_nonnegative and not potential_free else -np.inf
-            lower[pname] = jnp.full((m,), floor, dtype)
+            lower[pname] = f(np.full((m,), floor))
         else:
-            x0[pname] = jnp.zeros((m, dim), dtype)
-            lower[pname] = jnp.full((m, dim), -jnp.inf, dtype)
-    upper = jax.tree_util.tree_map(lambda a: jnp.full_like(a, jnp.inf), x0)
+            x0[pname] = f(np.zeros((m, dim)))
+            lower[pname] = f(np.full((m, dim), -np.inf))
+    upper = jax.tree_util.tree_map(lambda a: f(np.full(a.shape, np.inf)), x0)
     opts = _solver_options(mode, settings)
     if mode.name == "dv":  # TRamWAy minimises f - f(x0)
         problem = dataclasses.replace(problem, offset=jax.jit(mode.posterior)(x0, problem))

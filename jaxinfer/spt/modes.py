@@ -51,7 +51,8 @@ class Problem(eqx.Module):
     """Everything a smooth posterior needs besides its parameters (a pytree of arrays).
 
     cells : Cells; grad : TRamWAy's grad1 stencil; regularizer : the operator of the smoothing
-    priors (grad1, or delta0 / delta1 for ``rgrad``); delta : delta0 (stochastic DV priors);
+    priors (delta0 / delta1 for ``rgrad``; None: ``grad``, which the objective then applies
+    once for the likelihood and the prior); delta : delta0 (stochastic DV priors);
     time : time-variation stencil (space-time cells) or None; sigma2 : localization variance
     (µm²); priors : dict of prior weights (``diffusivity``, ``drift``, ``force``,
     ``potential``, ``diffusivity_time``, ``potential_time``; 0 = term absent);
@@ -62,7 +63,7 @@ class Problem(eqx.Module):
 
     cells: Cells
     grad: Stencil
-    regularizer: Stencil
+    regularizer: Optional[Stencil]
     sigma2: jax.Array
     priors: dict
     normalization: jax.Array

@@ -71,8 +71,11 @@ def cell_neg_log_likelihood(diffusivity, cells: Cells, sigma2, velocity=None,
     s4 = jnp.where(used, 4.0 * (diffusivity[:, None] * g.dt + sigma2), 1.0)  # [m, G]
     r2 = g.sum_dr2
     if velocity is not None:
-        vdt = g.dt[..., None] * velocity[:, None, :]  # [m, G, dim]
-        r2 = r2 - 2.0 * jnp.sum(vdt * g.sum_dr, axis=-1) + g.count * jnp.sum(vdt * vdt, -1)
+        # one component at a time: XLA's CPU backend reduces a minor axis of length dim
+        # slowly (that sum was ~3/4 of the DV objective's value and gradient)
+        for d in range(velocity.shape[-1]):
+            vdt = g.dt * velocity[:, d, None]  # [m, G]
+            r2 = r2 - 2.0 * vdt * g.sum_dr[..., d] + g.count * vdt * vdt
     terms = jnp.where(used, normalization * g.count * jnp.log(s4) + r2 / s4, 0.0)
     return normalization * cells.counts * _LOG_PI + jnp.sum(terms, axis=1)
 
@@ -146,7 +149,7 @@ def dv_neg_posterior(diffusivity, potential, cells: Cells, grad: Stencil, sigma2
     gradV = grad.apply(potential)  # [m, dim]
     lik = cell_neg_log_likelihood(diffusivity, cells, sigma2, -diffusivity[:, None] * gradV,
                                   normalization)
-    pV = cells.volumes * jnp.sum(reg.apply(potential) ** 2, axis=-1)
+    pV = cells.volumes * jnp.sum((gradV if reg is grad else reg.apply(potential)) ** 2, axis=-1)
     pD = cells.volumes * jnp.sum(reg.apply(diffusivity) ** 2, axis=-1)
     per_cell = lik + potential_prior * pV + diffusivity_prior * pD
     out = jnp.sum(jnp.where(active, per_cell, 0.0))

@@ -108,7 +108,7 @@ def _objective(mode: str, cells, grad, *, sigma2, diffusivity_prior=None, potent
     priors = dict(diffusivity=weight(diffusivity_prior), drift=weight(drift_prior),
                   force=weight(force_prior), potential=weight(potential_prior),
                   diffusivity_time=weight(None), potential_time=weight(None))
-    problem = Problem(cells=cells, grad=grad, regularizer=grad, sigma2=weight(sigma2),
+    problem = Problem(cells=cells, grad=grad, regularizer=None, sigma2=weight(sigma2),
                       priors=priors, normalization=weight(1.0), offset=weight(0.0),
                       jeffreys=bool(jeffreys_prior))
     return lambda params: entry.posterior(params, problem)
