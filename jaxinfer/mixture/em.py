@@ -83,14 +83,23 @@ def expectation(model: LymphMixture, params=None, *, log: bool = False) -> np.nd
         return np.log(resp) if log else resp
 
 
-def _maximize_program(thetas, resp, spec, num_groups, options, data):
+def _maximize_program(thetas, resp, spec, num_groups, options, num_shared, data):
     coefs = _core.infer_coefs(resp, data, num_groups)
-    new, nit, status = maximize_components(thetas, resp, spec, data, dict(options))
+    new, nit, status = maximize_components(thetas, resp, spec, data, dict(options), num_shared)
     return coefs, new, nit, status
 
 
-def _maximize(thetas, resp, spec, num_groups, options, data):
-    return _jit(_maximize_program, (2, 3, 4))(thetas, resp, spec, num_groups, options, data)
+def _maximize(thetas, resp, spec, num_groups, options, num_shared, data):
+    return _jit(_maximize_program, (2, 3, 4, 5))(thetas, resp, spec, num_groups, options,
+                                                 num_shared, data)
+
+
+def _num_shared(model: LymphMixture) -> int:
+    """How many trailing parameters of every component the components share: the time
+    prior's with ``universal_p`` (their values are equal on every component), else 0."""
+    if not model.universal_p:
+        return 0
+    return len(model.components[0].get_distribution_params())
 
 
 def _options_key(model, options: Optional[Mapping]):
@@ -105,11 +114,9 @@ def maximization(model: LymphMixture, latent, *, log: bool = False,
     """M-step given responsibilities ``latent (P, K)`` (log-responsibilities if ``log``):
     sets the closed-form coefficients and the L-BFGS-B optimum of every component on the
     model and returns :meth:`LymphMixture.get_params`. RuntimeError if a component's fit
-    passed no convergence test (as lymixture does). ``options``: L-BFGS-B options."""
+    passed no convergence test (as lymixture does). ``options``: L-BFGS-B options. With
+    ``universal_p`` the components' parameters and the shared time prior's are one fit."""
     _require_float64("em.maximization")
-    if model.universal_p:
-        raise NotImplementedError("EM with universal_p=True (a time prior shared by all "
-                                  "components) is not implemented")
     latent = np.asarray(latent.to_numpy() if hasattr(latent, "to_numpy") else latent, float)
     resp = np.exp(latent) if log else latent
     if resp.shape != (model.num_patients, len(model.components)):
@@ -118,7 +125,8 @@ def maximization(model: LymphMixture, latent, *, log: bool = False,
     model.set_resps(resp)
     thetas, _, data = model.arrays()
     coefs, new, nit, status = _maximize(thetas, jnp.asarray(resp), model.spec,
-                                        len(model.subgroups), _options_key(model, options), data)
+                                        len(model.subgroups), _options_key(model, options),
+                                        _num_shared(model), data)
     model.set_mixture_coefs(np.asarray(coefs))
     model.normalize_mixture_coefs()
     status = np.asarray(status)
@@ -131,13 +139,13 @@ def maximization(model: LymphMixture, latent, *, log: bool = False,
 
 
 def _em_program(dynamic, static, x0, data):
-    solver_static, spec, num_groups, inner = static
+    solver_static, spec, num_groups, inner, num_shared = static
     solver = eqx.combine(dynamic, solver_static)
     x0_flat, unravel = ravel_pytree(x0)
     projected = solver.accelerate is not None
 
     def T(x, data):
-        return em_map(x, data, spec, num_groups, inner, projected)
+        return em_map(x, data, spec, num_groups, inner, projected, num_shared)
 
     fn = make_fixed_point_fn(T, unravel, objective=True, has_aux=True)
     res = iterate(solver, fn, x0_flat, (data,), callback=PROGRESS_SINK)
@@ -159,7 +167,7 @@ def _em_program(dynamic, static, x0, data):
 
 def _run_em(solver: FixedPoint, model: LymphMixture, inner: tuple, x0, data):
     dynamic, solver_static = eqx.partition(solver, eqx.is_array)
-    static = (solver_static, model.spec, len(model.subgroups), inner)
+    static = (solver_static, model.spec, len(model.subgroups), inner, _num_shared(model))
     return _jit(_em_program, 1)(dynamic, static, x0, data)
 
 
@@ -190,6 +198,8 @@ def fit(model: LymphMixture, *, maxiter: int = 100, atol: float = 1e-3, rtol: fl
     ``maxiter`` steps (MAX_ITER: ``success`` is False). ``callback(Progress)`` fires after
     every step on the host (``Progress.fun`` is the log-likelihood, ``Progress.x`` the
     ``(K, d)`` component parameters). ``options``: L-BFGS-B options of the M-step.
+    With ``universal_p`` the time prior's parameters are shared by the components in every
+    M-step (one L-BFGS-B fit over all components, :func:`maximize_components`).
     ``accelerate``: None (plain EM) or ``"squarem"`` (SQUAREM extrapolation, projected onto
     valid parameters and kept only where the log-likelihood does not drop below the plain
     step's: the history stays monotone; three EM maps per step).
@@ -208,8 +218,6 @@ def fit(model: LymphMixture, *, maxiter: int = 100, atol: float = 1e-3, rtol: fl
     test), ``extra["accelerated"]`` (SQUAREM extrapolations kept).
     """
     _require_float64("em.fit")
-    if model.universal_p:
-        raise NotImplementedError("EM with universal_p=True is not implemented")
     if isinstance(maxiter, bool) or int(maxiter) != maxiter or int(maxiter) < 1:
         raise ValueError(f"maxiter must be an integer >= 1, got {maxiter}")
     if atol < 0 or rtol < 0:

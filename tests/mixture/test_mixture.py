@@ -10,6 +10,7 @@ import jax
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.optimize as so
 
 from jaxinfer.mixture import LymphMixture, em, utils
 from jaxinfer.mixture.simulate import SUBSITE_COL
@@ -17,9 +18,9 @@ from jaxinfer.mixture.simulate import SUBSITE_COL
 FIXTURES = pathlib.Path(__file__).parent / "fixtures"
 
 
-def build(fx, table):
+def build(fx, table, **kwargs):
     graph = {tuple(k): v for k, v in fx["graph"]}
-    model = LymphMixture(model_kwargs={"graph_dict": graph}, num_components=2)
+    model = LymphMixture(model_kwargs={"graph_dict": graph}, num_components=2, **kwargs)
     # Binom(10, 0.3) as the CLI builds it (equal to the fixture's to ~1e-17), so the CLI
     # test reuses this file's compiled EM
     early = np.asarray(utils.binom_pmf(np.arange(11), 10, 0.3))
@@ -33,9 +34,14 @@ def build(fx, table):
 
 
 @pytest.fixture(scope="module")
-def small():
+def small_table():
     fx = json.loads((FIXTURES / "lymixture_small.json").read_text())
-    table = pd.read_csv(io.StringIO(fx["csv"]), header=[0, 1, 2])
+    return fx, pd.read_csv(io.StringIO(fx["csv"]), header=[0, 1, 2])
+
+
+@pytest.fixture(scope="module")
+def small(small_table):
+    fx, table = small_table
     model = build(fx, table)
     model.set_params(**fx["start_params"])
     return fx, model
@@ -75,6 +81,36 @@ def test_m_step_at_least_as_good_as_lymixture_powell(small):
     coef_names = [k for k in params if k.endswith("_coef")]
     np.testing.assert_allclose([params[k] for k in coef_names],
                                [fx["mstep_params"][k] for k in coef_names], atol=1e-10)
+
+
+def test_m_step_with_a_shared_time_prior_is_scipys_optimum(small_table):
+    # universal_p: one late_p for both components, so the M-step is one joint fit
+    fx, table = small_table
+    model = build(fx, table, universal_p=True)
+    start = {k: v for k, v in fx["start_params"].items() if not k.endswith("_late_p")}
+    model.set_params(**start, late_p=0.35)
+    names = list(model.get_params())
+    assert names[-1] == "late_p" and not any(n.endswith("_late_p") for n in names)
+    resps = np.asarray(fx["resps"])
+    params = em.maximization(model, resps)
+    model.set_resps(resps)
+    ours = model.complete_data_likelihood()
+    # scipy's L-BFGS-B (finite-difference gradients) on the same objective, started at our
+    # optimum with the coefficients at their closed form, finds nothing better
+    free = [n for n in names if not n.endswith("_coef")]
+    coefs = {n: params[n] for n in names if n.endswith("_coef")}
+
+    def negative(z):
+        model.set_params(**dict(zip(free, z.tolist())), **coefs)
+        return -model.complete_data_likelihood()
+
+    assert -negative(np.array([params[n] for n in free])) == pytest.approx(ours, rel=1e-12)
+    ref = so.minimize(negative, [params[n] for n in free], method="L-BFGS-B",
+                      bounds=[(0.0, 1.0)] * len(free))
+    assert ours >= -ref.fun - 1e-6
+    assert params["late_p"] == pytest.approx(ref.x[-1], abs=1e-3)
+    # and the fit moved from the start: the shared late_p is estimated, not kept
+    assert abs(params["late_p"] - 0.35) > 1e-3
 
 
 @pytest.fixture(scope="module")
