@@ -10,14 +10,17 @@ programs.
 
 Two pure, jitted fits:
 
-- :func:`fit_globals`: any subset of parameters, residuals over the whole image, Jacobian by
-  forward-mode autodiff (one JVP of the render per parameter; peri used one finite-difference
-  image update per parameter).
-- :func:`fit_particle_groups`: positions and radii of particle groups. Each group is fitted on
-  its own tile with the exact local model change ``M0 + H((C - I)(P_g - P_g0))``. Groups whose
-  tiles do not overlap form one *colour*; the groups of a colour are fitted together under
-  ``vmap`` (padded to a common size with 0/1 masks), colours one after another, all in one
-  compiled ``lax.scan``.
+- :func:`fit_globals`: any subset of parameters, residuals over the whole image, an exact
+  structured Jacobian (:func:`globals_problem`: the spheres held while zscale is, two FFTs
+  a column; peri used one finite-difference image update per parameter), damped steps from
+  the normal equations' eigendecomposition.
+- :func:`fit_particle_groups`: positions and radii of particle groups (``region_size=None``:
+  one particle per group, what burn and finish use). Each group is fitted on its own tile
+  with the exact local model change ``M0 + H((C - I)(P_g - P_g0))``. Groups whose tiles do not
+  overlap form one *colour*; the groups of a colour are fitted together under ``vmap``
+  (padded to a common size with 0/1 masks), colours one after another, all in one compiled
+  ``lax.scan``; each colour adds its exact tile changes to the model the next one starts
+  from.
 
 Both return the new parameters and the engine's :class:`~jaxinfer.optimize.OptimizeResult`
 (batched over groups for the particle fit). peri's "error" is the plain sum of squared

@@ -3,7 +3,9 @@ of :mod:`jaxinfer.imaging.fit`, with peri's defaults and stopping rules.
 
 Differences from peri, on purpose: Jacobians are exact (autodiff), never finite differences
 or decimated (``max_mem``, ``decimate``, ``eig_dl`` are accepted and ignored); particle groups
-whose tiles do not overlap are fitted together in one vmapped call; peri's random half-box shift
+whose tiles do not overlap are fitted together in one vmapped call, and burn / finish sweep
+one particle per group (``region_size=None``: a small tile per particle, many fitted at once;
+peri: 40-px boxes, one after another); peri's random half-box shift
 of the particle groups is off by default (``doshift=False``: a fixed layout compiles once;
 ``doshift=True`` or ``'alternate'`` shift deterministically, never from ``np.random``); ``desc``
 saves nothing; the line minimisation (off by default in peri too) is not implemented, and
