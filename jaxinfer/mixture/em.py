@@ -150,7 +150,8 @@ def _em_program(dynamic, static, x0, data):
     fn = make_fixed_point_fn(T, unravel, objective=True, has_aux=True)
     res = iterate(solver, fn, x0_flat, (data,), callback=PROGRESS_SINK)
     thetas, coefs = unravel(res.x)
-    # aux_history[k]: the inner fits of the M-step from x_k; x_nit came from step nit - 1
+    # aux_history[k]: the inner fits of the M-step from x_k (plain EM: x_nit is the output
+    # of the one from x_{nit-1}; with SQUAREM, of the accepted points' own M-steps)
     inner_status = res.extra["aux_history"]["inner_status"]
     done = (jnp.arange(inner_status.shape[0]) < res.nit)[:, None]
     last = jnp.maximum(res.nit - 1, 0)
