@@ -53,7 +53,8 @@ def _ours(mode, p, pr):
         cell_problems = CellProblem(ac.dr, ac.dt, ac.mask, ac.counts.astype(float), ac.dt_mean,
                                     s2 * full, full, jf)
         D = p["factor"] * ac.initial_diffusivity()
-        return jnp.sum(jax.vmap(entry.posterior)({"diffusivity": D[:, None]}, cell_problems))
+        return _jitted(jax.vmap(entry.posterior), ("vmap", entry.name))(
+            {"diffusivity": D[:, None]}, cell_problems).sum()
 
     def lam(k):
         return jnp.asarray(0.0 if p.get(k) is None else p[k])
@@ -64,7 +65,15 @@ def _ours(mode, p, pr):
                       priors=priors, normalization=jnp.asarray(1.0), offset=jnp.asarray(0.0),
                       delta=pr["delta"], jeffreys=jf)
     params = {name: jnp.asarray(p[_FIXTURE_KEY[name]]) for name in entry.parameters}
-    return entry.posterior(params, problem)
+    return _jitted(entry.posterior, entry.name)(params, problem)
+
+
+_JITTED = {}
+
+
+def _jitted(fun, key):
+    """One compiled program per mode (op-by-op evaluation compiled every primitive apart)."""
+    return _JITTED.setdefault(key, jax.jit(fun))
 
 
 def test_objectives_match_tramway(problem):
