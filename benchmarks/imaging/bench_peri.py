@@ -132,6 +132,38 @@ def make_case(name):
     return image, {k: np.asarray(v) for k, v in truth.items()}, start
 
 
+def attach_peri(results, peri_out):
+    """Put peri's results (``peri_out``: case name -> run_peri's dict) beside ours, with the
+    speed ratios."""
+    for name, entry in results["cases"].items():
+        if name not in peri_out:
+            continue
+        p = peri_out[name]
+        truth_np = {k: np.asarray(v) for k, v in make_case(name)[1].items()}
+        entry["peri"] = dict(summarise(p["pos"], p["rad"], truth_np, p["error"]),
+                             burn_s=p["burn_s"], finish_s=p["finish_s"],
+                             burn_cpu_s=p.get("burn_cpu_s"), finish_cpu_s=p.get("finish_cpu_s"),
+                             burn_converged=p["burn_converged"],
+                             finish_converged=p["finish_converged"], psf=p["psf"],
+                             ran_at=p["ran_at"], case_sha256_16=p["case_sha256_16"])
+        warm = entry["jaxinfer"]["warm"]
+        first = entry["jaxinfer"]["first"]
+        entry["speedup_warm_wall"] = (p["burn_s"] + p["finish_s"]) / (warm["burn_s"] + warm["finish_s"])
+        entry["speedup_first_wall"] = (p["burn_s"] + p["finish_s"]) / (first["burn_s"] + first["finish_s"])
+        if p.get("burn_cpu_s") is not None:
+            entry["speedup_warm_cpu"] = ((p["burn_cpu_s"] + p["finish_cpu_s"])
+                                         / (warm["burn_cpu_s"] + warm["finish_cpu_s"]))
+        if p.get("burn_cpu_s") is not None:
+            entry["speedup_first_cpu"] = ((p["burn_cpu_s"] + p["finish_cpu_s"])
+                                          / (first["burn_cpu_s"] + first["finish_cpu_s"]))
+        for side in ("jaxinfer", "peri"):
+            e = entry[side]
+            e["position_rmse_over_crb"] = e["position_rmse"] / entry["crb_position_rms"]
+            e["radius_rmse_over_crb"] = e["radius_rmse"] / entry["crb_radius_rms"]
+            e["error_over_true"] = e["final_error"] / entry["true_error"] - 1
+        print(name, "peri", json.dumps(entry["peri"], default=float), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--cases", default="small,large")
@@ -142,7 +174,21 @@ def main():
                     help="keep peri's cases and results here (a result for the same image, "
                          "start and settings is reused); default: a temporary folder")
     ap.add_argument("--out", default=str(HERE.parent / "results" / "imaging_peri.json"))
+    ap.add_argument("--merge-peri", default=None, metavar="DIR",
+                    help="only replace peri's side of --out by the results kept in DIR (from a "
+                         "--peri-only run of this session)")
     args = ap.parse_args()
+    if args.merge_peri:
+        results = json.loads(Path(args.out).read_text())
+        peri_out = {}
+        for name in results["cases"]:
+            image, _, start = make_case(name)
+            peri_out[name] = run_peri(args.peri, image, start, args.merge_peri)
+        attach_peri(results, peri_out)
+        results["settings"]["peri_results_from"] = "a --peri-only run of the same session"
+        Path(args.out).write_text(json.dumps(results, indent=2, default=float))
+        print(json.dumps(results, indent=2, default=float))
+        return
     names = args.cases.split(",")
     cases = {name: make_case(name) for name in names}
     workdir = args.workdir or tempfile.mkdtemp(prefix="bench_peri_")
@@ -191,25 +237,7 @@ def main():
     if peri_thread is not None:
         peri_thread.join()
         results["peri_errors"] = peri_err
-    for name, entry in results["cases"].items():
-        if name not in peri_out:
-            continue
-        p = peri_out[name]
-        image, truth_np, start = cases[name]
-        entry["peri"] = dict(summarise(p["pos"], p["rad"], truth_np, p["error"]),
-                             burn_s=p["burn_s"], finish_s=p["finish_s"],
-                             burn_cpu_s=p.get("burn_cpu_s"), finish_cpu_s=p.get("finish_cpu_s"),
-                             burn_converged=p["burn_converged"],
-                             finish_converged=p["finish_converged"], psf=p["psf"],
-                             ran_at=p["ran_at"], case_sha256_16=p["case_sha256_16"])
-        warm = entry["jaxinfer"]["warm"]
-        first = entry["jaxinfer"]["first"]
-        entry["speedup_warm_wall"] = (p["burn_s"] + p["finish_s"]) / (warm["burn_s"] + warm["finish_s"])
-        entry["speedup_first_wall"] = (p["burn_s"] + p["finish_s"]) / (first["burn_s"] + first["finish_s"])
-        if p.get("burn_cpu_s") is not None:
-            entry["speedup_warm_cpu"] = ((p["burn_cpu_s"] + p["finish_cpu_s"])
-                                         / (warm["burn_cpu_s"] + warm["finish_cpu_s"]))
-        print(name, "peri", json.dumps(entry["peri"], default=float), flush=True)
+    attach_peri(results, peri_out)
     results["settings"]["load_average_end"] = os.getloadavg()
     Path(args.out).write_text(json.dumps(results, indent=2, default=float))
     print(json.dumps(results, indent=2, default=float))
