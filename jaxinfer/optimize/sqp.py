@@ -396,9 +396,11 @@ class SQP(AbstractSolver):
 
         def trial(alpha):
             x = jnp.clip(s.x + alpha * d, lb, ub)
-            f, _ = fn(x, args)
+            f, gx = fn(x, args)
             h, c = self._con(x)
-            return merit(f, h, c)
+            # a point where the gradient is not finite (sqrt at a bound it lands on) is
+            # refused like a non-finite value: the search backs off from it
+            return jnp.where(all_finite(gx), merit(f, h, c), jnp.inf)
 
         def ls_cond(carry):
             alpha, phi, k = carry

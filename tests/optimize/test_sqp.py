@@ -230,3 +230,16 @@ def test_refine_active_set_makes_the_qp_step_exact():
     np.testing.assert_allclose(ref.z, 0.0, atol=1e-14)
     np.testing.assert_allclose(ref.y, [2.0], rtol=1e-12)
     np.testing.assert_array_equal(np.asarray(ref.active), [True, False])
+
+
+def test_step_onto_a_bound_with_infinite_gradient_is_refused():
+    """NLopt's tutorial problem (scipy gh-1758): min sqrt(x1) s.t. x1 = (2 x0)^3,
+    x1 = (1 - x0)^3 in a box. The first QP step lands on x1 = 0, where d sqrt/dx1 = inf:
+    the merit search backs off, and the run reaches x* = (1/3, 8/27), f* = sqrt(8/27)."""
+    eq = lambda x: jnp.stack([x[1] - (2 * x[0]) ** 3, x[1] - (1 - x[0]) ** 3])  # noqa: E731
+    res = solve(lambda x: jnp.sqrt(x[1]), jnp.array([8.0, 0.25]), eq=eq,
+                lower=jnp.array([-0.5, 0.0]), upper=jnp.array([1.0, 8.0]))
+    assert int(res.status) == Status.CONSTRAINED_OK, res.message
+    np.testing.assert_allclose(res.x, [1.0 / 3.0, 8.0 / 27.0], atol=1e-8)
+    np.testing.assert_allclose(res.fun, np.sqrt(8.0 / 27.0), rtol=1e-10)
+    assert violation(res, eq) <= 1e-10
