@@ -24,7 +24,8 @@ def test_legendre_series_equals_numpy():
                                atol=1e-14)
 
 
-def test_augmented_state_recovers_radii_in_z():
+def _case():
+    """A state started from RAD0 on an image whose radii follow RZ_TRUE; and those radii."""
     zs = (POS[:, 0] - SHAPE[0] / 2) / (SHAPE[0] / 2)
     rad_true = RAD0 * np.exp(np.polynomial.legendre.legval(zs, RZ_TRUE))
     comps = lambda rad: [objs.PlatonicSpheresCollection(POS, rad),   # noqa: E731
@@ -35,6 +36,11 @@ def test_augmented_state_recovers_radii_in_z():
     image = np.asarray(truth.model) + SIGMA * np.asarray(
         jax.random.normal(jax.random.PRNGKey(2), SHAPE))
     st = states.ImageState(util.Image(image), comps(RAD0), pad=PAD, sigma=SIGMA)
+    return st, rad_true
+
+
+def test_augmented_state_recovers_radii_in_z():
+    st, rad_true = _case()
     st.update("bkg", 0.02)
     aug = opt.AugmentedState(st, ["bkg"], rz_order=2)
     lm = opt.LMAugmentedState(aug, max_iter=6, damping=1.0)
@@ -57,3 +63,15 @@ def test_augmented_state_recovers_radii_in_z():
     lm.reset()
     np.testing.assert_allclose(aug.rad0, st.obj_get_radii())
     assert np.all(aug.rz == 0)
+
+
+def test_burn_with_rz_order_fits_radii_in_z():
+    # burn(rz_order=2): its globals step is the augmented one (the same compiled fit as above);
+    # the particle sweeps hold the radii (include_rad=False), so only R(z) can move them
+    st, rad_true = _case()
+    start_error = st.error
+    out = opt.burn(st, mode="polish", n_loop=2, rz_order=2, include_rad=False, desc=None,
+                   collect_stats=True)
+    assert st.error < 0.2 * start_error
+    assert np.sqrt(np.mean((st.obj_get_radii() - rad_true) ** 2)) < 0.03
+    assert all(s["converged"] == (s["status"] < 20) for s in out["global_stats"])

@@ -9,7 +9,7 @@ peri: 40-px boxes, one after another); peri's random half-box shift
 of the particle groups is off by default (``doshift=False``: a fixed layout compiles once;
 ``doshift=True`` or ``'alternate'`` shift deterministically, never from ``np.random``); ``desc``
 saves nothing; the line minimisation (off by default in peri too) is not implemented, and
-``rz_order > 0`` in burn / do_levmarq is refused (use ``LMAugmentedState`` directly). Every result says whether its test was met.
+``rz_order > 0`` in do_levmarq is refused (use ``LMAugmentedState``; burn takes it). Every result says whether its test was met.
 """
 
 from __future__ import annotations
@@ -426,12 +426,16 @@ def burn(s, n_loop=6, collect_stats=False, desc="", rz_order=0, fractol=1e-4, er
     """peri's burn: alternate a globals LM and an all-particle-groups LM, up to ``n_loop``
     times, until the error changes by less than ``fractol`` (relative) or ``errtol``.
 
+    rz_order > 0: each globals step also fits the radii's dependence on z (peri's
+    LMAugmentedState, scalar damping 1).
     mode : 'burn' (globals without psf and zscale, 2 iterations, geodesic acceleration),
     'do-particles' (only the brightness scales; globals skipped in loop 0) or 'polish' (all
     globals, 1 iteration). ``progress(dict)`` (optional) is called after every half-loop.
     Returns ``{'converged', 'all_loop_values'}`` (+ stats with ``collect_stats``);
     ``converged`` is True only if the loop test was met."""
-    _no_rz(rz_order)
+    rz_order = int(rz_order)
+    if rz_order < 0:
+        raise ValueError(f"rz_order must be >= 0, got {rz_order}")
     mode = mode.lower()
     if mode not in ("burn", "do-particles", "polish"):
         raise ValueError(f"mode must be one of 'burn', 'do-particles', 'polish'; got {mode!r}")
@@ -453,10 +457,17 @@ def burn(s, n_loop=6, collect_stats=False, desc="", rz_order=0, fractol=1e-4, er
         damp = vectorize_damping(glbl, damping=1.0, increase_list=[["psf-", 3e1]] + [
             [n, _BAD_DAMP] for n in ("ilm-scale", "ilm-off", "ilm-z-0", "bkg-z-0")])
         if (a != 0 or mode != "do-particles") and glbl:
-            lm = LMGlobals(s, glbl, max_iter=glbl_max_iter, run_length=glbl_run_length,
-                           eig_update=eig_update, num_eig_dirs=10, eig_update_frequency=3,
-                           damping=damp, decrease_damp_factor=10., use_accel=use_accel,
-                           fractol=0.1 * fractol)
+            if rz_order > 0:
+                # peri: the globals and R(z) together (LMAugmentedState); damping scalar 1
+                lm = LMAugmentedState(AugmentedState(s, glbl, rz_order=rz_order),
+                                      max_iter=glbl_max_iter, run_length=glbl_run_length,
+                                      damping=1.0, decrease_damp_factor=10.,
+                                      use_accel=use_accel, fractol=0.1 * fractol)
+            else:
+                lm = LMGlobals(s, glbl, max_iter=glbl_max_iter, run_length=glbl_run_length,
+                               eig_update=eig_update, num_eig_dirs=10, eig_update_frequency=3,
+                               damping=damp, decrease_damp_factor=10., use_accel=use_accel,
+                               fractol=0.1 * fractol)
             lm.do_run_2()
             lm_stats.append(lm.get_termination_stats())
             if progress:
