@@ -813,8 +813,12 @@ class LevenbergMarquardt(AbstractSolver):
                              jnp.where(is_retry & (not two), lam / dec, lam))
         if fused:
             # the fused path's internal run steps on a fresh exact J each time: a success
-            # lowers λ as a first trial's does (Marquardt's rule) instead of keeping it
-            lam_keep = jnp.where(is_run, lam / dec, lam_keep)
+            # whose cost fell by at least 3/4 of the predicted decrease (the quadratic model
+            # is trusted there, as in MINPACK's trust-region rule) lowers λ instead of
+            # keeping it; on a poorly modelled step (non-zero residual, overshooting
+            # Gauss-Newton steps) λ stays
+            trusted = (st.cost - tr.cost) >= 0.75 * tr.predicted
+            lam_keep = jnp.where(is_run & trusted, lam / dec, lam_keep)
         good = best.cost <= st.cost
 
         counted = eqx.tree_at(

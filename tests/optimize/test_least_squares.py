@@ -283,3 +283,17 @@ def test_float32_fit(scipy_two_exp):
     assert res.x.dtype == jnp.float32
     assert res.success, res.message
     np.testing.assert_allclose(res.x, scipy_two_exp, rtol=2e-3, atol=2e-3)
+
+
+def test_nonzero_residual_minimum_within_scipys_evaluation_budget():
+    """r(x) = x² + 5 has no zero: the minimum of the cost is x = 0, where J vanishes and
+    Gauss-Newton steps overshoot. scipy's MINPACK gets |x| <= 1e-4 within 20 evaluations; so
+    must the LM engine (its internal run lowered λ after every success for part of a session
+    and needed 30)."""
+    from jaxinfer.optimize import least_squares
+
+    ref = scipy.optimize.least_squares(lambda x: x ** 2 + 5.0, 2.0, method="lm", max_nfev=20)
+    res = least_squares(lambda x: x ** 2 + 5.0, 2.0, method="lm", max_nfev=20)
+    assert abs(ref.x[0]) <= 1e-4
+    assert abs(res.x[0]) <= 1e-4 and res.nfev <= 20
+    assert res.cost == pytest.approx(12.5, rel=1e-12)   # ½ (0² + 5)²
