@@ -72,4 +72,5 @@ def _release_programs_between_modules():
 @pytest.fixture(autouse=True)
 def _release_programs_in_long_modules():
     yield
-    _release_compiled_programs(0.7)
+    # one test was seen to add ~11,000 maps on its own (46.7k -> 57.9k in a full run)
+    _release_compiled_programs(0.5)
