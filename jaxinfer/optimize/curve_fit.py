@@ -425,7 +425,11 @@ def _settings(options):
         key, parts = None, None
     if parts is None:
         static, dynamic = split_settings(_solver(options))
-        parts = _Hashed(static), jax.tree_util.tree_map(jnp.asarray, dynamic)
+        # concrete arrays even when the first call is inside the user's jit / vmap / grad:
+        # a tracer memoised here would make every later eager call look traced and run op
+        # by op (seconds per fit, a new XLA program per primitive)
+        with jax.ensure_compile_time_eval():
+            parts = _Hashed(static), jax.tree_util.tree_map(jnp.asarray, dynamic)
         if key is not None:
             if len(_SETTINGS) >= 256:
                 _SETTINGS.clear()

@@ -145,3 +145,22 @@ def test_unhashable_settings_are_refused_with_a_message():
 
     with pytest.raises(TypeError, match="not hashable"):
         curve_fit(with_note, (X, bytearray(b"note")), data(6), p0=P0)
+
+
+def test_a_first_call_inside_jit_does_not_make_later_eager_calls_run_op_by_op():
+    """The settings memo is filled by whichever call comes first. Filled inside a user's jit
+    it once held tracers, so every later eager call looked traced and ran op by op (~6 s per
+    fit, a new XLA program per primitive: the suite's map-count crash)."""
+    options = {"xtol": 1e-13}      # a key no other test of this module uses
+    y = data(11)
+    inside = jax.jit(lambda y: curve_fit(decay, X, y, p0=P0, **options)[0])(jnp.asarray(y))
+    memo = [v for k, v in curve_fit_module._SETTINGS.items() if ("xtol", 1e-13) in k[0]]
+    assert memo and not any(isinstance(leaf, jax.core.Tracer)
+                            for leaf in jax.tree_util.tree_leaves(memo))
+    before = traces()
+    eager = curve_fit(decay, X, y, p0=P0, **options)[0]
+    curve_fit(decay, X, data(12), p0=P0, **options)
+    assert traces() - before == 1     # compiled once, then reused: not op by op
+    ref = scipy.optimize.curve_fit(decay_np, X, y, p0=P0, xtol=1e-14, ftol=1e-14)[0]
+    np.testing.assert_allclose(eager, ref, rtol=1e-7)
+    np.testing.assert_allclose(inside, eager, rtol=1e-12)
