@@ -2,12 +2,13 @@
 block-coordinate BFGS over (D_i, V_i) blocks.
 
 Posteriors are module-level functions of ``(params, problem)`` from
-:mod:`jaxinfer.spt.modes`, so the optimiser's compilation cache (keyed by the function, the
-options and the shapes, never by the user's progress callable) is reused across calls.
+:mod:`jaxinfer.spt.modes`, so each solve is one XLA program per (posterior, options, shapes),
+reused across calls; a progress callable is routed to the program, never part of its key.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Callable, Optional
 
@@ -16,26 +17,54 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxinfer.optimize._compile import compiler_options
+from jaxinfer.optimize._iterate import PROGRESS_SINK, progress_to
 from jaxinfer.optimize.block import colour_groups
-from jaxinfer.optimize.minimize import minimize
+from jaxinfer.optimize.minimize import _host_result, minimize
+from jaxinfer.spt.cells import host_array
 from jaxinfer.spt.modes import CellProblem, Mode, Problem, stochastic_dv_local_terms
 
 __all__ = ["solve_map", "solve_per_cell", "solve_blocks", "block_structure"]
+
+
+def _route_progress(intermediate_result):
+    """The fixed callback of the compiled smooth solves: forwards to the ``progress`` of the
+    running :func:`solve_map` call (``progress_to``)."""
+    PROGRESS_SINK(intermediate_result)
+
+
+@functools.lru_cache(maxsize=32)
+def _map_solver(posterior, opts_items, relative_to_start: bool, with_progress: bool):
+    """``jit(run)``: ``run(x0, lower, upper, problem)`` is L-BFGS-B on ``posterior`` (one
+    program; with ``relative_to_start`` the objective is ``f - f(x0)``, f(x0) computed in
+    that same program rather than by a program of its own)."""
+    opts = dict(opts_items)
+
+    def run(x0, lower, upper, problem):
+        if relative_to_start:
+            zero = dataclasses.replace(problem, offset=jnp.zeros_like(problem.offset))
+            problem = dataclasses.replace(problem, offset=posterior(x0, zero))
+        return minimize(posterior, x0, args=(problem,), method="L-BFGS-B",
+                        bounds=(lower, upper), options=opts,
+                        callback=_route_progress if with_progress else None)
+
+    return jax.jit(run, compiler_options=compiler_options())
 
 
 def solve_map(mode: Mode, problem: Problem, x0: dict, lower: dict, upper: dict,
               options: dict, progress: Optional[Callable] = None):
     """L-BFGS-B on ``mode.posterior(params, problem)`` from ``x0`` within ``[lower, upper]``.
 
-    ``progress(intermediate_result)`` (optional) is called on the host once per iteration
-    with ``nit``, ``fun``, ``x``, ``jac``. Returns an OptimizeResult whose ``x`` is a dict
-    like ``x0``.
+    Modes with ``relative_to_start`` (DV, as TRamWAy) minimise ``f - f(x0)``: the problem's
+    ``offset`` is replaced by f(x0). ``progress(intermediate_result)`` (optional) is called on
+    the host once per iteration with ``nit``, ``fun``, ``x``, ``jac`` (dicts like ``x0``).
+    Returns an OptimizeResult (numpy fields) whose ``x`` is a dict like ``x0``.
     """
-    # minimize keeps the callback out of its compile key: a new progress callable does not
-    # recompile
-    res = minimize(mode.posterior, x0, args=(problem,), method="L-BFGS-B",
-                   bounds=(lower, upper), options=options, callback=progress)
-    return jax.block_until_ready(res)
+    solver = _map_solver(mode.posterior, tuple(sorted(options.items())),
+                         bool(mode.relative_to_start), progress is not None)
+    with progress_to(progress):
+        res = jax.block_until_ready(solver(x0, lower, upper, problem))
+    return _host_result(res)
 
 
 @functools.lru_cache(maxsize=32)
@@ -56,9 +85,10 @@ def solve_per_cell(mode: Mode, cells, x0: dict, lower: dict, upper: dict, sigma2
     batched OptimizeResult (``x`` a dict of [ncells, ...])."""
     m = cells.ncells
     dtype = cells.dr.dtype
-    full = lambda v: jnp.full((m,), v, dtype)  # noqa: E731
-    problems = CellProblem(cells.dr, cells.dt, cells.mask, cells.counts.astype(dtype),
-                           cells.dt_mean, full(sigma2), full(normalization), bool(jeffreys))
+    full = lambda v: host_array(np.full((m,), v), dtype)  # noqa: E731  (no XLA program)
+    problems = CellProblem(cells.dr, cells.dt, cells.mask, host_array(cells.counts, dtype),
+                           host_array(cells.dt_mean), full(sigma2), full(normalization),
+                           bool(jeffreys))
     solver = _vmapped_cell_solver(mode.posterior, tuple(sorted(options.items())))
     return jax.block_until_ready(solver(x0, lower, upper, problems))
 

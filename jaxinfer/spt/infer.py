@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinfer.spt import plugins
-from jaxinfer.spt.cells import Cells, distributed
+from jaxinfer.spt.cells import Cells, distributed, host_array
 from jaxinfer.spt.fitting import solve_blocks, solve_map, solve_per_cell
 from jaxinfer.spt.gradient import delta0_stencil, delta1_stencil, grad1_stencil
 from jaxinfer.spt.maps import Maps, counts_of, maps_frame
@@ -234,7 +234,7 @@ def _normalization(cells, settings):
 
 def _per_cell(mode: Mode, name: str, cells: Cells, settings: InferSettings) -> Maps:
     m, dim, dtype = cells.ncells, cells.dim, cells.dr.dtype
-    f = lambda v: jnp.asarray(v, dtype=dtype)  # noqa: E731
+    f = lambda v: host_array(v, dtype)  # noqa: E731
     x0 = {"diffusivity": f(_initial_diffusivity(cells, settings.D0)[:, None])}
     lower = {"diffusivity": f(_lower_diffusivity(cells, settings.sigma2,
                                                  settings.min_diffusivity)[:, None])}
@@ -257,8 +257,8 @@ def _stencils(cells: Cells, settings: InferSettings, need_delta: bool):
     lists = cells.neighbour_lists()
     centers = np.asarray(cells.centers, dtype=float)
     kw = settings.grad_kwargs()
-    cast = lambda st: type(st)(jnp.asarray(np.asarray(st.self_weight), cells.dr.dtype),  # noqa: E731
-                               jnp.asarray(np.asarray(st.neighbour_weight), cells.dr.dtype),
+    cast = lambda st: type(st)(host_array(st.self_weight, cells.dr.dtype),  # noqa: E731
+                               host_array(st.neighbour_weight, cells.dr.dtype),
                                st.neighbours, st.defined)
     grad = cast(grad1_stencil(centers, lists, **kw))
     delta = cast(delta0_stencil(centers, lists)) if (
@@ -326,7 +326,8 @@ def smooth_setup(cells, mode: str, **kwargs) -> SmoothSetup:
     return _smooth_setup(entry, name, cells, settings)
 
 
-def _smooth_setup(mode: Mode, name: str, cells: Cells, settings: InferSettings) -> SmoothSetup:
+def _smooth_setup(mode: Mode, name: str, cells: Cells, settings: InferSettings,
+                  with_offset: bool = True) -> SmoothSetup:
     cells = cells.with_neighbours_only()
     if cells.ncells == 0:
         raise ValueError("no cell has a non-empty neighbour; smooth modes need adjacent cells")
@@ -340,7 +341,7 @@ def _smooth_setup(mode: Mode, name: str, cells: Cells, settings: InferSettings) 
         raise ValueError(f"solver='block' is for stochastic.dv only, not mode {name!r}; "
                          "expected 'lbfgsb'")
     m, dim, dtype = cells.ncells, cells.dim, cells.dr.dtype
-    f = lambda v: jnp.asarray(v, dtype=dtype)  # noqa: E731
+    f = lambda v: host_array(v, dtype)  # noqa: E731  (device_put: no XLA program)
     grad, reg, delta = _stencils(cells, settings,
                                  need_delta=mode.name in ("stochastic.dv", "semi.stochastic.dv"))
     ltD, ltV, time = (_time_priors(cells, settings) if "diffusivity_time_prior" in mode.priors
@@ -370,15 +371,17 @@ def _smooth_setup(mode: Mode, name: str, cells: Cells, settings: InferSettings) 
             lower[pname] = f(np.full((m, dim), -np.inf))
     upper = jax.tree_util.tree_map(lambda a: f(np.full(a.shape, np.inf)), x0)
     opts = _solver_options(mode, settings)
-    if mode.name == "dv":  # TRamWAy minimises f - f(x0)
+    if with_offset and mode.relative_to_start:  # TRamWAy minimises f - f(x0)
         problem = dataclasses.replace(problem, offset=jax.jit(mode.posterior)(x0, problem))
     return SmoothSetup(mode, cells, problem, x0, lower, upper, opts)
 
 
 def _smooth(mode: Mode, name: str, cells: Cells, settings: InferSettings) -> Maps:
-    mode, cells, problem, x0, lower, upper, opts = _smooth_setup(mode, name, cells, settings)
+    # the solver computes DV's offset f(x0) in its own program
+    mode, cells, problem, x0, lower, upper, opts = _smooth_setup(mode, name, cells, settings,
+                                                                 with_offset=False)
     m, dim, dtype = cells.ncells, cells.dim, cells.dr.dtype
-    f = lambda v: jnp.asarray(v, dtype=dtype)  # noqa: E731
+    f = lambda v: host_array(v, dtype)  # noqa: E731
     grad = problem.grad
     potential_free = settings.V0 is not None and np.isscalar(settings.V0) and settings.V0 == 0
     params = _parameters(settings, options=opts, rgrad=settings.rgrad,

@@ -188,7 +188,8 @@ class Mode:
     priors : the ``infer`` prior keywords it reads; posterior : ``(params, problem) ->
     scalar`` (None for analysis modes); solver_options : L-BFGS-B defaults (TRamWAy's);
     potential_nonnegative : the potential's lower bound is 0 (stochastic DV) instead of
-    -inf; derived_force : output ``force`` = -grad1(potential); samplable : NUTS can sample
+    -inf; derived_force : output ``force`` = -grad1(potential); relative_to_start : the
+    solver minimises f - f(x0) (TRamWAy's DV; ftol then applies to that); samplable : NUTS can sample
     it (:mod:`jaxinfer.spt.sampling`); float32 : float32 maps equal float64's to 1e-3 (else
     ``infer`` refuses float32 cells); needs_input_maps : analysis modes that read an earlier
     map (not offered by the CLI).
@@ -203,6 +204,7 @@ class Mode:
     solver_options: dict = dataclasses.field(default_factory=dict)
     potential_nonnegative: bool = False
     derived_force: bool = False
+    relative_to_start: bool = False
     samplable: bool = False
     float32: bool = False
     needs_input_maps: bool = False
@@ -254,7 +256,8 @@ REGISTRY = {m.name: m for m in (
          _SMOOTH_OPTIONS, samplable=True),
     Mode("dv", SMOOTH, "diffusivity and potential (force = -grad V)",
          ("diffusivity", "potential"), ("diffusivity_prior", "potential_prior"), dv_posterior,
-         dict(maxiter=1000, ftol=1e-8, maxcor=10), derived_force=True, samplable=True),
+         dict(maxiter=1000, ftol=1e-8, maxcor=10), derived_force=True, relative_to_start=True,
+         samplable=True),
     Mode("stochastic.dv", SMOOTH, "DV with TRamWAy's local (delta0) priors",
          ("diffusivity", "potential"),
          ("diffusivity_prior", "potential_prior", "diffusivity_time_prior",

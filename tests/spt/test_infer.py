@@ -64,11 +64,16 @@ def test_unsmooth_d_closed_form_and_modes_dispatch():
 def test_dv_outputs_status_and_errors(grid_cells):
     calls = []
     maps = infer(grid_cells, "dv", sigma=0.03, diffusivity_prior=10.0, potential_prior=1.0,
-                 max_iter=3, progress=lambda *a: calls.append(1))
+                 max_iter=3, progress=lambda intermediate_result: calls.append(
+                     intermediate_result))
     # three iterations do not converge: reported honestly
     assert not maps.success and int(maps.result.nit) == 3
     assert "ITERATIONS" in maps.result.message.upper()
-    assert len(calls) >= 1
+    # one progress call per iteration, with the named parameters and their gradient
+    assert [int(r.nit) for r in calls] == [1, 2, 3]
+    last = calls[-1]
+    np.testing.assert_array_equal(last.x["potential"], maps.result.x["potential"])
+    assert set(last.jac) == {"diffusivity", "potential"}
     mp = maps.maps
     assert list(mp.columns) == ["diffusivity", "potential", "force x", "force y"]
     assert mp["potential"].min() >= 0.0
