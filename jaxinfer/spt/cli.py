@@ -107,17 +107,18 @@ def _progress_adapter(progress: Optional[Callable[[str], None]], label: str):
     return callback
 
 
-def run_infer(partition, mode: str, *, progress=None, **options):
+def run_infer(partition, mode: str, *, progress=None, iterations: bool = False, **options):
     """Call :func:`jaxinfer.spt.infer.infer`; options that are None are not passed.
 
-    ``progress(message)`` gets progress lines: at most two per second while a smooth mode
-    iterates, then one final line with the result's own iteration count and objective.
-    Returns the Maps.
+    ``progress(message)`` gets one final line with the result's own iteration count and
+    objective; with ``iterations=True`` also a line at most every 0.5 s while a smooth mode
+    iterates (the solve then carries a host callback, and JAX's persistent compilation cache
+    does not keep such programs: it compiles again in every process). Returns the Maps.
     """
     from jaxinfer.spt.infer import infer
 
     options = {k: v for k, v in options.items() if v is not None}
-    if progress is not None:
+    if progress is not None and iterations:
         options["progress"] = _progress_adapter(progress, mode)
     maps = infer(partition, mode, **options)
     result = maps.result
@@ -190,7 +191,8 @@ def register(subparsers) -> None:
                                         "trackpy's particle, frame, x, y with "
                                         "--frame-interval)")
     p.add_argument("--frame-interval", type=_positive, default=None, metavar="SECONDS",
-                   help="seconds per frame, for trackpy-style files (columns particle, frame)")
+                   help="seconds per frame, for trackpy-style files (columns particle, frame; "
+                        "default: none, times are the file's t column)")
     p.add_argument("--drop-invalid", action="store_true",
                    help="drop rows with missing, non-numeric or infinite values (counted) "
                         "instead of stopping")
@@ -223,7 +225,8 @@ def register(subparsers) -> None:
                    help="ridge weight of the force (df; default: none)")
     p.add_argument("--jeffreys-prior", action="store_true", help="add Jeffreys' prior on D")
     p.add_argument("--max-iter", type=int, default=None, metavar="N",
-                   help="solver iterations at most (default: 1000, TRamWAy's)")
+                   help="solver iterations at most (default: 1000 for the smooth modes, "
+                        "TRamWAy's; 15000 per cell for d, dd, df without priors, scipy's)")
     p.add_argument("--float32", action="store_true",
                    help="compute in float32 (closed-form modes only: d.conj_prior, density; "
                         "the others need and use float64)")
@@ -232,7 +235,13 @@ def register(subparsers) -> None:
                    help=f"image of the maps, PNG/PDF/SVG (needs matplotlib: {PLOT_INSTALL})")
     p.add_argument("--summary-json", default=None, metavar="JSON",
                    help="write a run summary (timings, convergence) here")
-    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    p.add_argument("--progress", action="store_true",
+                   help="also print the solver's iteration and objective every 0.5 s while a "
+                        "smooth mode iterates (default: start and final lines only; a solve "
+                        "with this callback is not kept in the persistent compilation cache, "
+                        "so it compiles in every run)")
+    p.add_argument("--quiet", action="store_true", help="nothing on stderr but errors and "
+                                                        "warnings")
     p.set_defaults(handler=_infer_command)
 
 
@@ -289,8 +298,10 @@ def _infer_command(args) -> int:
     except ValueError as err:
         return fail(str(err))
     n_cells = partition.tessellation.number_of_cells
-    n_tr = int(np.sum(partition.cell_index >= 0))
-    _say(args, f"{args.tessellation} tessellation: {n_cells} cells, {n_tr} translocations")
+    assigned = partition.cell_index[partition.cell_index >= 0]
+    n_tr, occupied = int(assigned.size), int(np.unique(assigned).size)
+    _say(args, f"{args.tessellation} tessellation: {n_cells} cells ({occupied} holding "
+               f"translocations), {n_tr} translocations")
 
     options = dict(sigma=args.sigma, diffusivity_prior=args.diffusivity_prior,
                    potential_prior=args.potential_prior, drift_prior=args.drift_prior,
@@ -301,7 +312,7 @@ def _infer_command(args) -> int:
     t0 = time.perf_counter()
     try:
         maps = run_infer(partition, args.mode, progress=None if args.quiet else
-                         (lambda m: _say(args, m)), **options)
+                         (lambda m: _say(args, m)), iterations=args.progress, **options)
     except (ValueError, TypeError) as err:
         return fail(str(err))
     elapsed = time.perf_counter() - t0

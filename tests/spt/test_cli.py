@@ -60,13 +60,20 @@ def test_infer_d_mode_end_to_end(trajectory_file, tmp_path, capsys):
     assert record["converged"] is True and record["cells"] == 16
 
 
-def test_infer_dv_mode_with_priors_matches_library(trajectory_file, tmp_path):
+def test_infer_dv_mode_with_priors_matches_library(trajectory_file, tmp_path, capsys):
     path, df = trajectory_file
-    out = tmp_path / "dv.csv"
+    out, summary = tmp_path / "dv.csv", tmp_path / "dv.json"
     code = cli.main(["infer", path, "--cells", "16", "--mode", "dv", "--sigma", str(SIGMA),
-                     "--diffusivity-prior", "10", "--potential-prior", "1", "--quiet",
-                     "--out", str(out)])
+                     "--diffusivity-prior", "10", "--potential-prior", "1", "--progress",
+                     "--out", str(out), "--summary-json", str(summary)])
     assert code == 0
+    # progress lines count up to the result's own iteration count, said once at the end
+    nit = json.loads(summary.read_text())["nit"]
+    err = capsys.readouterr().err
+    seen = [int(line.split("iteration ")[1].split(",")[0].split(" ")[0])
+            for line in err.splitlines() if "dv: iteration" in line]
+    assert seen[0] == 1 and seen == sorted(seen) and seen[-1] == nit
+    assert f"iteration {nit} (final)" in err and f"converged after {nit} iterations" in err
     maps = pd.read_csv(out)
     assert {"diffusivity", "potential", "force x", "force y"} <= set(maps.columns)
     from jaxinfer.spt.infer import infer
@@ -74,7 +81,8 @@ def test_infer_dv_mode_with_priors_matches_library(trajectory_file, tmp_path):
     from jaxinfer.spt.trajectories import load_trajectories
 
     part = tessellate(load_trajectories(path), "grid", count_per_dim=[4, 4])
-    direct = infer(part, "dv", sigma=SIGMA, diffusivity_prior=10.0, potential_prior=1.0)
+    direct = infer(part, "dv", sigma=SIGMA, diffusivity_prior=10.0, potential_prior=1.0,
+                   progress=lambda intermediate_result: None)  # the CLI's program
     np.testing.assert_allclose(maps["diffusivity"], direct.maps["diffusivity"], rtol=1e-6)
     np.testing.assert_allclose(maps["potential"], direct.maps["potential"], rtol=1e-6,
                                atol=1e-8)
