@@ -335,7 +335,7 @@ def _bucket(n):
 
 
 def plan_groups(model: ImageModel, pos, psf_values, groups, region_size=40, floor=None,
-                rad=None, zscale=1.0):
+                rad=None, zscale=1.0, lanes=None):
     """Static layout of a particle sweep: a common tile shape, each group's tile corner and
     the colouring of the groups (groups of one colour have disjoint tiles).
 
@@ -348,8 +348,10 @@ def plan_groups(model: ImageModel, pos, psf_values, groups, region_size=40, floo
     None): the tile and the padded sizes never shrink below it, so the sweeps of one fit keep
     one layout (one compilation) while particles and the PSF move. Returns a dict of NumPy
     arrays: ``tile`` (3,), ``index`` (n_colours, G, K), ``corner`` (n_colours, G, 3), and
-    ``key`` ``(tile, (n_colours, G, K), half)`` (``half``: the cube half widths drawn)."""
+    ``key`` ``(tile, (n_colours, G, K), half)`` (``half``: the cube half widths drawn).
+    ``lanes``: at most this many groups per colour (None: no limit)."""
     pos = np.asarray(pos, float).reshape(-1, 3)
+    lanes = len(groups) if lanes is None else int(lanes)
     half = np.asarray(model.half)
     if model.method == "exact-gaussian-trim" and rad is not None and len(rad):
         surface = 1.1 * (1 + model.max_radius_change) * float(np.max(rad)) + 1.6
@@ -378,7 +380,7 @@ def plan_groups(model: ImageModel, pos, psf_values, groups, region_size=40, floo
     colours = []
     for gi, c in enumerate(corners):
         for col in colours:
-            if all(np.any((c >= corners[o] + tile) | (corners[o] >= c + tile)) for o in col):
+            if len(col) < lanes and all(np.any((c >= corners[o] + tile) | (corners[o] >= c + tile)) for o in col):
                 col.append(gi)
                 break
         else:
@@ -508,11 +510,15 @@ def _fit_particle_groups_impl(model, params, data, geometry, index, corner, stru
 
 
 def fit_particle_groups(model: ImageModel, params, data, groups, include_rad=True,
-                        region_size=40, floor=None, **peri_options):
+                        region_size=40, floor=None, lanes=None, **peri_options):
     """LM on the positions (and radii) of every particle group, each on its own tile.
 
     groups : list of int arrays (particle indices), e.g. from :func:`group_particles`.
     floor : a previous plan's ``key`` (see :func:`plan_groups`), to keep one layout.
+    lanes : the most groups fitted together in one vmapped call (one colour). None: 1 on
+    the CPU backend, where a vmapped batch costs the sum of its lanes and every lane runs
+    as many LM trials as the slowest (a sweep of the 32x64x64 benchmark: 2.6 CPU-s one at a
+    time, 4.9 with up to 4 at once), and unlimited on accelerators.
     One compilation per image model, layout and LM structure: ``include_rad`` and every
     numeric LM setting are traced. Returns ``(params, stats, plan)``: ``stats`` a dict of
     (n_colours, G) arrays (status, nit, nfev, cost, delta_err, ...; empty slots of
@@ -522,9 +528,11 @@ def fit_particle_groups(model: ImageModel, params, data, groups, include_rad=Tru
     if not groups:
         return params, None, None
     active = np.asarray(params.get("active", np.ones(params["rad"].shape)), bool)
+    if lanes is None and jax.default_backend() == "cpu":
+        lanes = 1
     plan = plan_groups(model, np.asarray(params["pos"]), np.asarray(params["psf"]), groups,
                        region_size, floor, rad=np.asarray(params["rad"])[active],
-                       zscale=float(params["zscale"]))
+                       zscale=float(params["zscale"]), lanes=lanes)
     structure, numbers = split_options(lm_options(**peri_options))
     new, stats = _fit_particle_groups(model, params, data, (plan["key"][0], plan["key"][2]),
                                       jnp.asarray(plan["index"]), jnp.asarray(plan["corner"]),

@@ -61,13 +61,14 @@ def test_burn_finish_recover_particles_near_the_bound(case, fitted):
     image, truth, start, st_true = case
     st, b, f, start_error, _ = fitted
     assert st.error < 0.5 * start_error
-    # the fit explains the data as well as the truth does (it may overfit the noise slightly)
-    assert st.error <= 1.01 * st_true.error
+    # the fit explains the data as well as the truth does (it may overfit the noise slightly):
+    # issue 8's criterion, within 0.1% of the error at the true parameters
+    assert st.error <= 1.001 * st_true.error, (st.error, st_true.error)
     bound = st_true.crb(st_true.param_positions())
     rmse = np.sqrt(np.mean((st.obj_get_positions() - truth["pos"]) ** 2))
     assert rmse <= 2.0 * np.sqrt(np.mean(bound ** 2))
     np.testing.assert_allclose(st.get_values(["psf-sigz", "psf-sigy", "psf-sigx"]),
-                               truth["psf"], rtol=0.1)
+                               truth["psf"], rtol=0.03)
 
 
 def test_burn_and_finish_share_compiled_programs(fitted):
