@@ -15,8 +15,9 @@ does; L-BFGS-B treats it as a failed search, as scipy does).
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Any, Callable, NamedTuple
 
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -32,6 +33,8 @@ class LineSearchResult(NamedTuple):
         approximate form at the rounding floor of ``f``).
     converged : bool, the search stopped by one of its rules, not by running out of
         evaluations.
+    aux : the auxiliary state returned with the trial ``x`` (searches given ``aux``; else
+        None).
     """
 
     alpha: jnp.ndarray
@@ -42,6 +45,7 @@ class LineSearchResult(NamedTuple):
     success: jnp.ndarray
     wolfe: jnp.ndarray
     converged: jnp.ndarray
+    aux: Any = None
 
 
 class _LSState(NamedTuple):
@@ -266,15 +270,19 @@ class _MTState(NamedTuple):
     stmax: jnp.ndarray
     width: jnp.ndarray
     width1: jnp.ndarray
-    x: jnp.ndarray   # the last trial point, its objective and gradient
+    x: jnp.ndarray   # the last trial point, its objective, gradient and auxiliary state
     f: jnp.ndarray
     g: jnp.ndarray
+    aux: Any
+    conv: jnp.ndarray  # dcsrch's tests on that trial: converged, search ended
+    done: jnp.ndarray
 
 
 def more_thuente_line_search(value_and_grad_at: Callable, x, f0, g0, direction, alpha_init,
                              alpha_max, ftol: float = 1e-3, gtol: float = 0.9,
-                             xtol: float = 0.1, maxls: int = 20,
-                             project: Callable = None, stpmin: float = 0.0) -> LineSearchResult:
+                             xtol: float = 0.1, maxls=20,
+                             project: Callable = None, stpmin: float = 0.0,
+                             aux: Any = None) -> LineSearchResult:
     """Moré & Thuente's line search (MINPACK-2 ``dcsrch``, scipy L-BFGS-B's constants by
     default): a step in ``[0, alpha_max]`` with sufficient decrease (``ftol``) and the strong
     curvature condition (``gtol``), or one of dcsrch's warnings (rounding errors prevent
@@ -282,7 +290,13 @@ def more_thuente_line_search(value_and_grad_at: Callable, x, f0, g0, direction, 
     with the last trial returned, as scipy does. ``success`` additionally requires the trial
     to be no higher than ``f0``. A trial with ``f = -inf`` (unbounded below) ends the search
     as a Wolfe point. ``stpmin`` is dcsrch's smallest step (0 for L-BFGS-B, scipy's 1e-8 for
-    BFGS). Other arguments as :func:`wolfe_line_search`."""
+    BFGS). ``maxls`` may be traced (>= 1).
+
+    The objective is called in one place (the loop body; the first trial is its first trip),
+    so it is compiled once. With ``aux`` (a pytree, not None) it is called as
+    ``value_and_grad_at(x, aux) -> (f, g, aux_new)``, every trial from the given ``aux``, and
+    the result carries the returned trial's ``aux_new``. Other arguments as
+    :func:`wolfe_line_search`."""
     dtype = x.dtype
     ginit = jnp.vdot(g0, direction)
     gtest = ftol * ginit
@@ -299,14 +313,19 @@ def more_thuente_line_search(value_and_grad_at: Callable, x, f0, g0, direction, 
                     brackt=jnp.asarray(False), stage2=jnp.asarray(False),
                     stx=zero, fx=f0, gx=ginit, sty=zero, fy=f0, gy=ginit,
                     stmin=zero, stmax=stp0 + 4.0 * stp0, width=width, width1=2.0 * width,
-                    x=x, f=f0, g=g0)
+                    x=x, f=f0, g=g0, aux=aux, conv=jnp.asarray(False),
+                    done=jnp.asarray(False))
 
     def evaluate(s, stp):
-        """The trial at ``stp``: the state with its point, objective, gradient, one more
-        evaluation counted."""
+        """The trial at ``stp``: the state with its point, objective, gradient (and aux), one
+        more evaluation counted."""
         xa = point(stp)
-        fa, ga = value_and_grad_at(xa)
-        return s._replace(nfev=s.nfev + 1, stp=stp, x=xa, f=fa, g=ga)
+        if aux is None:
+            fa, ga = value_and_grad_at(xa)
+            new_aux = None
+        else:
+            fa, ga, new_aux = value_and_grad_at(xa, aux)
+        return s._replace(nfev=s.nfev + 1, stp=stp, x=xa, f=fa, g=ga, aux=new_aux)
 
     def tests(s):
         """dcsrch's tests on the evaluated trial ``s.stp``: ``(f, f', ftest, stage2, conv,
@@ -326,10 +345,9 @@ def more_thuente_line_search(value_and_grad_at: Callable, x, f0, g0, direction, 
         conv = ((fa_s <= ftest) & (jnp.abs(da_s) <= gtol * (-ginit)) & finite) | unbounded
         return fa_s, da_s, ftest, stage2, conv, ((warn | conv) & finite) | unbounded
 
-    def update(s):
+    def update(s, fa_s, da_s, ftest, stage2):
         """dcstep's next trial and interval after a trial that did not end the search."""
         stp = s.stp
-        fa_s, da_s, ftest, stage2, _, _ = tests(s)
         # dcstep on the modified function psi(a) = f(a) - f0 - a * gtest in stage 1
         modified = (~stage2) & (fa_s <= s.fx) & (fa_s > ftest)
         sh = jnp.where(modified, gtest, 0.0)
@@ -352,19 +370,23 @@ def more_thuente_line_search(value_and_grad_at: Callable, x, f0, g0, direction, 
                           width1=width1)
 
     def cond(s):
-        return (~tests(s)[-1]) & (s.nfev < maxls)
+        return (~s.done) & (s.nfev < maxls)
 
-    # The loop carries an evaluated trial and tests it before dcstep runs: most quasi-Newton
-    # iterations accept their first trial, and then neither dcstep nor a loop trip runs.
+    # One trip: evaluate the trial, test it, and (unless that ends the search) take
+    # dcstep's next trial; the scalar dcstep is cheaper than a branch around it.
     def body(s):
-        s = update(s)
-        return evaluate(s, s.stp)
+        s = evaluate(s, s.stp)
+        fa_s, da_s, ftest, stage2, conv, done = tests(s)
+        s = s._replace(conv=conv, done=done)
+        moved = update(s, fa_s, da_s, ftest, stage2)
+        stop = done | (s.nfev >= maxls)
+        return jax.tree_util.tree_map(lambda a, b: jnp.where(stop, a, b), s, moved)
 
-    s = lax.while_loop(cond, body, evaluate(init, stp0))
-    *_, conv, done = tests(s)
+    s = lax.while_loop(cond, body, init)
+    conv, done = s.conv, s.done
     success = done & (s.f <= f0) & (s.stp > 0)
     return LineSearchResult(alpha=s.stp, x=s.x, f=s.f, g=s.g, nfev=s.nfev, success=success,
-                            wolfe=conv & success, converged=done)
+                            wolfe=conv & success, converged=done, aux=s.aux)
 
 
 def scipy_wolfe12(value_and_grad_at: Callable, x, f0, g0, direction, alpha_init,
