@@ -25,14 +25,20 @@ per iteration until bracketed, then one minimisation step per iteration. The obj
   inside the bracket, stopping when ``|x - m| <= 2 tol - (b - a) / 2`` with
   ``tol = rtol |x| + atol`` (both 1e-6 by default). ``bounds`` may be infinite here.
 
-``status`` is ``XTOL`` on convergence, ``MAX_ITER`` / ``MAX_FEV`` when the budget ran out
-(also when no bracket was found: then ``x`` is the best point seen) and ``NONFINITE`` on NaN.
+The solver Modules report a :class:`Status`: ``XTOL`` on convergence, ``MAX_ITER`` /
+``MAX_FEV`` when the budget ran out (also when no bracket was found: then ``x`` is the best
+point seen) and ``NONFINITE`` on NaN. The front door reports scipy's codes and messages for
+scipy's three methods ('bounded': 0 "Solution found.", 1 "Maximum number of function calls
+reached.", 2 "NaN result encountered."; 'brent' / 'golden': scipy's messages, with codes 0 /
+1 / 2 in the same order) and keeps the :class:`Status` in ``res.reason``; 'bracket-brent'
+reports the :class:`Status` itself.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Callable, Optional
 
 import equinox as eqx
@@ -42,7 +48,8 @@ from jax import lax
 
 from jaxinfer.optimize._compile import callback_key, is_traced, run_compiled
 from jaxinfer.optimize._iterate import RUNNING, AbstractSolver, Progress, first_status, iterate
-from jaxinfer.optimize.result import OptimizeResult, Status
+from jaxinfer.optimize.result import (OptimizeResult, OptimizeWarning, Status, convention_code,
+                                      register_convention, to_host)
 
 _GOLD = 1.618034          # golden-ratio growth for bracketing
 _CG = 0.3819660           # golden section fraction for Brent
@@ -206,10 +213,12 @@ def _mintol(dtype):
 
 
 def _relative_tol(xtol, default, dtype):
-    """``xtol`` if given, else scipy's ``default`` raised to ``sqrt(eps)`` of the dtype."""
+    """``xtol`` if given, else scipy's ``default`` (float64), raised to ``sqrt(eps)`` of a
+    lower-precision dtype."""
     if xtol is not None:
         return xtol
-    return max(default, float(math.sqrt(jnp.finfo(dtype).eps)))
+    eps = float(jnp.finfo(dtype).eps)
+    return default if eps <= 2.3e-16 else max(default, math.sqrt(eps))
 
 
 def _brent_converged(s: BrentCore, xtol):
@@ -754,7 +763,8 @@ def minimize_scalar(fun: Callable, bracket=None, bounds=None, args=(), method: O
         'bounded': ``xatol`` (1e-5), ``maxiter`` (500 function evaluations); 'golden':
         ``xtol`` (1.49e-8; sqrt(eps) in float32), ``maxiter``
         (5000); 'bracket-brent': ``rtol``, ``atol`` (1e-6), ``gfactor`` (2), ``maxiter``
-        (500), ``x0`` (start, 0); ``disp`` is ignored. Unknown names raise ValueError.
+        (500), ``x0`` (start, 0); ``disp`` is ignored. Unknown names warn an ``OptimizeWarning`` (scipy's) and are
+        ignored.
     callback : optional ``callback(Progress(nit, fun, x))`` after every iteration (host
         values; not part of the compile key).
 
@@ -763,8 +773,10 @@ def minimize_scalar(fun: Callable, bracket=None, bounds=None, args=(), method: O
 
     Returns
     -------
-    OptimizeResult with scalar ``x`` and ``fun``; ``jac`` is NaN (not computed); ``status``
-    XTOL when converged.
+    OptimizeResult with scalar ``x`` and ``fun``; ``jac`` is NaN (not computed). For
+    'brent', 'golden' and 'bounded': scipy's ``status`` (0 converged, 1 budget, 2 NaN) and
+    ``message``, jaxinfer's :class:`Status` in ``reason``, numpy fields outside a trace.
+    'bracket-brent': ``status`` is the :class:`Status` (XTOL when converged).
     """
     if not callable(fun):
         raise TypeError("fun must be callable")
@@ -781,10 +793,11 @@ def minimize_scalar(fun: Callable, bracket=None, bounds=None, args=(), method: O
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
     options = {} if options is None else dict(options)
     defaults = _SCALAR_OPTIONS[method]
-    unknown = sorted(k for k in options if k not in defaults and k not in _SCALAR_IGNORED)
-    if unknown:
-        raise ValueError(f"Unknown option(s) {unknown} for method {method!r}; accepted: "
-                         f"{sorted(defaults)}")
+    unknown = [k for k in options if k not in defaults and k not in _SCALAR_IGNORED]
+    if unknown:  # scipy warns and ignores them
+        warnings.warn(f"Unknown solver options: {', '.join(map(str, unknown))} (method "
+                      f"{method!r} accepts {sorted(defaults)})", OptimizeWarning, stacklevel=2)
+        options = {k: v for k, v in options.items() if k not in unknown}
     opts = dict(defaults)
     if tol is not None:
         if not (isinstance(tol, numbers.Real) and tol >= 0):
@@ -835,8 +848,10 @@ def minimize_scalar(fun: Callable, bracket=None, bounds=None, args=(), method: O
     traced = is_traced((x0, arg_dynamic))
     static = (method, tuple(sorted(opts.items())), fun, arg_static,
               callback_key(callback, traced))
-    return run_compiled(_scalar_solve, static, x0, arg_dynamic,
-                        progress=None if traced else callback)
+    result = run_compiled(_scalar_solve, static, x0, arg_dynamic,
+                          progress=None if traced else callback)
+    # scipy's methods: numpy scalars and a Python bool outside a trace, as scipy returns
+    return result if traced or method == "bracket-brent" else to_host(result)
 
 
 def make_scalar_solver(method: str, opts: dict) -> AbstractSolver:
@@ -866,7 +881,36 @@ def _scalar_solve(static, x0, arg_dynamic) -> OptimizeResult:
         return jnp.reshape(val, ()).astype(dtype)
 
     solver = make_scalar_solver(method, dict(opts))
-    return iterate(solver, fn, x0, args, callback=callback)
+    res = iterate(solver, fn, x0, args, callback=callback)
+    if method == "bracket-brent":
+        return res
+    conv = _scipy_convention(method, dict(opts), dtype)
+    return OptimizeResult(x=res.x, fun=res.fun, jac=res.jac, status=convention_code(conv, res.status),
+                          nit=res.nit, nfev=res.nfev, njev=res.njev, extra=res.extra,
+                          reason=res.status, convention=conv)
+
+
+_NAN_MESSAGE = "NaN result encountered."
+
+
+def _scipy_convention(method: str, opts: dict, dtype) -> str:
+    """The name of scipy's status / message convention for ``method`` (registered on first
+    use: 'brent' and 'golden' put the tolerance they used in the success message)."""
+    if method == "bounded":
+        return register_convention(
+            "scipy-bounded", {Status.XTOL: 0, Status.MAX_FEV: 1, Status.NONFINITE: 2}, 1,
+            {Status.XTOL: "Solution found.",
+             Status.MAX_FEV: "Maximum number of function calls reached.",
+             Status.NONFINITE: _NAN_MESSAGE})
+    default = 1.48e-8 if method == "brent" else 1.4901161193847656e-08
+    xtol = _relative_tol(opts["xtol"], default, dtype)
+    return register_convention(
+        f"scipy-{method}-xtol={xtol!r}",
+        {Status.XTOL: 0, Status.MAX_ITER: 1, Status.NONFINITE: 2}, 1,
+        {Status.XTOL: ("\nOptimization terminated successfully;\nThe returned value satisfies "
+                       f"the termination criteria\n(using xtol = {xtol} )"),
+         Status.MAX_ITER: "\nMaximum number of iterations exceeded",
+         Status.NONFINITE: _NAN_MESSAGE})
 
 
 __all__ = ["minimize_scalar", "make_scalar_solver", "Brent", "BoundedBrent", "Golden",
