@@ -13,10 +13,10 @@ Differences from :func:`scipy.optimize.minimize`, on purpose:
 * ``success`` is only ever true when a convergence test passed (see ``res.status``).
 * Everything jits and vmaps: the call traces into one ``lax.while_loop``.
 * ``callback(intermediate_result)`` (or ``callback(xk)``) is called once per iteration
-  through ``jax.debug.callback``; its return value is ignored (a compiled loop cannot be
-  stopped from the host), so use ``maxiter`` to bound a run.
-* Bounds given to a method that cannot honour them (``'BFGS'``, ``'Newton-CG'``) raise a
-  ValueError (scipy warns and ignores them); use ``'L-BFGS-B'``.
+  on the host (``jax.pure_callback``); raising ``StopIteration`` in it stops the run
+  (status 99, as scipy); its return value is ignored.
+* As in scipy, bounds, constraints or Hessians given to a method that does not use them
+  warn (``RuntimeWarning``) and are ignored; unknown options warn an ``OptimizeWarning``.
 * ``'SLSQP'`` is sequential quadratic programming (:mod:`jaxinfer.optimize.sqp`: damped
   BFGS, interior-point QP subproblems, L1 merit line search); ``'auglag'`` is an augmented
   Lagrangian with an inner L-BFGS-B (:mod:`jaxinfer.optimize.constrained`).
@@ -120,10 +120,12 @@ def _resolve_options(method: str, options: Optional[dict], tol) -> dict:
     options = {} if options is None else dict(options)
     if not isinstance(options, dict):
         raise TypeError("options must be a dict or None")
-    unknown = sorted(k for k in options if k not in defaults and k not in _IGNORED)
-    if unknown:
-        raise ValueError(f"Unknown option(s) {unknown} for method {method!r}; accepted: "
-                         f"{sorted(defaults)} (and, ignored, {sorted(_IGNORED)})")
+    unknown = [k for k in options if k not in defaults and k not in _IGNORED]
+    if unknown:  # scipy warns and ignores them
+        warnings.warn(f"Unknown solver options: {', '.join(map(str, unknown))} (method "
+                      f"{method!r} accepts {sorted(defaults)} and, with no effect, "
+                      f"{sorted(_IGNORED)})", OptimizeWarning, stacklevel=3)
+        options = {k: v for k, v in options.items() if k not in unknown}
     resolved = dict(defaults)
     if tol is not None:
         if not (isinstance(tol, numbers.Real) and tol >= 0):
@@ -272,8 +274,8 @@ _PR_LOSS = "Desired error not necessarily achieved due to precision loss."
 _MAXITER = "Maximum number of iterations has been exceeded."
 _NAN = "NaN result encountered."
 _CALLBACK = "`callback` raised `StopIteration`."
-_CONVENTION = {
-    "bfgs": register_convention(
+_TABLES = {
+    "bfgs": (
         "scipy-bfgs",
         {Status.GTOL: 0, Status.XTOL: 0, Status.FTOL: 0, Status.MAX_ITER: 1,
          Status.LINE_SEARCH: 2, Status.PRECISION: 2, Status.NONFINITE: 3,
@@ -281,7 +283,7 @@ _CONVENTION = {
         {Status.GTOL: _SUCCESS, Status.XTOL: _SUCCESS, Status.FTOL: _SUCCESS,
          Status.MAX_ITER: _MAXITER, Status.LINE_SEARCH: _PR_LOSS, Status.NONFINITE: _NAN,
          Status.CALLBACK: _CALLBACK}),
-    "l-bfgs-b": register_convention(
+    "l-bfgs-b": (
         "scipy-l-bfgs-b",
         {Status.GTOL: 0, Status.FTOL: 0, Status.MAX_ITER: 1, Status.MAX_FEV: 1,
          Status.CALLBACK: 99}, 2,
@@ -292,14 +294,14 @@ _CONVENTION = {
          Status.LINE_SEARCH: "ABNORMAL: ",
          Status.NONFINITE: "ABNORMAL: a non-finite objective or gradient was encountered.",
          Status.CALLBACK: _CALLBACK}),
-    "newton-cg": register_convention(
+    "newton-cg": (
         "scipy-newton-cg",
         {Status.GTOL: 0, Status.XTOL: 0, Status.MAX_ITER: 1, Status.LINE_SEARCH: 2,
          Status.PRECISION: 2, Status.NONFINITE: 3, Status.CALLBACK: 99}, 2,
         {Status.GTOL: _SUCCESS, Status.XTOL: _SUCCESS, Status.MAX_ITER: "Warning: " + _MAXITER,
          Status.LINE_SEARCH: "Warning: " + _PR_LOSS, Status.NONFINITE: _NAN,
          Status.CALLBACK: _CALLBACK}),
-    "slsqp": register_convention(
+    "slsqp": (
         "scipy-slsqp",
         {Status.CONSTRAINED_OK: 0, Status.GTOL: 0, Status.FTOL: 0, Status.XTOL: 0,
          Status.INFEASIBLE: 4, Status.LINE_SEARCH: 8, Status.MAX_ITER: 9,
@@ -312,6 +314,24 @@ _CONVENTION = {
          Status.LINE_SEARCH: "Positive directional derivative for linesearch",
          Status.MAX_ITER: "Iteration limit reached", Status.CALLBACK: _CALLBACK}),
 }
+
+# scipy's convention name, its codes, its default code, its messages, per method
+# a run below float64 that stops for lack of precision also says how to get float64
+_FLOAT64_HINT = " (float64 may be needed: jax.config.update(\"jax_enable_x64\", True))"
+_CONVENTION = {m: register_convention(*table) for m, table in _TABLES.items()}
+_CONVENTION_LOW = {m: register_convention(
+    table[0] + "-low-precision", table[1], table[2],
+    {**table[3], **{s: table[3].get(s, "") + _FLOAT64_HINT
+                    for s in (Status.LINE_SEARCH, Status.PRECISION) if s in table[3]}})
+    for m, table in _TABLES.items()}
+
+
+def _convention(method: str, dtype):
+    """scipy's convention for ``method`` (None: jaxinfer's own codes); below float64 the
+    precision-loss messages also say how to enable float64."""
+    if method not in _CONVENTION:
+        return None
+    return (_CONVENTION if jnp.finfo(dtype).bits >= 64 else _CONVENTION_LOW)[method]
 
 
 def minimize(fun: Callable, x0, args=(), method=None, jac=None, hess=None,
@@ -352,7 +372,7 @@ def minimize(fun: Callable, x0, args=(), method=None, jac=None, hess=None,
         after every iteration, on the host. Raising ``StopIteration`` stops the run (status
         99, "`callback` raised `StopIteration`.", as scipy); the return value is ignored.
     options : dict of method options (scipy's names; see ``docs/optimize.md``).
-        Unknown names raise ValueError.
+        Unknown names warn an ``OptimizeWarning`` and are ignored (scipy).
 
     Returns
     -------
@@ -724,11 +744,15 @@ def _solve(static: _Static, x0, arg_dynamic, con_dynamic, lb, ub) -> OptimizeRes
         host = _host_via_sink if callback is _SINK else callback
         res = iterate(_Halting(solver, host), lambda x, a: value_and_grad(x), x0_flat, ())
     res = _unravel_result(res, unravel)
-    conv = _CONVENTION.get(name)  # None: jaxinfer's own codes (first-order, auglag)
+    conv = _convention(name, x0_flat.dtype)  # None: jaxinfer's codes (first-order, auglag)
     status = res.status if conv is None else convention_code(conv, res.status)
+    extra = res.extra
+    if name == "slsqp":  # scipy's field: equality multipliers, then inequality ones
+        extra = {**extra, "multipliers": jnp.concatenate(
+            [extra["multipliers_eq"], extra["multipliers_ineq"]])}
     return OptimizeResult(x=res.x, fun=res.fun, jac=res.jac,
                           status=status, nit=res.nit,
-                          nfev=res.nfev, njev=res.njev, hess_inv=res.hess_inv, extra=res.extra,
+                          nfev=res.nfev, njev=res.njev, hess_inv=res.hess_inv, extra=extra,
                           reason=res.status, convention=conv)
 
 

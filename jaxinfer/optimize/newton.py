@@ -56,6 +56,7 @@ def make_hvp(fun, args, unravel, x0_flat, hess=None, hessp=None):
         def linearize(x, _solver_args):
             H = jnp.reshape(jnp.asarray(hess(unravel(x), *args), dtype), (n, n))
             return lambda v: H @ v
+        linearize.dense_hessian = True  # one evaluation of hess per iteration (scipy's nhev)
         return linearize
     return None
 
@@ -65,7 +66,8 @@ class NewtonCGState(eqx.Module):
 
     x, f, g : iterate, objective, gradient; update_l1 : ``sum |x_k - x_{k-1}|`` of the last
     step (inf before the first); nit, nfev, nhev : iterations, objective+gradient and
-    Hessian-vector evaluations; ls_failed : the last line search found no acceptable step.
+    Hessian evaluations (Hessian-vector products, or (n, n) Hessians when ``linearize`` has
+    ``dense_hessian``: scipy's count); ls_failed : the last line search found no acceptable step.
     """
 
     x: jnp.ndarray
@@ -152,6 +154,8 @@ class NewtonCG(AbstractSolver):
         x, g = state.x, state.g
         dtype = x.dtype
         p, nh = self._cg(self._hvp(fn, x, args), g)
+        if getattr(self.linearize, "dense_hessian", False):
+            nh = jnp.ones((), jnp.int32)  # one (n, n) Hessian, not one per product
         # CG stopped before its first step (flat curvature) at a gradient at the rounding
         # level of f: a zero update, which passes any xtol >= 0 (scipy, gh-20214)
         eps = jnp.finfo(dtype).eps

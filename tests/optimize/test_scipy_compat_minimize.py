@@ -66,6 +66,82 @@ def test_fields_are_numpy_outside_a_trace_and_arrays_inside():
     assert int(status) == 0 and int(nit) == res.nit
 
 
+def test_front_door_signatures_are_scipys():
+    """Same parameter names, order, kinds and defaults as scipy 1.17's front doors (ours may
+    add keyword parameters at the end); the fmin_* defaults that select finite-difference
+    steps or printing differ (None: no effect here)."""
+    import inspect
+
+    no_effect = {"epsilon", "iprint", "disp"}
+    for name in ("minimize", "minimize_scalar", "least_squares", "curve_fit", "fmin_bfgs",
+                 "fmin_l_bfgs_b", "fmin_ncg", "fmin_slsqp"):
+        ours = inspect.signature(getattr(jo, name)).parameters
+        ref = inspect.signature(getattr(so, name)).parameters
+        assert [k for k in ours if k in ref] == list(ref), name
+        for k, p in ref.items():
+            assert ours[k].kind == p.kind, (name, k)
+            if k not in no_effect:
+                assert ours[k].default is p.default or ours[k].default == p.default, (name, k)
+
+
+def test_counters_like_scipys():
+    """nit / nfev / njev / nhev from scipy's test start: BFGS takes scipy's iterates (equal
+    counts); L-BFGS-B within one iteration (its ftol test must hold twice); Newton-CG counts
+    one Hessian per iteration with ``hess`` and one evaluation of f and g together, as
+    scipy (its iterates differ: the first line-search step, docs/optimize.md)."""
+    res = minimize(rosen, X0, method="BFGS")
+    ref = so.minimize(so.rosen, X0, jac=so.rosen_der, method="BFGS")
+    assert (res.nit, res.nfev, res.njev) == (ref.nit, ref.nfev, ref.njev) == (25, 30, 30)
+    res = minimize(rosen, X0, method="L-BFGS-B")
+    ref = so.minimize(so.rosen, X0, jac=so.rosen_der, method="L-BFGS-B")
+    assert abs(res.nit - ref.nit) <= 1 and abs(res.nfev - ref.nfev) <= 1
+    assert res.nfev == res.njev and ref.nfev == ref.njev
+    res = minimize(rosen, X0, method="Newton-CG", hess=jo.rosen_hess)
+    ref = so.minimize(so.rosen, X0, jac=so.rosen_der, hess=so.rosen_hess, method="Newton-CG")
+    assert res.nhev == res.nit and ref.nhev == ref.nit
+    assert res.nfev == res.njev and ref.nfev == ref.njev
+    assert_allclose(res.fun, 0.0, atol=1e-6) and ref.fun < 1e-6
+
+
+def test_repr_lists_scipys_fields_with_values():
+    """``repr(res)``: scipy's layout (names right-aligned on the colon, one per line) with
+    the values, never array shapes."""
+    res = minimize(rosen, X0, method="BFGS")
+    ref = so.minimize(so.rosen, X0, jac=so.rosen_der, method="BFGS")
+
+    def fields(text):
+        lines = [line for line in text.splitlines() if ": " in line and
+                 line.split(": ")[0].strip().isidentifier()]
+        return {line.split(": ")[0].strip(): line.split(": ", 1)[1] for line in lines}, lines
+
+    ours, lines = fields(repr(res))
+    theirs, _ = fields(repr(ref))
+    assert set(ours) == set(theirs)
+    assert len({line.index(": ") for line in lines}) == 1   # right-aligned names
+    for key in ("message", "success", "status", "nit", "nfev", "njev"):
+        assert ours[key] == theirs[key], key
+    assert_allclose(float(ours["fun"]), ref.fun, rtol=1e-6, atol=1e-12)
+    x = np.array(ours["x"].strip("[]").split(), float)
+    assert_allclose(x, ref.x, atol=1e-5)
+    assert "f64[" not in repr(res) and "f32[" not in repr(res)
+
+
+def test_float32_runs_are_right_or_say_float64_is_needed():
+    """float32 in, float32 out: BFGS and L-BFGS-B reach Rosenbrock's minimum to float32's
+    resolution; a tolerance float32 cannot meet (Newton-CG's xtol 1e-14) ends with scipy's
+    precision-loss status 2, not success, and the message says how to enable float64."""
+    x0 = jnp.asarray(X0, jnp.float32)
+    for method in ("BFGS", "L-BFGS-B"):
+        res = minimize(rosen, x0, method=method)
+        assert res.x.dtype == np.float32 and res.success is True, method
+        assert_allclose(res.x, np.ones(5), atol=1e-4)
+    res = minimize(rosen, x0, method="Newton-CG", options={"xtol": 1e-14})
+    assert res.success is False and res.status == 2
+    assert res.message.startswith("Warning: Desired error not necessarily achieved")
+    assert 'jax.config.update("jax_enable_x64", True)' in res.message
+    assert np.max(np.abs(res.x - 1)) <= 1e-4   # the point reached is still float32-right
+
+
 # ---------------------------------------------------------------------------------------
 # status codes and messages per method, as scipy's
 
@@ -154,6 +230,8 @@ def test_constraint_classes_ours_and_scipys():
         assert res.success is True and res.status == 0, res.message
         assert_allclose(res.x, ref.x, atol=1e-8)
         assert abs(res.x[0] - res.x[1] + 1) <= 1e-10
+        # scipy's KKT multipliers: the equality rows, then the inequality rows
+        assert_allclose(res.multipliers, ref.multipliers, atol=1e-7)
 
 
 @pytest.mark.parametrize("method", ["L-BFGS-B", "SLSQP"])
