@@ -156,6 +156,9 @@ def test_status_and_message_at_maxiter_and_success(method):
             assert res.message == ref.message, (opts, res.message)
         else:
             assert res.message.startswith("CONVERGENCE: ")
+    if method != "L-BFGS-B":  # scipy's disp=True: a failed run warns (gh-1953), no print
+        with pytest.warns(so.OptimizeWarning, match="Maximum number of iterations"):
+            minimize(rosen, X0, method=method, options={"maxiter": 2, "disp": True})
 
 
 def test_slsqp_status_and_message():
