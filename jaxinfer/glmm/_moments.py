@@ -10,8 +10,8 @@ quadratic model of the log-partition). Here it is plain JAX, vectorised over sit
 2. **Cover.** ``f`` falls at least as fast as the Gaussian ``τ(z - m)²/2`` away from the mode
    ``m``, so ``[m - d_L, m + d_R]`` with ``f(m ± d) ≤ f(m) - 40`` holds all but ``~e^-40`` of the
    mass. ``d`` is the first rung of a geometric ladder (factor √2) of offsets, scaled by the
-   local width ``1/sqrt(-f''(m))``, where that holds; capped by the Gaussian bound
-   ``sqrt(80/τ)``.
+   local width ``1/sqrt(-f''(m))``, where that holds (found by bisection on the rungs, 7
+   evaluations per side); capped by the Gaussian bound ``sqrt(80/τ)``.
 3. **Graded composite Gauss–Legendre.** The cover is cut at the mode and at the likelihood's
    bend (``feature_point``: z = 0 for the logit / log links, whose complex singularities sit
    at ``±iπ``). Each of the three pieces is split in two halves whose panels grow
@@ -43,6 +43,7 @@ _COVER_DROP = 40.0   # log-density drop that defines the integration cover (e^-4
 _N_PANELS = 8        # panels per half piece
 _N_NODES = 8         # Gauss–Legendre nodes per panel
 _LADDER = np.sqrt(2.0) ** np.arange(-24, 72)  # cover offsets / local width: 1e-4 .. 1e11
+_BISECTIONS = int(np.ceil(np.log2(len(_LADDER) + 1)))  # 7: enough to single out a rung
 _MODE_ITERS = 100
 
 
@@ -101,17 +102,28 @@ def quadrature_mesh(likelihood, outcome, trials, mu, tau):
     width = 1.0 / jnp.sqrt(jnp.maximum(-curvature, tau))
     cap = jnp.sqrt(2.0 * _COVER_DROP / tau)
 
-    # cover: first ladder rung on each side where f has dropped by _COVER_DROP
+    # cover: first ladder rung on each side where f has dropped by _COVER_DROP. f is concave
+    # with its maximum at the mode, so "dropped" is monotone along the ladder: bisection on
+    # the rung index (both sides at once) finds it in log2(len(ladder) + 1) evaluations.
     ladder = jnp.asarray(_LADDER, dtype)
-    offsets = jnp.minimum(width[:, None] * ladder[None, :], cap[:, None])        # (n, L)
-    sides = jnp.stack([-offsets, offsets], axis=0)                              # (2, n, L)
-    points = mode[None, :, None] + sides
-    values = (likelihood.log_kernel(outcome[None, :, None], points, trials[None, :, None])
-              - 0.5 * tau[None, :, None] * (points - mu[None, :, None]) ** 2)
-    below = ~(values > f_mode[None, :, None] - _COVER_DROP)  # NaN / -inf count as below
-    first = jnp.argmax(below, axis=2)
-    chosen = jnp.take_along_axis(offsets[None].repeat(2, 0), first[..., None], axis=2)[..., 0]
-    reach = jnp.where(jnp.any(below, axis=2), chosen, cap[None, :])
+    signs = jnp.asarray([-1.0, 1.0], dtype)[:, None]                          # (2, 1)
+
+    def offset(index):                                                      # (2, n) rungs
+        return jnp.minimum(width[None, :] * ladder[jnp.clip(index, 0, len(_LADDER) - 1)],
+                           cap[None, :])
+
+    lo = jnp.full((2, mode.shape[0]), -1)          # rung known not to have dropped (-1: mode)
+    hi = jnp.full((2, mode.shape[0]), len(_LADDER))  # rung known to have dropped (L: the cap)
+    for _ in range(_BISECTIONS):
+        mid = (lo + hi) // 2
+        points = mode[None, :] + signs * offset(mid)
+        values = (likelihood.log_kernel(outcome[None, :], points, trials[None, :])
+                  - 0.5 * tau[None, :] * (points - mu[None, :]) ** 2)
+        below = ~(values > f_mode[None, :] - _COVER_DROP)   # NaN / -inf count as below
+        open_ = hi - lo > 1
+        lo = jnp.where(open_ & ~below, mid, lo)
+        hi = jnp.where(open_ & below, mid, hi)
+    reach = jnp.where(hi < len(_LADDER), offset(hi), cap[None, :])
     left, right = mode - reach[0], mode + reach[1]
 
     # three pieces [left, a], [a, b], [b, right] with a, b = sorted(mode, bend)

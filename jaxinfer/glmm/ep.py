@@ -87,12 +87,13 @@ class EPSites(NamedTuple):
 class EPPosterior(NamedTuple):
     """Gaussian approximation ``N(mean, Σ)`` and the pieces the marginal likelihood needs."""
 
-    mean: jnp.ndarray       # (n,) posterior mean
-    variance: jnp.ndarray   # (n,) diag(Σ)
-    chol: jnp.ndarray       # (n, n) lower Cholesky factor L of B = I + T̃^½ K T̃^½
-    quad: jnp.ndarray       # () rᵀ Σ r with r = η̃ - τ̃ m
-    alpha: jnp.ndarray      # (n,) (K + T̃⁻¹)⁻¹ (μ̃ - m) = r - T̃ Σ r
-    root_inv: jnp.ndarray   # (n, n) L⁻¹ T̃^½, so (K + T̃⁻¹)⁻¹ = root_invᵀ root_inv
+    mean: jnp.ndarray        # (n,) posterior mean
+    variance: jnp.ndarray    # (n,) diag(Σ)
+    chol: jnp.ndarray        # (n, n) lower Cholesky factor L of B = I + T̃^½ K T̃^½
+    quad: jnp.ndarray        # () rᵀ Σ r with r = η̃ - τ̃ m
+    alpha: jnp.ndarray       # (n,) (K + T̃⁻¹)⁻¹ (μ̃ - m) = r - T̃ Σ r
+    scaled: jnp.ndarray      # (n, n) L⁻¹ T̃^½ K, so Σ = K - scaledᵀ scaled
+    b_inv_diag: jnp.ndarray  # (n,) diag(B⁻¹) = 1 - τ̃ᵢ Σᵢᵢ
 
 
 class EPResult(NamedTuple):
@@ -167,7 +168,7 @@ def ep_posterior(prior_mean, prior_cov, sites: EPSites) -> EPPosterior:
     mean = prior_mean + sigma_resid
     quad = resid @ sigma_resid
     alpha = resid - sites.tau * sigma_resid
-    return EPPosterior(mean, variance, chol, quad, alpha, root_inv)
+    return EPPosterior(mean, variance, chol, quad, alpha, scaled, b_inv_diag)
 
 
 def _cavities(posterior: EPPosterior, sites: EPSites):
@@ -240,8 +241,8 @@ def _sweep_parts(prior_mean, prior_cov, likelihood, outcome, trials, sites):
     new_eta = mean / variance - cavity_eta
     h_mean, h_var = _cavity_sensitivity(posterior, sites, cavity_eta, cavity_tau, mean,
                                         variance)
-    parts = _Parts(lml, posterior.alpha, posterior.root_inv, sites.tau, h_mean, h_var,
-                   cavity_eta, cavity_tau, posterior.mean, posterior.variance)
+    parts = _Parts(lml, posterior.alpha, posterior.scaled, posterior.b_inv_diag, sites.tau,
+                   h_mean, h_var, cavity_eta, cavity_tau, posterior.mean, posterior.variance)
     return new_eta, new_tau, parts
 
 
@@ -273,7 +274,8 @@ def _cavity_sensitivity(posterior, sites, cavity_eta, cavity_tau, tilted_mean, t
 class _Parts(NamedTuple):
     lml: jnp.ndarray
     alpha: jnp.ndarray
-    root_inv: jnp.ndarray
+    scaled: jnp.ndarray
+    b_inv_diag: jnp.ndarray
     tau: jnp.ndarray
     h_mean: jnp.ndarray
     h_var: jnp.ndarray
@@ -356,18 +358,24 @@ def _lml_jvp(primals, tangents):
     posterior marginals (:func:`_cavity_sensitivity`), which moves with
     ``dμ = P(dm + dK α)`` and ``dv = diag(P dK Pᵀ)``, ``P = I - ΣT̃``. At an EP fixed point
     ``∂H = 0`` and only ``G`` is left; away from it the ``H`` terms keep the derivative equal
-    to autodiff of :func:`ep_log_marginal_likelihood`. The matrices are formed only here,
-    i.e. only when a derivative is asked for.
+    to autodiff of :func:`ep_log_marginal_likelihood`. ``W = T̃ - T̃ΣT̃`` and ``P`` come from
+    ``Σ`` (one matrix product from the sweep's ``L⁻¹T̃^½K``), so a derivative costs two
+    matrix products; they are formed only here, i.e. only when a derivative is asked for.
     """
     prior_mean, prior_cov, parts = primals
     d_mean, d_cov = tangents[0], tangents[1]
     n = prior_mean.shape[0]
-    alpha, root_inv = parts.alpha, parts.root_inv
-    scaled = root_inv @ prior_cov
-    sigma = prior_cov - scaled.T @ scaled
-    proj = jnp.eye(n, dtype=sigma.dtype) - sigma * parts.tau[None, :]       # P = I - ΣT̃
+    tau, b_inv_diag, alpha = parts.tau, parts.b_inv_diag, parts.alpha
+    diag = jnp.arange(n)
+    # Σ = K - (AK)ᵀ(AK), its diagonal from the posterior (no cancellation for strong sites);
+    # W = (K + T̃⁻¹)⁻¹ = T̃ - T̃ΣT̃ and P = I - ΣT̃ have the diagonals τ̃ᵢ[B⁻¹]ᵢᵢ and [B⁻¹]ᵢᵢ.
+    sigma = prior_cov - parts.scaled.T @ parts.scaled
+    sigma = sigma.at[diag, diag].set(parts.posterior_variance)
+    sigma_tau = sigma * tau[None, :]
+    proj = (-sigma_tau).at[diag, diag].set(b_inv_diag)                     # P = I - ΣT̃
+    w_matrix = (-(tau[:, None] * sigma_tau)).at[diag, diag].set(tau * b_inv_diag)
     g = proj.T @ parts.h_mean
-    weight = (proj.T * parts.h_var[None, :]) @ proj - 0.5 * (root_inv.T @ root_inv)
+    weight = (proj.T * parts.h_var[None, :]) @ proj - 0.5 * w_matrix
     d_cov_alpha = d_cov @ alpha
     d_lml = ((alpha + g) @ d_mean + (0.5 * alpha + g) @ d_cov_alpha
              + jnp.sum(weight * d_cov))

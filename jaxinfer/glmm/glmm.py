@@ -170,16 +170,42 @@ def _lazy_jit(**jit_kwargs):
 
 @_lazy_jit(static_argnames=("objective", "free", "bounds", "factr", "pgtol"))
 def _fit_jit(params, data, *, objective, free, bounds, factr, pgtol):
-    from jaxinfer.optimize.minimize import minimize
-
     x0 = _flat_free(params, free)
+    options = {"ftol": factr * FACTR_EPS, "gtol": pgtol, "maxiter": 15000, "maxfun": 15000}
+    if not isinstance(objective, _ExpFamObjective):
+        from jaxinfer.optimize.minimize import minimize
 
-    def fun(x, params, data):
-        return -objective(_unflat_free(x, params, free), data)
+        def fun(x, params, data):
+            return -objective(_unflat_free(x, params, free), data)
 
-    return minimize(fun, x0, args=(params, data), method="L-BFGS-B", bounds=list(bounds),
-                    options={"ftol": factr * FACTR_EPS, "gtol": pgtol, "maxiter": 15000,
-                             "maxfun": 15000})
+        return minimize(fun, x0, args=(params, data), method="L-BFGS-B", bounds=list(bounds),
+                        options=options)
+    # EP objective: each evaluation's sweeps start from the sites of the last accepted
+    # iterate (L-BFGS-B's aux channel carries the EPResult), not from the starting point's.
+    from jaxinfer.optimize._iterate import iterate
+    from jaxinfer.optimize.quasi_newton import LBFGSB
+
+    lower = jnp.asarray([-jnp.inf if lo is None else lo for lo, _ in bounds], x0.dtype)
+    upper = jnp.asarray([jnp.inf if hi is None else hi for _, hi in bounds], x0.dtype)
+    solver = LBFGSB(ftol=options["ftol"], gtol=pgtol, maxiter=options["maxiter"],
+                    maxfun=options["maxfun"], lower=lower, upper=upper,
+                    aux0=objective.initial_result(params, data))
+
+    def fn(x, args, aux):
+        params, data = args
+
+        def negative(x):
+            lml, result = objective.with_result(_unflat_free(x, params, free),
+                                                data._replace(init_sites=aux.sites))
+            return -lml, result
+
+        (value, result), grad = jax.value_and_grad(negative, has_aux=True)(x)
+        usable = jnp.all(jnp.isfinite(result.sites.eta)) & jnp.all(jnp.isfinite(result.sites.tau))
+        carried = jax.tree_util.tree_map(lambda new, old: jnp.where(usable, new, old), result,
+                                         aux)
+        return value, grad, carried
+
+    return iterate(solver, fn, x0, (params, data))
 
 
 def fit_glmm(objective, params: GLMMParams, data, free=(True, True, True),
@@ -230,6 +256,12 @@ class _ExpFamObjective(eqx.Module):
 
     def __call__(self, params, data: _ExpFamData):
         return self.with_result(params, data)[0]
+
+    def initial_result(self, params, data: _ExpFamData) -> EPResult:
+        """An :class:`EPResult` of zeros holding ``data.init_sites`` (the fit's first aux)."""
+        shapes = jax.eval_shape(self.with_result, params, data)[1]
+        zeros = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
+        return zeros._replace(sites=data.init_sites)
 
     def with_result(self, params, data: _ExpFamData):
         """``(lml, EPResult)`` at ``params``."""
@@ -599,6 +631,7 @@ class GLMMExpFam(_GLMMBase):
         self._init_params(self._X.shape[1], dtype)
         self._sites = EPSites(jnp.zeros((n,), dtype), jnp.zeros((n,), dtype))
         self._ep_cache: Optional[EPResult] = None
+        self._grad_cache: Optional[GLMMParams] = None
         self._kernel = (self._Q0 * self._S0) @ self._Q0.T   # (n, n), once
         if likelihood.name == "probit":
             self.delta = 0.0
@@ -624,16 +657,20 @@ class GLMMExpFam(_GLMMBase):
     def _ep(self) -> EPResult:
         if self._ep_cache is None:
             _, grad, result = _expfam_value_grad_jit(self._objective, self._params, self._data())
-            self._grad_cache = grad
-            self._ep_cache = result
-            if bool(result.converged):
-                self._sites = result.sites
-            else:
-                warnings.warn(
-                    f"EP did not converge in {int(result.n_iter)} sweeps (last step "
-                    f"{float(result.last_step):.3g}); the lml is approximate.",
-                    RuntimeWarning, stacklevel=3)
+            self._keep(result, grad)
         return self._ep_cache
+
+    def _keep(self, result: EPResult, grad):
+        """Cache the EP result at the current parameters (and the lml gradient, or None)."""
+        self._grad_cache = grad
+        self._ep_cache = result
+        if bool(result.converged):
+            self._sites = result.sites
+        else:
+            warnings.warn(
+                f"EP did not converge in {int(result.n_iter)} sweeps (last step "
+                f"{float(result.last_step):.3g}); the lml is approximate.",
+                RuntimeWarning, stacklevel=4)
 
     def value(self) -> float:
         """EP log marginal likelihood (nats)."""
@@ -646,7 +683,9 @@ class GLMMExpFam(_GLMMBase):
     def gradient(self) -> dict:
         """Gradient of the lml over 'beta', 'logscale', 'logitdelta' (autodiff at the EP
         fixed point)."""
-        self._ep()
+        if self._ep_cache is None or self._grad_cache is None:
+            self._ep_cache = None
+            self._ep()
         grad = self._grad_cache
         return {"beta": np.asarray(grad.beta), "logscale": float(grad.logscale),
                 "logitdelta": float(grad.logitdelta)}
@@ -655,12 +694,15 @@ class GLMMExpFam(_GLMMBase):
         """Maximise the EP marginal likelihood by L-BFGS-B; returns the OptimizeResult.
 
         ``factr`` and ``pgtol`` as in scipy's ``fmin_l_bfgs_b`` (glimix-core's defaults).
-        The objective's EP runs start from the sites at the starting point. Needs float64
-        (raises ValueError otherwise; see :func:`jaxinfer.glmm._checks.require_float64`).
+        The first EP run starts from the current sites, every later one from the sites of
+        the last accepted iterate; the EP result at the optimum comes back with the fit (no
+        extra EP run). Needs float64 (raises ValueError otherwise; see
+        :func:`jaxinfer.glmm._checks.require_float64`).
         """
         require_float64(self._dtype, "GLMMExpFam.fit")
-        self._ep()
         result = self._run_fit(self._objective, self._data(), factr, pgtol)
+        if result is not None:
+            self._keep(result.extra["aux"], grad=None)
         self._ep()
         return result
 
