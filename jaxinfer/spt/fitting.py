@@ -83,12 +83,7 @@ def solve_per_cell(mode: Mode, cells, x0: dict, lower: dict, upper: dict, sigma2
     """One small L-BFGS-B per cell, vmapped: ``x0`` / bounds are dicts of [ncells, ...]
     arrays (``diffusivity`` [ncells, 1], ``drift`` / ``force`` [ncells, dim]). Returns the
     batched OptimizeResult (``x`` a dict of [ncells, ...])."""
-    m = cells.ncells
-    dtype = cells.dr.dtype
-    full = lambda v: host_array(np.full((m,), v), dtype)  # noqa: E731  (no XLA program)
-    problems = CellProblem(cells.dr, cells.dt, cells.mask, host_array(cells.counts, dtype),
-                           host_array(cells.dt_mean), full(sigma2), full(normalization),
-                           bool(jeffreys))
+    problems = CellProblem.of_cells(cells, sigma2, normalization, jeffreys)
     solver = _vmapped_cell_solver(mode.posterior, tuple(sorted(options.items())))
     return jax.block_until_ready(solver(x0, lower, upper, problems))
 

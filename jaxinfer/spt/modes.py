@@ -24,9 +24,10 @@ from typing import Callable, Optional
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxinfer.spt import posteriors as post
-from jaxinfer.spt.cells import Cells
+from jaxinfer.spt.cells import Cells, DurationGroups, host_array
 from jaxinfer.spt.gradient import Stencil
 
 __all__ = ["Problem", "CellProblem", "Mode", "REGISTRY", "ALIASES", "MODES", "resolve",
@@ -77,26 +78,41 @@ class Problem(eqx.Module):
 class CellProblem(eqx.Module):
     """One cell's data for the per-cell posteriors (vmapped over cells).
 
-    dr [K, dim] (µm), dt [K] (s), mask [K], count [], dt_mean [] (s), sigma2 [] (µm²),
-    normalization [], jeffreys (static).
+    groups : the cell's :class:`~jaxinfer.spt.cells.DurationGroups` (dt [G] (s), count [G],
+    sum_dr [G, dim] (µm), sum_dr2 [G] (µm²)): the likelihood's sufficient statistics, so a
+    cell costs O(groups), not O(translocations), and data sets with as many duration groups
+    share one compiled program whatever their counts; count [], dt_mean [] (s), sigma2 []
+    (µm²), normalization [], jeffreys (static).
     """
 
-    dr: jax.Array
-    dt: jax.Array
-    mask: jax.Array
+    groups: DurationGroups
     count: jax.Array
     dt_mean: jax.Array
     sigma2: jax.Array
     normalization: jax.Array
     jeffreys: bool = eqx.field(static=True, default=False)
 
+    @classmethod
+    def of_cells(cls, cells: Cells, sigma2, normalization=1.0, jeffreys: bool = False):
+        """The per-cell problems of every cell of ``cells``, batched ([ncells, ...] leaves,
+        on the device without an XLA program of their own)."""
+        m, dtype = cells.ncells, cells.dr.dtype
+        full = lambda v: host_array(np.full((m,), v), dtype)  # noqa: E731
+        return cls(cells.duration_groups, host_array(cells.counts, dtype),
+                   host_array(cells.dt_mean, dtype), full(sigma2), full(normalization),
+                   bool(jeffreys))
+
     def as_cells(self) -> Cells:
-        """The cell as a one-cell :class:`Cells` (geometry unused by per-cell terms)."""
-        dtype = self.dr.dtype
-        return Cells(self.dr[None], self.dt[None], self.mask[None], self.count[None],
-                     jnp.zeros((1, self.dr.shape[-1]), dtype), jnp.ones((1,), dtype),
+        """The cell as a one-cell :class:`Cells` (its groups; geometry and padded
+        translocations are unused by the per-cell terms)."""
+        dtype = self.groups.dt.dtype
+        dim = self.groups.sum_dr.shape[-1]
+        groups = jax.tree_util.tree_map(lambda a: a[None], self.groups)
+        return Cells(jnp.zeros((1, 0, dim), dtype), jnp.zeros((1, 0), dtype),
+                     jnp.zeros((1, 0), bool), self.count[None],
+                     jnp.zeros((1, dim), dtype), jnp.ones((1,), dtype),
                      jnp.zeros((1, 1), jnp.int32), jnp.zeros((1, 1), bool),
-                     jnp.zeros((1,), jnp.int32))
+                     jnp.zeros((1,), jnp.int32), groups=groups)
 
 
 # ----------------------------------------------------------------------------- posteriors

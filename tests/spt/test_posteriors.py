@@ -49,9 +49,7 @@ def _ours(mode, p, pr):
     jf = bool(p["jeffreys_prior"])
     if entry.kind == PER_CELL:
         ac = pr["all_cells"]
-        full = jnp.full((ac.ncells,), 1.0)
-        cell_problems = CellProblem(ac.dr, ac.dt, ac.mask, ac.counts.astype(float), ac.dt_mean,
-                                    s2 * full, full, jf)
+        cell_problems = CellProblem.of_cells(ac, s2, 1.0, jf)
         D = p["factor"] * ac.initial_diffusivity()
         return _jitted(jax.vmap(entry.posterior), ("vmap", entry.name))(
             {"diffusivity": D[:, None]}, cell_problems).sum()
