@@ -80,14 +80,18 @@ def run_glmm(data, prefix, repeats, arrays):
     lik = (likelihood, data[f"{prefix}_ntrials"]) if likelihood == "binomial" else (likelihood,)
     QS = economic_qs(K)
 
+    cpu = []
+
     def fit():
+        start = time.process_time()
         model = GLMMExpFam(y, lik, X, QS)
         model.fit(verbose=False)
+        cpu.append(time.process_time() - start)
         return model
 
     model, t_fit = _best_of(fit, repeats)
     return {
-        "time_fit": t_fit, "lml": float(model.lml()), "beta": np.asarray(model.beta).tolist(),
+        "time_fit": t_fit, "cpu_fit": cpu, "lml": float(model.lml()), "beta": np.asarray(model.beta).tolist(),
         "scale": float(model.scale), "delta": float(model.delta),
     }
 
