@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -372,15 +371,15 @@ def more_thuente_line_search(value_and_grad_at: Callable, x, f0, g0, direction, 
     def cond(s):
         return (~s.done) & (s.nfev < maxls)
 
-    # One trip: evaluate the trial, test it, and (unless that ends the search) take
-    # dcstep's next trial; the scalar dcstep is cheaper than a branch around it.
+    # One trip: evaluate the trial, test it, and unless that ends the search take dcstep's
+    # next trial (a branch: most quasi-Newton searches end at their first trial, and there
+    # dcstep's scalar work would cost more than the branch).
     def body(s):
         s = evaluate(s, s.stp)
         fa_s, da_s, ftest, stage2, conv, done = tests(s)
         s = s._replace(conv=conv, done=done)
-        moved = update(s, fa_s, da_s, ftest, stage2)
-        stop = done | (s.nfev >= maxls)
-        return jax.tree_util.tree_map(lambda a, b: jnp.where(stop, a, b), s, moved)
+        return lax.cond(done | (s.nfev >= maxls), lambda s: s,
+                        lambda s: update(s, fa_s, da_s, ftest, stage2), s)
 
     s = lax.while_loop(cond, body, init)
     conv, done = s.conv, s.done
