@@ -48,7 +48,7 @@ from jaxinfer.optimize.lm import (LeastSquaresProblem, Levenberg, LevenbergMarqu
                                   RunOne, RunTwo, Transtrum)
 
 __all__ = ["PERI_TOLERANCES", "lm_options", "split_options", "run_lm", "global_refs",
-           "globals_problem", "fit_globals", "group_particles", "plan_groups",
+           "blur_margin", "psf_bound", "globals_problem", "fit_globals", "group_particles", "plan_groups",
            "fit_particle_groups", "MIN_RADIUS", "MAX_RADIUS", "MIN_DIST"]
 
 # peri's LMEngine defaults (code, not docstring), SSE units
@@ -176,11 +176,48 @@ def global_refs(model: ImageModel):
                  + [("psf", (i,)) for i in range(3)])
 
 
-def globals_problem(model: ImageModel, scale, free):
+def blur_margin(model: ImageModel, psf_values, floor=None):
+    """The static margin ``w`` (3,) around the image over which the globals fit blurs, from
+    the PSF values (3,): ``1.5`` times the kernel's reach plus one voxel, at most ``pad``,
+    never below ``floor`` (a previous margin, so that a shrinking PSF does not recompile).
+    The blur of a field on the image grown by ``w`` equals, on the image, the blur over the
+    whole padded volume while the kernel's reach ``m/2 <= w`` (:func:`psf_bound`)."""
+    spread = math.sqrt(-2 * math.log(model.psf_error))
+    reach = np.ceil(np.ceil(np.abs(np.asarray(psf_values, float)) * spread) / 2)
+    w = np.ceil(1.5 * reach).astype(int) + 1
+    if floor is not None:
+        w = np.maximum(w, np.asarray(floor, int))
+    for axis, n in enumerate(model.shape):     # FFT-friendly sizes: factors 2, 3, 5 only
+        while not _smooth(n + 2 * w[axis]):
+            w[axis] += 1
+    return tuple(int(v) for v in np.minimum(w, np.asarray(model.pad, int)))
+
+
+def _smooth(n):
+    for f in (2, 3, 5):
+        while n % f == 0:
+            n //= f
+    return n == 1
+
+
+def psf_bound(model: ImageModel, margin):
+    """The largest PSF value per axis (3,) whose kernel fits the margin ``w``:
+    ``ceil(value * spread)`` rounded up to even is at most ``2 w``, i.e. ``value <= 2 w /
+    spread``; inf where the margin is the whole pad (the model's own circular blur)."""
+    spread = math.sqrt(-2 * math.log(model.psf_error))
+    return np.array([np.inf if w >= p else 2 * w / spread for w, p in zip(margin, model.pad)])
+
+
+def globals_problem(model: ImageModel, scale, free, margin=None):
     """``(res, jac)`` of the globals fit in the scaled variables ``u = x / scale`` (x: every
     global, :func:`global_refs` order): ``res(u, (params, data, p_held)) -> (m,)`` and its
     exact Jacobian ``jac(u, (params, data, p_held)) -> (m, n)``; ``p_held`` is the platonic
     field of ``params`` (:func:`~jaxinfer.imaging.model.platonic_field`).
+
+    margin : None (the whole padded volume) or :func:`blur_margin`'s ``w``: while zscale is
+    held, every blur runs on the image grown by ``w`` (the 32x64x64 benchmark: 48x76x76
+    instead of 80x112x112), exact while the PSF stays within :func:`psf_bound` (the fit
+    bounds it so).
 
     Only zscale moves the spheres: while it is held (``free`` says), the model is composed
     on ``p_held`` (no sphere is drawn) and its Jacobian is built by hand: the field columns
@@ -192,37 +229,51 @@ def globals_problem(model: ImageModel, scale, free):
     iz = refs.index(("zscale", ()))
     ipsf = np.array([i for i, r in enumerate(refs) if r[0] == "psf"])
     ifield = np.array([i for i in range(len(refs)) if i != iz and i not in ipsf])
-    shape = model.padded_shape
+    if margin is None:
+        margin = tuple(int(p) for p in model.pad)
+    # the blurred region (the image grown by the margin) and the image inside it
+    crop = tuple(slice(p - w, p + n + w) for p, n, w in zip(model.pad, model.shape, margin))
+    shape = tuple(n + 2 * w for n, w in zip(model.shape, margin))
+    inner = tuple(slice(w, w + n) for n, w in zip(model.shape, margin))
+
+    def background(q):
+        b = background_field(model, q)
+        return b if jnp.ndim(b) == 0 else b[crop]
+
+    def compose(q, p):      # the model on the image from the platonic field on the crop
+        kernel = psf.gaussian_kernel_wrapped(q["psf"], shape, model.psf_error)
+        f = illumination_field(model, q)[crop] * (1 - p) + q["offset"] * p
+        return (psf.convolve(f, kernel) + background(q))[inner]
 
     def res(u, args):
         params, data, p_held = args
         q = N.unpack(params, refs, u * scale)
         mdl = lax.cond(free[iz] > 0, lambda: render(model, q),
-                       lambda: compose_padded(model, q, p_held)[model.inner])
+                       lambda: compose(q, p_held[crop]))
         return (data - mdl).ravel()
 
     def jac(u, args):
         params, data, p_held = args
         q = N.unpack(params, refs, u * scale)
-        p = lax.cond(free[iz] > 0, lambda: platonic_field(model, q), lambda: p_held)
+        p = lax.cond(free[iz] > 0, lambda: platonic_field(model, q), lambda: p_held)[crop]
 
         def field(v):
             qq = N.unpack(params, refs, u.at[ifield].set(v) * scale)
-            return illumination_field(model, qq) * (1 - p) + qq["offset"] * p, qq
+            return illumination_field(model, qq)[crop] * (1 - p) + qq["offset"] * p, qq
 
         kernel_ft = jnp.fft.rfftn(psf.gaussian_kernel_wrapped(q["psf"], shape, model.psf_error))
 
         def field_part(v):
             f, qq = field(v)
             out = jnp.fft.irfftn(jnp.fft.rfftn(f) * kernel_ft, s=shape)
-            return (out + background_field(model, qq))[model.inner].ravel()
+            return (out + background(qq))[inner].ravel()
 
         field_ft = jnp.fft.rfftn(field(u[ifield])[0])
 
         def psf_part(v):
             qq = N.unpack(params, refs, u.at[ipsf].set(v) * scale)
             k_ft = jnp.fft.rfftn(psf.gaussian_kernel_wrapped(qq["psf"], shape, model.psf_error))
-            return jnp.fft.irfftn(field_ft * k_ft, s=shape)[model.inner].ravel()
+            return jnp.fft.irfftn(field_ft * k_ft, s=shape)[inner].ravel()
 
         cols = jnp.zeros((int(np.prod(model.shape)), len(refs)), u.dtype)
         cols = cols.at[:, ifield].set(jax.jacfwd(field_part)(u[ifield]))
@@ -240,7 +291,7 @@ def _jitted(name):
     """The compiled fits, made on first use (when the backend is known) with the solver
     core's CPU compiler options (XLA's classic emitters: less compile time for these
     loop-heavy programs)."""
-    fn, static = {"globals": (_fit_globals_impl, (0, 5)),
+    fn, static = {"globals": (_fit_globals_impl, (0, 5, 7)),
                   "particles": (_fit_particle_groups_impl, (0, 3, 6)),
                   "augmented": (_fit_augmented_impl, (0, 7))}[name]
     return jax.jit(fn, static_argnums=static, compiler_options=compiler_options())
@@ -258,11 +309,13 @@ def _fit_augmented(*args):
     return _jitted("augmented")(*args)
 
 
-def _fit_globals_impl(model, params, data, free, scale, structure, numbers):
+def _fit_globals_impl(model, params, data, free, scale, structure, numbers, margin):
     refs = global_refs(model)
     x0 = N.pack(params, refs)
     lo, hi = _bounds_for(model, refs, x0.dtype)
-    res, jac = globals_problem(model, scale, free)
+    ipsf = np.array([i for i, r in enumerate(refs) if r[0] == "psf"])
+    hi = hi.at[ipsf].set(jnp.asarray(psf_bound(model, margin), hi.dtype))   # blur stays exact
+    res, jac = globals_problem(model, scale, free, margin)
     args = (params, data, platonic_field(model, params))
     # the normal equations' eigendecomposition, not an SVD of the (pixels, n) Jacobian: the
     # same steps here (peri solves the normal equations too) for a fraction of the work
@@ -271,7 +324,8 @@ def _fit_globals_impl(model, params, data, free, scale, structure, numbers):
     return N.unpack(params, refs, result.x * scale), result
 
 
-def fit_globals(model: ImageModel, params, data, refs, damping=1.0, **peri_options):
+def fit_globals(model: ImageModel, params, data, refs, damping=1.0, margin=None,
+                **peri_options):
     """LM over the global parameters ``refs`` (see :mod:`~jaxinfer.imaging.names`) on the
     whole image; the other globals are held. One compilation per image model and LM
     structure: which globals are held (a 0/1 mask), the damping and every numeric setting
@@ -279,6 +333,8 @@ def fit_globals(model: ImageModel, params, data, refs, damping=1.0, **peri_optio
 
     damping : float, or one value per entry of ``refs`` (peri's damping vector: the damping
     matrix ``diag(damping)``; realised by rescaling each parameter by ``1/sqrt(damping_i)``).
+    margin : the blur margin (:func:`blur_margin`; None: from the current PSF values); the
+    PSF values are bounded by :func:`psf_bound` of it, so the fit's blurs stay exact.
     ``peri_options``: the other LMEngine keywords (:func:`lm_options`). Returns
     ``(params, OptimizeResult)``; ``result.x`` holds every global (scaled by the damping)."""
     require_float64(params, "fit_globals")
@@ -300,8 +356,9 @@ def fit_globals(model: ImageModel, params, data, refs, damping=1.0, **peri_optio
     if not free.any():
         raise ValueError("fit_globals: no parameter selected")
     structure, numbers = split_options(lm_options(damping=lam, **peri_options))
+    margin = blur_margin(model, np.asarray(params["psf"]), margin)
     return _fit_globals(model, params, data, jnp.asarray(free), jnp.asarray(scale, dtype),
-                        structure, numbers)
+                        structure, numbers, margin)
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 the per-particle cube Jacobian of the platonic field and the globals Jacobian with the
 spheres held (plus its zscale column)."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,7 +13,7 @@ from jaxinfer.imaging import names as N
 from jaxinfer.imaging import platonic, simulate, states, util
 from jaxinfer.imaging.comp import comp, ilms, objs, psfs
 
-SHAPE, PAD = (8, 16, 16), 3
+SHAPE, PAD = (8, 16, 16), 8
 
 
 def _state():
@@ -54,13 +56,23 @@ def test_globals_jacobian_equals_jacfwd():
     args = (st.param_tree, st.data_array, F.platonic_field(m, st.param_tree))
     u = N.pack(st.param_tree, refs) / scale
 
-    @jax.jit
-    def both(free):      # one compilation for both masks (free is traced)
-        res, jac = F.globals_problem(m, scale, free)
-        return jac(u, args), jax.jacfwd(res)(u, args)
+    # the blurs on the image grown by a margin smaller than the pad (z: 6 of 8, y/x: 4)
+    margin = F.blur_margin(m, st.param_tree["psf"])
+    assert margin[0] < PAD and margin[1] < PAD
+    assert np.all(F.psf_bound(m, margin) > np.asarray(st.param_tree["psf"]))
 
+    @functools.partial(jax.jit, static_argnums=1)
+    def both(free, margin):      # one compilation for both masks (free is traced)
+        res, jac = F.globals_problem(m, scale, free, margin)
+        return jac(u, args), jax.jacfwd(res)(u, args), res(u, args)
+
+    # zscale held: the margin's residuals equal those of the whole padded volume's blur
+    free = jnp.ones(len(refs)).at[0].set(0.0)
+    got, want, r = both(free, margin)
+    r_full = both(free, None)[2]
+    np.testing.assert_allclose(r, r_full, rtol=0, atol=1e-13 * float(jnp.abs(r_full).max()))
     for zscale_free in (0.0, 1.0):
-        got, want = both(jnp.ones(len(refs)).at[0].set(zscale_free))
+        got, want, _ = both(jnp.ones(len(refs)).at[0].set(zscale_free), margin)
         if not zscale_free:
             want = want.at[:, 0].set(0.0)     # a held zscale column is never used
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-10 * float(jnp.abs(want).max()))

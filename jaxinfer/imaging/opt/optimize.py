@@ -192,8 +192,13 @@ class LMGlobals(LMEngine):
         st = self.state
         refs = N.resolve_all(st.image_model, st.N, self.param_names)
         damping = self._options["damping"]
+        # the state keeps the largest blur margin used, so a shrinking PSF does not recompile
+        margin = F.blur_margin(st.image_model, np.asarray(st.param_tree["psf"]),
+                               st.__dict__.get("_blur_margin"))
+        st._blur_margin = margin
         params, r = F.fit_globals(st.image_model, st.param_tree, st.data_array, refs,
-                                  damping=damping, **self._engine_options(run_type, max_iter))
+                                  damping=damping, margin=margin,
+                                  **self._engine_options(run_type, max_iter))
         st.set_param_tree(params)
         self._keep(r, st.error)
 
