@@ -55,16 +55,32 @@ def make_state(image, p):
 
 
 def ours(image, start):
+    """burn + finish twice (first call, warm); per run the wall / CPU seconds of each and the
+    CPU seconds per stage (globals steps, particle sweeps) summed over the loops."""
     out = {}
     for run in ("first", "warm"):
         st = make_state(image, start)
+        stages, mark = {}, [time.process_time()]
+
+        def stage(which):
+            def record(d):
+                now = time.process_time()
+                key = f"{which}_{d['stage']}_cpu_s"
+                stages[key] = stages.get(key, 0.0) + now - mark[0]
+                mark[0] = now
+            return record
+
         t0, c0 = time.perf_counter(), time.process_time()
-        b = optimize.burn(st, n_loop=SETTINGS["n_burn"], desc=None)
+        mark[0] = c0
+        b = optimize.burn(st, n_loop=SETTINGS["n_burn"], desc=None, progress=stage("burn"))
         t1, c1 = time.perf_counter(), time.process_time()
-        f = optimize.finish(st, n_loop=SETTINGS["n_finish"], desc=None)
+        mark[0] = c1
+        f = optimize.finish(st, n_loop=SETTINGS["n_finish"], desc=None,
+                            progress=stage("finish"))
         t2, c2 = time.perf_counter(), time.process_time()
         out[run] = dict(burn_s=t1 - t0, finish_s=t2 - t1, burn_cpu_s=c1 - c0,
-                        finish_cpu_s=c2 - c1)
+                        finish_cpu_s=c2 - c1, stages=stages)
+        print(run, json.dumps(out[run]), flush=True)
     out.update(pos=st.obj_get_positions(), rad=st.obj_get_radii(), error=st.error,
                burn_converged=b["converged"], finish_converged=f["converged"],
                psf=st.get_values(st.get("psf").params))
@@ -212,7 +228,9 @@ def main():
         print(json.dumps(peri_out, indent=2, default=float), peri_err)
         return
     results = {"settings": dict(SETTINGS, cpu_count=os.cpu_count(),
-                                jax_threads="XLA CPU default (all cores)",
+                                jax_threads=f"XLA CPU default (all {os.cpu_count()} cores)",
+                                xla_flags=os.environ.get("XLA_FLAGS", ""),
+                                jax_backend=jax.default_backend(),
                                 peri_threads=1, load_average_start=os.getloadavg()),
                "cases": {}}
     for name in names:
