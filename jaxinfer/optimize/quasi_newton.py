@@ -160,6 +160,10 @@ class LbfgsInvHessProduct(eqx.Module):
     def dtype(self):
         return self.sk.dtype
 
+    def __repr__(self):
+        n = self.shape[0]
+        return f"<{n}x{n} LbfgsInvHessProduct with dtype={self.dtype}>"   # scipy's
+
     def trimmed(self) -> "LbfgsInvHessProduct":
         """The operator with only its ``n_corrs`` stored pairs (needs concrete values)."""
         k = self.n_corrs

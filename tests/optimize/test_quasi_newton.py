@@ -223,6 +223,9 @@ def test_lbfgsb_hess_inv_operator():
     ref = so.minimize(scipy_funcs(f), np.zeros(3), jac=True, method="L-BFGS-B",
                       options={"gtol": 1e-12, "ftol": 0.0})
     np.testing.assert_allclose(dense, ref.hess_inv.todense(), atol=0.02)
+    # scipy's repr: shape and dtype, not the values
+    assert repr(res.hess_inv) == repr(ref.hess_inv)
+    assert repr(res.hess_inv) == "<3x3 LbfgsInvHessProduct with dtype=float64>"
 
 
 def _line_function(name):
