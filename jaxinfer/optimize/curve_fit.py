@@ -30,6 +30,7 @@ from jaxinfer.optimize._iterate import iterate
 from jaxinfer.optimize.implicit import implicit_minimum
 from jaxinfer.optimize.least_squares import (_SCIPY_TABLE, _lm_solver, _ScipyDriver,
                                              levenberg_marquardt)
+from jaxinfer.optimize.linear_solve import SMALL_N, small_qr, small_sum
 from jaxinfer.optimize.lm import LeastSquaresProblem
 from jaxinfer.optimize.losses import check_loss, rho, robust_residuals, scale_for_loss
 from jaxinfer.optimize.result import Status
@@ -566,31 +567,65 @@ def _fit(static: _FitStatic, settings, x_arrays, ydata, p0, sigma, lower, upper)
         sse = jnp.sum(rho(loss, fvec, f_scale)[0])
     else:
         fvec, jac_at, sse = result.extra["residuals"], result.jac, 2 * result.fun
-    pcov = _covariance(jac_at, sse, m, n, static.absolute_sigma, static.method != "lm")
+    pcov, (r_factor, qtf) = _covariance(jac_at, fvec, sse, m, n, static.absolute_sigma,
+                                        static.method != "lm")
     table = _MINPACK_TABLE if static.method == "lm" else _SCIPY_TABLE
     info = {"nfev": result.nfev, "fvec": fvec, "ier": jnp.asarray(table)[result.status],
             "result": result}
     if static.method == "lm" and static.full_output:
-        q, r = jnp.linalg.qr(jac_at)
-        info.update(fjac=r, ipvt=jnp.arange(1, n + 1), qtf=q.T @ fvec)
+        info.update(fjac=r_factor, ipvt=jnp.arange(1, n + 1), qtf=qtf)
     return popt, pcov, info
 
 
-def _covariance(jac, sse, m, n, absolute_sigma, pseudo_inverse=False):
-    """(JᵀJ)⁻¹ from the SVD of J, scaled by sse/(m-n) unless ``absolute_sigma``.
+def _covariance(jac, fvec, sse, m, n, absolute_sigma, pseudo_inverse=False):
+    """``((JᵀJ)⁻¹ scaled by sse/(m-n) unless absolute_sigma, (R, Qᵀ fvec)))`` from J = QR.
 
-    Singular values below ``ε · max(m, n) · s_max`` are dropped (``pseudo_inverse``, scipy's
-    'trf' rule) or make pcov inf ('lm': MINPACK finds J singular); inf too when m <= n and
-    the scale cannot be estimated."""
-    _, s, vt = jnp.linalg.svd(jac, full_matrices=False)
+    Singular values of J below ``ε · max(m, n) · s_max`` are dropped (``pseudo_inverse``,
+    scipy's 'trf' rule) or make pcov inf ('lm': MINPACK finds J singular); inf too when
+    m <= n and the scale cannot be estimated. For n <= SMALL_N (m >= n) every step is
+    elementwise under ``vmap`` but an n x n SVD (a batched LAPACK SVD of 10,000 (50, 3)
+    Jacobians costs as much as the fits): R by modified Gram-Schmidt, the SVD of R (its
+    singular values decide the rank; no derivative flows through them), and at full rank
+    ``pcov = R⁻¹ R⁻ᵀ``, which carries derivatives; a rank-deficient 'trf' pcov (the
+    pseudo-inverse) carries none."""
     eps = jnp.finfo(jac.dtype).eps
-    threshold = eps * max(m, n) * s[0]
-    full_rank = jnp.asarray(True) if pseudo_inverse else jnp.all(s > threshold)
-    inv_s2 = jnp.where(s > threshold, 1.0 / jnp.where(s > threshold, s, 1.0) ** 2, 0.0)
-    pcov = (vt.T * inv_s2) @ vt
+    if n <= SMALL_N and m >= n:
+        r_factor, qtf = small_qr(jac.T, fvec)
+        _, s, vt = jnp.linalg.svd(lax.stop_gradient(r_factor))
+        v = vt.T
+        threshold = eps * max(m, n) * s[0]
+        full_rank = jnp.all(s > threshold)
+        inv_s2 = jnp.where(s > threshold, 1.0 / jnp.where(s > threshold, s, 1.0) ** 2, 0.0)
+        pinv = small_sum(v[:, None, :] * v[None, :, :] * inv_s2, axis=-1)
+        r_inv = _triangular_inverse(jnp.where(full_rank, r_factor, jnp.eye(n, dtype=jac.dtype)))
+        pcov = jnp.where(full_rank, small_sum(r_inv[:, None, :] * r_inv[None, :, :], axis=-1),
+                         pinv)
+    else:
+        q, r_factor = jnp.linalg.qr(jac)
+        qtf = q.T @ fvec
+        _, s, vt = jnp.linalg.svd(jac, full_matrices=False)
+        threshold = eps * max(m, n) * s[0]
+        full_rank = jnp.all(s > threshold)
+        inv_s2 = jnp.where(s > threshold, 1.0 / jnp.where(s > threshold, s, 1.0) ** 2, 0.0)
+        pcov = (vt.T * inv_s2) @ vt
+    if pseudo_inverse:
+        full_rank = jnp.asarray(True)
     if not absolute_sigma:
         if m > n:
             pcov = pcov * (sse / (m - n))
         else:
             full_rank = jnp.asarray(False)
-    return jnp.where(full_rank & jnp.all(jnp.isfinite(pcov)), pcov, jnp.inf)
+    return jnp.where(full_rank & jnp.all(jnp.isfinite(pcov)), pcov, jnp.inf), (r_factor, qtf)
+
+
+def _triangular_inverse(r):
+    """R⁻¹ (n, n) of an upper-triangular (n, n) R with non-zero diagonal, by back
+    substitution unrolled into elementwise operations (n <= SMALL_N)."""
+    n = r.shape[0]
+    inv = [[jnp.zeros((), r.dtype)] * n for _ in range(n)]
+    for j in range(n):              # column j of R⁻¹: R x = e_j
+        for i in reversed(range(j + 1)):
+            acc = (1.0 if i == j else 0.0) - sum(
+                (r[i, k] * inv[k][j] for k in range(i + 1, j + 1)), jnp.zeros((), r.dtype))
+            inv[i][j] = acc / r[i, i]
+    return jnp.stack([jnp.stack(row) for row in inv])

@@ -41,8 +41,9 @@ from jax import lax
 
 __all__ = ["DenseSVD", "DenseEigh", "NormalEquations", "SpectralFactor", "CholeskyFactor",
            "normal_equations_by_rows", "normal_equations_by_columns", "cholesky_solve",
-           "thin_svd", "small_qr", "small_triangular", "rarely", "vdot", "jt_vec", "j_vec",
-           "cols_vec"]
+           "thin_svd", "small_qr", "rarely", "vdot", "jt_vec", "j_vec",
+           "small_sum", "small_max", "small_norm", "msum", "gram_sums",
+           "triangular_from_gram", "small_square_svd"]
 
 SMALL_N = 8  # up to this size the Cholesky factorisation is unrolled into scalar operations
 
@@ -56,39 +57,90 @@ SMALL_N = 8  # up to this size the Cholesky factorisation is unrolled into scala
 # the products below are written as multiply-and-reduce; larger n keeps BLAS.
 
 
+def small_sum(a, axis=-1):
+    """``jnp.sum(a, axis)``, unrolled into additions where that axis has <= SMALL_N entries:
+    under ``vmap`` XLA on CPU runs a reduction over a tiny axis as a library call that costs
+    several times the elementwise form (and the form fuses with its neighbours)."""
+    k = a.shape[axis]
+    if k > SMALL_N or k == 0:
+        return jnp.sum(a, axis=axis)
+    out = lax.index_in_dim(a, 0, axis, keepdims=False)
+    for i in range(1, k):
+        out = out + lax.index_in_dim(a, i, axis, keepdims=False)
+    return out
+
+
+def small_max(a):
+    """``jnp.max`` of a (k,) vector, unrolled for k <= SMALL_N (see :func:`small_sum`)."""
+    if a.shape[0] > SMALL_N:
+        return jnp.max(a)
+    out = a[0]
+    for i in range(1, a.shape[0]):
+        out = jnp.maximum(out, a[i])
+    return out
+
+
+def small_norm(v):
+    """The Euclidean norm of a (k,) vector (unrolled for k <= SMALL_N, see :func:`small_sum`)."""
+    return jnp.sqrt(small_sum(v * v)) if v.shape[0] <= SMALL_N else jnp.linalg.norm(v)
+
+
 def vdot(u, v):
     """``u · v`` of two (k,) vectors (elementwise multiply and sum)."""
-    return jnp.sum(u * v)
+    return small_sum(u * v)
 
 
 def jt_vec(jac, r):
     """``Jᵀ r`` (n,) of an (m, n) J and (m,) r."""
     if jac.shape[1] > SMALL_N:
         return jac.T @ r
-    return jnp.sum(jac * r[:, None], axis=0)
+    return small_sum(jac * r[:, None], axis=0)
 
 
 def j_vec(jac, v):
     """``J v`` (m,) of an (m, n) J and (n,) v."""
     if jac.shape[1] > SMALL_N:
         return jac @ v
-    return jnp.sum(jac * v[None, :], axis=1)
+    return small_sum(jac * v[None, :], axis=1)
 
 
-def cols_vec(cols, r):
-    """``Jᵀ r`` (n,) of J given by its columns ``cols`` (n, m) (sums along the contiguous
-    axis: under ``vmap`` a batched matrix-vector ``dot_general`` is slower on CPU)."""
-    return jnp.sum(cols * r[None, :], axis=1)
+@jax.custom_jvp
+def _msum(terms):
+    zeros = tuple(jnp.zeros((), t.dtype) for t in terms)
+    return lax.reduce(tuple(terms), zeros,
+                      lambda a, b: tuple(u + v for u, v in zip(a, b)), (terms[0].ndim - 1,))
 
 
-def _column_gram(cols):
-    """``JᵀJ`` as nested lists of n x n scalars, from the columns ``cols`` (n, m)."""
-    n = cols.shape[0]
+@_msum.defjvp
+def _msum_jvp(primals, tangents):
+    (terms,), (dterms,) = primals, tangents
+    return _msum(terms), tuple(jnp.sum(t, axis=-1) for t in dterms)
+
+
+def msum(terms):
+    """The sums over the last axis of several arrays of one shape, as ONE variadic reduce.
+
+    ``terms``: a sequence of same-shape, same-dtype arrays (k, ..., m) -> a list of their sums
+    over m. XLA on CPU emits each separate ``jnp.sum`` as its own pass over the data, and
+    fuses the producers (an ``exp`` of the model, say) into every one of them: under ``vmap``
+    the ten sums of a 3-parameter Gram matrix then cost ~3.5x one pass. One variadic reduce
+    computes the producers once and reads the data once. Differentiable (its tangent is the
+    plain sums of the tangents)."""
+    return list(_msum(tuple(terms)))
+
+
+def gram_sums(cols, r):
+    """``(JᵀJ, Jᵀr, r·r)`` of J given by its n <= SMALL_N columns ``cols`` (a list of (m,)
+    arrays) in one pass (:func:`msum`): the Gram matrix as nested lists of n x n scalars,
+    Jᵀr as a list of n scalars, r·r a scalar."""
+    n = len(cols)
+    pairs = [(i, j) for i in range(n) for j in range(i + 1)]
+    sums = msum([cols[i] * r for i in range(n)] + [cols[i] * cols[j] for i, j in pairs]
+                + [r * r])
     gram = [[None] * n for _ in range(n)]
-    for i in range(n):
-        for j in range(i + 1):
-            gram[i][j] = gram[j][i] = vdot(cols[i], cols[j])
-    return gram
+    for (i, j), value in zip(pairs, sums[n:]):
+        gram[i][j] = gram[j][i] = value
+    return gram, sums[:n], sums[-1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,7 +168,7 @@ class SpectralFactor(eqx.Module):
 
         Zeroed columns have singular values that are zero only up to rounding, so the
         smallest ``#zeroed`` are dropped by count."""
-        held = jnp.sum(1.0 - self.free)
+        held = small_sum(1.0 - self.free)
         k = self.s.shape[0]
         return (self.s > 0) & (jnp.arange(k) < k - held)
 
@@ -153,19 +205,19 @@ class SpectralFactor(eqx.Module):
 
     def projected_norm(self):
         """``|P_J r|``: the residuals' component in J's column space (free subspace)."""
-        return jnp.linalg.norm(jnp.where(self.structural(), self.utr, 0.0))
+        return small_norm(jnp.where(self.structural(), self.utr, 0.0))
 
     def gauss_newton(self, min_eigval, rnorm):
         """(norm of the scaled Gauss-Newton step, residual norm along dropped directions)."""
         exists = self.structural()
         keep = (self.s * self.s > min_eigval * self.s[0] * self.s[0]) & exists
         gn = jnp.where(keep, self.utr / jnp.where(keep, self.s, 1.0), 0.0)
-        dropped = jnp.linalg.norm(jnp.where(~keep & exists, self.utr, 0.0))
-        return jnp.linalg.norm(gn), dropped
+        dropped = small_norm(jnp.where(~keep & exists, self.utr, 0.0))
+        return small_norm(gn), dropped
 
     def scaled_gram_quadratic(self, y):
         """``|A y|²`` for a scaled step y (n,)."""
-        return jnp.sum((self.s * jt_vec(self.v, y)) ** 2)
+        return small_sum((self.s * jt_vec(self.v, y)) ** 2)
 
 
 class CholeskyFactor(eqx.Module):
@@ -181,7 +233,7 @@ class CholeskyFactor(eqx.Module):
     def _solve_scaled(self, h, damping, min_eigval):
         diag = jnp.diagonal(self.gram)
         # a floor on the damping plays the part of the spectral solvers' rcond cut
-        shift = damping + min_eigval * jnp.max(diag) + jnp.finfo(self.gram.dtype).tiny
+        shift = damping + min_eigval * small_max(diag) + jnp.finfo(self.gram.dtype).tiny
         mat = self.gram + shift * jnp.eye(self.gram.shape[0], dtype=self.gram.dtype)
         return -cholesky_solve(mat, h)
 
@@ -199,12 +251,12 @@ class CholeskyFactor(eqx.Module):
     def projected_norm(self):
         h = (self.free / self.scale) * self.g
         y = self._solve_scaled(h, 0.0, 1e-13)
-        return jnp.sqrt(jnp.maximum(-jnp.dot(h, y), 0.0))
+        return jnp.sqrt(jnp.maximum(-vdot(h, y), 0.0))
 
     def gauss_newton(self, min_eigval, rnorm):
         h = (self.free / self.scale) * self.g
         y = self._solve_scaled(h, 0.0, min_eigval)
-        return jnp.linalg.norm(y), jnp.zeros((), h.dtype)
+        return small_norm(y), jnp.zeros((), h.dtype)
 
     def scaled_gram_quadratic(self, y):
         return vdot(y, j_vec(self.gram, y))
@@ -334,12 +386,25 @@ class AbstractLinearSolver(eqx.Module):
     def factor_dense(self, jac, r, scale, free):  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def factor_columns(self, cols, r, scale, free):
-        """The factor of an n <= SMALL_N Jacobian given by its columns ``cols`` (n, m) (LM's
-        fused path stores J so: under ``vmap`` its sums over the residuals then run along the
-        contiguous axis), never reused with other residuals (no ``with_residuals``): the
-        solver may skip what only that needs."""
-        return self.factor_dense(cols.T, r, scale, free)
+    def factor_gram(self, gram, g, scale, free):
+        """``(partial, ill)``: the start of the factor of an n <= SMALL_N Jacobian from its
+        unscaled Gram matrix ``gram`` (nested lists of n x n scalars) and gradient
+        ``g = Jᵀr`` (a list of n scalars), as LM's fused path computes them at every trial
+        (:func:`gram_sums`: one pass over the residuals, nothing of size m kept). ``ill``
+        (bool): the Gram matrix is too ill-conditioned for this solver, which wants
+        :meth:`refine` with the columns. LM refines and finishes (:meth:`finish`) only the
+        point it keeps; the factor is never reused with other residuals (no
+        ``with_residuals``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no small-n factor")
+
+    def refine(self, partial, cols, r):
+        """``partial`` (from :meth:`factor_gram`) recomputed from J's columns ``cols`` (n, m)
+        and the residuals r (m,), where the Gram matrix was too ill-conditioned."""
+        return partial
+
+    def finish(self, partial):
+        """The factor from :meth:`factor_gram`'s (refined) ``partial``."""
+        return partial
 
 
 def _spectral_from_gram(gram_scaled, g, scale, free, col_norms, u_from=None):
@@ -438,23 +503,20 @@ def small_qr(cols, r):
     return jnp.stack([jnp.stack(row) for row in rows]), jnp.stack(z)
 
 
-def small_triangular(cols, r, accurate_below: float):
-    """(R (n, n) upper triangular with ``RᵀR = AᵀA``, ``z = R⁻ᵀ Aᵀ r`` (n,)), i.e. what
-    :func:`small_qr` gives, for A given by its n <= SMALL_N columns ``cols`` (n, m), at the
-    cost of the Gram matrix.
+def triangular_from_gram(gram, h, accurate_below: float):
+    """(R (n, n) upper triangular with ``RᵀR = AᵀA``, ``z = R⁻ᵀ Aᵀ r`` (n,), ill), i.e. what
+    :func:`small_qr` gives, from the Gram matrix ``gram`` (nested lists of n x n scalars,
+    n <= SMALL_N) and ``h = Aᵀ r`` (a list of n scalars).
 
-    The Gram matrix and its Cholesky factor are unrolled into elementwise operations. That
-    squares the condition number, so where a pivot falls below ``accurate_below`` times the
-    largest diagonal entry (``cond² ≳ 1 / accurate_below``) or is not finite, R and z are
-    recomputed by :func:`small_qr`. The fallback is a ``while_loop`` that runs zero times or
-    once: under ``vmap`` it costs nothing unless some lane of the batch needs it. Zero
-    columns (masked or held parameters) give zero rows of R in both forms.
+    The Cholesky factor is unrolled into elementwise operations. That squares the condition
+    number: ``ill`` is True where a pivot falls below ``accurate_below`` times the largest
+    diagonal entry (``cond² ≳ 1 / accurate_below``) or is not finite; there R and z should
+    be recomputed by :func:`small_qr` from the columns. Zero columns (masked or held
+    parameters) give zero rows of R.
     """
-    n = cols.shape[0]
-    dtype = cols.dtype
-    gram = _column_gram(cols)
-    h = [vdot(cols[i], r) for i in range(n)]
-    top = jnp.max(jnp.stack([gram[j][j] for j in range(n)]))
+    n = len(h)
+    dtype = h[0].dtype
+    top = small_max(jnp.stack([gram[j][j] for j in range(n)]))
     low = [[jnp.zeros((), dtype)] * n for _ in range(n)]
     ill = ~jnp.isfinite(top)
     for j in range(n):
@@ -472,9 +534,68 @@ def small_triangular(cols, r, accurate_below: float):
         acc = h[i] - sum((low[i][k] * z[k] for k in range(i)), jnp.zeros((), dtype))
         z.append(jnp.where(low[i][i] > 0, acc / jnp.where(low[i][i] > 0, low[i][i], 1.0), 0.0))
     rmat = jnp.stack([jnp.stack([low[j][i] for j in range(n)]) for i in range(n)])
-    z = jnp.stack(z)
+    return rmat, jnp.stack(z), ill
 
-    return rarely(ill, small_qr, (cols, r), (rmat, z))
+
+def small_square_svd(rmat, z):
+    """(s (n,) descending, v (n, n), ``Uᵀ z`` (n,)) of the SVD ``rmat = U diag(s) Vᵀ`` of a
+    square n <= SMALL_N matrix, by one-sided (Hestenes) Jacobi as :func:`thin_svd`, written on
+    lists of scalars: every operation is elementwise, so under ``vmap`` a batch of tiny fits
+    stays one vectorised loop (no batched dot products, no sort: an odd-even transposition
+    network orders the singular values)."""
+    n = rmat.shape[0]
+    dtype = rmat.dtype
+    eps = jnp.finfo(dtype).eps
+    tiny = jnp.finfo(dtype).tiny
+    pairs = [(p, q) for p in range(n) for q in range(p + 1, n)]
+
+    def dot(a, b):
+        return sum((u * v for u, v in zip(a[1:], b[1:])), a[0] * b[0])
+
+    def sweep(carry):
+        cols, vcols, _, it = carry
+        cols, vcols = [list(c) for c in cols], [list(c) for c in vcols]
+        off = jnp.zeros((), dtype)
+        for p, q in pairs:
+            alpha, beta, gamma = dot(cols[p], cols[p]), dot(cols[q], cols[q]), dot(cols[p], cols[q])
+            off = jnp.maximum(off, jnp.abs(gamma) / jnp.maximum(jnp.sqrt(alpha * beta), tiny))
+            rotate = jnp.abs(gamma) > tiny
+            zeta = (beta - alpha) / (2 * jnp.where(rotate, gamma, 1.0))
+            t = jnp.sign(zeta) / (jnp.abs(zeta) + jnp.sqrt(1 + zeta * zeta))
+            t = jnp.where(rotate & (zeta != 0), t, jnp.where(rotate, 1.0, 0.0))
+            c = 1 / jnp.sqrt(1 + t * t)
+            sn = c * t
+            for vecs in (cols, vcols):
+                a, b = vecs[p], vecs[q]
+                vecs[p] = [c * u - sn * w for u, w in zip(a, b)]
+                vecs[q] = [sn * u + c * w for u, w in zip(a, b)]
+        return tuple(map(tuple, cols)), tuple(map(tuple, vcols)), off, it + 1
+
+    def going(carry):
+        return (carry[2] > eps) & (carry[3] < 30)
+
+    one, zero = jnp.ones((), dtype), jnp.zeros((), dtype)
+    init = (tuple(tuple(rmat[i, j] for i in range(n)) for j in range(n)),
+            tuple(tuple(one if i == j else zero for i in range(n)) for j in range(n)),
+            jnp.asarray(jnp.inf, dtype), jnp.zeros((), jnp.int32))
+    cols, vcols, _, _ = lax.while_loop(going, sweep, init)
+    zs = [z[i] for i in range(n)]
+    s = [jnp.sqrt(dot(c, c)) for c in cols]
+    utr = [jnp.where(sj > 0, dot(c, zs) / jnp.where(sj > 0, sj, 1.0), 0.0)
+           for sj, c in zip(s, cols)]
+    vcols = [list(c) for c in vcols]
+    for rnd in range(n):
+        for i in range(rnd % 2, n - 1, 2):
+            swap = s[i] < s[i + 1]
+            for vals in (s, utr, vcols):
+                a, b = vals[i], vals[i + 1]
+                if isinstance(a, list):
+                    vals[i] = [jnp.where(swap, w, u) for u, w in zip(a, b)]
+                    vals[i + 1] = [jnp.where(swap, u, w) for u, w in zip(a, b)]
+                else:
+                    vals[i], vals[i + 1] = jnp.where(swap, b, a), jnp.where(swap, a, b)
+    v = jnp.stack([jnp.stack(c) for c in vcols], axis=1)
+    return jnp.stack(s), v, jnp.stack(utr)
 
 
 def rarely(pred, fn: Callable, operands: tuple, default):
@@ -507,19 +628,40 @@ class DenseSVD(AbstractLinearSolver):
         return SpectralFactor(scale=scale, free=free, s=s, v=v, utr=u.T @ r, u=u,
                               g=jac.T @ r, col_norms=_column_norms(jac))
 
-    def factor_columns(self, cols, r, scale, free):
-        """For n <= SMALL_N columns ``cols`` (n, m), when the factor never meets other
-        residuals (LM's fused path): R and ``Qᵀr`` of ``A = QR`` (:func:`small_triangular`:
-        from the Gram matrix where ``cond(A)² < 1/√ε``, else by MGS), then the n x n Jacobi
-        SVD of R; U (m, n) is not formed (``u=None``). The same singular values and ``Uᵀr``
-        as :meth:`factor_dense` for a fraction of the work (Jacobi sweeps on n-vectors
-        instead of m-vectors)."""
-        eps = float(jnp.finfo(cols.dtype).eps)
-        rmat, z = small_triangular(cols * (free / scale)[:, None], r,
-                                   accurate_below=eps ** 0.5)
-        u_r, s, v = thin_svd(rmat)
-        return SpectralFactor(scale=scale, free=free, s=s, v=v, utr=jt_vec(u_r, z), u=None,
-                              g=cols_vec(cols, r), col_norms=_row_norms(cols))
+    def factor_gram(self, gram, g, scale, free):
+        """For n <= SMALL_N from the unscaled Gram matrix ``gram`` and gradient ``g``
+        (:meth:`AbstractLinearSolver.factor_gram`): R and ``Qᵀr`` of the scaled ``A = QR``
+        (:func:`triangular_from_gram`; ill where ``cond(A)² >= 1/√ε``: :meth:`refine` then
+        redoes R by MGS on the columns); :meth:`finish` takes the n x n Jacobi SVD of R
+        (:func:`small_square_svd`); U (m, n) is not formed (``u=None``). The same singular
+        values and ``Uᵀr`` as :meth:`factor_dense` for a fraction of the work."""
+        eps = float(jnp.finfo(g[0].dtype).eps)
+        w = free / scale
+        rmat, z, ill = triangular_from_gram(_scaled_gram(gram, w),
+                                            [w[i] * g[i] for i in range(len(g))], eps ** 0.5)
+        return _Triangular(scale=scale, free=free, rmat=rmat, z=z, g=jnp.stack(g),
+                           col_norms=_gram_norms(gram)), ill
+
+    def refine(self, partial, cols, r):
+        return eqx.tree_at(lambda f: (f.rmat, f.z), partial,
+                           small_qr(cols * (partial.free / partial.scale)[:, None], r))
+
+    def finish(self, partial):
+        s, v, utr = small_square_svd(partial.rmat, partial.z)
+        return SpectralFactor(scale=partial.scale, free=partial.free, s=s, v=v, utr=utr, u=None,
+                              g=partial.g, col_norms=partial.col_norms)
+
+
+class _Triangular(eqx.Module):
+    """DenseSVD's partial small-n factor: R (n, n) and z = Qᵀr of the scaled J = QR, with
+    scale, free, g and col_norms as in :class:`SpectralFactor`."""
+
+    scale: jnp.ndarray
+    free: jnp.ndarray
+    rmat: jnp.ndarray
+    z: jnp.ndarray
+    g: jnp.ndarray
+    col_norms: jnp.ndarray
 
 
 class DenseEigh(AbstractLinearSolver):
@@ -529,6 +671,11 @@ class DenseEigh(AbstractLinearSolver):
         scaled = jac * (free / scale)
         return _spectral_from_gram(scaled.T @ scaled, jac.T @ r, scale, free,
                                    _column_norms(jac), u_from=(scaled, r))
+
+    def factor_gram(self, gram, g, scale, free):
+        gram_s = jnp.stack([jnp.stack(row) for row in _scaled_gram(gram, free / scale)])
+        return (_spectral_from_gram(gram_s, jnp.stack(g), scale, free, _gram_norms(gram)),
+                jnp.asarray(False))
 
 
 class NormalEquations(AbstractLinearSolver):
@@ -562,14 +709,19 @@ class NormalEquations(AbstractLinearSolver):
     def factor_dense(self, jac, r, scale, free):
         return self.factor_normal(jac.T @ jac, jac.T @ r, scale, free)
 
-    def factor_columns(self, cols, r, scale, free):
-        jtj = jnp.stack([jnp.stack(row) for row in _column_gram(cols)])
-        return self.factor_normal(jtj, cols_vec(cols, r), scale, free)
+    def factor_gram(self, gram, g, scale, free):
+        jtj = jnp.stack([jnp.stack(row) for row in gram])
+        return self.factor_normal(jtj, jnp.stack(g), scale, free), jnp.asarray(False)
 
 
 def _column_norms(jac):
     return jnp.sqrt(jnp.sum(jac * jac, axis=0))
 
 
-def _row_norms(cols):
-    return jnp.sqrt(jnp.sum(cols * cols, axis=1))
+def _scaled_gram(gram, w):
+    n = len(gram)
+    return [[gram[i][j] * (w[i] * w[j]) for j in range(n)] for i in range(n)]
+
+
+def _gram_norms(gram):
+    return jnp.sqrt(jnp.maximum(jnp.stack([gram[j][j] for j in range(len(gram))]), 0.0))

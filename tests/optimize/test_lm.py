@@ -48,6 +48,20 @@ def test_driving_by_hand_matches_least_squares_one_trial_per_step():
     assert int(front.nfev) == steps and int(front.nit) == int(mine.nit)
 
 
+def test_jacobian_only_at_accepted_points_gives_the_same_fit():
+    # trial_jacobian=False: a rejected trial costs one residual evaluation, J is evaluated
+    # once per iteration at the accepted point (for models whose J is expensive)
+    problem = LeastSquaresProblem(lambda p, a: exp_residuals(p, *a))
+    args = (jnp.asarray(X), jnp.asarray(Y))
+    fused = levenberg_marquardt(exp_residuals, jnp.asarray(P0), args=(X, Y))  # (compiled above)
+    lean = iterate(LevenbergMarquardt(trial_jacobian=False), problem, jnp.asarray(P0), args)
+    assert bool(fused.success) and bool(lean.success), (fused.message, lean.message)
+    np.testing.assert_allclose(lean.x, fused.x, rtol=1e-9)
+    assert int(fused.njev) == int(fused.nfev)          # fused: J with every trial
+    assert int(lean.njev) <= int(lean.nit) + 1 < int(lean.nfev)
+    np.testing.assert_allclose(lean.jac, jax.jacfwd(exp_residuals)(lean.x, X, Y), rtol=1e-12)
+
+
 A_LIN = RNG.normal(size=(12, 4))
 B_LIN = RNG.normal(size=12)
 
