@@ -124,6 +124,9 @@ def test_repr_lists_scipys_fields_with_values():
     x = np.array(ours["x"].strip("[]").split(), float)
     assert_allclose(x, ref.x, atol=1e-5)
     assert "f64[" not in repr(res) and "f32[" not in repr(res)
+    lbfgsb = minimize(rosen, X0, method="L-BFGS-B")
+    ref = so.minimize(so.rosen, X0, jac=so.rosen_der, method="L-BFGS-B")
+    assert repr(lbfgsb.hess_inv) == repr(ref.hess_inv)   # <5x5 LbfgsInvHessProduct ...>
 
 
 def test_float32_runs_are_right_or_say_float64_is_needed():
