@@ -108,7 +108,7 @@ def split_options(options):
     return structure, numbers
 
 
-def _solver(structure, numbers, linear_solver=None):
+def _solver(structure, numbers, linear_solver=None, trial_jacobian=True):
     """The core :class:`~jaxinfer.optimize.lm.LevenbergMarquardt` from split settings (the
     numbers may be tracers)."""
     s = dict(structure)
@@ -127,11 +127,11 @@ def _solver(structure, numbers, linear_solver=None):
         broyden_update=s["broyden_update"], eig_update=s["eig_update"],
         eig_update_frequency=s["eig_update_frequency"], num_eig_dirs=s["num_eig_dirs"],
         update_J_frequency=s["update_J_frequency"], xtol=None, stall_costol="auto",
-        max_iter=numbers["max_iter"], **tols)
+        max_iter=numbers["max_iter"], trial_jacobian=trial_jacobian, **tols)
 
 
 def run_lm(residuals, x0, args, structure, numbers, mask=None, lower=None, upper=None,
-           jacobian=None, linear_solver=None):
+           jacobian=None, linear_solver=None, trial_jacobian=True):
     """One LM fit on the core solver state (init / step / terminate in one
     ``lax.while_loop``): ``residuals(x (n,), args) -> (m,)``, x0 (n,), ``jacobian(x, args) ->
     (m, n)`` or None (autodiff); ``linear_solver`` (default DenseSVD). To be called inside a
@@ -139,7 +139,8 @@ def run_lm(residuals, x0, args, structure, numbers, mask=None, lower=None, upper
     :class:`~jaxinfer.optimize.OptimizeResult` (flat ``x``)."""
     problem = LeastSquaresProblem(residuals, jacobian=jacobian, mask=mask, lower=lower,
                                   upper=upper)
-    return iterate(_solver(structure, numbers, linear_solver), problem, x0, args)
+    return iterate(_solver(structure, numbers, linear_solver, trial_jacobian), problem, x0,
+                   args)
 
 
 def require_float64(params, what):
@@ -514,8 +515,11 @@ def _fit_particle_groups_impl(model, params, data, geometry, index, corner, stru
         free = jnp.concatenate([jnp.repeat(active > 0, 3), (active > 0) & include_rad])
         lo = jnp.concatenate([jnp.tile(lo_pos, k), jnp.full((k,), MIN_RADIUS, dtype)])
         hi = jnp.concatenate([jnp.tile(hi_pos, k), jnp.full((k,), MAX_RADIUS, dtype)])
+        # one group per colour (unbatched): J only at accepted points, a rejected trial
+        # costs one residual evaluation; batched lanes pay both branches, so they keep the
+        # fused trial (r and J together)
         result = run_lm(res, x0, 0.0, structure, numbers, mask=free, lower=lo, upper=hi,
-                        jacobian=jac)
+                        jacobian=jac, trial_jacobian=index.shape[1] > 1)
         return result, change(result.x)
 
     def fit_colour(carry, layout):
@@ -528,8 +532,12 @@ def _fit_particle_groups_impl(model, params, data, geometry, index, corner, stru
         pos0 = jnp.where(active[..., None] > 0, params["pos"][safe], centre)
         rad0 = jnp.where(active > 0, params["rad"][safe], 1.0)
         x0 = jnp.concatenate([pos0.reshape(pos0.shape[0], -1), rad0], axis=1)
-        result, changes = jax.vmap(fit_one, in_axes=(0, 0, 0, None))(x0, active, corners,
-                                                                      model_padded)
+        if idx.shape[0] == 1:    # one group: no vmap, so the LM's branches stay branches
+            result, changes = jax.tree_util.tree_map(
+                lambda a: a[None], fit_one(x0[0], active[0], corners[0], model_padded))
+        else:
+            result, changes = jax.vmap(fit_one, in_axes=(0, 0, 0, None))(x0, active, corners,
+                                                                          model_padded)
         x = result.x
         drop = jnp.where(idx >= 0, idx, params["pos"].shape[0])   # empty slots are dropped
         pos = params["pos"].at[drop].set(x[:, :3 * k].reshape(-1, k, 3), mode="drop")
