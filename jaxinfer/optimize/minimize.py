@@ -279,10 +279,10 @@ _TABLES = {
         "scipy-bfgs",
         {Status.GTOL: 0, Status.XTOL: 0, Status.FTOL: 0, Status.MAX_ITER: 1,
          Status.LINE_SEARCH: 2, Status.PRECISION: 2, Status.NONFINITE: 3,
-         Status.CALLBACK: 99}, 2,
+         Status.UNBOUNDED: 2, Status.CALLBACK: 99}, 2,
         {Status.GTOL: _SUCCESS, Status.XTOL: _SUCCESS, Status.FTOL: _SUCCESS,
          Status.MAX_ITER: _MAXITER, Status.LINE_SEARCH: _PR_LOSS, Status.NONFINITE: _NAN,
-         Status.CALLBACK: _CALLBACK}),
+         Status.UNBOUNDED: _PR_LOSS, Status.CALLBACK: _CALLBACK}),
     "l-bfgs-b": (
         "scipy-l-bfgs-b",
         {Status.GTOL: 0, Status.FTOL: 0, Status.MAX_ITER: 1, Status.MAX_FEV: 1,

@@ -628,7 +628,7 @@ class BFGS(AbstractSolver):
         alpha0 = jnp.where(jnp.isfinite(guess) & (guess > 0), jnp.minimum(1.0, guess), 1.0)
         ls = scipy_wolfe12(lambda z: fn(z, args), x, state.f, g, p, alpha0.astype(dtype),
                            c1=self.c1, c2=self.c2, maxls=self.maxls)
-        # f = -inf is taken (the objective is unbounded below: NONFINITE stops the run there)
+        # f = -inf is taken (the objective is unbounded below: UNBOUNDED stops the run there)
         ok = ls.success & (ls.f <= state.f) & (all_finite(ls.f, ls.g) | (ls.f == -jnp.inf))
         s = ls.x - x
         y = ls.g - g
@@ -655,6 +655,7 @@ class BFGS(AbstractSolver):
         n = state.x.shape[0]
         failure = Status.PRECISION if _low_precision(state.x.dtype) else Status.LINE_SEARCH
         return first_status(
+            (state.f == -jnp.inf, Status.UNBOUNDED),
             (~all_finite(state.f, state.g), Status.NONFINITE),
             (self._gnorm(state.g) <= self.gtol, Status.GTOL),
             (jnp.asarray(self.xrtol > 0)

@@ -40,6 +40,7 @@ class Status(enum.IntEnum):
     DAMPING = 25      # LM: no damping value produced a decrease (all retries failed)
     CALLBACK = 26     # stopped by the user's callback (not a convergence test)
     PRECISION = 27    # no further decrease at the dtype's rounding level (float32): use float64
+    UNBOUNDED = 28    # the objective reached -inf: the problem is unbounded below
 
 
 _MESSAGES = {
@@ -59,6 +60,7 @@ _MESSAGES = {
     Status.INFEASIBLE: "Not converged: the constraints could not be satisfied.",
     Status.DAMPING: "Not converged: no damping value decreased the cost.",
     Status.CALLBACK: "Stopped by the callback before convergence.",
+    Status.UNBOUNDED: "Not converged: the objective reached -inf (unbounded below).",
     Status.PRECISION: ("Not converged: the objective no longer decreases at its dtype's rounding "
                        "level; float64 is needed: jax.config.update(\"jax_enable_x64\", True)."),
 }
