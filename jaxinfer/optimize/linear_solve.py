@@ -424,6 +424,19 @@ def _spectral_from_gram(gram_scaled, g, scale, free, col_norms, u_from=None):
                           col_norms=col_norms)
 
 
+def _jacobi_rotation(alpha, beta, gamma, tiny):
+    """Hestenes-Jacobi rotation (c, s) that makes two columns with squared norms ``alpha``,
+    ``beta`` and inner product ``gamma`` orthogonal, and their off-orthogonality
+    ``|gamma| / sqrt(alpha beta)``; no rotation (c = 1, s = 0) where ``|gamma| <= tiny``."""
+    off = jnp.abs(gamma) / jnp.maximum(jnp.sqrt(alpha * beta), tiny)
+    rotate = jnp.abs(gamma) > tiny
+    zeta = (beta - alpha) / (2 * jnp.where(rotate, gamma, 1.0))
+    t = jnp.sign(zeta) / (jnp.abs(zeta) + jnp.sqrt(1 + zeta * zeta))
+    t = jnp.where(rotate & (zeta != 0), t, jnp.where(rotate, 1.0, 0.0))
+    c = 1 / jnp.sqrt(1 + t * t)
+    return c, c * t, off
+
+
 def thin_svd(a):
     """Thin SVD ``a = u diag(s) vᵀ`` of an (m, n) matrix: (u (m, k), s (k,) descending, v (n, k)).
 
@@ -447,16 +460,9 @@ def thin_svd(a):
         cols, vcols = list(cols), list(vcols)
         off = jnp.zeros((), a.dtype)
         for p, q in pairs:
-            alpha = vdot(cols[p], cols[p])
-            beta = vdot(cols[q], cols[q])
-            gamma = vdot(cols[p], cols[q])
-            off = jnp.maximum(off, jnp.abs(gamma) / jnp.maximum(jnp.sqrt(alpha * beta), tiny))
-            rotate = jnp.abs(gamma) > tiny
-            zeta = (beta - alpha) / (2 * jnp.where(rotate, gamma, 1.0))
-            t = jnp.sign(zeta) / (jnp.abs(zeta) + jnp.sqrt(1 + zeta * zeta))
-            t = jnp.where(rotate & (zeta != 0), t, jnp.where(rotate, 1.0, 0.0))
-            c = 1 / jnp.sqrt(1 + t * t)
-            sn = c * t
+            c, sn, off_pq = _jacobi_rotation(vdot(cols[p], cols[p]), vdot(cols[q], cols[q]),
+                                             vdot(cols[p], cols[q]), tiny)
+            off = jnp.maximum(off, off_pq)
             cols[p], cols[q] = c * cols[p] - sn * cols[q], sn * cols[p] + c * cols[q]
             vcols[p], vcols[q] = c * vcols[p] - sn * vcols[q], sn * vcols[p] + c * vcols[q]
         return tuple(cols), tuple(vcols), off, it + 1
@@ -557,14 +563,9 @@ def small_square_svd(rmat, z):
         cols, vcols = [list(c) for c in cols], [list(c) for c in vcols]
         off = jnp.zeros((), dtype)
         for p, q in pairs:
-            alpha, beta, gamma = dot(cols[p], cols[p]), dot(cols[q], cols[q]), dot(cols[p], cols[q])
-            off = jnp.maximum(off, jnp.abs(gamma) / jnp.maximum(jnp.sqrt(alpha * beta), tiny))
-            rotate = jnp.abs(gamma) > tiny
-            zeta = (beta - alpha) / (2 * jnp.where(rotate, gamma, 1.0))
-            t = jnp.sign(zeta) / (jnp.abs(zeta) + jnp.sqrt(1 + zeta * zeta))
-            t = jnp.where(rotate & (zeta != 0), t, jnp.where(rotate, 1.0, 0.0))
-            c = 1 / jnp.sqrt(1 + t * t)
-            sn = c * t
+            c, sn, off_pq = _jacobi_rotation(dot(cols[p], cols[p]), dot(cols[q], cols[q]),
+                                             dot(cols[p], cols[q]), tiny)
+            off = jnp.maximum(off, off_pq)
             for vecs in (cols, vcols):
                 a, b = vecs[p], vecs[q]
                 vecs[p] = [c * u - sn * w for u, w in zip(a, b)]
