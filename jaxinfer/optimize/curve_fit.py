@@ -33,7 +33,7 @@ from jaxinfer.optimize.least_squares import (_SCIPY_TABLE, _lm_solver, _ScipyDri
 from jaxinfer.optimize.linear_solve import SMALL_N, small_qr, small_sum
 from jaxinfer.optimize.lm import LeastSquaresProblem
 from jaxinfer.optimize.losses import check_loss, rho, robust_residuals, scale_for_loss
-from jaxinfer.optimize.result import Status
+from jaxinfer.optimize.result import Status, _message
 
 __all__ = ["curve_fit", "OptimizeWarning"]
 
@@ -76,6 +76,7 @@ class _FitStatic(NamedTuple):
     loss: tuple              # (loss name, f_scale)
     callback: Any            # PROGRESS_SINK / the traced user callback / None
     differentiable: bool     # inside a user's transformation: attach implicit derivatives
+    packed: bool = False     # eager, no full_output: one array (popt, pcov, ier, status) back
 
 
 def _refuse_nonfinite(name, a):
@@ -362,9 +363,11 @@ def curve_fit(f: Callable, xdata, ydata, p0=None, sigma=None, absolute_sigma: bo
                         bounded=bool(bounded), method=method, full_output=bool(full_output),
                         solver=solver_static, loss=loss,
                         callback=None if callback is None else callback_key(callback, traced),
-                        differentiable=traced)
-    popt, pcov, info = run_compiled(_fit, static, settings, *arrays,
-                                    progress=None if traced else callback)
+                        differentiable=traced, packed=not (traced or full_output))
+    out = run_compiled(_fit, static, settings, *arrays, progress=None if traced else callback)
+    if static.packed:
+        return _unpack(np.asarray(out), n, method, static)
+    popt, pcov, info = out
     ier = info.pop("ier")
     if traced:
         mesg = None
@@ -372,17 +375,37 @@ def curve_fit(f: Callable, xdata, ydata, p0=None, sigma=None, absolute_sigma: bo
         result = info["result"]
         ier = int(ier)
         mesg = str(result.message)
-        ok = ier in (1, 2, 3, 4) if method == "lm" else ier > 0
-        if not ok:
-            raise RuntimeError("Optimal parameters not found: " + mesg)
         popt, pcov = np.asarray(popt), np.asarray(pcov)
-        if not np.all(np.isfinite(pcov)):
-            warnings.warn("Covariance of the parameters could not be estimated",
-                          category=OptimizeWarning, stacklevel=2)
+        _check_outcome(ier, mesg, method, pcov)
         info = {k: (v if k == "result" else np.asarray(v)) for k, v in info.items()}
         info["nfev"] = int(info["nfev"])
     if full_output:
         return popt, pcov, info, mesg, ier
+    return popt, pcov
+
+
+def _check_outcome(ier, mesg, method, pcov, stacklevel=3):
+    """Raise scipy's RuntimeError for a failed fit; warn when pcov could not be estimated
+    (``stacklevel``: the user's frame, seen from here)."""
+    ok = ier in (1, 2, 3, 4) if method == "lm" else ier > 0
+    if not ok:
+        raise RuntimeError("Optimal parameters not found: " + mesg)
+    if not np.all(np.isfinite(pcov)):
+        warnings.warn("Covariance of the parameters could not be estimated",
+                      category=OptimizeWarning, stacklevel=stacklevel)
+
+
+#: the result's reporting convention per compile key (read at trace time; a host-side
+#: packed result carries only the status code)
+_CONVENTIONS: dict = {}
+
+
+def _unpack(packed, n, method, static):
+    """``(popt (n,), pcov (n, n))`` from the packed host array ``[popt, pcov, ier, status]``
+    of an eager call (one device-to-host transfer instead of one per output)."""
+    popt, pcov = packed[:n], packed[n:n + n * n].reshape(n, n)
+    ier, code = int(packed[-2]), int(packed[-1])
+    _check_outcome(ier, _message(_CONVENTIONS.get(static), code), method, pcov, stacklevel=4)
     return popt, pcov
 
 
@@ -416,9 +439,9 @@ class _Hashed:
 
 
 def _settings(options):
-    """``split_settings(_solver(options))`` with the static half :class:`_Hashed`, memoised (a
-    loop of fits with the same options pays for building the settings once); the numeric
-    half is on the device already."""
+    """``split_settings(_solver(options))`` as ``(_Hashed((static half, treedef of the
+    numeric half)), numeric leaves)``, memoised (a loop of fits with the same options pays for
+    building the settings once); the numeric leaves are on the device already."""
     try:
         key = (tuple(sorted(options.items())), bool(jax.config.jax_enable_x64))
         parts = _SETTINGS.get(key)
@@ -426,11 +449,14 @@ def _settings(options):
         key, parts = None, None
     if parts is None:
         static, dynamic = split_settings(_solver(options))
+        leaves, treedef = jax.tree_util.tree_flatten(dynamic)
         # concrete arrays even when the first call is inside the user's jit / vmap / grad:
         # a tracer memoised here would make every later eager call look traced and run op
-        # by op (seconds per fit, a new XLA program per primitive)
+        # by op (seconds per fit, a new XLA program per primitive). The numeric half goes
+        # to the program as a tuple of its leaves: jit flattens a tuple of arrays in C++,
+        # an equinox Module through Python on every call.
         with jax.ensure_compile_time_eval():
-            parts = _Hashed(static), jax.tree_util.tree_map(jnp.asarray, dynamic)
+            parts = _Hashed((static, treedef)), tuple(jnp.asarray(v) for v in leaves)
         if key is not None:
             if len(_SETTINGS) >= 256:
                 _SETTINGS.clear()
@@ -492,7 +518,7 @@ for _status, _code in _TO_MINPACK.items():
 
 def _fit(static: _FitStatic, settings, x_arrays, ydata, p0, sigma, lower, upper):
     """The traced fit: LM from p0, implicit derivatives of popt, pcov and scipy's infodict.
-    ``settings``: the numeric half of the LM settings (``split_settings``), traced."""
+    ``settings``: the leaves of the numeric half of the LM settings (:func:`_settings`), traced."""
     it = iter(x_arrays)
     xdata = jax.tree_util.tree_unflatten(
         static.x_treedef, [next(it) if leaf is _DYNAMIC else leaf for leaf in static.x_static])
@@ -552,7 +578,10 @@ def _fit(static: _FitStatic, settings, x_arrays, ydata, p0, sigma, lower, upper)
     problem = LeastSquaresProblem(
         residuals, jacobian=lm_jac, lower=lax.stop_gradient(lower) if static.bounded else None,
         upper=lax.stop_gradient(upper) if static.bounded else None)
-    result = iterate(join_settings(static.solver.value, settings), problem,
+    solver_static, settings_treedef = static.solver.value
+    solver = join_settings(solver_static, jax.tree_util.tree_unflatten(settings_treedef,
+                                                                       settings))
+    result = iterate(solver, problem,
                      lax.stop_gradient(p0), frozen, callback=static.callback)
     popt = result.x
     if static.differentiable or result.jac is None or loss != "linear":
@@ -570,8 +599,13 @@ def _fit(static: _FitStatic, settings, x_arrays, ydata, p0, sigma, lower, upper)
     pcov, (r_factor, qtf) = _covariance(jac_at, fvec, sse, m, n, static.absolute_sigma,
                                         static.method != "lm")
     table = _MINPACK_TABLE if static.method == "lm" else _SCIPY_TABLE
-    info = {"nfev": result.nfev, "fvec": fvec, "ier": jnp.asarray(table)[result.status],
-            "result": result}
+    ier = jnp.asarray(table)[result.status]
+    if static.packed:
+        _CONVENTIONS[static] = result.convention
+        code = result.status if result.reason is None else result.reason
+        return jnp.concatenate([popt, jnp.ravel(pcov),
+                                jnp.stack([ier, code]).astype(popt.dtype)])
+    info = {"nfev": result.nfev, "fvec": fvec, "ier": ier, "result": result}
     if static.method == "lm" and static.full_output:
         info.update(fjac=r_factor, ipvt=jnp.arange(1, n + 1), qtf=qtf)
     return popt, pcov, info
