@@ -92,13 +92,16 @@ def _enable_float64() -> None:
     jax.config.update("jax_enable_x64", True)
 
 
-def _fit_null(y, covariates, kinship, restricted, batch_size):
+def _fit_null(y, covariates, kinship, restricted, batch_size, qs=None):
+    """Null LMM and its scanner; the kinship as an (n, n) matrix or, ``kinship=None``, as its
+    economic decomposition ``qs``."""
     from jaxinfer.glmm.lmm import LMM
     from jaxinfer.glmm.qs import economic_qs
 
-    kinship = np.asarray(kinship, dtype=float)
     start = time.perf_counter()
-    lmm = LMM(y, covariates, economic_qs(kinship), restricted=restricted)
+    if qs is None:
+        qs = economic_qs(np.asarray(kinship, dtype=float))
+    lmm = LMM(y, covariates, qs, restricted=restricted)
     lmm.fit(verbose=False)
     scanner = lmm.get_fast_scanner(batch_size=batch_size) if batch_size else lmm.get_fast_scanner()
     return lmm, scanner, time.perf_counter() - start
@@ -183,6 +186,7 @@ def run_plink_scan(
     covariates,
     kinship,
     *,
+    qs=None,
     restricted: bool = False,
     max_memory: int = 512 * 2**20,
     progress: Optional[Callable[[int, int], None]] = None,
@@ -192,23 +196,26 @@ def run_plink_scan(
     Args:
         plink: :class:`jaxinfer.glmm.plink.PlinkFile`.
         samples: ``(n,)`` row indices into the .fam of the phenotype's samples, in ``y``'s order.
-        y, covariates, kinship: as in :func:`run_scan`, rows in ``samples``' order.
+        y, covariates, kinship: as in :func:`run_scan`, rows in ``samples``' order;
+            ``kinship=None`` with ``qs = ((Q0,), S0)`` its economic decomposition instead
+            (:func:`jaxinfer.glmm.plink.grm_qs_from_plink`).
         max_memory: bytes for one SNP block (reading, imputing and scanning it).
+
+    Every block has the same number of SNPs (the last one padded), so the scan compiles once;
+    the next block is read while the current one is scanned.
 
     Returns:
         ``(table, summary)`` with :data:`PLINK_COLUMNS` + :data:`SCAN_COLUMNS`.
     """
     from jaxinfer.glmm.plink import block_size_for
 
-    lmm, scanner, fit_seconds = _fit_null(y, covariates, kinship, restricted, None)
-    null_lml = scanner.null_lml()
-    start = time.perf_counter()
     m = plink.n_snps
     size = block_size_for(len(samples), m, max_memory)
+    lmm, scanner, fit_seconds = _fit_null(y, covariates, kinship, restricted, size, qs=qs)
+    null_lml = scanner.null_lml()
+    start = time.perf_counter()
     tables = []
-    for first in range(0, m, size):
-        stop = min(first + size, m)
-        G, n_missing = plink.read(samples, first, stop)
+    for first, stop, G, n_missing in plink.blocks(samples, size):
         block = _scan_table(scanner.fast_scan(G), null_lml, first)
         block.insert(0, "n_missing", n_missing)
         tables.append(block)
@@ -219,8 +226,11 @@ def run_plink_scan(
     table.insert(0, "chrom", plink.chromosome)
     table.insert(0, "snp", plink.sid)
     table = table[list(PLINK_COLUMNS + SCAN_COLUMNS)]
-    summary = _summary(lmm, float(np.mean(np.diag(np.asarray(kinship, float)))), null_lml,
-                       fit_seconds, time.perf_counter() - start, table["degenerate"].sum())
+    # mean diag K = trace K / n = ΣS0 / n for orthonormal Q0
+    diag_mean = (float(np.sum(qs[1])) / len(samples) if kinship is None
+                 else float(np.mean(np.diag(np.asarray(kinship, float)))))
+    summary = _summary(lmm, diag_mean, null_lml, fit_seconds, time.perf_counter() - start,
+                       table["degenerate"].sum())
     return table, summary
 
 
@@ -271,9 +281,10 @@ def _degenerate_note(summary: ScanSummary) -> Optional[str]:
 
 
 def _plink_inputs(args):
-    """(plink, samples, y, X, K, notes) for ``--bfile``; ValueError on bad input."""
+    """(plink, samples, y, X, K, QS, notes, max_memory) for ``--bfile``; K is None when the GRM
+    comes as its decomposition QS (fewer GRM SNPs than samples); ValueError on bad input."""
     from jaxinfer.glmm import io
-    from jaxinfer.glmm.plink import grm_from_plink, open_plink, parse_memory
+    from jaxinfer.glmm.plink import grm_from_plink, grm_qs_from_plink, open_plink, parse_memory
 
     notes = []
     max_memory = parse_memory(args.max_mem)
@@ -332,18 +343,23 @@ def _plink_inputs(args):
                 raise ValueError(f"{source.prefix}.fam: {len(lost)} scanned sample(s) missing "
                                  f"from the GRM file, e.g. {lost[:3]}")
             grm_samples = np.array([where[plink.iid[i]] for i in samples], dtype=int)
-        K = grm_from_plink(source, grm_samples, max_memory=max_memory)
         notes.append(f"kinship = GRM of the {source.n_snps} SNPs of {source.prefix}.bed")
+        if source.n_snps < keep.size:
+            qs = grm_qs_from_plink(source, grm_samples)
+            notes.append(f"GRM of rank <= {source.n_snps} < {keep.size} samples: decomposed "
+                         "from the SNPs (thin SVD), low-rank scan")
+            return plink, samples, y, X, None, qs, notes, max_memory
+        K = grm_from_plink(source, grm_samples, max_memory=max_memory)
     if K.shape[0] != keep.size:
         raise ValueError(f"kinship is {K.shape[0]}×{K.shape[1]}, but {keep.size} samples are "
                          "scanned (a kinship file must be in the phenotype's sample order)")
-    return plink, samples, y, X, K, notes, max_memory
+    return plink, samples, y, X, K, None, notes, max_memory
 
 
 def _run_plink_command(args) -> int:
     _stderr(f"glmm scan: reading {args.bfile} (PLINK)")
     try:
-        plink, samples, y, X, K, notes, max_memory = _plink_inputs(args)
+        plink, samples, y, X, K, qs, notes, max_memory = _plink_inputs(args)
     except (ValueError, OSError) as err:
         _stderr(f"jaxinfer glmm scan: error: {err}")
         return 2
@@ -351,7 +367,8 @@ def _run_plink_command(args) -> int:
         _stderr(f"  note: {note}")
     _stderr(f"  {y.size} samples, {X.shape[1]} covariate column(s), {plink.n_snps} SNPs")
     try:
-        table, summary = run_plink_scan(plink, samples, y, X, K, restricted=args.restricted,
+        table, summary = run_plink_scan(plink, samples, y, X, K, qs=qs,
+                                        restricted=args.restricted,
                                         max_memory=max_memory,
                                         progress=_scan_progress("SNPs"))
     except ValueError as err:

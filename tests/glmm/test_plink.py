@@ -48,7 +48,10 @@ def test_reader_imputes_and_counts_missing(bfile):
     np.testing.assert_allclose(block[:, 1], [mean3, G[0, 3], mean3, G[9, 3], G[12, 3]])
     np.testing.assert_array_equal(block[:, 0], G[rows, 2])
     assert parse_memory("4K") == 4096 and parse_memory("2G") == 2 * 2**30
-    assert block_size_for(N, P, 4096) == 3
+    # 7 float64 columns per SNP: 4096 // (56·36) = 2 SNPs; 100 SNPs in blocks of <= 30 are
+    # balanced to 4 blocks of 25
+    assert block_size_for(N, P, 4096) == 2
+    assert block_size_for(10, 100, 56 * 10 * 30) == 25
 
 
 def _reference(root, G, order, y):
@@ -72,6 +75,9 @@ def test_bfile_scan_streams_blocks_and_matches_in_memory_scan(bfile, capsys):
     assert "1 .fam sample(s) without a phenotype" in err
     assert "1 candidate(s) degenerate" in err
     assert "4 missing genotype call(s) in 2 SNP(s)" in err
+    # 30 GRM SNPs < 35 samples: the GRM enters as the thin SVD of the SNPs (low rank); the
+    # reference below decomposes the dense K
+    assert "low-rank scan" in err
     assert f"{P}/{P} SNPs" in err and f"{P}/{P} SNPs" in err_one
     one, blocks = pd.read_csv(root / "one.csv"), pd.read_csv(root / "blocks.csv")
     assert tuple(one.columns) == PLINK_COLUMNS + SCAN_COLUMNS

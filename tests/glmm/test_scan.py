@@ -6,6 +6,8 @@ import jax
 import numpy as np
 import pytest
 
+import jaxinfer.glmm.scan
+
 from jaxinfer.glmm import LMM, FastScanner, economic_qs
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "fixtures")
@@ -84,6 +86,7 @@ def test_batches_and_sharding_give_the_same_numbers(ref):
     lmm = LMM(ref["y"], ref["X"], ref["QS"])
     lmm.fit()
     M = ref["M"]
+    # one CPU device: the rotation in NumPy's BLAS; several: the sharded JAX program
     one = lmm.get_fast_scanner(devices=[jax.devices()[0]]).fast_scan(M)
     sharded = lmm.get_fast_scanner(batch_size=8)  # 20 candidates -> 3 blocks on 4 devices
     calls = []
@@ -106,8 +109,9 @@ def test_direct_construction_and_zero_candidates(ref):
 def test_float32_core_close_to_float64(ref):
     import jax.numpy as jnp
 
-    from jaxinfer.glmm.scan import scan_columns, scan_statistics
+    from jaxinfer.glmm.scan import scan_statistics
 
+    scan_columns = jax.jit(jaxinfer.glmm.scan.scan_columns)  # compiled: 10x cheaper than eager
     QS = ref["QS"]
     args = (ref["y"], ref["X"], QS[0][0], 0.4 * QS[1], 0.6)
     null64 = scan_statistics(*args)
