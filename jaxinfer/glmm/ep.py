@@ -71,6 +71,7 @@ __all__ = [
     "ep_log_marginal_likelihood",
     "expectation_propagation",
     "expectation_propagation_lml",
+    "expectation_propagation_lml_scaled",
 ]
 
 # numpy_sugar.epsilon.tiny, the floor glimix-core puts under cavity precisions
@@ -342,6 +343,28 @@ def _ep_loop(prior_mean, prior_cov, likelihood, outcome, trials, init_sites, opt
     return sites, parts, n_iter, status.astype(jnp.int32), step
 
 
+def _posterior_matrices(prior_cov, parts):
+    """``(Σ, P, W)`` (n, n) each from a sweep's parts: ``Σ = K - (AK)ᵀ(AK)`` (one matrix
+    product; its diagonal from the posterior, no cancellation for strong sites),
+    ``P = I - ΣT̃`` and ``W = (K + T̃⁻¹)⁻¹ = T̃ - T̃ΣT̃`` elementwise, their diagonals
+    ``[B⁻¹]ᵢᵢ`` and ``τ̃ᵢ[B⁻¹]ᵢᵢ``."""
+    n = prior_cov.shape[0]
+    tau, b_inv_diag = parts.tau, parts.b_inv_diag
+    diag = jnp.arange(n)
+    sigma = prior_cov - parts.scaled.T @ parts.scaled
+    sigma = sigma.at[diag, diag].set(parts.posterior_variance)
+    sigma_tau = sigma * tau[None, :]
+    proj = (-sigma_tau).at[diag, diag].set(b_inv_diag)
+    w_matrix = (-(tau[:, None] * sigma_tau)).at[diag, diag].set(tau * b_inv_diag)
+    return sigma, proj, w_matrix
+
+
+def _general_weight(proj, w_matrix, h_var):
+    """``Pᵀ diag(h_var) P - ½W`` (n, n): the lml's derivative in ``K`` beyond ``αα``
+    (two more n×n products)."""
+    return (proj.T * h_var[None, :]) @ proj - 0.5 * w_matrix
+
+
 @jax.custom_jvp
 def _lml_with_derivative(prior_mean, prior_cov, parts):
     """``parts.lml`` with its derivative in the prior attached (see :func:`_lml_jvp`)."""
@@ -358,28 +381,74 @@ def _lml_jvp(primals, tangents):
     posterior marginals (:func:`_cavity_sensitivity`), which moves with
     ``dμ = P(dm + dK α)`` and ``dv = diag(P dK Pᵀ)``, ``P = I - ΣT̃``. At an EP fixed point
     ``∂H = 0`` and only ``G`` is left; away from it the ``H`` terms keep the derivative equal
-    to autodiff of :func:`ep_log_marginal_likelihood`. ``W = T̃ - T̃ΣT̃`` and ``P`` come from
-    ``Σ`` (one matrix product from the sweep's ``L⁻¹T̃^½K``), so a derivative costs two
-    matrix products; they are formed only here, i.e. only when a derivative is asked for.
+    to autodiff of :func:`ep_log_marginal_likelihood`. A derivative in a general ``dK`` costs
+    three n×n products (:func:`_posterior_matrices`, :func:`_general_weight`); they are formed
+    only here, i.e. only when a derivative is asked for.
     """
     prior_mean, prior_cov, parts = primals
     d_mean, d_cov = tangents[0], tangents[1]
-    n = prior_mean.shape[0]
-    tau, b_inv_diag, alpha = parts.tau, parts.b_inv_diag, parts.alpha
-    diag = jnp.arange(n)
-    # Σ = K - (AK)ᵀ(AK), its diagonal from the posterior (no cancellation for strong sites);
-    # W = (K + T̃⁻¹)⁻¹ = T̃ - T̃ΣT̃ and P = I - ΣT̃ have the diagonals τ̃ᵢ[B⁻¹]ᵢᵢ and [B⁻¹]ᵢᵢ.
-    sigma = prior_cov - parts.scaled.T @ parts.scaled
-    sigma = sigma.at[diag, diag].set(parts.posterior_variance)
-    sigma_tau = sigma * tau[None, :]
-    proj = (-sigma_tau).at[diag, diag].set(b_inv_diag)                     # P = I - ΣT̃
-    w_matrix = (-(tau[:, None] * sigma_tau)).at[diag, diag].set(tau * b_inv_diag)
+    _, proj, w_matrix = _posterior_matrices(prior_cov, parts)
     g = proj.T @ parts.h_mean
-    weight = (proj.T * parts.h_var[None, :]) @ proj - 0.5 * w_matrix
-    d_cov_alpha = d_cov @ alpha
-    d_lml = ((alpha + g) @ d_mean + (0.5 * alpha + g) @ d_cov_alpha
+    weight = _general_weight(proj, w_matrix, parts.h_var)
+    d_lml = ((parts.alpha + g) @ d_mean + (0.5 * parts.alpha + g) @ (d_cov @ parts.alpha)
              + jnp.sum(weight * d_cov))
     return parts.lml, d_lml
+
+
+def _dense_tangent(tangent, primal):
+    if isinstance(tangent, jax.custom_derivatives.SymbolicZero):
+        return jnp.zeros(jnp.shape(primal), jnp.result_type(primal))
+    return tangent
+
+
+@jax.custom_jvp
+def _scaled_lml_with_derivative(prior_mean, kernel, v0, v1, parts):
+    """``parts.lml`` for the prior ``N(m, v0·kernel + v1·I)``, derivative attached (see
+    :func:`_scaled_lml_jvp`)."""
+    return parts.lml
+
+
+def _scaled_lml_jvp(primals, tangents):
+    """:func:`_lml_jvp` for ``K = v0·kernel + v1·I``, ``dK = dv0·kernel + dv1·I``: every term
+    is a trace or a diagonal of a product of two n×n matrices already formed, so after
+    ``Σ`` (one n×n product) the derivative costs O(n²):
+
+    * ``tr(W kernel) = Σᵢⱼ Wᵢⱼ kernelᵢⱼ``, ``tr(W) = Σᵢ τ̃ᵢ[B⁻¹]ᵢᵢ``;
+    * ``diag(P Pᵀ)ᵢ = Σⱼ Pᵢⱼ²`` and ``diag(P kernel Pᵀ) = (diag(ΣPᵀ) - v1·diag(PPᵀ))/v0``
+      (``PK = Σ``); these enter only through the cavity sensitivities ``h_var``, which
+      vanish at the fixed point, so the cancellation for small ``v0`` stays at rounding
+      level (and ``v0 = 0`` drops them).
+
+    A tangent in ``kernel`` itself (not used by the GLMM fit) takes the general rule's
+    n×n products.
+    """
+    prior_mean, kernel, v0, v1, parts = primals
+    d_mean = _dense_tangent(tangents[0], prior_mean)
+    d_v0 = _dense_tangent(tangents[2], v0)
+    d_v1 = _dense_tangent(tangents[3], v1)
+    n = prior_mean.shape[0]
+    alpha, tau = parts.alpha, parts.tau
+    prior_cov = v0 * kernel + v1 * jnp.eye(n, dtype=kernel.dtype)
+    sigma, proj, w_matrix = _posterior_matrices(prior_cov, parts)
+    g = proj.T @ parts.h_mean
+    kernel_alpha = kernel @ alpha
+    pp_diag = jnp.sum(proj ** 2, axis=1)                       # diag(P Pᵀ)
+    sp_diag = jnp.sum(sigma * proj, axis=1)                    # diag(Σ Pᵀ) = diag(P K Pᵀ)
+    safe_v0 = jnp.where(v0 > 0, v0, 1.0)
+    pkp_diag = jnp.where(v0 > 0, (sp_diag - v1 * pp_diag) / safe_v0, 0.0)
+    half_alpha_g = 0.5 * alpha + g
+    coef_v0 = (half_alpha_g @ kernel_alpha - 0.5 * jnp.sum(w_matrix * kernel)
+               + parts.h_var @ pkp_diag)
+    coef_v1 = half_alpha_g @ alpha - 0.5 * jnp.sum(tau * parts.b_inv_diag) + parts.h_var @ pp_diag
+    d_lml = (alpha + g) @ d_mean + coef_v0 * d_v0 + coef_v1 * d_v1
+    if not isinstance(tangents[1], jax.custom_derivatives.SymbolicZero):
+        d_cov = v0 * tangents[1]
+        weight = _general_weight(proj, w_matrix, parts.h_var)
+        d_lml = d_lml + half_alpha_g @ (d_cov @ alpha) + jnp.sum(weight * d_cov)
+    return parts.lml, d_lml
+
+
+_scaled_lml_with_derivative.defjvp(_scaled_lml_jvp, symbolic_zeros=True)
 
 
 def expectation_propagation(prior_mean, prior_cov, likelihood: Likelihood, outcome, trials=None,
@@ -415,13 +484,41 @@ def expectation_propagation_lml(prior_mean, prior_cov, likelihood: Likelihood, o
     their converged values; see the module docstring). It is exact at the fixed point, and
     equal to autodiff of :func:`ep_log_marginal_likelihood` with the sites held fixed.
     """
-    options = EPOptions() if options is None else options
     prior_mean, prior_cov, outcome, trials, _ = _prepare(prior_mean, prior_cov, outcome, trials)
+    parts, result = _run(prior_mean, prior_cov, likelihood, outcome, trials, init_sites, options)
+    return _lml_with_derivative(prior_mean, prior_cov, parts), result
+
+
+def expectation_propagation_lml_scaled(prior_mean, kernel, v0, v1, likelihood: Likelihood,
+                                       outcome, trials=None,
+                                       init_sites: Optional[EPSites] = None,
+                                       options: Optional[EPOptions] = None):
+    """:func:`expectation_propagation_lml` for the prior ``N(m, v0·kernel + v1·I)``.
+
+    Parameters: ``prior_mean`` (n,), ``kernel`` (n, n) symmetric PSD, ``v0``, ``v1`` ()
+    non-negative; the rest as :func:`expectation_propagation_lml`. Same sweeps, same ``(lml,
+    EPResult)``; the derivative in ``prior_mean``, ``v0`` and ``v1`` costs one n×n product
+    instead of three (:func:`_scaled_lml_jvp`), which is what a GLMM fit differentiates.
+    """
+    prior_mean = jnp.asarray(prior_mean)
+    dtype = jnp.result_type(prior_mean, kernel, v0, v1, jnp.float32)
+    kernel = jnp.asarray(kernel, dtype)
+    v0 = jnp.asarray(v0, dtype)
+    v1 = jnp.asarray(v1, dtype)
+    n = kernel.shape[0]
+    prior_cov = v0 * kernel + v1 * jnp.eye(n, dtype=dtype)
+    prior_mean, prior_cov, outcome, trials, _ = _prepare(prior_mean, prior_cov, outcome, trials)
+    parts, result = _run(prior_mean, prior_cov, likelihood, outcome, trials, init_sites, options)
+    return _scaled_lml_with_derivative(prior_mean, kernel, v0, v1, parts), result
+
+
+def _run(prior_mean, prior_cov, likelihood, outcome, trials, init_sites, options):
+    """The sweeps under ``stop_gradient``: ``(_Parts, EPResult)``."""
+    options = EPOptions() if options is None else options
     sites, parts, n_iter, status, step = _ep_loop(prior_mean, prior_cov, likelihood, outcome,
                                                   trials, init_sites, options)
     sites = jax.lax.stop_gradient(sites)
     parts = jax.lax.stop_gradient(parts)
-    lml = _lml_with_derivative(prior_mean, prior_cov, parts)
     result = EPResult(sites, parts.cavity_eta, parts.cavity_tau, parts.posterior_mean,
                       parts.posterior_variance, parts.lml, n_iter, status, step)
-    return lml, result
+    return parts, result

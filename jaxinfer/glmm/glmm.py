@@ -38,7 +38,7 @@ from jaxinfer.glmm.ep import (
     EPSites,
     ep_posterior,
     expectation_propagation,
-    expectation_propagation_lml,
+    expectation_propagation_lml_scaled,
 )
 from jaxinfer.glmm.lik import Likelihood, get_likelihood
 from jaxinfer.glmm._checks import FACTR_EPS, require_float64
@@ -78,12 +78,18 @@ def glmm_covariance(params: GLMMParams, Q0, S0):
     return _covariance_from_kernel(params, (Q0 * S0) @ Q0.T)
 
 
-def _covariance_from_kernel(params: GLMMParams, kernel):
-    """``v0·kernel + v1·I`` for a precomputed ``kernel = Q0 diag(S0) Q0ᵀ`` (n, n)."""
+def _variances(params: GLMMParams):
+    """``(v0, v1) = (s(1-δ), sδ)``, scalars."""
     scale = jnp.exp(params.logscale)
     delta = jax.nn.sigmoid(params.logitdelta)
+    return scale * (1.0 - delta), scale * delta
+
+
+def _covariance_from_kernel(params: GLMMParams, kernel):
+    """``v0·kernel + v1·I`` for a precomputed ``kernel = Q0 diag(S0) Q0ᵀ`` (n, n)."""
+    v0, v1 = _variances(params)
     n = kernel.shape[0]
-    return scale * (1.0 - delta) * kernel + scale * delta * jnp.eye(n, dtype=kernel.dtype)
+    return v0 * kernel + v1 * jnp.eye(n, dtype=kernel.dtype)
 
 
 def glmm_normal_lml(params: GLMMParams, eta, tau, X, Q0, S0):
@@ -102,10 +108,10 @@ def glmm_expfam_lml(params: GLMMParams, likelihood: Likelihood, outcome, trials,
                     init_sites: Optional[EPSites] = None,
                     options: Optional[EPOptions] = None) -> Tuple[jnp.ndarray, EPResult]:
     """``(lml, EPResult)``: EP log marginal likelihood of a GLMM, differentiable in ``params``."""
-    mean = X @ params.beta
-    cov = glmm_covariance(params, Q0, S0)
-    return expectation_propagation_lml(mean, cov, likelihood, outcome, trials,
-                                       init_sites=init_sites, options=options)
+    v0, v1 = _variances(params)
+    return expectation_propagation_lml_scaled(X @ params.beta, (Q0 * S0) @ Q0.T, v0, v1,
+                                              likelihood, outcome, trials,
+                                              init_sites=init_sites, options=options)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -267,10 +273,10 @@ class _ExpFamObjective(eqx.Module):
         """``(lml, EPResult)`` at ``params``."""
         options = EPOptions(rtol=data.rtol, atol=data.atol, max_iter=self.max_iter,
                             damping=data.damping)
-        return expectation_propagation_lml(
-            data.X @ params.beta, _covariance_from_kernel(params, data.kernel),
-            self.likelihood, data.outcome, data.trials, init_sites=data.init_sites,
-            options=options)
+        v0, v1 = _variances(params)
+        return expectation_propagation_lml_scaled(
+            data.X @ params.beta, data.kernel, v0, v1, self.likelihood, data.outcome,
+            data.trials, init_sites=data.init_sites, options=options)
 
     def __hash__(self):
         return hash((type(self.likelihood).__name__, self.max_iter))

@@ -164,31 +164,43 @@ def test_closed_form_derivative_equals_autodiff_away_from_the_fixed_point(proble
     """expectation_propagation_lml's closed-form derivative (Gaussian normaliser + cavity
     terms) equals autodiff of ep_log_marginal_likelihood with the sites held fixed, also at
     glimix-core's loose EP tolerance where the cavity terms do not vanish (seed example: they
-    move d lml / d logscale from 1.57e-3 to 9.24e-4); jax.jvp agrees with jax.grad."""
+    move d lml / d logscale from 1.57e-3 to 9.24e-4); jax.jvp agrees with jax.grad. The
+    GLMM's O(n²) rule (expectation_propagation_lml_scaled, through glmm_expfam_lml) gives the
+    same numbers, in (beta, logscale, logitdelta) and in S0 (its general-kernel branch)."""
     from jaxinfer.glmm.ep import ep_log_marginal_likelihood
 
     _, data, _, _ = problem
     params = GLMMParams(jnp.asarray([1.452, 4.943]), jnp.asarray(2.378), jnp.asarray(-7.859))
     args = (Binomial(), data["y"], data["trials"])
 
-    def prior(p):
-        return data["X"] @ p.beta, glmm_covariance(p, data["Q0"], data["S0"])
+    def prior(p, S0=data["S0"]):
+        return data["X"] @ p.beta, glmm_covariance(p, data["Q0"], S0)
+
+    def general(p, S0=data["S0"]):
+        return expectation_propagation_lml(*prior(p, S0), *args, options=EPOptions())[0]
+
+    def scaled(p, S0=data["S0"]):
+        return glmm_expfam_lml(p, *args, data["X"], data["Q0"], S0, options=EPOptions())[0]
 
     @jax.jit
     def both(p):
         lml, res = expectation_propagation_lml(*prior(p), *args, options=EPOptions())
-        g_closed = jax.grad(lambda q: expectation_propagation_lml(
-            *prior(q), *args, options=EPOptions())[0])(p)
         g_auto = jax.grad(lambda q: ep_log_marginal_likelihood(*prior(q), *args, res.sites))(p)
         tangent = jax.tree_util.tree_map(jnp.ones_like, p)
-        _, d_closed = jax.jvp(lambda q: expectation_propagation_lml(
-            *prior(q), *args, options=EPOptions())[0], (p,), (tangent,))
-        return lml, ep_log_marginal_likelihood(*prior(p), *args, res.sites), g_closed, g_auto, \
-            d_closed
+        d_closed = jax.jvp(general, (p,), (tangent,))[1]
+        return (lml, ep_log_marginal_likelihood(*prior(p), *args, res.sites), g_auto,
+                jax.grad(general)(p), d_closed, jax.grad(scaled)(p),
+                jax.grad(general, argnums=1)(p, data["S0"]),
+                jax.grad(scaled, argnums=1)(p, data["S0"]))
 
-    lml, lml_auto, g_closed, g_auto, d_closed = both(params)
+    lml, lml_auto, g_auto, g_closed, d_closed, g_scaled, s0_general, s0_scaled = both(params)
     np.testing.assert_allclose(float(lml), float(lml_auto), rtol=1e-12)
-    flat = np.concatenate([np.atleast_1d(np.asarray(v)) for v in g_closed])
-    ref = np.concatenate([np.atleast_1d(np.asarray(v)) for v in g_auto])
-    np.testing.assert_allclose(flat, ref, rtol=1e-8, atol=1e-12)
-    np.testing.assert_allclose(float(d_closed), flat.sum(), rtol=1e-10)
+
+    def flat(g):
+        return np.concatenate([np.atleast_1d(np.asarray(v)) for v in g])
+
+    np.testing.assert_allclose(flat(g_closed), flat(g_auto), rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(flat(g_scaled), flat(g_auto), rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(float(d_closed), flat(g_closed).sum(), rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(s0_scaled), np.asarray(s0_general), rtol=1e-8,
+                               atol=1e-12)
