@@ -169,9 +169,15 @@ def throughput(args, env) -> int:
                      "snps_per_second_scan_phase": args.snps / scan_s if scan_s else None,
                      "snps_per_cpu_second_whole_command": args.snps / ours["cpu"]},
     }
+    # added to the comparison's JSON (when there is one) under "throughput_n{n}"
+    whole = {}
+    if os.path.exists(args.out):
+        with open(args.out) as fh:
+            whole = json.load(fh)
+    whole[f"throughput_n{args.n}"] = result
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as fh:
-        json.dump(result, fh, indent=1)
+        json.dump(whole, fh, indent=1)
     print(json.dumps(result, indent=1))
     return 0
 
