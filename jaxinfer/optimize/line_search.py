@@ -34,6 +34,8 @@ class LineSearchResult(NamedTuple):
         evaluations.
     aux : the auxiliary state returned with the trial ``x`` (searches given ``aux``; else
         None).
+    rounding : bool, the search stopped because no step left in its interval can change
+        ``f`` by more than its rounding (Moré–Thuente with ``rounding_stop``; else False).
     """
 
     alpha: jnp.ndarray
@@ -45,6 +47,7 @@ class LineSearchResult(NamedTuple):
     wolfe: jnp.ndarray
     converged: jnp.ndarray
     aux: Any = None
+    rounding: Any = False
 
 
 class _LSState(NamedTuple):
@@ -275,13 +278,15 @@ class _MTState(NamedTuple):
     aux: Any
     conv: jnp.ndarray  # dcsrch's tests on that trial: converged, search ended
     done: jnp.ndarray
+    rounding: jnp.ndarray  # stopped at the rounding level of f (rounding_stop)
+    fdev: jnp.ndarray      # max |f(trial) - f0| over the trials so far (rounding_stop)
 
 
 def more_thuente_line_search(value_and_grad_at: Callable, x, f0, g0, direction, alpha_init,
                              alpha_max, ftol: float = 1e-3, gtol: float = 0.9,
                              xtol: float = 0.1, maxls=20,
                              project: Callable = None, stpmin: float = 0.0,
-                             aux: Any = None) -> LineSearchResult:
+                             aux: Any = None, rounding_stop: bool = False) -> LineSearchResult:
     """Moré & Thuente's line search (MINPACK-2 ``dcsrch``, scipy L-BFGS-B's constants by
     default): a step in ``[0, alpha_max]`` with sufficient decrease (``ftol``) and the strong
     curvature condition (``gtol``), or one of dcsrch's warnings (rounding errors prevent
@@ -294,8 +299,17 @@ def more_thuente_line_search(value_and_grad_at: Callable, x, f0, g0, direction, 
     The objective is called in one place (the loop body; the first trial is its first trip),
     so it is compiled once. With ``aux`` (a pytree, not None) it is called as
     ``value_and_grad_at(x, aux) -> (f, g, aux_new)``, every trial from the given ``aux``, and
-    the result carries the returned trial's ``aux_new``. Other arguments as
-    :func:`wolfe_line_search`."""
+    the result carries the returned trial's ``aux_new``.
+
+    ``rounding_stop`` (not in dcsrch; off by default): once the minimum is bracketed, stop
+    when every trial so far was within rounding of ``f0`` (``|f - f0| <= 2 eps |f0|``) and
+    no step in the interval can change ``f`` by more than one unit of rounding to first
+    order (``max(stx, sty) * max(|f'(0)|, |f'(stx)|, |f'(sty)|) <= eps |f0|``). There
+    dcsrch (and scipy) would spend the rest of ``maxls`` on trials whose values differ from
+    ``f0`` only by rounding. (An interval that shrank to rounding width after trials far
+    above ``f0``, e.g. a gradient inconsistent with ``f``, is not such a stop.) The result then has ``rounding=True``, ``converged=False`` and the last
+    trial (the caller keeps its point: L-BFGS-B ends with its ``ftol`` test). Other
+    arguments as :func:`wolfe_line_search`."""
     dtype = x.dtype
     ginit = jnp.vdot(g0, direction)
     gtest = ftol * ginit
@@ -313,7 +327,7 @@ def more_thuente_line_search(value_and_grad_at: Callable, x, f0, g0, direction, 
                     stx=zero, fx=f0, gx=ginit, sty=zero, fy=f0, gy=ginit,
                     stmin=zero, stmax=stp0 + 4.0 * stp0, width=width, width1=2.0 * width,
                     x=x, f=f0, g=g0, aux=aux, conv=jnp.asarray(False),
-                    done=jnp.asarray(False))
+                    done=jnp.asarray(False), rounding=jnp.asarray(False), fdev=zero)
 
     def evaluate(s, stp):
         """The trial at ``stp``: the state with its point, objective, gradient (and aux), one
@@ -364,12 +378,21 @@ def more_thuente_line_search(value_and_grad_at: Callable, x, f0, g0, direction, 
         nstp = jnp.clip(nstp, stpmin, stpmax)
         stuck = brackt & ((nstp <= stmin) | (nstp >= stmax) | (stmax - stmin <= xtol * stmax))
         nstp = jnp.where(stuck, stx, nstp)
+        if rounding_stop:
+            slope = jnp.maximum(jnp.maximum(jnp.abs(ginit), jnp.abs(gx)), jnp.abs(gy))
+            unit = jnp.finfo(dtype).eps * jnp.abs(f0)
+            fdev = jnp.maximum(s.fdev, jnp.abs(fa_s - f0))
+            rounding = (brackt & (jnp.maximum(stx, sty) * slope <= unit)
+                        & (fdev <= 2.0 * unit))
+            nstp = jnp.where(rounding, stp, nstp)     # the result is the last trial
+        else:
+            rounding, fdev = s.rounding, s.fdev
         return s._replace(stp=nstp, brackt=brackt, stage2=stage2, stx=stx, fx=fx, gx=gx,
                           sty=sty, fy=fy, gy=gy, stmin=stmin, stmax=stmax, width=width,
-                          width1=width1)
+                          width1=width1, rounding=rounding, fdev=fdev)
 
     def cond(s):
-        return (~s.done) & (s.nfev < maxls)
+        return (~s.done) & (~s.rounding) & (s.nfev < maxls)
 
     # One trip: evaluate the trial, test it, and unless that ends the search take dcstep's
     # next trial (a branch: most quasi-Newton searches end at their first trial, and there
@@ -385,7 +408,8 @@ def more_thuente_line_search(value_and_grad_at: Callable, x, f0, g0, direction, 
     conv, done = s.conv, s.done
     success = done & (s.f <= f0) & (s.stp > 0)
     return LineSearchResult(alpha=s.stp, x=s.x, f=s.f, g=s.g, nfev=s.nfev, success=success,
-                            wolfe=conv & success, converged=done, aux=s.aux)
+                            wolfe=conv & success, converged=done, aux=s.aux,
+                            rounding=s.rounding)
 
 
 def scipy_wolfe12(value_and_grad_at: Callable, x, f0, g0, direction, alpha_init,

@@ -33,7 +33,11 @@ decide what is reported:
   below the ``ftol`` test, the run stops with ``FTOL`` at ``x_k``. scipy reaches the same
   stop by accepting dcsrch's warned (uphill) trial, whose reduction then passes its ftol
   test; we keep the better point. (EP's marginal likelihood is only ~1e-9 smooth at its
-  optimum: glmm's Poisson fit ends this way.)
+  optimum: glmm's Poisson fit ends this way.) The search itself stops early there
+  (``rounding_stop`` of :func:`more_thuente_line_search`) once its interval leaves no step
+  that could change ``f`` by more than ``eps |f_k|``: dcsrch has no such test, and scipy
+  spends all ``maxls`` trials on values equal to ``f_k`` up to rounding, then restarts
+  from steepest descent (another search of the same kind) before it stops;
 
 Without active bounds the iterates are scipy's to rounding. Two deliberate differences in
 the rules, both against reporting convergence that did not happen:
@@ -479,7 +483,8 @@ class LBFGSB(AbstractSolver):
         ls = more_thuente_line_search(evaluate, x, state.f, g, p,
                                       alpha0.astype(dtype), alpha_max, ftol=1e-3, gtol=0.9,
                                       xtol=0.1, maxls=jnp.where(started, self.maxls, 1),
-                                      project=lambda z: jnp.clip(z, lb, ub), aux=state.aux)
+                                      project=lambda z: jnp.clip(z, lb, ub), aux=state.aux,
+                                      rounding_stop=True)
         # A search that ran out of evaluations is a failed search (scipy), even if it found
         # some decrease: the memory is dropped and the iteration restarts.
         ok = started & ls.success & ls.converged & all_finite(ls.f, ls.g)
@@ -504,9 +509,13 @@ class LBFGSB(AbstractSolver):
         # alpha0 |g.p| (exact for a locally convex f), is itself below the ftol test. So
         # the relative reduction left along p is <= ftol: that is scipy's ftol convergence
         # (scipy accepts the warned, uphill trial and stops on its ftol test; we keep x).
+        # Likewise a search stopped at the rounding level of f (no step left in its interval
+        # can change f by more than eps |f_k| <= ftol |f_k|), where scipy's dcsrch would
+        # spend the rest of maxls on trials equal to f_k up to rounding, then restart.
         bound = -alpha0.astype(dtype) * jnp.vdot(g, p)
-        at_floor = (started & (~ok) & (ftol > 0) & all_finite(ls.f) & (ls.f >= state.f)
-                    & (bound <= ftol * jnp.maximum(jnp.abs(state.f), 1.0)))
+        at_floor = (started & (~ok) & (ftol > 0) & all_finite(ls.f)
+                    & (((ls.f >= state.f) & (bound <= ftol * jnp.maximum(jnp.abs(state.f), 1.0)))
+                       | ls.rounding))
         # A failed search with a non-empty memory: forget the memory and try again.
         reset = (~ok) & (state.count > 0) & ~at_floor
         count = jnp.where(reset, 0, count)

@@ -79,10 +79,14 @@ def test_aux_warm_start_same_solution_fewer_inner_sweeps(runs):
         # the final aux is the accepted iterate's: its z is A x there
         np.testing.assert_allclose(res.extra["aux"]["z"], A @ res.x, atol=1e-12)
     np.testing.assert_allclose(warm.x, cold.x, atol=1e-7)
-    assert int(warm.nit) == int(cold.nit)
+    # the run ends at the rounding level of f (|f| ~ 4, gtol 1e-8): warm and cold may stop
+    # one iteration apart, by gtol or by the line search's rounding stop (FTOL)
+    assert abs(int(warm.nit) - int(cold.nit)) <= 1
     # the contraction halves the error per sweep: from zero each evaluation takes ~55 sweeps
-    # to 1e-15, from the last accepted z log2(1 / |A dx|) fewer (874 against 1101 here)
-    assert int(warm.extra["aux"]["sweeps"]) < 0.9 * int(cold.extra["aux"]["sweeps"])
+    # to 1e-15, from the last accepted z log2(1 / |A dx|) fewer (per accepted iterate
+    # 874 / 22 against 1101 / 22 at the same nit)
+    per_iterate = [int(r.extra["aux"]["sweeps"]) / int(r.nit) for r in (warm, cold)]
+    assert per_iterate[0] < 0.9 * per_iterate[1]
 
 
 def test_aux_under_vmap(runs):

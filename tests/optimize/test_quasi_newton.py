@@ -255,14 +255,52 @@ def test_more_thuente_matches_scipys_dcsrch(name):
     vg, x0, p = _line_function(name)
     f0, g0 = vg(x0)
     res = jax.jit(lambda x0: more_thuente_line_search(vg, x0, f0, g0, p, 1.0, 1e10, ftol=1e-3,
-                                                      gtol=0.9, xtol=0.1, maxls=50))(x0)
+                                                      gtol=0.9, xtol=0.1, maxls=50,
+                                                      rounding_stop=True))(x0)
     phi = lambda a: float(vg(x0 + a * p)[0])  # noqa: E731
     dphi = lambda a: float(jnp.vdot(vg(x0 + a * p)[1], p))  # noqa: E731
     alpha, _, _ = scalar_search_wolfe1(phi, dphi, float(f0), None, float(jnp.vdot(g0, p)),
                                        c1=1e-3, c2=0.9, amax=1e10, amin=0.0, xtol=0.1)
     assert alpha is not None
-    assert bool(res.converged) and bool(res.success)
+    assert bool(res.converged) and bool(res.success) and not bool(res.rounding)
     np.testing.assert_allclose(float(res.alpha), alpha, rtol=1e-10)
+
+
+def test_more_thuente_rounding_stop_at_the_floor_of_f():
+    """At the rounding level of f (|f| = 755, f' ~ 1e-14, values f0 or one ulp above, as
+    glmm's EP lml at its optimum) dcsrch spends trials on rounding noise: ours without
+    rounding_stop takes scipy's DCSRCH steps to the end; with it (L-BFGS-B's setting) the
+    search stops after the first trial, flagged rounding, not converged."""
+    from scipy.optimize._dcsrch import DCSRCH
+
+    from jaxinfer.optimize.line_search import more_thuente_line_search
+
+    ulp = float(np.spacing(755.0))
+
+    def vg(x):
+        f = 755.0 + ulp * (jnp.sin(1e7 * x[0] - 1.0) > 0.3)
+        return f, (-3e-14 + 1.5e-14 * jnp.cos(3e6 * x[0]))[None]
+
+    def phi(a):
+        f, g = vg(jnp.array([a]))
+        return float(f), float(g[0])
+
+    x0, p = jnp.zeros(1), jnp.ones(1)
+    f0, g0 = vg(x0)
+    search = DCSRCH(None, None, ftol=1e-3, gtol=0.9, xtol=0.1, stpmin=0.0, stpmax=1e10)
+    stp, _, _, task = search._iterate(1.0, float(f0), float(g0[0]), b"START")
+    steps = []
+    while task[:2] == b"FG" and len(steps) < 20:
+        steps.append(stp)
+        stp, _, _, task = search._iterate(stp, *phi(stp), task)
+    assert task[:4] == b"WARN" and len(steps) == 8
+    run = jax.jit(lambda x0, stop: more_thuente_line_search(
+        vg, x0, f0, g0, p, 1.0, 1e10, maxls=20, rounding_stop=stop), static_argnums=1)
+    plain, cut = run(x0, False), run(x0, True)
+    assert int(plain.nfev) == len(steps) and bool(plain.converged)
+    np.testing.assert_allclose(float(plain.alpha), stp, rtol=1e-12)
+    assert int(cut.nfev) == 1 and bool(cut.rounding) and not bool(cut.converged)
+    assert float(cut.alpha) == 1.0 and float(cut.f) == 755.0 + ulp
 
 
 def test_lbfgsb_driven_by_hand_equals_minimize():
