@@ -81,9 +81,31 @@ class _FitStatic(NamedTuple):
 
 def _refuse_nonfinite(name, a):
     host = np.asarray(a)
+    if host.dtype.kind in "fc" and np.isfinite(np.add.reduce(host, axis=None)):
+        return   # a finite sum has finite terms (an overflowing sum is checked entry by entry)
     if np.issubdtype(host.dtype, np.number) and not np.all(np.isfinite(host)):
         raise ValueError(f"{name} must not contain infs or NaNs (pass check_finite=False with "
                          "nan_policy='omit' to drop NaN points)")
+
+
+def _is_open(bounds) -> bool:
+    """True for bounds given as two Python / numpy scalars -inf and +inf (the default)."""
+    lo, hi = bounds
+    return (isinstance(lo, (float, int, np.floating)) and isinstance(hi, (float, int, np.floating))
+            and lo == -np.inf and hi == np.inf)
+
+
+_OPEN_BOXES: dict = {}   # n -> read-only (-inf (n,), +inf (n,))
+
+
+def _open_box(n):
+    box = _OPEN_BOXES.get(n)
+    if box is None:
+        box = tuple(np.full(n, v) for v in (-np.inf, np.inf))
+        for b in box:
+            b.flags.writeable = False
+        _OPEN_BOXES[n] = box
+    return box
 
 
 def _initial_p0(lower, upper):
@@ -235,6 +257,7 @@ def curve_fit(f: Callable, xdata, ydata, p0=None, sigma=None, absolute_sigma: bo
         check_finite = nan_policy is None
 
     # p0 and the bounds
+    bounded = None
     if p0 is None:
         counts = _n_required(f)
         if counts is None or counts[1] < 1:
@@ -254,19 +277,23 @@ def curve_fit(f: Callable, xdata, ydata, p0=None, sigma=None, absolute_sigma: bo
         bounds = (bounds.lb, bounds.ub)
     if len(bounds) != 2:
         raise ValueError("bounds must be a pair (lower, upper)")
-    lower, upper = (_as_host_array(b) for b in bounds)
-    for name, b in (("lower", lower), ("upper", upper)):
-        if b.ndim > 1 or (b.ndim == 1 and b.shape[0] not in (1, n)):
-            raise ValueError(f"{name} bounds must be a scalar or have {n} entries (one per "
-                             f"parameter), got shape {b.shape}")
-    concrete = not (isinstance(lower, jax.core.Tracer) or isinstance(upper, jax.core.Tracer))
-    if concrete:
+    if _is_open(bounds):   # the default: no per-call broadcasting and checks
+        lower, upper = _open_box(n)
+        concrete, bounded = True, False
+    else:
+        lower, upper = (_as_host_array(b) for b in bounds)
+        for name, b in (("lower", lower), ("upper", upper)):
+            if b.ndim > 1 or (b.ndim == 1 and b.shape[0] not in (1, n)):
+                raise ValueError(f"{name} bounds must be a scalar or have {n} entries (one "
+                                 f"per parameter), got shape {b.shape}")
+        concrete = not (isinstance(lower, jax.core.Tracer) or isinstance(upper, jax.core.Tracer))
+    if concrete and bounded is None:
         lower = np.array(np.broadcast_to(np.asarray(lower, dtype=float), (n,)))
         upper = np.array(np.broadcast_to(np.asarray(upper, dtype=float), (n,)))
         bounded = not (np.all(np.isneginf(lower)) and np.all(np.isposinf(upper)))
         if bounded and np.any(lower >= upper):
             raise ValueError("Each lower bound must be strictly less than each upper bound.")
-    else:
+    elif not concrete:
         bounded = True
         lower = jnp.broadcast_to(lower, (n,))
         upper = jnp.broadcast_to(upper, (n,))
