@@ -112,17 +112,20 @@ def quadrature_mesh(likelihood, outcome, trials, mu, tau):
         return jnp.minimum(width[None, :] * ladder[jnp.clip(index, 0, len(_LADDER) - 1)],
                            cap[None, :])
 
-    lo = jnp.full((2, mode.shape[0]), -1)          # rung known not to have dropped (-1: mode)
-    hi = jnp.full((2, mode.shape[0]), len(_LADDER))  # rung known to have dropped (L: the cap)
-    for _ in range(_BISECTIONS):
+    def bisect(_, bracket):
+        lo, hi = bracket
         mid = (lo + hi) // 2
         points = mode[None, :] + signs * offset(mid)
         values = (likelihood.log_kernel(outcome[None, :], points, trials[None, :])
                   - 0.5 * tau[None, :] * (points - mu[None, :]) ** 2)
         below = ~(values > f_mode[None, :] - _COVER_DROP)   # NaN / -inf count as below
         open_ = hi - lo > 1
-        lo = jnp.where(open_ & ~below, mid, lo)
-        hi = jnp.where(open_ & below, mid, hi)
+        return jnp.where(open_ & ~below, mid, lo), jnp.where(open_ & below, mid, hi)
+
+    lo = jnp.full((2, mode.shape[0]), -1)          # rung known not to have dropped (-1: mode)
+    hi = jnp.full((2, mode.shape[0]), len(_LADDER))  # rung known to have dropped (L: the cap)
+    # a loop, not unrolled: one copy of the step in the compiled program
+    lo, hi = jax.lax.fori_loop(0, _BISECTIONS, bisect, (lo, hi))
     reach = jnp.where(hi < len(_LADDER), offset(hi), cap[None, :])
     left, right = mode - reach[0], mode + reach[1]
 

@@ -141,6 +141,15 @@ def zero_sites(n: int, dtype=None) -> EPSites:
     return EPSites(jnp.zeros((n,), dtype), jnp.zeros((n,), dtype))
 
 
+def placeholder_result(sites: EPSites) -> EPResult:
+    """An :class:`EPResult` of zeros around ``sites`` (shapes and dtypes of a real one): the
+    first value of a loop that carries EP results."""
+    zeros = jnp.zeros_like(sites.tau)
+    scalar = jnp.zeros((), sites.tau.dtype)
+    return EPResult(sites, zeros, zeros, zeros, zeros, scalar, jnp.asarray(0),
+                    jnp.asarray(0, jnp.int32), scalar)
+
+
 def ep_posterior(prior_mean, prior_cov, sites: EPSites) -> EPPosterior:
     """Posterior marginals of ``N(z | m, K) · Π exp(η̃ᵢ zᵢ - τ̃ᵢ zᵢ²/2)``.
 
@@ -332,9 +341,9 @@ def _ep_loop(prior_mean, prior_cov, likelihood, outcome, trials, init_sites, opt
         rtol = jnp.where(i % 10 == 9, rtol * 10.0, rtol)
         return i, current, new, parts, step, tol, rtol
 
-    parts0 = jax.tree_util.tree_map(
-        lambda a: jnp.zeros(a.shape, a.dtype),
-        jax.eval_shape(lambda s: sweep(s)[1], sites))
+    zeros = jnp.zeros((n,), dtype)
+    parts0 = _Parts(jnp.zeros((), dtype), zeros, jnp.zeros((n, n), dtype),
+                    *([zeros] * (len(_Parts._fields) - 3)))
     inf = jnp.asarray(jnp.inf, dtype)
     state = (jnp.asarray(0), sites, sites, parts0, inf, -inf, rtol0)
     n_iter, sites, _, parts, step, tol, _ = jax.lax.while_loop(cond, body, state)

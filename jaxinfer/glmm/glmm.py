@@ -39,6 +39,7 @@ from jaxinfer.glmm.ep import (
     ep_posterior,
     expectation_propagation,
     expectation_propagation_lml_scaled,
+    placeholder_result,
 )
 from jaxinfer.glmm.lik import Likelihood, get_likelihood
 from jaxinfer.glmm._checks import FACTR_EPS, require_float64
@@ -265,9 +266,7 @@ class _ExpFamObjective(eqx.Module):
 
     def initial_result(self, params, data: _ExpFamData) -> EPResult:
         """An :class:`EPResult` of zeros holding ``data.init_sites`` (the fit's first aux)."""
-        shapes = jax.eval_shape(self.with_result, params, data)[1]
-        zeros = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes)
-        return zeros._replace(sites=data.init_sites)
+        return placeholder_result(data.init_sites)
 
     def with_result(self, params, data: _ExpFamData):
         """``(lml, EPResult)`` at ``params``."""
