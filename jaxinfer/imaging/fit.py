@@ -49,7 +49,7 @@ from jaxinfer.optimize.lm import (LeastSquaresProblem, Levenberg, LevenbergMarqu
 
 __all__ = ["PERI_TOLERANCES", "lm_options", "split_options", "run_lm", "global_refs",
            "blur_margin", "psf_bound", "globals_problem", "fit_globals", "group_particles", "plan_groups",
-           "fit_particle_groups", "MIN_RADIUS", "MAX_RADIUS", "MIN_DIST"]
+           "fit_particle_groups", "fit_joint", "MIN_RADIUS", "MAX_RADIUS", "MIN_DIST"]
 
 # peri's LMEngine defaults (code, not docstring), SSE units
 PERI_TOLERANCES = dict(paramtol=1e-6, errtol=1e-5, exptol=1e-3, fractol=1e-6)
@@ -294,7 +294,8 @@ def _jitted(name):
     loop-heavy programs)."""
     fn, static = {"globals": (_fit_globals_impl, (0, 5, 7)),
                   "particles": (_fit_particle_groups_impl, (0, 3, 6)),
-                  "augmented": (_fit_augmented_impl, (0, 7))}[name]
+                  "augmented": (_fit_augmented_impl, (0, 7)),
+                  "joint": (_fit_joint_impl, (0, 6, 8, 9))}[name]
     return jax.jit(fn, static_argnums=static, compiler_options=compiler_options())
 
 
@@ -661,3 +662,121 @@ def fit_augmented(model: ImageModel, params, data, refs, rz, rad0, damping=1.0, 
     dtype = params["pos"].dtype
     return _fit_augmented(model, params, data, jnp.asarray(free), jnp.ones(len(all_refs), dtype),
                           jnp.asarray(rad0, dtype), zs, structure, numbers)
+
+
+# --------------------------------------------------------------------------------------------
+# the joint fit: every global and every particle in one LM (globals dense, particles local)
+
+
+def _fit_joint_impl(model, params, data, free_g, scale, corners, structure, numbers, margin,
+                    geometry, include_rad):
+    tile, half = geometry            # static: each particle's tile and drawing-cube half widths
+    refs = global_refs(model)
+    n_g, n = len(refs), params["pos"].shape[0]
+    dtype = params["pos"].dtype
+    pad = jnp.asarray(model.pad, dtype)
+    active = params.get("active", jnp.ones(n, dtype)).astype(dtype)
+    res_g, jac_g = globals_problem(model, scale, free_g, margin)
+
+    def split(x):                    # x = [globals / scale, pos (n*3), rad (n)]
+        q = N.unpack(params, refs, x[:n_g] * scale)
+        return dict(q, pos=x[n_g:n_g + 3 * n].reshape(n, 3), rad=x[n_g + 3 * n:])
+
+    def res(x, _):
+        q = split(x)
+        return res_g(x[:n_g], (q, data, platonic_field(model, q)))
+
+    shape = tuple(int(s) for s in model.shape)
+    idx = [jnp.arange(t)[None, :] + corners[:, i:i + 1] - model.pad[i] for i, t in enumerate(tile)]
+    idx = [jnp.where((a >= 0) & (a < s), a, s) for a, s in zip(idx, shape)]   # off-image: dropped
+    zi, yi, xi = idx[0][:, :, None, None], idx[1][:, None, :, None], idx[2][:, None, None, :]
+
+    def jac(x, _):
+        q = split(x)
+        p = platonic_field(model, q)
+        jg = jac_g(x[:n_g], (q, data, p))                                 # (m, n_g)
+        c_minus_i = q["offset"] - illumination_field(model, q)
+        kernel_ft = jnp.fft.rfftn(psf.gaussian_kernel_wrapped(q["psf"], tile, model.psf_error))
+
+        def one(c, a, act, corner):      # 4 columns of one particle on its own tile
+            dp = platonic.platonic_jacobian(
+                tile, half, (c + pad - corner.astype(dtype))[None], a[None], q["zscale"],
+                act[None], method=model.method, alpha=model.alpha,
+                exact_volume=model.exact_volume, volume_error=model.volume_error,
+                max_radius_change=model.max_radius_change)[0]
+            cmi = lax.dynamic_slice(c_minus_i, tuple(corner), tile)
+            return jnp.fft.irfftn(jnp.fft.rfftn(cmi * dp, axes=(1, 2, 3)) * kernel_ft,
+                                  s=tile, axes=(1, 2, 3))
+
+        cols = jax.vmap(one)(q["pos"], q["rad"], active, corners)        # (n, 4) + tile
+
+        def place(z, y, x_, c):
+            return jnp.zeros((4,) + shape, dtype).at[:, z, y, x_].set(c, mode="drop")
+
+        vol = jax.vmap(place)(zi, yi, xi, cols).reshape(n, 4, -1)       # (n, 4, m)
+        jp = jnp.concatenate([vol[:, :3].reshape(3 * n, -1), vol[:, 3]])  # x's order
+        return jnp.concatenate([jg, -jp.T], axis=1)
+
+    x0 = jnp.concatenate([N.pack(params, refs) / scale, params["pos"].ravel(), params["rad"]])
+    lo_g, hi_g = _bounds_for(model, refs, dtype)
+    ipsf = np.array([i for i, r in enumerate(refs) if r[0] == "psf"])
+    hi_g = hi_g.at[ipsf].set(jnp.asarray(psf_bound(model, margin), dtype))
+    lo_pos = jnp.asarray([MIN_DIST - p for p in model.pad], dtype)
+    hi_pos = jnp.asarray([s + p - MIN_DIST for s, p in zip(model.shape, model.pad)], dtype)
+    lo = jnp.concatenate([lo_g / scale, jnp.tile(lo_pos, n), jnp.full((n,), MIN_RADIUS, dtype)])
+    hi = jnp.concatenate([hi_g / scale, jnp.tile(hi_pos, n), jnp.full((n,), MAX_RADIUS, dtype)])
+    on = active > 0
+    mask = jnp.concatenate([free_g, jnp.repeat(on, 3), on & include_rad])
+    result = run_lm(res, x0, 0.0, structure, numbers, mask=mask, lower=lo, upper=hi,
+                    jacobian=jac, linear_solver=DenseEigh(), trial_jacobian=False)
+    return split(result.x), result
+
+
+def _fit_joint(*args):
+    return _jitted("joint")(*args)
+
+
+def fit_joint(model: ImageModel, params, data, refs, damping=1.0, margin=None, floor=None,
+              include_rad=True, **peri_options):
+    """One LM over the globals ``refs`` and every active particle's position (and radius)
+    together, on the whole image (issue 8's joint step; peri alternates globals and particle
+    groups). J is exact and dense, (pixels, n_globals + 4 N): the globals' columns as in
+    :func:`fit_globals` (blurs on the image plus ``margin`` while zscale is held), each
+    particle's 4 columns from its drawing cube times ``C - I``, blurred on its own tile (the
+    sweep's tile: :func:`plan_groups` with one particle per group; it holds the cube and the
+    PSF's reach, so the tile blur is exact) and placed in the image: N x 4 tile transform
+    pairs, no full-volume work per particle. ``damping`` as in :func:`fit_globals` for the
+    globals (the particles' scale is 1). ``margin`` / ``floor``: previous margin and plan
+    key (kept so the program is not recompiled as the PSF and radii move). Returns
+    ``(params, OptimizeResult, margin, plan_key)``; ``result.x`` = [globals / scale, pos
+    (N*3), rad (N)]."""
+    require_float64(params, "fit_joint")
+    all_refs = global_refs(model)
+    unknown = [r for r in refs if r not in all_refs]
+    if unknown:
+        raise ValueError(f"fit_joint takes global refs (the particles are always fitted); got "
+                         f"{unknown[:4]}")
+    free = np.zeros(len(all_refs), bool)
+    scale = np.ones(len(all_refs))
+    damp = np.broadcast_to(np.asarray(damping, float), (len(refs),))
+    lam = float(damp[0]) if np.all(damp == damp[0]) else 1.0
+    for r, d in zip(refs, damp):
+        free[all_refs.index(r)] = True
+        scale[all_refs.index(r)] = np.sqrt(lam / d)
+    structure, numbers = split_options(lm_options(damping=lam, **peri_options))
+    margin = blur_margin(model, np.asarray(params["psf"]), margin)
+    n = params["pos"].shape[0]
+    active = np.asarray(params.get("active", np.ones(n)), bool)
+    plan = plan_groups(model, np.asarray(params["pos"]), np.asarray(params["psf"]),
+                       [np.array([i]) for i in range(n)], None, floor,
+                       rad=np.asarray(params["rad"])[active], zscale=float(params["zscale"]),
+                       lanes=1)
+    corners = np.zeros((n, 3), int)
+    for ci in range(plan["index"].shape[0]):
+        if plan["index"][ci, 0, 0] >= 0:
+            corners[plan["index"][ci, 0, 0]] = plan["corner"][ci, 0]
+    dtype = params["pos"].dtype
+    new, result = _fit_joint(model, params, data, jnp.asarray(free), jnp.asarray(scale, dtype),
+                             jnp.asarray(corners), structure, numbers, margin,
+                             (plan["key"][0], plan["key"][2]), jnp.asarray(bool(include_rad)))
+    return new, result, margin, plan["key"]

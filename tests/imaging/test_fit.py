@@ -49,11 +49,11 @@ def fitted(case):
     image, truth, start, _ = case
     st = make_state(image, start)
     start_error = st.error
-    programs = [F._jitted("globals")._cache_size(), F._jitted("particles")._cache_size()]
+    kinds = ("globals", "particles", "joint")
+    programs = [F._jitted(k)._cache_size() for k in kinds]
     b = opt.burn(st, n_loop=4, desc=None, collect_stats=True)
     f = opt.finish(st, n_loop=2, desc=None)
-    programs = [F._jitted("globals")._cache_size() - programs[0],
-                F._jitted("particles")._cache_size() - programs[1]]
+    programs = [F._jitted(k)._cache_size() - p for k, p in zip(kinds, programs)]
     return st, b, f, start_error, programs
 
 
@@ -72,11 +72,10 @@ def test_burn_finish_recover_particles_near_the_bound(case, fitted):
 
 
 def test_burn_and_finish_share_compiled_programs(fitted):
-    # numeric LM settings are traced and the group layout is kept: burn's globals (with
-    # geodesic acceleration) and finish's globals (without) are two programs, every particle
-    # sweep of both is one
+    # numeric LM settings are traced and the margin and particle layout are kept: every joint
+    # step of burn and finish is one program, and no separate globals or sweep program is made
     *_, programs = fitted
-    assert programs[0] <= 2 and programs[1] <= 1
+    assert programs == [0, 0, 1]
 
 
 def test_convergence_dicts_are_honest(fitted):
@@ -84,8 +83,8 @@ def test_convergence_dicts_are_honest(fitted):
     assert set(b) >= {"converged", "all_loop_values", "global_stats", "particle_stats"}
     assert isinstance(b["converged"], bool) and isinstance(f["converged"], bool)
     # peri's loop test, recomputed from the values recorded after each loop
-    if not b["converged"]:
-        assert len(b["all_loop_values"]) == 2 * 4
+    if not b["converged"]:      # one entry per joint loop
+        assert len(b["all_loop_values"]) == 4
     assert f["loop_values"].shape[1] == len(st.params)
     for stats in b["global_stats"]:
         assert stats["converged"] == (stats["status"] < 20)

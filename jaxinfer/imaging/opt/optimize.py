@@ -24,7 +24,7 @@ from jaxinfer.imaging import fit as F
 from jaxinfer.imaging import names as N
 from jaxinfer.optimize.result import Status, status_message
 
-__all__ = ["LMEngine", "LMFunction", "LMGlobals", "LMParticles", "LMParticleGroupCollection",
+__all__ = ["LMEngine", "LMFunction", "LMGlobals", "LMJoint", "LMParticles", "LMParticleGroupCollection",
            "AugmentedState", "LMAugmentedState", "do_levmarq", "do_levmarq_particles",
            "do_levmarq_all_particle_groups", "burn", "finish", "name_globals",
            "vectorize_damping", "separate_particles_into_groups"]
@@ -206,9 +206,50 @@ class LMGlobals(LMEngine):
     def J(self):
         if self._result is None:
             return None
-        all_refs = F.global_refs(self.state.image_model)
-        refs = N.resolve_all(self.state.image_model, self.state.N, self.param_names)
-        cols = [all_refs.index(r) for r in refs]
+        return np.asarray(self._result.jac)[:, _global_columns(self.state, self.param_names)].T
+
+
+def _global_columns(st, param_names):
+    """The columns of ``param_names`` in a fit's J over every global (``fit.global_refs``)."""
+    all_refs = F.global_refs(st.image_model)
+    return [all_refs.index(r) for r in N.resolve_all(st.image_model, st.N, param_names)]
+
+
+class LMJoint(LMEngine):
+    """LM on the global parameters ``param_names`` and every particle's position (and radius,
+    ``include_rad``) together, on the whole image (:func:`~jaxinfer.imaging.fit.fit_joint`;
+    not in peri, which alternates :class:`LMGlobals` and :class:`LMParticleGroupCollection`).
+    ``J``: (n_globals + 4 N, n_pixels), the globals in ``param_names`` order, then each
+    particle's z, y, x, then the radii (N: the state's particle capacity, inactive rows
+    zero)."""
+
+    def __init__(self, state, param_names, include_rad=True, max_mem=1e9, opt_kwargs=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.state = state
+        self.param_names = _global_names(state, param_names, "LMJoint fits")
+        self.include_rad = bool(include_rad)
+
+    def _run(self, run_type, max_iter):
+        st = self.state
+        refs = N.resolve_all(st.image_model, st.N, self.param_names)
+        # the state keeps the largest margin and particle layout used: one compiled program
+        params, r, margin, key = F.fit_joint(
+            st.image_model, st.param_tree, st.data_array, refs,
+            damping=self._options["damping"], margin=st.__dict__.get("_blur_margin"),
+            floor=st.__dict__.get("_joint_layout"), include_rad=self.include_rad,
+            **self._engine_options(run_type, max_iter))
+        st._blur_margin, st._joint_layout = margin, key
+        st.set_param_tree(params)
+        self._keep(r, st.error)
+
+    @property
+    def J(self):
+        if self._result is None:
+            return None
+        st = self.state
+        n_g, n_all = len(F.global_refs(st.image_model)), st.param_tree["pos"].shape[0]
+        cols = _global_columns(st, self.param_names) + list(range(n_g, n_g + 4 * n_all))
         return np.asarray(self._result.jac)[:, cols].T
 
 
@@ -427,7 +468,7 @@ _BAD_DAMP = 1e7
 
 def burn(s, n_loop=6, collect_stats=False, desc="", rz_order=0, fractol=1e-4, errtol=1e-2,
          mode="burn", max_mem=1e9, include_rad=True, do_line_min="default", partial_log=False,
-         dowarn=True, progress=None):
+         dowarn=True, progress=None, joint=True):
     """peri's burn: alternate a globals LM and an all-particle-groups LM, up to ``n_loop``
     times, until the error changes by less than ``fractol`` (relative) or ``errtol``.
 
@@ -436,6 +477,11 @@ def burn(s, n_loop=6, collect_stats=False, desc="", rz_order=0, fractol=1e-4, er
     mode : 'burn' (globals without psf and zscale, 2 iterations, geodesic acceleration),
     'do-particles' (only the brightness scales; globals skipped in loop 0) or 'polish' (all
     globals, 1 iteration). ``progress(dict)`` (optional) is called after every half-loop.
+    joint : True (default here; not in peri): each loop is one LM over the loop's globals and
+    every particle together (:class:`LMJoint`, Marquardt damping, no geodesic acceleration;
+    ``all_loop_values`` then holds one entry per loop and ``particle_stats`` only the
+    sweeps of loops without globals); False: peri's alternation, a globals LM then a sweep
+    of every particle.
     Returns ``{'converged', 'all_loop_values'}`` (+ stats with ``collect_stats``);
     ``converged`` is True only if the loop test was met."""
     rz_order = int(rz_order)
@@ -461,7 +507,18 @@ def burn(s, n_loop=6, collect_stats=False, desc="", rz_order=0, fractol=1e-4, er
         start_err = s.error
         damp = vectorize_damping(glbl, damping=1.0, increase_list=[["psf-", 3e1]] + [
             [n, _BAD_DAMP] for n in ("ilm-scale", "ilm-off", "ilm-z-0", "bkg-z-0")])
-        if (a != 0 or mode != "do-particles") and glbl:
+        with_globals = (a != 0 or mode != "do-particles") and bool(glbl)
+        together = joint and with_globals and rz_order == 0
+        if together:
+            lm = LMJoint(s, glbl, include_rad=include_rad, max_iter=glbl_max_iter,
+                         run_length=glbl_run_length, marquardt_damping=True,
+                         damping=1.0 if a == 0 else 0.1, decrease_damp_factor=10.,
+                         fractol=0.1 * fractol)
+            lm.do_run_2()
+            lm_stats.append(lm.get_termination_stats())
+            if progress:
+                progress({"stage": "joint", "loop": a, "error": s.error})
+        elif with_globals:
             if rz_order > 0:
                 # peri: the globals and R(z) together (LMAugmentedState); damping scalar 1
                 lm = LMAugmentedState(AugmentedState(s, glbl, rz_order=rz_order),
@@ -478,15 +535,9 @@ def burn(s, n_loop=6, collect_stats=False, desc="", rz_order=0, fractol=1e-4, er
             if progress:
                 progress({"stage": "globals", "loop": a, "error": s.error})
         loop_values.append(np.asarray(s.values))
-        lp = LMParticleGroupCollection(s, region_size=None, max_iter=1, run_length=4,
-                                       eig_update=False, damping=1.0 if a == 0 else 1e-2,
-                                       decrease_damp_factor=10., fractol=0.1 * fractol,
-                                       include_rad=include_rad)
-        lp.do_run_2()
-        lp_stats.append(lp.stats)
-        if progress:
-            progress({"stage": "particles", "loop": a, "error": s.error})
-        loop_values.append(np.asarray(s.values))
+        if not together:
+            _sweep(s, a, fractol, include_rad, lp_stats, progress)
+            loop_values.append(np.asarray(s.values))
         new_err = s.error
         derr = start_err - new_err
         converged = bool((derr / new_err < fractol) or (derr < errtol))
@@ -498,8 +549,20 @@ def burn(s, n_loop=6, collect_stats=False, desc="", rz_order=0, fractol=1e-4, er
     return out
 
 
+def _sweep(s, a, fractol, include_rad, lp_stats, progress):
+    """burn's particle half-loop: every particle its own group, one LM iteration each."""
+    lp = LMParticleGroupCollection(s, region_size=None, max_iter=1, run_length=4,
+                                   eig_update=False, damping=1.0 if a == 0 else 1e-2,
+                                   decrease_damp_factor=10., fractol=0.1 * fractol,
+                                   include_rad=include_rad)
+    lp.do_run_2()
+    lp_stats.append(lp.stats)
+    if progress:
+        progress({"stage": "particles", "loop": a, "error": s.error})
+
+
 def finish(s, desc="finish", n_loop=4, max_mem=1e9, separate_psf=False, fractol=1e-7,
-           errtol=1e-3, dowarn=True, progress=None):
+           errtol=1e-3, dowarn=True, progress=None, joint=True):
     """peri's finish: per loop, the globals (one LM iteration, all pixels), then every
     particle group (one iteration); stop when the error changes by less than ``fractol``
     (relative) or ``errtol``.
@@ -511,6 +574,9 @@ def finish(s, desc="finish", n_loop=4, max_mem=1e9, separate_psf=False, fractol=
     wide after burn), 4 loops of peri's way end with psf-sigy/x 2.5% wide and the error
     0.17% above the truth's (peri 0.1.3 itself: +0.16%); fitted together, psf-sigy/x within
     0.3% and the error 0.07% below the truth's (the fit also explains some noise).
+    joint : True (default here; not in peri): each loop is one LM iteration over the globals
+    and every particle together (:class:`LMJoint`, damping 0.1, Marquardt), then the
+    separate PSF step if asked; False: peri's globals step then a particle sweep.
     Returns ``{'converged', 'loop_values'}``; ``converged`` is True only if the test was met."""
     psf_names = s.get("psf").params
     glbl = name_globals(s, remove_params=psf_names if separate_psf else None)
@@ -518,16 +584,20 @@ def finish(s, desc="finish", n_loop=4, max_mem=1e9, separate_psf=False, fractol=
     converged = False
     for a in range(n_loop):
         start_err = s.error
-        if glbl:
+        if joint:
+            LMJoint(s, glbl, max_iter=1, run_length=6, marquardt_damping=True, damping=0.1,
+                    decrease_damp_factor=20., fractol=fractol).do_run_2()
+        elif glbl:
             do_levmarq(s, glbl, damping=0.1, decrease_damp_factor=20., max_iter=1,
                        eig_update=False)
         if separate_psf:
             do_levmarq(s, psf_names, max_iter=4, eig_update=False)
         if progress:
-            progress({"stage": "globals", "loop": a, "error": s.error})
-        do_levmarq_all_particle_groups(s, region_size=None, max_iter=1)
-        if progress:
-            progress({"stage": "particles", "loop": a, "error": s.error})
+            progress({"stage": "joint" if joint else "globals", "loop": a, "error": s.error})
+        if not joint:
+            do_levmarq_all_particle_groups(s, region_size=None, max_iter=1)
+            if progress:
+                progress({"stage": "particles", "loop": a, "error": s.error})
         values.append(np.asarray(s.values))
         new_err = s.error
         derr = start_err - new_err
