@@ -231,7 +231,10 @@ def main():
                                 jax_threads=f"XLA CPU default (all {os.cpu_count()} cores)",
                                 xla_flags=os.environ.get("XLA_FLAGS", ""),
                                 jax_backend=jax.default_backend(),
-                                peri_threads=1, load_average_start=os.getloadavg()),
+                                peri_threads=1, load_average_start=os.getloadavg(),
+                                joint="burn/finish default 'auto': joint LM while the dense J "
+                                      f"has <= {optimize.JOINT_MAX_ENTRIES} entries, else "
+                                      "peri's alternation"),
                "cases": {}}
     for name in names:
         image, truth_np, start = cases[name]

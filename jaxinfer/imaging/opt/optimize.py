@@ -27,7 +27,7 @@ from jaxinfer.optimize.result import Status, status_message
 __all__ = ["LMEngine", "LMFunction", "LMGlobals", "LMJoint", "LMParticles", "LMParticleGroupCollection",
            "AugmentedState", "LMAugmentedState", "do_levmarq", "do_levmarq_particles",
            "do_levmarq_all_particle_groups", "burn", "finish", "name_globals",
-           "vectorize_damping", "separate_particles_into_groups"]
+           "vectorize_damping", "separate_particles_into_groups", "JOINT_MAX_ENTRIES"]
 
 _ENGINE_DEFAULTS = dict(damping=1.0, increase_damp_factor=3.0, decrease_damp_factor=8.0,
                         min_eigval=1e-13, marquardt_damping=False, transtrum_damping=None,
@@ -468,7 +468,7 @@ _BAD_DAMP = 1e7
 
 def burn(s, n_loop=6, collect_stats=False, desc="", rz_order=0, fractol=1e-4, errtol=1e-2,
          mode="burn", max_mem=1e9, include_rad=True, do_line_min="default", partial_log=False,
-         dowarn=True, progress=None, joint=True):
+         dowarn=True, progress=None, joint="auto"):
     """peri's burn: alternate a globals LM and an all-particle-groups LM, up to ``n_loop``
     times, until the error changes by less than ``fractol`` (relative) or ``errtol``.
 
@@ -477,11 +477,12 @@ def burn(s, n_loop=6, collect_stats=False, desc="", rz_order=0, fractol=1e-4, er
     mode : 'burn' (globals without psf and zscale, 2 iterations, geodesic acceleration),
     'do-particles' (only the brightness scales; globals skipped in loop 0) or 'polish' (all
     globals, 1 iteration). ``progress(dict)`` (optional) is called after every half-loop.
-    joint : True (default here; not in peri): each loop is one LM over the loop's globals and
+    joint : True (not in peri): each loop is one LM over the loop's globals and
     every particle together (:class:`LMJoint`, Marquardt damping, no geodesic acceleration;
     ``all_loop_values`` then holds one entry per loop and ``particle_stats`` only the
     sweeps of loops without globals); False: peri's alternation, a globals LM then a sweep
-    of every particle.
+    of every particle; 'auto' (default): True while the joint fit's dense J has at most
+    :data:`JOINT_MAX_ENTRIES` entries (pixels x (globals + 4 particles)).
     Returns ``{'converged', 'all_loop_values'}`` (+ stats with ``collect_stats``);
     ``converged`` is True only if the loop test was met."""
     rz_order = int(rz_order)
@@ -501,6 +502,7 @@ def burn(s, n_loop=6, collect_stats=False, desc="", rz_order=0, fractol=1e-4, er
     else:
         remove = None if mode == "polish" else s.get("psf").params + ["zscale"]
         glbl = name_globals(s, remove_params=remove)
+    joint = _use_joint(s, joint)
     lm_stats, lp_stats, loop_values = [], [], []
     converged = False
     for a in range(n_loop):
@@ -549,6 +551,19 @@ def burn(s, n_loop=6, collect_stats=False, desc="", rz_order=0, fractol=1e-4, er
     return out
 
 
+#: the largest dense J (pixels x parameters) for which burn / finish fit jointly by default
+#: (2**26 entries, 512 MiB in float64: the 32x64x64 benchmark's is 19e6, 48x96x96 with 100
+#: particles 185e6, where the particle columns are 92% zeros and J^T J costs 77 GFLOP a step)
+JOINT_MAX_ENTRIES = 2 ** 26
+
+
+def _use_joint(s, joint):
+    if joint != "auto":
+        return bool(joint)
+    n = len(F.global_refs(s.image_model)) + 4 * s.param_tree["pos"].shape[0]
+    return int(np.prod(s.image_model.shape)) * n <= JOINT_MAX_ENTRIES
+
+
 def _sweep(s, a, fractol, include_rad, lp_stats, progress):
     """burn's particle half-loop: every particle its own group, one LM iteration each."""
     lp = LMParticleGroupCollection(s, region_size=None, max_iter=1, run_length=4,
@@ -562,7 +577,7 @@ def _sweep(s, a, fractol, include_rad, lp_stats, progress):
 
 
 def finish(s, desc="finish", n_loop=4, max_mem=1e9, separate_psf=False, fractol=1e-7,
-           errtol=1e-3, dowarn=True, progress=None, joint=True):
+           errtol=1e-3, dowarn=True, progress=None, joint="auto"):
     """peri's finish: per loop, the globals (one LM iteration, all pixels), then every
     particle group (one iteration); stop when the error changes by less than ``fractol``
     (relative) or ``errtol``.
@@ -574,12 +589,14 @@ def finish(s, desc="finish", n_loop=4, max_mem=1e9, separate_psf=False, fractol=
     wide after burn), 4 loops of peri's way end with psf-sigy/x 2.5% wide and the error
     0.17% above the truth's (peri 0.1.3 itself: +0.16%); fitted together, psf-sigy/x within
     0.3% and the error 0.07% below the truth's (the fit also explains some noise).
-    joint : True (default here; not in peri): each loop is one LM iteration over the globals
+    joint : True (not in peri): each loop is one LM iteration over the globals
     and every particle together (:class:`LMJoint`, damping 0.1, Marquardt), then the
-    separate PSF step if asked; False: peri's globals step then a particle sweep.
+    separate PSF step if asked; False: peri's globals step then a particle sweep; 'auto'
+    (default): as :func:`burn`.
     Returns ``{'converged', 'loop_values'}``; ``converged`` is True only if the test was met."""
     psf_names = s.get("psf").params
     glbl = name_globals(s, remove_params=psf_names if separate_psf else None)
+    joint = _use_joint(s, joint)
     values = [np.asarray(s.values)]
     converged = False
     for a in range(n_loop):
