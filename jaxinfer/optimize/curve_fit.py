@@ -30,7 +30,7 @@ from jaxinfer.optimize._iterate import iterate
 from jaxinfer.optimize.implicit import implicit_minimum
 from jaxinfer.optimize.least_squares import (_SCIPY_TABLE, _lm_solver, _ScipyDriver,
                                              levenberg_marquardt)
-from jaxinfer.optimize.linear_solve import SMALL_N, small_qr, small_sum
+from jaxinfer.optimize.linear_solve import SMALL_N, small_qr, small_square_svd, small_sum
 from jaxinfer.optimize.lm import LeastSquaresProblem
 from jaxinfer.optimize.losses import check_loss, rho, robust_residuals, scale_for_loss
 from jaxinfer.optimize.result import Status, _message
@@ -644,16 +644,16 @@ def _covariance(jac, fvec, sse, m, n, absolute_sigma, pseudo_inverse=False):
     Singular values of J below ``ε · max(m, n) · s_max`` are dropped (``pseudo_inverse``,
     scipy's 'trf' rule) or make pcov inf ('lm': MINPACK finds J singular); inf too when
     m <= n and the scale cannot be estimated. For n <= SMALL_N (m >= n) every step is
-    elementwise under ``vmap`` but an n x n SVD (a batched LAPACK SVD of 10,000 (50, 3)
-    Jacobians costs as much as the fits): R by modified Gram-Schmidt, the SVD of R (its
-    singular values decide the rank; no derivative flows through them), and at full rank
+    elementwise under ``vmap`` (a batched LAPACK SVD of 10,000 (50, 3) Jacobians costs as
+    much as the fits; unbatched, a LAPACK call on 3 x 3 costs more than the Jacobi sweeps):
+    R by modified Gram-Schmidt, the Jacobi SVD of R (:func:`small_square_svd`; its singular
+    values decide the rank; no derivative flows through them), and at full rank
     ``pcov = R⁻¹ R⁻ᵀ``, which carries derivatives; a rank-deficient 'trf' pcov (the
     pseudo-inverse) carries none."""
     eps = jnp.finfo(jac.dtype).eps
     if n <= SMALL_N and m >= n:
         r_factor, qtf = small_qr(jac.T, fvec)
-        _, s, vt = jnp.linalg.svd(lax.stop_gradient(r_factor))
-        v = vt.T
+        s, v, _ = small_square_svd(lax.stop_gradient(r_factor), lax.stop_gradient(qtf))
         threshold = eps * max(m, n) * s[0]
         full_rank = jnp.all(s > threshold)
         inv_s2 = jnp.where(s > threshold, 1.0 / jnp.where(s > threshold, s, 1.0) ** 2, 0.0)
