@@ -202,25 +202,29 @@ def _two_loop(S, Y, rho, gamma, v, newest):
     L-BFGS-B program took 3.3 instead of 1.7 CPU-s to compile)."""
     S, Y, rho = jnp.asarray(S), jnp.asarray(Y), jnp.asarray(rho)
     m = S.shape[0]
+    # the row order, newest first, computed once (not a remainder per trip: each trip's
+    # scalar work is a kernel launch of its own)
+    rows = (newest - jnp.arange(m)) % m
+    rhos = rho[rows]
 
-    def row(i):
-        j = (newest - i) % m
+    def row(j):
         return (lax.dynamic_index_in_dim(S, j, keepdims=False),
-                lax.dynamic_index_in_dim(Y, j, keepdims=False), rho[j])
+                lax.dynamic_index_in_dim(Y, j, keepdims=False))
 
-    def newest_first(q, i):
-        s, y, r = row(i)
+    def newest_first(q, pair):
+        j, r = pair
+        s, y = row(j)
         a = r * jnp.vdot(s, q)
         return q - a * y, a
 
-    q, alphas = lax.scan(newest_first, v, jnp.arange(m))
+    q, alphas = lax.scan(newest_first, v, (rows, rhos))
 
     def oldest_first(r, pair):
-        i, a = pair
-        s, y, rh = row(i)
+        j, rh, a = pair
+        s, y = row(j)
         return r + s * (a - rh * jnp.vdot(y, r)), None
 
-    r, _ = lax.scan(oldest_first, gamma * q, (jnp.arange(m), alphas), reverse=True)
+    r, _ = lax.scan(oldest_first, gamma * q, (rows, rhos, alphas), reverse=True)
     return r
 
 
