@@ -209,36 +209,45 @@ def central(fn, z, h):
     return np.stack(cols, axis=-1)
 
 
-def test_curve_fit_popt_wrt_ydata_matches_resolves():
-    jac = jax.jit(jax.jacrev(lambda y: popt_of(y)))(jnp.asarray(YS))
-    reference = central(resolved, YS, h=1e-5)
-    assert_relative(jac, reference)
+def fit_outputs(x, y, sigma):
+    """(popt (3,), pcov[1, 1]) of one weighted fit: every derivative below comes from one
+    compiled program of this function (one LM trace), not one per derivative."""
+    popt, pcov = curve_fit(decay, x, y, p0=np.array([1.0, 1.0, 0.0]), sigma=sigma, **TIGHT)
+    return popt, pcov[1, 1]
 
 
-def test_curve_fit_popt_wrt_xdata_and_sigma_and_pcov_are_differentiable():
+def var_b_resolved(y, x=XS, sigma=SIG):
+    """scipy's pcov[1, 1] (weighted, scaled by the reduced chi-square) in closed form at the
+    re-solved minimiser."""
+    a, b, c = np.asarray(resolved(y, x=x, sigma=sigma))
+    e = np.exp(-b * x)
+    r = (a * e + c - y) / sigma
+    j = np.stack([e, -a * x * e, np.ones_like(x)], axis=1) / sigma[:, None]
+    return (np.linalg.inv(j.T @ j) * (r @ r) / (x.size - 3))[1, 1]
+
+
+def test_curve_fit_popt_and_pcov_wrt_ydata_xdata_and_sigma_match_resolves():
+    # d popt / d ydata, d popt / d xdata, d popt[1] / d sigma and d pcov[1, 1] / d ydata,
+    # all by reverse mode through one compiled fit, against central differences of re-solves
+    (dp_x, dp_y, dp_s), (_, dv_y, _) = jax.jit(jax.jacrev(fit_outputs, argnums=(0, 1, 2)))(
+        jnp.asarray(XS), jnp.asarray(YS), jnp.asarray(SIG))
+    assert_relative(dp_y, central(lambda y: resolved(y, sigma=SIG), YS, h=1e-5))
     direction = np.sin(np.arange(XS.size))
-    # d popt along a direction in xdata, and in sigma, against re-solves (jvp: forward mode)
-    _, d_x = jax.jit(lambda x, v: jax.jvp(lambda xx: popt_of(YS, x=xx), (x,), (v,)))(
-        jnp.asarray(XS), jnp.asarray(direction))
-    ref_x = (resolved(YS, x=XS + 1e-5 * direction) - resolved(YS, x=XS - 1e-5 * direction)) / 2e-5
+    ref_x = (resolved(YS, x=XS + 1e-5 * direction, sigma=SIG)
+             - resolved(YS, x=XS - 1e-5 * direction, sigma=SIG)) / 2e-5
+    assert_relative(np.asarray(dp_x) @ direction, ref_x)
+    assert_relative(dp_s[1], central(lambda s: resolved(YS, sigma=s)[1], SIG, h=1e-5))
+    assert_relative(dv_y, central(var_b_resolved, YS, h=1e-5))
+
+
+def test_curve_fit_popt_wrt_xdata_by_forward_mode():
+    # forward mode (custom_jvp side) in the same program shape as the eager re-solves
+    direction = np.sin(np.arange(XS.size))
+    _, d_x = jax.jit(lambda x, v: jax.jvp(lambda xx: popt_of(YS, x=xx, sigma=SIG), (x,),
+                                          (v,)))(jnp.asarray(XS), jnp.asarray(direction))
+    ref_x = (resolved(YS, x=XS + 1e-5 * direction, sigma=SIG)
+             - resolved(YS, x=XS - 1e-5 * direction, sigma=SIG)) / 2e-5
     assert_relative(d_x, ref_x)
-    g_sigma = jax.jit(jax.grad(lambda s: popt_of(YS, sigma=s)[1]))(jnp.asarray(SIG))
-    ref_sigma = central(lambda s: resolved(YS, sigma=s)[1], SIG, h=1e-5)
-    assert_relative(g_sigma, ref_sigma)
-    # pcov moves with the data too (through popt and the Jacobian at popt)
-    def var_b(y):
-        return curve_fit(decay, XS, y, p0=np.array([1.0, 1.0, 0.0]), **TIGHT)[1][1, 1]
-
-    def var_b_resolved(y):   # scipy's pcov formula at the re-solved minimiser
-        a, b, c = np.asarray(resolved(y))
-        e = np.exp(-b * XS)
-        r = a * e + c - y
-        j = np.stack([e, -a * XS * e, np.ones_like(XS)], axis=1)   # closed-form Jacobian
-        return (np.linalg.inv(j.T @ j) * (r @ r) / (XS.size - 3))[1, 1]
-
-    g_pcov = jax.jit(jax.grad(var_b))(jnp.asarray(YS))
-    ref_pcov = central(var_b_resolved, YS, h=1e-5)
-    assert_relative(g_pcov, ref_pcov)
 
 
 def test_curve_fit_with_an_active_bound_holds_that_parameter():
