@@ -33,6 +33,8 @@ from jaxinfer.imaging.comp import comp, ilms, objs, psfs  # noqa: E402
 from jaxinfer.imaging.opt import optimize  # noqa: E402
 
 HERE = Path(__file__).parent
+# burn / finish's joint= setting: BENCH_JOINT=auto|True|False (default False, the library's)
+JOINT = {"true": True, "false": False, "auto": "auto"}[os.environ.get("BENCH_JOINT", "False").lower()]
 CASES = {
     "small": dict(shape=(32, 64, 64), n_particles=30),
     "large": dict(shape=(48, 96, 96), n_particles=100),
@@ -72,11 +74,12 @@ def ours(image, start):
 
         t0, c0 = time.perf_counter(), time.process_time()
         mark[0] = c0
-        b = optimize.burn(st, n_loop=SETTINGS["n_burn"], desc=None, progress=stage("burn"))
+        b = optimize.burn(st, n_loop=SETTINGS["n_burn"], desc=None, progress=stage("burn"),
+                          joint=JOINT)
         t1, c1 = time.perf_counter(), time.process_time()
         mark[0] = c1
         f = optimize.finish(st, n_loop=SETTINGS["n_finish"], desc=None,
-                            progress=stage("finish"))
+                            progress=stage("finish"), joint=JOINT)
         t2, c2 = time.perf_counter(), time.process_time()
         out[run] = dict(burn_s=t1 - t0, finish_s=t2 - t1, burn_cpu_s=c1 - c0,
                         finish_cpu_s=c2 - c1, stages=stages)
@@ -232,9 +235,7 @@ def main():
                                 xla_flags=os.environ.get("XLA_FLAGS", ""),
                                 jax_backend=jax.default_backend(),
                                 peri_threads=1, load_average_start=os.getloadavg(),
-                                joint="burn/finish default 'auto': joint LM while the dense J "
-                                      f"has <= {optimize.JOINT_MAX_ENTRIES} entries, else "
-                                      "peri's alternation"),
+                                joint=os.environ.get("BENCH_JOINT", "False")),
                "cases": {}}
     for name in names:
         image, truth_np, start = cases[name]
