@@ -123,9 +123,15 @@ class LMEngine:
 
     @property
     def J(self):
+        """The last fit's Jacobian as peri holds it: (n parameters, n residuals)."""
         if self._result is None or self._result.jac is None:
             return None
-        return np.asarray(self._result.jac).T
+        jac, cols = np.asarray(self._result.jac), self._jac_columns()
+        return (jac if cols is None else jac[:, cols]).T
+
+    def _jac_columns(self):
+        """The columns of the fit's J that are this engine's parameters (None: all)."""
+        return None
 
     @property
     def JTJ(self):
@@ -202,11 +208,8 @@ class LMGlobals(LMEngine):
         st.set_param_tree(params)
         self._keep(r, st.error)
 
-    @property
-    def J(self):
-        if self._result is None:
-            return None
-        return np.asarray(self._result.jac)[:, _global_columns(self.state, self.param_names)].T
+    def _jac_columns(self):
+        return _global_columns(self.state, self.param_names)
 
 
 def _global_columns(st, param_names):
@@ -243,14 +246,10 @@ class LMJoint(LMEngine):
         st.set_param_tree(params)
         self._keep(r, st.error)
 
-    @property
-    def J(self):
-        if self._result is None:
-            return None
+    def _jac_columns(self):
         st = self.state
         n_g, n_all = len(F.global_refs(st.image_model)), st.param_tree["pos"].shape[0]
-        cols = _global_columns(st, self.param_names) + list(range(n_g, n_g + 4 * n_all))
-        return np.asarray(self._result.jac)[:, cols].T
+        return _global_columns(st, self.param_names) + list(range(n_g, n_g + 4 * n_all))
 
 
 class AugmentedState:
@@ -301,16 +300,12 @@ class LMAugmentedState(LMEngine):
         aug.rz = np.asarray(r.x[-aug.rz_order:], float)
         self._keep(r, st.error)
 
-    @property
-    def J(self):
-        if self._result is None:
-            return None
+    def _jac_columns(self):
         st = self.aug_state.state
         all_refs = F.global_refs(st.image_model)
         refs = N.resolve_all(st.image_model, st.N, self.aug_state.param_names)
-        cols = [all_refs.index(r) for r in refs] + list(
+        return [all_refs.index(r) for r in refs] + list(
             range(len(all_refs), len(all_refs) + self.aug_state.rz_order))
-        return np.asarray(self._result.jac)[:, cols].T
 
 
 class _ParticleEngine(LMEngine):
