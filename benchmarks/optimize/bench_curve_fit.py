@@ -16,10 +16,11 @@
 
 Both the wall time and this process's CPU time are recorded, and ratios of both: on a shared
 machine the wall time includes waiting for a core (the load average is recorded too), so
-the CPU ratios are the ones to read there. Writes
+the CPU ratios are the ones to read there. Every timed loop / run is repeated (``--repeats``,
+3 at most for (a)) and the medians are recorded, with the lists. Writes
 benchmarks/results/optimize_curve_fit.json.
 
-    python benchmarks/optimize/bench_curve_fit.py [--n 10000] [--loop 200]
+    python benchmarks/optimize/bench_curve_fit.py [--n 10000] [--loop 200] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -77,6 +78,14 @@ def make_data(n_fits, seed=0):
 class Clock:
     """Wall and process-CPU seconds of a block."""
 
+    @staticmethod
+    def median(clocks):
+        """A Clock holding the median wall and CPU seconds of several, and both lists."""
+        out = Clock()
+        out.wall_all, out.cpu_all = [c.wall for c in clocks], [c.cpu for c in clocks]
+        out.wall, out.cpu = float(np.median(out.wall_all)), float(np.median(out.cpu_all))
+        return out
+
     def __enter__(self):
         self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
         return self
@@ -86,18 +95,22 @@ class Clock:
         self.cpu = time.process_time() - self.cpu0
 
 
-def scipy_loop(x, y):
-    ref = np.full((y.shape[0], 3), np.nan)
-    failures = 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        with Clock() as clock:
-            for k in range(y.shape[0]):
-                try:
-                    ref[k] = scipy.optimize.curve_fit(model_np, x, y[k], p0=P0)[0]
-                except RuntimeError:
-                    failures += 1
-    return ref, failures, clock
+def scipy_loop(x, y, repeats=1):
+    """scipy's loop over the fits, ``repeats`` times; the Clock holds the medians."""
+    clocks = []
+    for _ in range(repeats):
+        ref = np.full((y.shape[0], 3), np.nan)
+        failures = 0
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Clock() as clock:
+                for k in range(y.shape[0]):
+                    try:
+                        ref[k] = scipy.optimize.curve_fit(model_np, x, y[k], p0=P0)[0]
+                    except RuntimeError:
+                        failures += 1
+        clocks.append(clock)
+    return ref, failures, Clock.median(clocks)
 
 
 def agreement(x, y, popt, ref):
@@ -114,9 +127,9 @@ def agreement(x, y, popt, ref):
             "disagreeing_where_ours_has_lower_or_equal_cost": int(ours_lower)}
 
 
-def batched(x, y, ref, scipy_clock, options, jit_options=None):
+def batched(x, y, ref, scipy_clock, options, jit_options=None, repeats=1):
     """``jax.jit(jax.vmap(fit))``; ``jit_options``: XLA compiler options for that jit (None:
-    JAX's defaults)."""
+    JAX's defaults); the run is timed ``repeats`` times (medians)."""
     def fit(yk):
         popt, _, info, _, _ = curve_fit(model, jnp.asarray(x), yk, p0=jnp.asarray(P0),
                                         full_output=True, **options)
@@ -127,13 +140,18 @@ def batched(x, y, ref, scipy_clock, options, jit_options=None):
     with Clock() as compile_clock:
         compiled = jax.jit(jax.vmap(fit), compiler_options=jit_options).lower(ys).compile()
     jax.block_until_ready(compiled(ys[:1].repeat(y.shape[0], 0)))   # warm the executable
-    with Clock() as run_clock:
-        popt, success, nfev = jax.block_until_ready(compiled(ys))
+    clocks = []
+    for _ in range(repeats):
+        with Clock() as run_clock:
+            popt, success, nfev = jax.block_until_ready(compiled(ys))
+        clocks.append(run_clock)
+    run_clock = Clock.median(clocks)
     popt = np.asarray(popt)
     return {"options": options, "jit_compiler_options": jit_options,
             "compile_wall_s": compile_clock.wall,
             "compile_cpu_s": compile_clock.cpu, "run_wall_s": run_clock.wall,
-            "run_cpu_s": run_clock.cpu, "speedup_run_wall": scipy_clock.wall / run_clock.wall,
+            "run_cpu_s": run_clock.cpu, "run_cpu_s_all": run_clock.cpu_all,
+            "speedup_run_wall": scipy_clock.wall / run_clock.wall,
             "speedup_run_cpu": scipy_clock.cpu / run_clock.cpu,
             "speedup_including_compile_wall": scipy_clock.wall / (run_clock.wall
                                                                   + compile_clock.wall),
@@ -141,21 +159,27 @@ def batched(x, y, ref, scipy_clock, options, jit_options=None):
             "mean_nfev": float(np.mean(np.asarray(nfev))), **agreement(x, y, popt, ref)}
 
 
-def looped(x, y, options):
-    """A plain Python loop of curve_fit calls: the first compiles, the rest reuse it."""
+def looped(x, y, options, repeats=1):
+    """A plain Python loop of curve_fit calls: the first compiles, the rest reuse it; the
+    loop is timed ``repeats`` times (medians: a single loop right after the compile varied
+    by 1.7x between runs on this shared machine)."""
     traces0 = trace_count(curve_fit_module._fit)
     with Clock() as first:
         jax.block_until_ready(curve_fit(model, x, y[0], p0=P0, **options))
     popt = np.empty((y.shape[0], 3))
-    per_call = []
-    with Clock() as loop:
-        for k in range(y.shape[0]):
-            t0 = time.perf_counter()
-            popt[k] = np.asarray(curve_fit(model, x, y[k], p0=P0, **options)[0])
-            per_call.append(time.perf_counter() - t0)
+    per_call, clocks = [], []
+    for _ in range(repeats):
+        with Clock() as loop:
+            for k in range(y.shape[0]):
+                t0 = time.perf_counter()
+                popt[k] = np.asarray(curve_fit(model, x, y[k], p0=P0, **options)[0])
+                per_call.append(time.perf_counter() - t0)
+        clocks.append(loop)
+    loop = Clock.median(clocks)
     return popt, {"options": options, "first_call_wall_s": first.wall,
-                  "first_call_cpu_s": first.cpu, "loop_wall_s": loop.wall,
-                  "loop_cpu_s": loop.cpu, "median_call_ms": 1e3 * float(np.median(per_call)),
+                  "first_call_cpu_s": first.cpu, "repeats": repeats, "loop_wall_s": loop.wall,
+                  "loop_cpu_s": loop.cpu, "loop_cpu_s_all": loop.cpu_all,
+                  "median_call_ms": 1e3 * float(np.median(per_call)),
                   "traces": trace_count(curve_fit_module._fit) - traces0}
 
 
@@ -206,6 +230,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--loop", type=int, default=200)
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="timed repeats of each loop / batched run (medians)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
@@ -222,31 +248,36 @@ def main(argv=None):
                  "split": compile_split(x, y), "lbfgsb_100d": lbfgsb_compile()}
 
     # (b) a Python loop of curve_fit calls on new data, no user jit
-    ref_loop, _, scipy_loop_clock = scipy_loop(x, y)
-    popt_loop, loop_default = looped(x, y, {})
-    _, loop_fast = looped(x, y, FAST_OPTIONS)
+    ref_loop, _, scipy_loop_clock = scipy_loop(x, y, args.repeats)
+    popt_loop, loop_default = looped(x, y, {}, args.repeats)
+    _, loop_fast = looped(x, y, FAST_OPTIONS, args.repeats)
     for rec in (loop_default, loop_fast):
         rec["scipy_loop_wall_s"] = scipy_loop_clock.wall
         rec["scipy_loop_cpu_s"] = scipy_loop_clock.cpu
+        rec["scipy_loop_cpu_s_all"] = scipy_loop_clock.cpu_all
         rec["ratio_to_scipy_wall"] = rec["loop_wall_s"] / scipy_loop_clock.wall
         rec["ratio_to_scipy_cpu"] = rec["loop_cpu_s"] / scipy_loop_clock.cpu
     loop_default.update(agreement(x, y, popt_loop, ref_loop))
 
     # (a) jit(vmap(curve_fit)) over N fits vs scipy's loop
     x, y = make_data(args.n, seed=0)
-    ref, failures, scipy_clock = scipy_loop(x, y)
-    batch_default = batched(x, y, ref, scipy_clock, {})
-    batch_fast = batched(x, y, ref, scipy_clock, FAST_OPTIONS)
+    repeats_a = max(1, min(args.repeats, 3))
+    ref, failures, scipy_clock = scipy_loop(x, y, repeats_a)
+    batch_default = batched(x, y, ref, scipy_clock, {}, repeats=repeats_a)
+    batch_fast = batched(x, y, ref, scipy_clock, FAST_OPTIONS, repeats=repeats_a)
     # the same program compiled with the XLA CPU options the front doors use: the classic
     # emitters vectorise the one variadic reduction per trial (see docs/optimize.md)
     from jaxinfer.optimize._compile import compiler_options
-    batch_xla = batched(x, y, ref, scipy_clock, {}, jit_options=compiler_options())
+    batch_xla = batched(x, y, ref, scipy_clock, {}, jit_options=compiler_options(),
+                        repeats=repeats_a)
 
     record = {
         "benchmark": "exponential fits y = a exp(-b x) + c (50 points, noise 0.02), "
                      "jaxinfer.optimize.curve_fit vs scipy.optimize.curve_fit (lm)",
         "a_batched": {"n_fits": args.n, "scipy_loop_wall_s": scipy_clock.wall,
-                      "scipy_loop_cpu_s": scipy_clock.cpu, "scipy_failures": failures,
+                      "scipy_loop_cpu_s": scipy_clock.cpu,
+                      "scipy_loop_cpu_s_all": scipy_clock.cpu_all, "repeats": repeats_a,
+                      "scipy_failures": failures,
                       "default": batch_default, "fast_options": batch_fast,
                       "default_with_front_door_xla_options": batch_xla},
         "b_python_loop": {"n_fits": args.loop, "default": loop_default, "fast_options": loop_fast},
