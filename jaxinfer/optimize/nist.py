@@ -280,6 +280,7 @@ def fit_all(problems=None, starts=(0, 1), progress=None, random=0, seed=0, **lm_
     """
     import jax
 
+    from jaxinfer.optimize._compile import compiler_options
     from jaxinfer.optimize.curve_fit import curve_fit
 
     problems = list(load_all().values()) if problems is None else list(problems)
@@ -303,7 +304,10 @@ def fit_all(problems=None, starts=(0, 1), progress=None, random=0, seed=0, **lm_
         xs = jnp.asarray(np.stack([prob.x for prob, _ in items]))
         ys = jnp.asarray(np.stack([prob.y for prob, _ in items]))
         p0s = jnp.asarray(np.stack([points[prob.name][k] for prob, k in items]))
-        popt, sd, status, nfev, njev, nit = jax.jit(jax.vmap(one))(xs, ys, p0s)
+        # the front doors' XLA options (classic CPU emitters): ~20% less compile CPU for the
+        # 23 programs of all 27 problems (199.6 -> 160.7 CPU-s with random=2), same fits >= 6 digits
+        popt, sd, status, nfev, njev, nit = jax.jit(
+            jax.vmap(one), compiler_options=compiler_options())(xs, ys, p0s)
         popt, sd = np.asarray(popt), np.asarray(sd)
         for i, (prob, k) in enumerate(items):
             out[(prob.name, k)] = {
