@@ -82,6 +82,14 @@ class LeastSquaresProblem(eqx.Module):
     jacobian : ``(x, args) -> (m, n)`` or None (autodiff: jacfwd if m >= n, else jacrev).
     chunk : ``(x, args, start, size) -> (size,)`` residual rows ``start..start+size``, or None;
         used by ``NormalEquations(max_mem=...)`` to accumulate JᵀJ over row chunks.
+    normal_equations : ``(x (n,), args, r (m,)) -> (JᵀJ (n, n), Jᵀr (n,))`` at x with its
+        residuals r, or None: LM then never forms J (a model that knows its normal equations,
+        e.g. an image model summing per-tile products). It needs a linear solver with
+        ``factor_normal`` (``NormalEquations``, 'cholesky' or 'eigh', with or without
+        ``max_mem``, which is then unused); a dense solver (``DenseSVD``, ``DenseEigh``) and
+        the Broyden / eigen updates are refused with a ValueError. As on the chunked path,
+        J is None in the state and in the result, Jᵀb products use the vjp of ``residuals``
+        and geodesic acceleration its jvp.
     mask : (n,) bool / 0-1 array or None: which parameters move (data: any mask of a shape
         shares one compile). lower, upper : (n,) arrays or None (±inf).
     """
@@ -89,6 +97,7 @@ class LeastSquaresProblem(eqx.Module):
     residuals: Callable = eqx.field(static=True)
     jacobian: Optional[Callable] = eqx.field(default=None, static=True)
     chunk: Optional[Callable] = eqx.field(default=None, static=True)
+    normal_equations: Optional[Callable] = eqx.field(default=None, static=True)
     mask: Any = None
     lower: Any = None
     upper: Any = None
@@ -405,7 +414,7 @@ class LevenbergMarquardt(AbstractSolver):
     def _approx_jacobian(self):
         return self.broyden_update or self.eig_update or self.update_J_frequency > 1
 
-    def _fused(self, n: int) -> bool:
+    def _fused(self, prob: LeastSquaresProblem, n: int) -> bool:
         """Static: the fused path for small dense problems (n <= SMALL_N, exact J every
         iteration). Every trial point is evaluated together with its Jacobian and reduced to
         the Gram matrix, gradient and cost in one pass (:meth:`_evaluate`), so an accepted
@@ -414,8 +423,28 @@ class LevenbergMarquardt(AbstractSolver):
         is paid by all lanes at every step, so this is what makes a batch of tiny fits cheap.
         Larger problems evaluate J only once per iteration (a rejected trial then costs one
         residual evaluation, not a Jacobian)."""
-        return (self.trial_jacobian and self.linear_solver.dense() and not self._approx_jacobian
+        return (self.trial_jacobian and self._stores_jacobian(prob) and not self._approx_jacobian
                 and n <= SMALL_N)
+
+    def _stores_jacobian(self, prob: LeastSquaresProblem) -> bool:
+        """Static: J (m, n) is formed (a dense solver, no ``normal_equations`` hook)."""
+        return self.linear_solver.dense() and prob.normal_equations is None
+
+    def check_problem(self, prob: LeastSquaresProblem) -> None:
+        """Refuse a problem these settings cannot solve (before anything is traced)."""
+        if prob.normal_equations is None:
+            return
+        if not callable(prob.normal_equations):
+            raise TypeError("normal_equations must be callable (x, args, r) -> (JᵀJ, Jᵀr) or "
+                            "None")
+        if not hasattr(self.linear_solver, "factor_normal"):
+            raise ValueError(
+                f"normal_equations gives JᵀJ and Jᵀr, which the dense linear solver "
+                f"{type(self.linear_solver).__name__} cannot use (it factors J itself): use "
+                f"linear_solver=NormalEquations('cholesky') or NormalEquations('eigh')")
+        if self.broyden_update or self.eig_update:
+            raise ValueError("broyden_update and eig_update change the (m, n) Jacobian, which "
+                             "a problem with normal_equations never forms; switch them off")
 
     # ---- the problem's pieces --------------------------------------------------------------
     @staticmethod
@@ -504,15 +533,21 @@ class LevenbergMarquardt(AbstractSolver):
     def _linearise(self, prob, x, args, r, prev_scale):
         """(jac or None, factor) at x with residuals r."""
         solver = self.linear_solver
-        if solver.dense():
+        n = x.shape[0]
+        if prob.normal_equations is not None:
+            jtj, jtr = prob.normal_equations(x, args, r)
+            jtj, jtr = jnp.asarray(jtj, x.dtype), jnp.asarray(jtr, x.dtype)
+            if jtj.shape != (n, n) or jtr.shape != (n,):
+                raise ValueError(f"normal_equations must return JᵀJ of shape {(n, n)} and Jᵀr "
+                                 f"of shape {(n,)}, got {jtj.shape} and {jtr.shape}")
+        elif solver.dense():
             jac = self._jacobian(prob, x, args, r.shape[0])
             return jac, self._factor_dense(prob, x, jac, r, prev_scale)
-        itemsize = jnp.dtype(x.dtype).itemsize
-        if prob.chunk is not None:
-            rows = rows_for_memory(solver.max_mem, x.shape[0], itemsize)
+        elif prob.chunk is not None:
+            rows = rows_for_memory(solver.max_mem, n, jnp.dtype(x.dtype).itemsize)
             jtj, jtr = normal_equations_by_rows(prob.chunk, x, args, r.shape[0], rows)
         else:
-            block = columns_for_memory(solver.max_mem, r.shape[0], itemsize)
+            block = columns_for_memory(solver.max_mem, r.shape[0], jnp.dtype(x.dtype).itemsize)
             jtj, jtr, _ = normal_equations_by_columns(lambda z: self._fun(prob, z, args), x,
                                                       block)
         col_norms = jnp.sqrt(jnp.maximum(jnp.diagonal(jtj), 0.0))
@@ -612,7 +647,7 @@ class LevenbergMarquardt(AbstractSolver):
         """The trial point for damping ``lam``; where ``start`` (phase START), x itself."""
         lo, hi = self._bounds(prob, st.x)
         fac = st.factor
-        fused = self._fused(st.x.shape[0])
+        fused = self._fused(prob, st.x.shape[0])
         step = fac.solve(lam, t["min_eigval"])
         accel_bad = jnp.asarray(False)
         if self.use_accel:
@@ -701,7 +736,7 @@ class LevenbergMarquardt(AbstractSolver):
         accepted = st.accepted
         st = eqx.tree_at(lambda s: (s.iteration, s.damping), st,
                          (it, jnp.where(accepted, st.damping, st.lam_try)))
-        if self._fused(st.x.shape[0]):
+        if self._fused(prob, st.x.shape[0]):
             pass                    # J is the exact one at x already (it came with the step)
         elif self.update_J_frequency == 1:
             st = self._refresh(prob, st, args)
@@ -740,6 +775,7 @@ class LevenbergMarquardt(AbstractSolver):
     # ---- the solver shape ------------------------------------------------------------------
     def init(self, fn, x0, args) -> LMState:
         prob = _as_problem(fn)
+        self.check_problem(prob)
         x0 = jnp.asarray(x0)
         if x0.ndim != 1 or not jnp.issubdtype(x0.dtype, jnp.inexact):
             raise ValueError(f"LevenbergMarquardt works on a flat float vector x0, got shape "
@@ -748,7 +784,7 @@ class LevenbergMarquardt(AbstractSolver):
         lo, hi = self._bounds(prob, x0)
         x = jnp.clip(x0, lo, hi)
         n = x.shape[0]
-        fused = self._fused(n)
+        fused = self._fused(prob, n)
         if fused:
             # x0 is evaluated by the first step (phase START), the same code as every other
             # trial: the program holds one copy of the evaluation and the factorisation
@@ -824,7 +860,7 @@ class LevenbergMarquardt(AbstractSolver):
         dec = jnp.asarray(self.decrease_damp_factor, dtype)
         esc = self.retry_escalation
         if esc is None:
-            esc = 2.0 if self._fused(st.x.shape[0]) else 1.0
+            esc = 2.0 if self._fused(prob, st.x.shape[0]) else 1.0
         esc = jnp.asarray(esc, dtype)
         two = self.policy.two_trials
         internal = self.policy.run_length
@@ -834,7 +870,7 @@ class LevenbergMarquardt(AbstractSolver):
 
         lam = jnp.where(is_second, st.damping / dec,
                         jnp.where(is_retry, st.lam_try * inc * esc ** st.tries, st.damping))
-        fused = self._fused(st.x.shape[0])
+        fused = self._fused(prob, st.x.shape[0])
         is_start = (phase == START) if fused else None
         tr = self._trial(prob, st, args, lam, t, start=is_start)
 
@@ -927,7 +963,7 @@ class LevenbergMarquardt(AbstractSolver):
             "residuals": st.r, "cost": st.cost, "gradient": final.factor.g,
         }
         jac = final.jac
-        if self._fused(st.x.shape[0]):   # nothing of size m in the state: J and r again at x
+        if self._fused(prob, st.x.shape[0]):   # nothing of size m in the state: J and r again at x
             residuals, cols = self._residuals_and_columns(prob, st.x, args)
             jac = jnp.stack(cols, axis=1)
             extra["residuals"] = residuals

@@ -192,6 +192,50 @@ def test_normal_equation_pieces_match_the_dense_jacobian():
         np.testing.assert_allclose(grad, jac.T @ r, rtol=1e-12, atol=1e-10)
 
 
+def exp_normal_equations(p, a, r):
+    """The normal-equations hook for exp_residuals: (JᵀJ, Jᵀr) from jacfwd (independent of
+    LM's own Jacobian code)."""
+    jac = jax.jacfwd(exp_residuals)(p, *a)
+    return jac.T @ jac, jac.T @ r
+
+
+def test_normal_equations_hook_matches_dense_and_chunked_paths():
+    args = (jnp.asarray(X), jnp.asarray(Y))
+    dense = levenberg_marquardt(exp_residuals, jnp.asarray(P0), args=(X, Y))   # fused SVD path
+    chunked = levenberg_marquardt(exp_residuals, jnp.asarray(P0), args=(X, Y),
+                                  linear_solver="cholesky", max_mem=1e3)      # by columns
+    problem = LeastSquaresProblem(lambda p, a: exp_residuals(p, *a),
+                                  normal_equations=exp_normal_equations)
+    solver = LevenbergMarquardt(linear_solver=NormalEquations("cholesky"))
+    hook = jax.jit(lambda x0: iterate(solver, problem, x0, args))(jnp.asarray(P0))
+    for res in (dense, chunked, hook):
+        assert bool(res.success), res.message
+    assert hook.jac is None and chunked.jac is None
+    # the least-squares minimum of the data (its gradient vanishes): all three find it
+    np.testing.assert_allclose(hook.x, dense.x, rtol=1e-9)
+    np.testing.assert_allclose(hook.fun, dense.fun, rtol=1e-12)
+    np.testing.assert_allclose(hook.x, chunked.x, rtol=1e-10)
+    np.testing.assert_allclose(hook.fun, chunked.fun, rtol=1e-13)
+    jac = jax.jacfwd(exp_residuals)(hook.x, X, Y)
+    np.testing.assert_allclose(hook.extra["gradient"], jac.T @ exp_residuals(hook.x, X, Y),
+                               atol=1e-12)
+
+
+def test_normal_equations_hook_refuses_a_dense_solver_and_bad_shapes():
+    args = (jnp.asarray(X), jnp.asarray(Y))
+    problem = LeastSquaresProblem(lambda p, a: exp_residuals(p, *a),
+                                  normal_equations=exp_normal_equations)
+    with pytest.raises(ValueError, match="normal_equations.*DenseSVD"):
+        iterate(LevenbergMarquardt(), problem, jnp.asarray(P0), args)
+    with pytest.raises(ValueError, match="broyden_update"):
+        iterate(LevenbergMarquardt(linear_solver=NormalEquations(), broyden_update=True),
+                problem, jnp.asarray(P0), args)
+    bad = LeastSquaresProblem(lambda p, a: exp_residuals(p, *a),
+                              normal_equations=lambda p, a, r: (jnp.eye(2), jnp.zeros(3)))
+    with pytest.raises(ValueError, match=r"JᵀJ of shape \(3, 3\)"):
+        iterate(LevenbergMarquardt(linear_solver=NormalEquations()), bad, jnp.asarray(P0), args)
+
+
 @pytest.mark.parametrize("n", [3, 12])
 def test_cholesky_solve_matches_numpy(n):
     a = RNG.normal(size=(n + 5, n))
