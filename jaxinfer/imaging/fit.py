@@ -668,17 +668,38 @@ def fit_augmented(model: ImageModel, params, data, refs, rz, rad0, damping=1.0, 
 # the joint fit: every global and every particle in one LM (globals dense, particles local)
 
 
-def _fit_joint_impl(model, params, data, free_g, scale, corners, structure, numbers, margin,
-                    geometry, include_rad):
-    tile, half = geometry            # static: each particle's tile and drawing-cube half widths
+def joint_problem(model: ImageModel, params, data, free_g, scale, corners, margin, geometry,
+                  pairs):
+    """The joint fit's least-squares problem over ``x = [globals / scale (n_g,), pos (3 N,),
+    rad (N,)]``: ``(split, res, jac, normal_equations)``.
+
+    split(x) -> params; res(x, _) -> (m,) residuals over the image; jac(x, _) -> (m, n_g +
+    4 N), the exact dense J (a reference: the globals' columns as in :func:`globals_problem`,
+    each particle's 4 columns blurred on its own tile and placed in the image);
+    normal_equations(x, _, r) -> ``(J^T J, J^T r)`` assembled from the tiles without forming
+    the dense J: ``G^T G`` and ``G^T r`` from the globals' (m, n_g) columns G, and per
+    particle i with columns ``P_i`` (4, tile) (zero off the image): ``P_i P_i^T``, ``P_i
+    r_i``, ``G_i^T P_i^T`` (G and r gathered on the tile), and ``P_i P_j^T`` for each pair of
+    ``pairs`` ((K, 2) int, i < j: the pairs whose tiles overlap, padded with (0, 0), which
+    adds nothing), P_j shifted into i's tile by the corners' offset with zero fill.
+
+    corners : (N, 3) int tile corners in the padded volume; geometry : static ``(tile,
+    half)``, the tile shape and the drawing cubes' half widths (:func:`plan_groups`)."""
+    tile, half = geometry
     refs = global_refs(model)
     n_g, n = len(refs), params["pos"].shape[0]
     dtype = params["pos"].dtype
     pad = jnp.asarray(model.pad, dtype)
     active = params.get("active", jnp.ones(n, dtype)).astype(dtype)
     res_g, jac_g = globals_problem(model, scale, free_g, margin)
+    shape = tuple(int(s) for s in model.shape)
+    # each tile's image indices per axis; off the image: index s (dropped / filled with 0)
+    idx = [jnp.arange(t)[None, :] + corners[:, i:i + 1] - model.pad[i] for i, t in enumerate(tile)]
+    idx = [jnp.where((a >= 0) & (a < s), a, s) for a, s in zip(idx, shape)]
+    zi, yi, xi = idx[0][:, :, None, None], idx[1][:, None, :, None], idx[2][:, None, None, :]
+    on_image = ((zi < shape[0]) & (yi < shape[1]) & (xi < shape[2])).astype(dtype)  # (N,)+tile
 
-    def split(x):                    # x = [globals / scale, pos (n*3), rad (n)]
+    def split(x):
         q = N.unpack(params, refs, x[:n_g] * scale)
         return dict(q, pos=x[n_g:n_g + 3 * n].reshape(n, 3), rad=x[n_g + 3 * n:])
 
@@ -686,37 +707,104 @@ def _fit_joint_impl(model, params, data, free_g, scale, corners, structure, numb
         q = split(x)
         return res_g(x[:n_g], (q, data, platonic_field(model, q)))
 
-    shape = tuple(int(s) for s in model.shape)
-    idx = [jnp.arange(t)[None, :] + corners[:, i:i + 1] - model.pad[i] for i, t in enumerate(tile)]
-    idx = [jnp.where((a >= 0) & (a < s), a, s) for a, s in zip(idx, shape)]   # off-image: dropped
-    zi, yi, xi = idx[0][:, :, None, None], idx[1][:, None, :, None], idx[2][:, None, None, :]
-
-    def jac(x, _):
+    def columns(x):
+        """G (m, n_g) and the particles' model derivatives (N, 4) + tile (zero off the
+        image; J's particle columns are their negatives)."""
         q = split(x)
-        p = platonic_field(model, q)
-        jg = jac_g(x[:n_g], (q, data, p))                                 # (m, n_g)
+        jg = jac_g(x[:n_g], (q, data, platonic_field(model, q)))
         c_minus_i = q["offset"] - illumination_field(model, q)
         kernel_ft = jnp.fft.rfftn(psf.gaussian_kernel_wrapped(q["psf"], tile, model.psf_error))
 
-        def one(c, a, act, corner):      # 4 columns of one particle on its own tile
+        def one(c, a, act, corner, inside):
             dp = platonic.platonic_jacobian(
                 tile, half, (c + pad - corner.astype(dtype))[None], a[None], q["zscale"],
                 act[None], method=model.method, alpha=model.alpha,
                 exact_volume=model.exact_volume, volume_error=model.volume_error,
                 max_radius_change=model.max_radius_change)[0]
             cmi = lax.dynamic_slice(c_minus_i, tuple(corner), tile)
-            return jnp.fft.irfftn(jnp.fft.rfftn(cmi * dp, axes=(1, 2, 3)) * kernel_ft,
-                                  s=tile, axes=(1, 2, 3))
+            blurred = jnp.fft.irfftn(jnp.fft.rfftn(cmi * dp, axes=(1, 2, 3)) * kernel_ft,
+                                     s=tile, axes=(1, 2, 3))
+            return blurred * inside
 
-        cols = jax.vmap(one)(q["pos"], q["rad"], active, corners)        # (n, 4) + tile
+        return jg, jax.vmap(one)(q["pos"], q["rad"], active, corners, on_image)
+
+    # x's order of the particle entries (pos of every particle, then the radii) in the
+    # natural order 4 i + a (a: z, y, x, radius)
+    perm = np.concatenate([(4 * np.arange(n)[:, None] + np.arange(3)).ravel(),
+                           4 * np.arange(n) + 3])
+
+    def order(block):        # (..., N, 4) -> (..., 4 N) in x's order
+        return block.reshape(block.shape[:-2] + (4 * n,))[..., perm]
+
+    def jac(x, _):
+        jg, cols = columns(x)
 
         def place(z, y, x_, c):
             return jnp.zeros((4,) + shape, dtype).at[:, z, y, x_].set(c, mode="drop")
 
-        vol = jax.vmap(place)(zi, yi, xi, cols).reshape(n, 4, -1)       # (n, 4, m)
-        jp = jnp.concatenate([vol[:, :3].reshape(3 * n, -1), vol[:, 3]])  # x's order
-        return jnp.concatenate([jg, -jp.T], axis=1)
+        vol = jax.vmap(place)(zi, yi, xi, cols).reshape(n, 4, -1)       # (N, 4, m)
+        return jnp.concatenate([jg, -order(jnp.moveaxis(vol, 2, 0))], axis=1)
 
+    def shifted(a, d):
+        """``a`` (4,) + tile moved by ``-d`` (3,) with zero fill: out[t] = a[t + d]."""
+        for axis, t in enumerate(tile):
+            widths = [(0, 0)] * 4
+            widths[axis + 1] = (t, t)
+            a = lax.dynamic_slice_in_dim(jnp.pad(a, widths), t + d[axis], t, axis + 1)
+        return a
+
+    def normal_equations(x, _, r):
+        jg, cols = columns(x)
+        flat = cols.reshape(n, 4, -1)                                     # (N, 4, T)
+        r_tiles = r.reshape(shape).at[zi, yi, xi].get(mode="fill", fill_value=0)
+        g_tiles = jg.reshape(shape + (n_g,)).at[zi, yi, xi].get(mode="fill", fill_value=0)
+        pp = jnp.einsum("iat,ibt->iab", flat, flat)                       # (N, 4, 4)
+        pr = -jnp.einsum("iat,it->ia", flat, r_tiles.reshape(n, -1))      # (N, 4)
+        gp = -jnp.einsum("itg,iat->gia", g_tiles.reshape(n, -1, n_g), flat)   # (n_g, N, 4)
+
+        def pair(ij):
+            i, j = ij[0], ij[1]
+            other = shifted(cols[j], corners[i] - corners[j]).reshape(4, -1)
+            return jnp.where(i != j, flat[i] @ other.T, 0.0)
+
+        off = lax.map(pair, pairs)                                        # (K, 4, 4)
+        # the particle block: diagonal 4x4 blocks plus the overlapping pairs, both triangles
+        block = jnp.zeros((n, n, 4, 4), dtype).at[jnp.arange(n), jnp.arange(n)].set(pp)
+        block = block.at[pairs[:, 0], pairs[:, 1]].add(off)
+        block = block.at[pairs[:, 1], pairs[:, 0]].add(jnp.swapaxes(off, 1, 2))
+        full = jnp.transpose(block, (0, 2, 1, 3)).reshape(4 * n, 4 * n)[perm][:, perm]
+        gp = order(gp)                                                    # (n_g, 4N)
+        jtj = jnp.block([[jg.T @ jg, gp], [gp.T, full]])
+        jtr = jnp.concatenate([jg.T @ r, order(pr)])
+        return jtj, jtr
+
+    return split, res, jac, normal_equations
+
+
+def joint_pairs(corners, tile, active, floor=0):
+    """The pairs (i < j) of active particles (``active`` (N,) bool) whose tiles (corners
+    (N, 3), shape ``tile``) overlap, padded with
+    (0, 0) to a :func:`_bucket` size no smaller than ``floor`` (static shapes: positions that
+    move within a plan do not recompile). Returns (K, 2) int32."""
+    c = np.asarray(corners, int)
+    t = np.asarray(tile, int)
+    close = np.all(np.abs(c[:, None, :] - c[None, :, :]) < t, axis=-1)
+    close &= np.asarray(active, bool)[:, None] & np.asarray(active, bool)[None, :]
+    i, j = np.nonzero(np.triu(close, 1))
+    size = max(_bucket(len(i)), int(floor))
+    out = np.zeros((size, 2), np.int32)
+    out[:len(i), 0], out[:len(i), 1] = i, j
+    return out
+
+
+def _fit_joint_impl(model, params, data, free_g, scale, corners, structure, numbers, margin,
+                    geometry, include_rad, pairs):
+    refs = global_refs(model)
+    n_g, n = len(refs), params["pos"].shape[0]
+    dtype = params["pos"].dtype
+    active = params.get("active", jnp.ones(n, dtype)).astype(dtype)
+    split, res, jac, normal_equations = joint_problem(model, params, data, free_g, scale,
+                                                      corners, margin, geometry, pairs)
     x0 = jnp.concatenate([N.pack(params, refs) / scale, params["pos"].ravel(), params["rad"]])
     lo_g, hi_g = _bounds_for(model, refs, dtype)
     ipsf = np.array([i for i, r in enumerate(refs) if r[0] == "psf"])
@@ -751,6 +839,17 @@ def fit_joint(model: ImageModel, params, data, refs, damping=1.0, margin=None, f
     ``(params, OptimizeResult, margin, plan_key)``; ``result.x`` = [globals / scale, pos
     (N*3), rad (N)]."""
     require_float64(params, "fit_joint")
+    inputs, structure, numbers, margin, key = _joint_inputs(model, params, refs, damping, margin,
+                                                            floor, **peri_options)
+    free, scale, corners, geometry, pairs = inputs
+    new, result = _fit_joint(model, params, data, free, scale, corners, structure, numbers,
+                             margin, geometry, jnp.asarray(bool(include_rad)), pairs)
+    return new, result, margin, key
+
+
+def _joint_inputs(model, params, refs, damping, margin, floor, **peri_options):
+    """fit_joint's static layout: ``((free, scale, corners, geometry, pairs), structure,
+    numbers, margin, key)``; ``key`` = the plan's key + (the pair list's padded size,)."""
     all_refs = global_refs(model)
     unknown = [r for r in refs if r not in all_refs]
     if unknown:
@@ -775,8 +874,9 @@ def fit_joint(model: ImageModel, params, data, refs, damping=1.0, margin=None, f
     for ci in range(plan["index"].shape[0]):
         if plan["index"][ci, 0, 0] >= 0:
             corners[plan["index"][ci, 0, 0]] = plan["corner"][ci, 0]
+    pairs = joint_pairs(corners, plan["key"][0], active,
+                        floor[3] if floor is not None and len(floor) > 3 else 0)
     dtype = params["pos"].dtype
-    new, result = _fit_joint(model, params, data, jnp.asarray(free), jnp.asarray(scale, dtype),
-                             jnp.asarray(corners), structure, numbers, margin,
-                             (plan["key"][0], plan["key"][2]), jnp.asarray(bool(include_rad)))
-    return new, result, margin, plan["key"]
+    inputs = (jnp.asarray(free), jnp.asarray(scale, dtype), jnp.asarray(corners),
+              (plan["key"][0], plan["key"][2]), jnp.asarray(pairs))
+    return inputs, structure, numbers, margin, plan["key"] + (len(pairs),)

@@ -75,3 +75,30 @@ def test_globals_jacobian_equals_jacfwd():
         if not zscale_free:
             want = want.at[:, 0].set(0.0)     # a held zscale column is never used
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-10 * float(jnp.abs(want).max()))
+
+
+def test_joint_normal_equations_equal_those_of_jacfwd():
+    # the joint fit's J^T J and J^T r assembled from the tiles (globals block, each particle's
+    # 4x4 block, globals x particle on the tile, the overlapping pairs) equal those of the
+    # dense forward-mode J of the residuals, with a particle whose tile leaves the image
+    st = _state()
+    m, params = st.image_model, st.param_tree
+    params = dict(params, pos=params["pos"].at[1].set(jnp.array([1.2, 14.9, 2.1])))
+    refs = F.global_refs(m)
+    inputs, *_, margin, key = F._joint_inputs(m, params, refs, 1.0, None, None)
+    free, scale, corners, geometry, pairs = inputs
+    assert np.any(np.asarray(pairs)[:, 1] > 0)            # the two tiles overlap
+    split, res, _, normal = F.joint_problem(m, params, st.data_array, free.at[0].set(True),
+                                            scale, corners, margin, geometry, pairs)
+    x = jnp.concatenate([N.pack(params, refs) / scale, params["pos"].ravel(), params["rad"]])
+    x = x + 0.02 * jnp.sin(jnp.arange(x.shape[0]))
+
+    @jax.jit
+    def both(x):
+        r = res(x, None)
+        jac = jax.jacfwd(res)(x, None)
+        return normal(x, None, r), (jac.T @ jac, jac.T @ r)
+
+    (jtj, jtr), (want_jtj, want_jtr) = both(x)
+    np.testing.assert_allclose(jtj, want_jtj, rtol=0, atol=1e-10 * float(jnp.abs(want_jtj).max()))
+    np.testing.assert_allclose(jtr, want_jtr, rtol=0, atol=1e-10 * float(jnp.abs(want_jtr).max()))
