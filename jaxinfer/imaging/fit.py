@@ -43,7 +43,7 @@ from jaxinfer.imaging.model import (ImageModel, background_field, compose_padded
                                     illumination_field, platonic_field, render, render_padded)
 from jaxinfer.optimize._compile import compiler_options
 from jaxinfer.optimize._iterate import iterate
-from jaxinfer.optimize.linear_solve import DenseEigh, DenseSVD
+from jaxinfer.optimize.linear_solve import DenseEigh, DenseSVD, NormalEquations
 from jaxinfer.optimize.lm import (LeastSquaresProblem, Levenberg, LevenbergMarquardt, Marquardt,
                                   RunOne, RunTwo, Transtrum)
 
@@ -131,14 +131,15 @@ def _solver(structure, numbers, linear_solver=None, trial_jacobian=True):
 
 
 def run_lm(residuals, x0, args, structure, numbers, mask=None, lower=None, upper=None,
-           jacobian=None, linear_solver=None, trial_jacobian=True):
+           jacobian=None, linear_solver=None, trial_jacobian=True, normal_equations=None):
     """One LM fit on the core solver state (init / step / terminate in one
     ``lax.while_loop``): ``residuals(x (n,), args) -> (m,)``, x0 (n,), ``jacobian(x, args) ->
-    (m, n)`` or None (autodiff); ``linear_solver`` (default DenseSVD). To be called inside a
-    trace. Returns the
+    (m, n)`` or None (autodiff); ``linear_solver`` (default DenseSVD); or
+    ``normal_equations(x, args, r) -> (J^T J (n, n), J^T r (n,))`` (J never formed; the
+    linear solver must be ``NormalEquations``). To be called inside a trace. Returns the
     :class:`~jaxinfer.optimize.OptimizeResult` (flat ``x``)."""
     problem = LeastSquaresProblem(residuals, jacobian=jacobian, mask=mask, lower=lower,
-                                  upper=upper)
+                                  upper=upper, normal_equations=normal_equations)
     return iterate(_solver(structure, numbers, linear_solver, trial_jacobian), problem, x0,
                    args)
 
@@ -815,8 +816,11 @@ def _fit_joint_impl(model, params, data, free_g, scale, corners, structure, numb
     hi = jnp.concatenate([hi_g / scale, jnp.tile(hi_pos, n), jnp.full((n,), MAX_RADIUS, dtype)])
     on = active > 0
     mask = jnp.concatenate([free_g, jnp.repeat(on, 3), on & include_rad])
+    # the normal equations from the tiles (J is never formed), damped steps from their
+    # eigendecomposition, J only at accepted points
     result = run_lm(res, x0, 0.0, structure, numbers, mask=mask, lower=lo, upper=hi,
-                    jacobian=jac, linear_solver=DenseEigh(), trial_jacobian=False)
+                    normal_equations=normal_equations, linear_solver=NormalEquations("eigh"),
+                    trial_jacobian=False)
     return split(result.x), result
 
 
