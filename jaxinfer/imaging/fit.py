@@ -210,7 +210,19 @@ def psf_bound(model: ImageModel, margin):
     return np.array([np.inf if w >= p else 2 * w / spread for w, p in zip(margin, model.pad)])
 
 
-def globals_problem(model: ImageModel, scale, free, margin=None):
+def radius_bound(model: ImageModel, half, zscale):
+    """The largest radius (pixels) whose sphere a drawing cube of half widths ``half`` (3,)
+    holds whole (the occupancy is zero beyond 1.6 px of the surface, the volume-matched
+    radius moves by at most ``max_radius_change``, the cube sits on the rounded centre), with
+    2% room for zscale to move; inf for profiles without a compact edge."""
+    if model.method != "exact-gaussian-trim":
+        return np.inf
+    zf = 0.98 * np.array([min(float(zscale), 1.0), 1.0, 1.0])
+    reach = (np.asarray(half, float) - 1) * zf - 1.6
+    return max(float(np.min(reach)) / (1 + model.max_radius_change), MIN_RADIUS)
+
+
+def globals_problem(model: ImageModel, scale, free, margin=None, half=None):
     """``(res, jac)`` of the globals fit in the scaled variables ``u = x / scale`` (x: every
     global, :func:`global_refs` order): ``res(u, (params, data, p_held)) -> (m,)`` and its
     exact Jacobian ``jac(u, (params, data, p_held)) -> (m, n)``; ``p_held`` is the platonic
@@ -226,7 +238,12 @@ def globals_problem(model: ImageModel, scale, free, margin=None):
     (illumination, offset, background) are one transform pair each with the kernel's
     transform held, the PSF columns one pair each with the field's transform held, and the
     zscale column, when zscale is fitted, one JVP of the whole render (jacfwd would push every
-    column through the spheres and the kernel)."""
+    column through the spheres and the kernel).
+
+    half : None, or static cube half widths (3,): then the spheres move (the joint fit) and
+    are drawn for every residual and J on the blurred region only, each on a cube of ``half``
+    (exact for radii up to :func:`radius_bound`; ``p_held`` is not used); the zscale column
+    is the JVP of that residual."""
     refs = global_refs(model)
     iz = refs.index(("zscale", ()))
     ipsf = np.array([i for i, r in enumerate(refs) if r[0] == "psf"])
@@ -247,9 +264,18 @@ def globals_problem(model: ImageModel, scale, free, margin=None):
         f = illumination_field(model, q)[crop] * (1 - p) + q["offset"] * p
         return (psf.convolve(f, kernel) + background(q))[inner]
 
+    def draw(q):            # the platonic field on the blurred region, cubes of ``half``
+        return platonic.render_platonic(
+            shape, half, q["pos"] + jnp.asarray(margin, q["pos"].dtype), q["rad"],
+            q["zscale"], q.get("active"), method=model.method, alpha=model.alpha,
+            exact_volume=model.exact_volume, volume_error=model.volume_error,
+            max_radius_change=model.max_radius_change)
+
     def res(u, args):
         params, data, p_held = args
         q = N.unpack(params, refs, u * scale)
+        if half is not None:
+            return (data - compose(q, draw(q))).ravel()
         mdl = lax.cond(free[iz] > 0, lambda: render(model, q),
                        lambda: compose(q, p_held[crop]))
         return (data - mdl).ravel()
@@ -257,7 +283,10 @@ def globals_problem(model: ImageModel, scale, free, margin=None):
     def jac(u, args):
         params, data, p_held = args
         q = N.unpack(params, refs, u * scale)
-        p = lax.cond(free[iz] > 0, lambda: platonic_field(model, q), lambda: p_held)[crop]
+        if half is not None:
+            p = draw(q)
+        else:
+            p = lax.cond(free[iz] > 0, lambda: platonic_field(model, q), lambda: p_held)[crop]
 
         def field(v):
             qq = N.unpack(params, refs, u.at[ifield].set(v) * scale)
@@ -692,7 +721,7 @@ def joint_problem(model: ImageModel, params, data, free_g, scale, corners, margi
     dtype = params["pos"].dtype
     pad = jnp.asarray(model.pad, dtype)
     active = params.get("active", jnp.ones(n, dtype)).astype(dtype)
-    res_g, jac_g = globals_problem(model, scale, free_g, margin)
+    res_g, jac_g = globals_problem(model, scale, free_g, margin, half)
     shape = tuple(int(s) for s in model.shape)
     # each tile's image indices per axis; off the image: index s (dropped / filled with 0)
     idx = [jnp.arange(t)[None, :] + corners[:, i:i + 1] - model.pad[i] for i, t in enumerate(tile)]
@@ -705,14 +734,13 @@ def joint_problem(model: ImageModel, params, data, free_g, scale, corners, margi
         return dict(q, pos=x[n_g:n_g + 3 * n].reshape(n, 3), rad=x[n_g + 3 * n:])
 
     def res(x, _):
-        q = split(x)
-        return res_g(x[:n_g], (q, data, platonic_field(model, q)))
+        return res_g(x[:n_g], (split(x), data, None))
 
     def columns(x):
         """G (m, n_g) and the particles' model derivatives (N, 4) + tile (zero off the
         image; J's particle columns are their negatives)."""
         q = split(x)
-        jg = jac_g(x[:n_g], (q, data, platonic_field(model, q)))
+        jg = jac_g(x[:n_g], (q, data, None))
         c_minus_i = q["offset"] - illumination_field(model, q)
         kernel_ft = jnp.fft.rfftn(psf.gaussian_kernel_wrapped(q["psf"], tile, model.psf_error))
 
@@ -757,11 +785,19 @@ def joint_problem(model: ImageModel, params, data, free_g, scale, corners, margi
     def normal_equations(x, _, r):
         jg, cols = columns(x)
         flat = cols.reshape(n, 4, -1)                                     # (N, 4, T)
-        r_tiles = r.reshape(shape).at[zi, yi, xi].get(mode="fill", fill_value=0)
-        g_tiles = jg.reshape(shape + (n_g,)).at[zi, yi, xi].get(mode="fill", fill_value=0)
+        # r and G on the padded volume (zero off the image), then each tile is one slice
+        widths = [(p_, p_) for p_ in model.pad]
+        rg = jnp.pad(jnp.concatenate([r[:, None], jg], axis=1).T.reshape((1 + n_g,) + shape),
+                     [(0, 0)] + widths)
+
+        def on_tile(c, corner):          # (4, T) -> [P r (4,), G^T P^T (n_g, 4)]
+            t = lax.dynamic_slice(rg, (0,) + tuple(corner), (1 + n_g,) + tuple(tile))
+            return t.reshape(1 + n_g, -1) @ c.T
+
+        both = -lax.map(lambda a: on_tile(*a), (flat, corners))           # (N, 1 + n_g, 4)
         pp = jnp.einsum("iat,ibt->iab", flat, flat)                       # (N, 4, 4)
-        pr = -jnp.einsum("iat,it->ia", flat, r_tiles.reshape(n, -1))      # (N, 4)
-        gp = -jnp.einsum("itg,iat->gia", g_tiles.reshape(n, -1, n_g), flat)   # (n_g, N, 4)
+        pr = both[:, 0]                                                   # (N, 4)
+        gp = jnp.moveaxis(both[:, 1:], 1, 0)                              # (n_g, N, 4)
 
         def pair(ij):
             i, j = ij[0], ij[1]
@@ -779,6 +815,7 @@ def joint_problem(model: ImageModel, params, data, free_g, scale, corners, margi
         jtr = jnp.concatenate([jg.T @ r, order(pr)])
         return jtj, jtr
 
+    normal_equations.columns = columns
     return split, res, jac, normal_equations
 
 
@@ -799,7 +836,7 @@ def joint_pairs(corners, tile, active, floor=0):
 
 
 def _fit_joint_impl(model, params, data, free_g, scale, corners, structure, numbers, margin,
-                    geometry, include_rad, pairs):
+                    geometry, include_rad, pairs, rad_max):
     refs = global_refs(model)
     n_g, n = len(refs), params["pos"].shape[0]
     dtype = params["pos"].dtype
@@ -813,7 +850,9 @@ def _fit_joint_impl(model, params, data, free_g, scale, corners, structure, numb
     lo_pos = jnp.asarray([MIN_DIST - p for p in model.pad], dtype)
     hi_pos = jnp.asarray([s + p - MIN_DIST for s, p in zip(model.shape, model.pad)], dtype)
     lo = jnp.concatenate([lo_g / scale, jnp.tile(lo_pos, n), jnp.full((n,), MIN_RADIUS, dtype)])
-    hi = jnp.concatenate([hi_g / scale, jnp.tile(hi_pos, n), jnp.full((n,), MAX_RADIUS, dtype)])
+    # every sphere stays whole on its drawing cube (a later fit plans a larger one)
+    hi = jnp.concatenate([hi_g / scale, jnp.tile(hi_pos, n),
+                          jnp.minimum(rad_max, MAX_RADIUS) * jnp.ones(n, dtype)])
     on = active > 0
     mask = jnp.concatenate([free_g, jnp.repeat(on, 3), on & include_rad])
     # the normal equations from the tiles (J is never formed), damped steps from their
@@ -846,8 +885,13 @@ def fit_joint(model: ImageModel, params, data, refs, damping=1.0, margin=None, f
     inputs, structure, numbers, margin, key = _joint_inputs(model, params, refs, damping, margin,
                                                             floor, **peri_options)
     free, scale, corners, geometry, pairs = inputs
+    n = params["pos"].shape[0]
+    on = np.asarray(params.get("active", np.ones(n)), bool)
+    rad_max = max(radius_bound(model, geometry[1], float(params["zscale"])),
+                  float(np.max(np.asarray(params["rad"])[on], initial=0.0)))
     new, result = _fit_joint(model, params, data, free, scale, corners, structure, numbers,
-                             margin, geometry, jnp.asarray(bool(include_rad)), pairs)
+                             margin, geometry, jnp.asarray(bool(include_rad)), pairs,
+                             jnp.asarray(min(rad_max, MAX_RADIUS), params["pos"].dtype))
     return new, result, margin, key
 
 
