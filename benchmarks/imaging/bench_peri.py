@@ -33,8 +33,8 @@ from jaxinfer.imaging.comp import comp, ilms, objs, psfs  # noqa: E402
 from jaxinfer.imaging.opt import optimize  # noqa: E402
 
 HERE = Path(__file__).parent
-# burn / finish's joint= setting: BENCH_JOINT=auto|True|False (default False, the library's)
-JOINT = {"true": True, "false": False, "auto": "auto"}[os.environ.get("BENCH_JOINT", "False").lower()]
+# burn / finish's joint= setting: BENCH_JOINT=auto|True|False (default True, the library's)
+JOINT = {"true": True, "false": False, "auto": "auto"}[os.environ.get("BENCH_JOINT", "True").lower()]
 CASES = {
     "small": dict(shape=(32, 64, 64), n_particles=30),
     "large": dict(shape=(48, 96, 96), n_particles=100),
@@ -235,7 +235,7 @@ def main():
                                 xla_flags=os.environ.get("XLA_FLAGS", ""),
                                 jax_backend=jax.default_backend(),
                                 peri_threads=1, load_average_start=os.getloadavg(),
-                                joint=os.environ.get("BENCH_JOINT", "False")),
+                                joint=os.environ.get("BENCH_JOINT", "True")),
                "cases": {}}
     for name in names:
         image, truth_np, start = cases[name]

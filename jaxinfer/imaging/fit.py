@@ -48,8 +48,9 @@ from jaxinfer.optimize.lm import (LeastSquaresProblem, Levenberg, LevenbergMarqu
                                   RunOne, RunTwo, Transtrum)
 
 __all__ = ["PERI_TOLERANCES", "lm_options", "split_options", "run_lm", "global_refs",
-           "blur_margin", "psf_bound", "globals_problem", "fit_globals", "group_particles", "plan_groups",
-           "fit_particle_groups", "fit_joint", "MIN_RADIUS", "MAX_RADIUS", "MIN_DIST"]
+           "blur_margin", "psf_bound", "globals_problem", "fit_globals", "group_particles",
+           "plan_groups", "fit_particle_groups", "fit_joint", "joint_problem", "joint_pairs",
+           "radius_bound", "MIN_RADIUS", "MAX_RADIUS", "MIN_DIST"]
 
 # peri's LMEngine defaults (code, not docstring), SSE units
 PERI_TOLERANCES = dict(paramtol=1e-6, errtol=1e-5, exptol=1e-3, fractol=1e-6)
@@ -815,7 +816,6 @@ def joint_problem(model: ImageModel, params, data, free_g, scale, corners, margi
         jtr = jnp.concatenate([jg.T @ r, order(pr)])
         return jtj, jtr
 
-    normal_equations.columns = columns
     return split, res, jac, normal_equations
 
 
@@ -871,12 +871,14 @@ def fit_joint(model: ImageModel, params, data, refs, damping=1.0, margin=None, f
               include_rad=True, **peri_options):
     """One LM over the globals ``refs`` and every active particle's position (and radius)
     together, on the whole image (issue 8's joint step; peri alternates globals and particle
-    groups). J is exact and dense, (pixels, n_globals + 4 N): the globals' columns as in
-    :func:`fit_globals` (blurs on the image plus ``margin`` while zscale is held), each
-    particle's 4 columns from its drawing cube times ``C - I``, blurred on its own tile (the
-    sweep's tile: :func:`plan_groups` with one particle per group; it holds the cube and the
-    PSF's reach, so the tile blur is exact) and placed in the image: N x 4 tile transform
-    pairs, no full-volume work per particle. ``damping`` as in :func:`fit_globals` for the
+    groups). J is exact, (pixels, n_globals + 4 N), and never formed: the LM works on J^T J
+    and J^T r assembled from the globals' columns (as in :func:`fit_globals`, blurs on the
+    image plus ``margin``) and each particle's 4 columns, from its drawing cube times ``C -
+    I``, blurred on its own tile (the sweep's tile: :func:`plan_groups` with one particle per
+    group; it holds the cube and the PSF's reach, so the tile blur is exact), with a particle
+    block only for pairs whose tiles overlap (:func:`joint_problem`): N x 4 tile transform
+    pairs, no full-volume work per particle. The spheres are drawn on the plan's cubes and
+    the radii bounded so that each stays whole on its cube (:func:`radius_bound`). ``damping`` as in :func:`fit_globals` for the
     globals (the particles' scale is 1). ``margin`` / ``floor``: previous margin and plan
     key (kept so the program is not recompiled as the PSF and radii move). Returns
     ``(params, OptimizeResult, margin, plan_key)``; ``result.x`` = [globals / scale, pos

@@ -27,7 +27,7 @@ from jaxinfer.optimize.result import Status, status_message
 __all__ = ["LMEngine", "LMFunction", "LMGlobals", "LMJoint", "LMParticles", "LMParticleGroupCollection",
            "AugmentedState", "LMAugmentedState", "do_levmarq", "do_levmarq_particles",
            "do_levmarq_all_particle_groups", "burn", "finish", "name_globals",
-           "vectorize_damping", "separate_particles_into_groups", "JOINT_MAX_ENTRIES"]
+           "vectorize_damping", "separate_particles_into_groups"]
 
 _ENGINE_DEFAULTS = dict(damping=1.0, increase_damp_factor=3.0, decrease_damp_factor=8.0,
                         min_eigval=1e-13, marquardt_damping=False, transtrum_damping=None,
@@ -222,9 +222,8 @@ class LMJoint(LMEngine):
     """LM on the global parameters ``param_names`` and every particle's position (and radius,
     ``include_rad``) together, on the whole image (:func:`~jaxinfer.imaging.fit.fit_joint`;
     not in peri, which alternates :class:`LMGlobals` and :class:`LMParticleGroupCollection`).
-    ``J``: (n_globals + 4 N, n_pixels), the globals in ``param_names`` order, then each
-    particle's z, y, x, then the radii (N: the state's particle capacity, inactive rows
-    zero)."""
+    The fit works on J^T J and J^T r assembled from the particles' tiles and never forms the
+    (n_pixels, n_globals + 4 N) J, so ``J`` and ``JTJ`` are None."""
 
     def __init__(self, state, param_names, include_rad=True, max_mem=1e9, opt_kwargs=None,
                  **kwargs):
@@ -463,7 +462,7 @@ _BAD_DAMP = 1e7
 
 def burn(s, n_loop=6, collect_stats=False, desc="", rz_order=0, fractol=1e-4, errtol=1e-2,
          mode="burn", max_mem=1e9, include_rad=True, do_line_min="default", partial_log=False,
-         dowarn=True, progress=None, joint=False):
+         dowarn=True, progress=None, joint=True):
     """peri's burn: alternate a globals LM and an all-particle-groups LM, up to ``n_loop``
     times, until the error changes by less than ``fractol`` (relative) or ``errtol``.
 
@@ -472,15 +471,15 @@ def burn(s, n_loop=6, collect_stats=False, desc="", rz_order=0, fractol=1e-4, er
     mode : 'burn' (globals without psf and zscale, 2 iterations, geodesic acceleration),
     'do-particles' (only the brightness scales; globals skipped in loop 0) or 'polish' (all
     globals, 1 iteration). ``progress(dict)`` (optional) is called after every half-loop.
-    joint : True (not in peri): each loop is one LM over the loop's globals and
-    every particle together (:class:`LMJoint`, Marquardt damping, no geodesic acceleration;
-    ``all_loop_values`` then holds one entry per loop and ``particle_stats`` only the
-    sweeps of loops without globals); False: peri's alternation, a globals LM then a sweep
-    of every particle (the default: on the quiet machine the 32x64x64 benchmark's warm
-    burn + finish took 34.3 CPU-s this way, 42.7 jointly, though the joint fit ends lower,
-    -0.103% vs -0.076% of the truth's error, and meets both loop tests); 'auto': True while
-    the joint fit's dense J has at most :data:`JOINT_MAX_ENTRIES` entries (pixels x (globals
-    + 4 particles)).
+    joint : True (the default; not in peri): each loop is one LM over the loop's globals and
+    every particle together (:class:`LMJoint`, on normal equations assembled from the
+    particles' tiles; Marquardt damping, no geodesic acceleration; ``all_loop_values`` then
+    holds one entry per loop and ``particle_stats`` only the sweeps of loops without
+    globals); False: peri's alternation, a globals LM then a sweep of every particle.
+    'auto' is True (kept from when the joint J was dense). On the 32x64x64 benchmark the
+    joint burn + finish is about 2x faster warm than the alternation and ends lower
+    (-0.103% vs -0.076% of the truth's error), meeting both loop tests
+    (docs/imaging.md).
     Returns ``{'converged', 'all_loop_values'}`` (+ stats with ``collect_stats``);
     ``converged`` is True only if the loop test was met."""
     rz_order = int(rz_order)
@@ -549,17 +548,8 @@ def burn(s, n_loop=6, collect_stats=False, desc="", rz_order=0, fractol=1e-4, er
     return out
 
 
-#: the largest dense J (pixels x parameters) for which burn / finish fit jointly with joint='auto' 
-#: (2**26 entries, 512 MiB in float64: the 32x64x64 benchmark's is 19e6, 48x96x96 with 100
-#: particles 185e6, where the particle columns are 92% zeros and J^T J costs 77 GFLOP a step)
-JOINT_MAX_ENTRIES = 2 ** 26
-
-
 def _use_joint(s, joint):
-    if joint != "auto":
-        return bool(joint)
-    n = len(F.global_refs(s.image_model)) + 4 * s.param_tree["pos"].shape[0]
-    return int(np.prod(s.image_model.shape)) * n <= JOINT_MAX_ENTRIES
+    return True if joint == "auto" else bool(joint)
 
 
 def _sweep(s, a, fractol, include_rad, lp_stats, progress):
@@ -575,7 +565,7 @@ def _sweep(s, a, fractol, include_rad, lp_stats, progress):
 
 
 def finish(s, desc="finish", n_loop=4, max_mem=1e9, separate_psf=False, fractol=1e-7,
-           errtol=1e-3, dowarn=True, progress=None, joint=False):
+           errtol=1e-3, dowarn=True, progress=None, joint=True):
     """peri's finish: per loop, the globals (one LM iteration, all pixels), then every
     particle group (one iteration); stop when the error changes by less than ``fractol``
     (relative) or ``errtol``.
@@ -587,10 +577,10 @@ def finish(s, desc="finish", n_loop=4, max_mem=1e9, separate_psf=False, fractol=
     wide after burn), 4 loops of peri's way end with psf-sigy/x 2.5% wide and the error
     0.17% above the truth's (peri 0.1.3 itself: +0.16%); fitted together, psf-sigy/x within
     0.3% and the error 0.07% below the truth's (the fit also explains some noise).
-    joint : True (not in peri): each loop is one LM iteration over the globals
+    joint : True (the default; not in peri): each loop is one LM iteration over the globals
     and every particle together (:class:`LMJoint`, damping 0.1, Marquardt), then the
-    separate PSF step if asked; False (default): peri's globals step then a particle sweep;
-    'auto': as :func:`burn`.
+    separate PSF step if asked; False: peri's globals step then a particle sweep; 'auto':
+    as :func:`burn`.
     Returns ``{'converged', 'loop_values'}``; ``converged`` is True only if the test was met."""
     psf_names = s.get("psf").params
     glbl = name_globals(s, remove_params=psf_names if separate_psf else None)
