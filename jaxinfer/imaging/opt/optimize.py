@@ -471,11 +471,14 @@ def burn(s, n_loop=6, collect_stats=False, desc="", rz_order=0, fractol=1e-4, er
     mode : 'burn' (globals without psf and zscale, 2 iterations, geodesic acceleration),
     'do-particles' (only the brightness scales; globals skipped in loop 0) or 'polish' (all
     globals, 1 iteration). ``progress(dict)`` (optional) is called after every half-loop.
-    joint : True (the default; not in peri): each loop is one LM over the loop's globals and
-    every particle together (:class:`LMJoint`, on normal equations assembled from the
-    particles' tiles; Marquardt damping, no geodesic acceleration; ``all_loop_values`` then
-    holds one entry per loop and ``particle_stats`` only the sweeps of loops without
-    globals); False: peri's alternation, a globals LM then a sweep of every particle.
+    joint : True (the default; not in peri): the loop's globals and every particle in one LM
+    (:class:`LMJoint`, on normal equations assembled from the particles' tiles; Marquardt
+    damping, no geodesic acceleration); with ``rz_order=0`` and a mode other than
+    'do-particles' the loops are one LM run of up to ``n_loop`` times the loop's iterations
+    whose own errtol / fractol tests are the loop test (``all_loop_values`` then holds the
+    end, ``global_stats`` that run's stats, ``particle_stats`` nothing); otherwise each loop
+    with globals is one joint LM; False: peri's alternation, a globals LM then a sweep of
+    every particle.
     'auto' is True (kept from when the joint J was dense). On the 32x64x64 benchmark the
     joint burn + finish is about 2x faster warm than the alternation and ends lower
     (-0.103% vs -0.076% of the truth's error), meeting both loop tests
@@ -501,6 +504,20 @@ def burn(s, n_loop=6, collect_stats=False, desc="", rz_order=0, fractol=1e-4, er
         glbl = name_globals(s, remove_params=remove)
     joint = _use_joint(s, joint)
     lm_stats, lp_stats, loop_values = [], [], []
+    if joint and rz_order == 0 and mode != "do-particles" and glbl:
+        # the loops as one LM run of up to n_loop * (the loop's iterations) with the loop
+        # test as its own (per iteration): J^T J once per iteration, not again per loop
+        lm = LMJoint(s, glbl, include_rad=include_rad, max_iter=glbl_max_iter * n_loop,
+                     run_length=glbl_run_length, marquardt_damping=True, damping=1.0,
+                     decrease_damp_factor=10., fractol=fractol, errtol=errtol)
+        lm.do_run_2()
+        lm_stats.append(lm.get_termination_stats())
+        if progress:
+            progress({"stage": "joint", "loop": lm_stats[0]["num_iter"] - 1, "error": s.error})
+        out = {"converged": lm_stats[0]["converged"], "all_loop_values": [np.asarray(s.values)]}
+        if collect_stats:
+            out.update(global_stats=lm_stats, particle_stats=lp_stats, line_stats=[])
+        return out
     converged = False
     for a in range(n_loop):
         start_err = s.error
@@ -578,14 +595,28 @@ def finish(s, desc="finish", n_loop=4, max_mem=1e9, separate_psf=False, fractol=
     0.17% above the truth's (peri 0.1.3 itself: +0.16%); fitted together, psf-sigy/x within
     0.3% and the error 0.07% below the truth's (the fit also explains some noise).
     joint : True (the default; not in peri): each loop is one LM iteration over the globals
-    and every particle together (:class:`LMJoint`, damping 0.1, Marquardt), then the
-    separate PSF step if asked; False: peri's globals step then a particle sweep; 'auto':
-    as :func:`burn`.
+    and every particle together (:class:`LMJoint`, damping 0.1, Marquardt); without
+    ``separate_psf`` the loops are one LM run of up to ``n_loop`` iterations whose own
+    errtol / fractol tests are the loop test (``loop_values`` then holds the start and the
+    end), with it each loop is followed by the PSF step; False: peri's globals step then a
+    particle sweep; 'auto': as :func:`burn`.
     Returns ``{'converged', 'loop_values'}``; ``converged`` is True only if the test was met."""
     psf_names = s.get("psf").params
     glbl = name_globals(s, remove_params=psf_names if separate_psf else None)
     joint = _use_joint(s, joint)
     values = [np.asarray(s.values)]
+    if joint and not separate_psf:
+        # the loops as one LM run of up to n_loop iterations with the loop test as its own
+        # (per iteration: error change < errtol or relative < fractol): J^T J is assembled
+        # once per iteration, not again at the start of each loop
+        lm = LMJoint(s, glbl, max_iter=n_loop, run_length=6, marquardt_damping=True,
+                     damping=0.1, decrease_damp_factor=20., fractol=fractol, errtol=errtol)
+        lm.do_run_2()
+        stats = lm.get_termination_stats()
+        if progress:
+            progress({"stage": "joint", "loop": stats["num_iter"] - 1, "error": s.error})
+        values.append(np.asarray(s.values))
+        return {"converged": stats["converged"], "loop_values": np.array(values)}
     converged = False
     for a in range(n_loop):
         start_err = s.error
