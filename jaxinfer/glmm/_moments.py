@@ -7,22 +7,34 @@ quadratic model of the log-partition). Here it is plain JAX, vectorised over sit
    concave for every likelihood in :mod:`jaxinfer.glmm.lik`. Its mode is found by Newton's
    method safeguarded by bisection inside a bracket each likelihood supplies
    (``mode_bracket``), with closed-form ``l'`` and ``l''``.
-2. **Cover.** ``f`` falls at least as fast as the Gaussian ``τ(z - m)²/2`` away from the mode
-   ``m``, so ``[m - d_L, m + d_R]`` with ``f(m ± d) ≤ f(m) - 40`` holds all but ``~e^-40`` of the
-   mass. ``d`` is the first rung of a geometric ladder (factor √2) of offsets, scaled by the
-   local width ``1/sqrt(-f''(m))``, where that holds (found by bisection on the rungs, 7
-   evaluations per side); capped by the Gaussian bound ``sqrt(80/τ)``.
-3. **Graded composite Gauss–Legendre.** The cover is cut at the mode and at the likelihood's
-   bend (``feature_point``: z = 0 for the logit / log links, whose complex singularities sit
-   at ``±iπ``). Each of the three pieces is split in two halves whose panels grow
-   geometrically away from the piece's ends (scale ``1/sqrt(-f''(m))`` at the mode, 1 at the
-   bend, the piece's length at the cover's ends), so panels are short where the integrand has
-   structure and long in smooth tails: 6 halves × 8 panels × 8 nodes = 384 points per site (16 panels per half changed the moments by < 1e-14 on the benchmark cavities and took 1.7x as long).
+2. **Gauss–Hermite first.** A rule of 80 nodes centred at the mode with the Laplace width
+   ``1/sqrt(-f''(m))`` is exact for a Gaussian tilted density and converges fast when the
+   density is close to one (the sites of an ordinary GLMM fit). It is checked against a
+   40-node rule: where every site's two results agree to 1e-7 (log Z, mean in units of the
+   sd, relative variance; ``100·eps`` below float64), the 80-node result is used. Over
+   ~6,600 random and stored cavities the accepted results were within 1e-10 of the panels
+   below (which match ``scipy.integrate.quad`` to ~1e-14), mostly within 1e-13.
+3. **Otherwise, graded panels for every site** (one ``lax.cond``: wide cavities, cavities
+   that disagree with the outcome). Cover: ``f`` falls at least as fast as the Gaussian
+   ``τ(z - m)²/2`` away from the mode ``m``, so ``[m - d_L, m + d_R]`` with
+   ``f(m ± d) ≤ f(m) - 40`` holds all but ``~e^-40`` of the mass. ``d`` is the first rung of
+   a geometric ladder (factor √2) of offsets, scaled by the local width, where that holds
+   (found by bisection on the rungs, 7 evaluations per side); capped by the Gaussian bound
+   ``sqrt(80/τ)``. The cover is cut at the mode and at the likelihood's bend
+   (``feature_point``: z = 0 for the logit / log links, whose complex singularities sit at
+   ``±iπ``). Each of the three pieces is split in two halves whose panels grow geometrically
+   away from the piece's ends (scale ``1/sqrt(-f''(m))`` at the mode, 1 at the bend, the
+   piece's length at the cover's ends), so panels are short where the integrand has
+   structure and long in smooth tails: 6 halves × 8 panels × 8 Gauss–Legendre nodes = 384
+   points per site (16 panels per half changed the moments by < 1e-14 on the benchmark
+   cavities and took 1.7x as long).
 
 ``log Z``, mean and variance come from one weighted pass (variance about the mean). The mesh
 is built under ``stop_gradient``: derivatives of the moments with respect to ``(η, τ)`` are
 the quadrature of the derivative integrands on a fixed mesh, which is what the EP
-marginal-likelihood gradient needs.
+marginal-likelihood gradient needs (the ``lax.cond`` differentiates branch by branch).
+Cost per site: 120 points when the Hermite rule is taken (~1 ms for 300 sites against 4.6 ms
+for the panels alone, one thread), 504 when it is not.
 
 Accuracy: ~1e-14 relative against ``scipy.integrate.quad`` over wide ranges of cavities;
 agreement with liknorm is ~1e-9 on typical sites and limited by liknorm elsewhere (its own
@@ -45,6 +57,8 @@ _N_NODES = 8         # Gauss–Legendre nodes per panel
 _LADDER = np.sqrt(2.0) ** np.arange(-24, 72)  # cover offsets / local width: 1e-4 .. 1e11
 _BISECTIONS = int(np.ceil(np.log2(len(_LADDER) + 1)))  # 7: enough to single out a rung
 _MODE_ITERS = 100
+_HERMITE = (40, 80)    # Gauss–Hermite sizes: the check and the rule used
+_HERMITE_TOL = 1e-7    # their largest gap (log Z, mean / sd, relative variance) to use the rule
 
 
 def clamp_cavity_precision(tau):
@@ -87,9 +101,9 @@ def _find_mode(derivs, lo, hi, x0):
     return x
 
 
-def quadrature_mesh(likelihood, outcome, trials, mu, tau):
-    """Nodes and weights ``(n, 384)`` covering each tilted density's mass, and the modes."""
-    dtype = mu.dtype
+def _laplace(likelihood, outcome, trials, mu, tau):
+    """Mode ``m`` of each tilted log-density ``f``, ``f(m)`` and the Laplace width
+    ``1/sqrt(-f''(m))`` (floored by the cavity's ``1/sqrt(τ)``), each ``(n,)``."""
 
     def derivs(z):
         value, grad, hess = likelihood.kernel_derivatives(outcome, z, trials)
@@ -100,8 +114,33 @@ def quadrature_mesh(likelihood, outcome, trials, mu, tau):
     mode = _find_mode(derivs, lo, hi, mu)
     f_mode, _, curvature = derivs(mode)
     width = 1.0 / jnp.sqrt(jnp.maximum(-curvature, tau))
-    cap = jnp.sqrt(2.0 * _COVER_DROP / tau)
+    return mode, f_mode, width
 
+
+@functools.lru_cache(maxsize=None)
+def _hermite_rule(size):
+    """Gauss–Hermite rule for the weight ``e^{-t²/2}``: nodes ``t`` and ``log w + t²/2`` (the
+    log-weights of the plain integral ``∫ g(t) dt``), in float64 numpy."""
+    nodes, weights = np.polynomial.hermite_e.hermegauss(size)
+    return nodes, np.log(weights) + 0.5 * nodes * nodes
+
+
+def hermite_mesh(mode, width, size):
+    """Nodes and log-weights ``(n, size)`` of a Gauss–Hermite rule centred at each mode with
+    the Laplace width: exact for a Gaussian tilted density, and fast to converge when the
+    tilted density is close to one."""
+    dtype = mode.dtype
+    unit_nodes, unit_log_weights = (jnp.asarray(v, dtype) for v in _hermite_rule(size))
+    nodes = mode[:, None] + width[:, None] * unit_nodes
+    log_weights = jnp.log(width)[:, None] + unit_log_weights
+    return nodes, log_weights
+
+
+def panel_mesh(likelihood, outcome, trials, mu, tau, mode, f_mode, width):
+    """Nodes and log-weights ``(n, 384)`` of the graded composite Gauss–Legendre rule covering
+    each tilted density's mass (steps 2 and 3 of the module docstring)."""
+    dtype = mu.dtype
+    cap = jnp.sqrt(2.0 * _COVER_DROP / tau)
     # cover: first ladder rung on each side where f has dropped by _COVER_DROP. f is concave
     # with its maximum at the mode, so "dropped" is monotone along the ladder: bisection on
     # the rung index (both sides at once) finds it in log2(len(ladder) + 1) evaluations.
@@ -156,7 +195,9 @@ def quadrature_mesh(likelihood, outcome, trials, mu, tau):
     nodes = centre[..., None] + half[..., None] * unit_nodes                    # (n, 6, P, Q)
     weights = half[..., None] * unit_weights
     n = mu.shape[0]
-    return nodes.reshape(n, -1), weights.reshape(n, -1), mode
+    log_weights = jnp.where(weights > 0, jnp.log(jnp.where(weights > 0, weights, 1.0)),
+                            -jnp.inf)
+    return nodes.reshape(n, -1), log_weights.reshape(n, -1)
 
 
 def tilted_moments(likelihood, outcome, trials, cavity_eta, cavity_tau):
@@ -177,6 +218,12 @@ def tilted_moments(likelihood, outcome, trials, cavity_eta, cavity_tau):
     log_zeroth : (n,) ``log ∫ p(y|z) N(z | μ, 1/τ) dz`` (normalised density, as liknorm)
     mean, variance : (n,) first two moments of the tilted distribution.
     """
+    return tilted_moments_and_rule(likelihood, outcome, trials, cavity_eta, cavity_tau)[0]
+
+
+def tilted_moments_and_rule(likelihood, outcome, trials, cavity_eta, cavity_tau):
+    """:func:`tilted_moments` and whether the Gauss–Hermite rule was used (a bool array:
+    True when every site's two Hermite results agreed, False when the panels ran)."""
     dtype = jnp.result_type(cavity_eta, cavity_tau, jnp.float32)
     cavity_eta = jnp.asarray(cavity_eta, dtype)
     tau = clamp_cavity_precision(jnp.asarray(cavity_tau, dtype))
@@ -184,21 +231,41 @@ def tilted_moments(likelihood, outcome, trials, cavity_eta, cavity_tau):
     trials = jnp.asarray(trials, dtype)
     mu = cavity_eta / tau
 
-    nodes, weights, mode = jax.lax.stop_gradient(quadrature_mesh(
+    mode, f_mode, width = jax.lax.stop_gradient(_laplace(
         likelihood, outcome, trials, jax.lax.stop_gradient(mu), jax.lax.stop_gradient(tau)))
 
-    # integrand on the fixed mesh, differentiable in (mu, tau)
-    values = (likelihood.log_kernel(outcome[:, None], nodes, trials[:, None])
-              - 0.5 * tau[:, None] * (nodes - mu[:, None]) ** 2)
-    shift = jax.lax.stop_gradient(jnp.max(values, axis=1))
-    shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
-    mass = weights * jnp.exp(values - shift[:, None])
-    total = jnp.sum(mass, axis=1)
-    log_zeroth = (jnp.log(total) + shift + 0.5 * jnp.log(tau / (2.0 * jnp.pi))
-                  + likelihood.log_normaliser(outcome, trials))
-    prob = mass / total[:, None]
-    centred = nodes - mode[:, None]
-    mean_offset = jnp.sum(prob * centred, axis=1)
-    variance = jnp.sum(prob * (centred - mean_offset[:, None]) ** 2, axis=1)
+    def integrate(mesh):
+        """Moments on a fixed mesh ``(nodes, log_weights)``, differentiable in ``(mu, tau)``."""
+        nodes, log_weights = jax.lax.stop_gradient(mesh)
+        values = (likelihood.log_kernel(outcome[:, None], nodes, trials[:, None])
+                  - 0.5 * tau[:, None] * (nodes - mu[:, None]) ** 2 + log_weights)
+        shift = jax.lax.stop_gradient(jnp.max(values, axis=1))
+        shift = jnp.where(jnp.isfinite(shift), shift, 0.0)
+        mass = jnp.exp(values - shift[:, None])
+        total = jnp.sum(mass, axis=1)
+        log_zeroth = (jnp.log(total) + shift + 0.5 * jnp.log(tau / (2.0 * jnp.pi))
+                      + likelihood.log_normaliser(outcome, trials))
+        prob = mass / total[:, None]
+        centred = nodes - mode[:, None]
+        mean_offset = jnp.sum(prob * centred, axis=1)
+        variance = jnp.sum(prob * (centred - mean_offset[:, None]) ** 2, axis=1)
+        return log_zeroth, mode + mean_offset, variance
+
+    # Gauss–Hermite with _HERMITE[1] nodes, checked against _HERMITE[0]: where every site's
+    # two rules agree to `tol`, the larger one is accurate far beyond it (module docstring);
+    # otherwise (wide cavities, cavity and outcome in disagreement) the panels for every site.
+    small = jax.lax.stop_gradient(integrate(hermite_mesh(mode, width, _HERMITE[0])))
+    large = integrate(hermite_mesh(mode, width, _HERMITE[1]))
     eps = jnp.finfo(dtype).eps
-    return log_zeroth, mode + mean_offset, jnp.maximum(variance, eps)
+    tol = jnp.maximum(jnp.asarray(_HERMITE_TOL, dtype), 100.0 * eps)
+    gap = jax.lax.stop_gradient(jnp.maximum(jnp.maximum(
+        jnp.abs(small[0] - large[0]), jnp.abs(small[1] - large[1]) / jnp.sqrt(large[2])),
+        jnp.abs(small[2] / large[2] - 1.0)))
+    agree = jnp.all(gap <= tol)   # False when any gap is NaN
+
+    def panels(_):
+        return integrate(panel_mesh(likelihood, outcome, trials, jax.lax.stop_gradient(mu),
+                                    jax.lax.stop_gradient(tau), mode, f_mode, width))
+
+    log_zeroth, mean, variance = jax.lax.cond(agree, lambda _: large, panels, None)
+    return (log_zeroth, mean, jnp.maximum(variance, eps)), agree
