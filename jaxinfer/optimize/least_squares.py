@@ -229,6 +229,7 @@ def levenberg_marquardt(residuals: Callable, x0: Any, args: tuple = (), *, jac: 
                   increase_damp_factor: float = 3.0, decrease_damp_factor: float = 8.0,
                   min_eigval: float = 1e-13, transtrum_min: float = 1e-6,
                   use_accel: bool = False, max_accel_correction: float = 0.1875,
+                  plain_first: bool = False,
                   broyden_update: bool = False, eig_update: bool = False,
                   eig_update_frequency: int = 3, num_eig_dirs: int = 8,
                   update_J_frequency: int = 1, run_type: int = 2, run_length: int = 5,
@@ -293,6 +294,12 @@ def levenberg_marquardt(residuals: Callable, x0: Any, args: tuple = (), *, jac: 
         ``max_accel_correction`` times the step (in the scaled norm ``|d·c| / |d·δ|``) is
         rejected and λ increased. The default 0.1875 is Transtrum & Sethna's
         acceptance rule ``2|a|/|v| <= 0.75`` (the correction is ``c = a/2``); peri uses 1.
+    plain_first : bool
+        First run plain LM (``run_type=1``, no acceleration: MINPACK's algorithm, one trial
+        per iteration), and restart a fit that fails from ``x0`` with ``run_type`` /
+        ``use_accel``. For n <= 8 parameters with exact Jacobians (otherwise ignored); under
+        ``vmap`` the easy fits then pay for neither run 2 nor the acceleration.
+        ``curve_fit``'s default (with ``use_accel=True``).
     broyden_update : bool
         After every accepted step that is followed by another step on the same Jacobian,
         apply the rank-1 Broyden update ``J += (Δr - J δ) δᵀ / |δ|²``. peri's default is on;
@@ -392,7 +399,7 @@ def levenberg_marquardt(residuals: Callable, x0: Any, args: tuple = (), *, jac: 
     solver = _lm_solver(
         damping=damping, damp_mode=damp_mode, increase_damp_factor=increase_damp_factor,
         decrease_damp_factor=decrease_damp_factor, min_eigval=min_eigval,
-        transtrum_min=transtrum_min, use_accel=use_accel,
+        transtrum_min=transtrum_min, use_accel=use_accel, plain_first=bool(plain_first),
         max_accel_correction=max_accel_correction, broyden_update=broyden_update,
         eig_update=eig_update, eig_update_frequency=eig_update_frequency,
         num_eig_dirs=num_eig_dirs, update_J_frequency=update_J_frequency, run_type=run_type,

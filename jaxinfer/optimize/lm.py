@@ -256,6 +256,8 @@ class LMState(eqx.Module):
     start. iteration, nfev, njev, njvp, partial_updates : counters. status : RUNNING (-1) or a
     Status code. delta_vals, delta_err, exp_err, frac_err, step_norm : peri's statistics of
     the last iteration. accepted_steps, rejected_steps, accel_rejections : step counters.
+    robust, x_init : with ``plain_first`` (else None): whether this lane runs the configured
+    policy and acceleration (after a restart), and the start x0 it restarts from.
     """
 
     x: jnp.ndarray
@@ -286,6 +288,8 @@ class LMState(eqx.Module):
     accepted_steps: jnp.ndarray
     rejected_steps: jnp.ndarray
     accel_rejections: jnp.ndarray
+    robust: Optional[jnp.ndarray] = None
+    x_init: Optional[jnp.ndarray] = None
 
 
 def _select(flag, a, b):
@@ -334,6 +338,14 @@ class LevenbergMarquardt(AbstractSolver):
     much as r, as for curve_fit's models, and under ``vmap``); False: J only at accepted
     points (one residual evaluation per rejected trial), for models whose J costs many
     residual evaluations (an image model's JVPs) and that run unbatched.
+    plain_first : False (default) | True: every fit first runs plain LM (peri's run 1: one
+    trial per iteration, no geodesic acceleration; MINPACK's algorithm), and a fit that
+    fails (a status >= 20 other than CALLBACK) restarts from x0 with ``policy`` and
+    ``use_accel``; nfev / njev / njvp count both runs, nit the last one,
+    ``extra['restarted']`` says which. Under ``vmap`` the acceleration is computed only
+    while some lane runs restarted (:func:`jaxinfer.optimize.linear_solve.rarely`), so a
+    batch of easy fits pays for neither the second trial nor the acceleration. Fused path
+    only (n <= 8, exact J); elsewhere the configured policy runs from the start.
     Tolerances are floats, None (test off) or 'auto' (dtype-aware: xtol ``10 ε^¾``,
     fractol ``64 ε``, stall_costol ``100 √ε``).
     """
@@ -349,6 +361,7 @@ class LevenbergMarquardt(AbstractSolver):
     decrease_damp_factor: Any = _real_field(8.0)
     min_eigval: Any = _real_field(1e-13)
     use_accel: bool = eqx.field(default=False, static=True)
+    plain_first: bool = eqx.field(default=False, static=True)
     trial_jacobian: bool = eqx.field(default=True, static=True)
     max_accel_correction: Any = _real_field(0.1875)
     broyden_update: bool = eqx.field(default=False, static=True)
@@ -425,6 +438,10 @@ class LevenbergMarquardt(AbstractSolver):
         residual evaluation, not a Jacobian)."""
         return (self.trial_jacobian and self._stores_jacobian(prob) and not self._approx_jacobian
                 and n <= SMALL_N)
+
+    def _plain(self, prob: LeastSquaresProblem, n: int) -> bool:
+        """Static: ``plain_first`` applies (the fused path)."""
+        return self.plain_first and self._fused(prob, n)
 
     def _stores_jacobian(self, prob: LeastSquaresProblem) -> bool:
         """Static: J (m, n) is formed (a dense solver, no ``normal_equations`` hook)."""
@@ -651,19 +668,28 @@ class LevenbergMarquardt(AbstractSolver):
         step = fac.solve(lam, t["min_eigval"])
         accel_bad = jnp.asarray(False)
         if self.use_accel:
-            fun = lambda z: self._fun(prob, z, args)  # noqa: E731
-            inner = lambda y: jax.jvp(fun, (y,), (step,))[1]  # noqa: E731
-            rpp = jax.jvp(inner, (st.x,), (step,))[1]
-            if fused:   # Jᵀ r'' from J's columns at x, in one reduce with r''
-                jt_rpp = jnp.stack(msum([c * rpp for c in
-                                         self._residuals_and_columns(prob, st.x, args)[1]]))
+            def accel(x, step, fac, lam):
+                """(the geodesic correction or 0 where refused, refused)"""
+                fun = lambda z: self._fun(prob, z, args)  # noqa: E731
+                inner = lambda y: jax.jvp(fun, (y,), (step,))[1]  # noqa: E731
+                rpp = jax.jvp(inner, (x,), (step,))[1]
+                if fused:   # Jᵀ r'' from J's columns at x, in one reduce with r''
+                    jt_rpp = jnp.stack(msum([c * rpp for c in
+                                             self._residuals_and_columns(prob, x, args)[1]]))
+                else:
+                    jt_rpp = self._jt(prob, st, args, rpp)
+                corr = 0.5 * fac.solve_for(lam, t["min_eigval"], rpp, jt_rpp)
+                ratio = small_norm(fac.scale * corr) / jnp.maximum(
+                    small_norm(fac.scale * step), t["tiny"])
+                bad = ~(ratio <= t["max_accel"])
+                return jnp.where(bad, 0.0, corr), bad
+
+            if self._plain(prob, st.x.shape[0]):   # only lanes that restarted accelerate
+                corr, accel_bad = rarely(st.robust, accel, (st.x, step, fac, lam),
+                                         (jnp.zeros_like(step), jnp.asarray(False)))
             else:
-                jt_rpp = self._jt(prob, st, args, rpp)
-            corr = 0.5 * fac.solve_for(lam, t["min_eigval"], rpp, jt_rpp)
-            ratio = small_norm(fac.scale * corr) / jnp.maximum(
-                small_norm(fac.scale * step), t["tiny"])
-            accel_bad = ~(ratio <= t["max_accel"])
-            step = step + jnp.where(accel_bad, 0.0, corr)
+                corr, accel_bad = accel(st.x, step, fac, lam)
+            step = step + corr
         if start is not None:
             step = jnp.where(start, 0.0, step)
             accel_bad = accel_bad & ~start
@@ -808,6 +834,7 @@ class LevenbergMarquardt(AbstractSolver):
                               jnp.asarray(False), partial if fused else None,
                               jnp.asarray(False) if fused else None)
         evaluated = jnp.zeros((), jnp.int32) if fused else jnp.ones((), jnp.int32)
+        plain = self._plain(prob, n)
         st = LMState(x=x, r=r, cost=cost, jac=jac, factor=factor, damping=lam,
                      phase=jnp.asarray(START if fused else FIRST, jnp.int32), lam_try=lam,
                      tries=izero, run_steps=izero, accepted=jnp.asarray(False),
@@ -816,7 +843,9 @@ class LevenbergMarquardt(AbstractSolver):
                      partial_updates=izero, status=jnp.asarray(RUNNING, jnp.int32),
                      delta_vals=zero, delta_err=zero, exp_err=zero, frac_err=zero,
                      step_norm=zero, accepted_steps=izero, rejected_steps=izero,
-                     accel_rejections=izero)
+                     accel_rejections=izero,
+                     robust=jnp.asarray(False) if plain else None,
+                     x_init=x if plain else None)
         if fused:
             return st
         return eqx.tree_at(lambda s: s.status, st, self._initial_status(prob, st, t))
@@ -874,19 +903,31 @@ class LevenbergMarquardt(AbstractSolver):
         is_start = (phase == START) if fused else None
         tr = self._trial(prob, st, args, lam, t, start=is_start)
 
-        if two:
+        plain = self._plain(prob, st.x.shape[0])
+        if two and plain:
+            # plain_first: run 2 only in the lanes that restarted, run 1 in the others
+            two_l = st.robust
+            pick_new = tr.cost < st.candidate.cost
+            best = _select(two_l & is_second & ~pick_new, st.candidate, tr)
+            lam_first = jnp.where(two_l, jnp.where(pick_new, lam, st.damping), lam / dec)
+            resolving = jnp.where(two_l, is_second, is_first)
+            waiting = two_l & is_first
+            internal = jnp.where(two_l, internal, jnp.zeros_like(internal))
+            lam_keep = jnp.where(resolving, lam_first,
+                                 jnp.where(is_retry & ~two_l, lam / dec, lam))
+        elif two:
             pick_new = tr.cost < st.candidate.cost
             best = _select(is_second & ~pick_new, st.candidate, tr)
             lam_first = jnp.where(pick_new, lam, st.damping)
             resolving = is_second
             waiting = is_first           # run 2's first trial: keep it, try the second
+            lam_keep = jnp.where(resolving, lam_first, lam)
         else:
             best = tr
             lam_first = lam / dec
             resolving = is_first
             waiting = jnp.asarray(False)
-        lam_keep = jnp.where(resolving, lam_first,
-                             jnp.where(is_retry & (not two), lam / dec, lam))
+            lam_keep = jnp.where(resolving, lam_first, jnp.where(is_retry, lam / dec, lam))
         if fused:
             # the fused path's internal run steps on a fresh exact J each time: a success
             # whose cost fell by at least 3/4 of the predicted decrease (the quadratic model
@@ -905,7 +946,8 @@ class LevenbergMarquardt(AbstractSolver):
         counted = eqx.tree_at(
             lambda s: (s.nfev, s.njev, s.njvp, s.accel_rejections, s.rejected_steps), st,
             (st.nfev + 1, st.njev + (1 if fused else 0),
-             st.njvp + (1 if self.use_accel else 0),
+             st.njvp + ((st.robust.astype(jnp.int32) if plain else 1) if self.use_accel
+                        else 0),
              st.accel_rejections + tr.accel_bad.astype(jnp.int32),
              st.rejected_steps + ((resolving | is_retry) & ~good).astype(jnp.int32)))
         if two:
@@ -940,7 +982,24 @@ class LevenbergMarquardt(AbstractSolver):
                            new)
         if fused:
             new = _select(is_start, self._started(prob, st, evaluated, t), new)
+        if plain:
+            new = self._restart_failed(prob, new, args)
         return new
+
+    def _restart_failed(self, prob, st: LMState, args) -> LMState:
+        """plain_first: a lane whose plain run failed starts again from x0 with the
+        configured policy and acceleration. Only what the START phase reads is reset (the
+        rest it overwrites; counters carry over): under ``vmap`` a select of the whole
+        state at every step would cost more."""
+        failed = ((st.status >= 20) & (st.status != int(Status.CALLBACK))) & ~st.robust
+        lam = jnp.asarray(self.damping, st.x.dtype)
+        zero = jnp.zeros_like(st.tries)
+        fresh = (st.x_init, jnp.asarray(START, jnp.int32), jnp.asarray(RUNNING, jnp.int32),
+                 jnp.asarray(True), lam, lam, zero, zero, jnp.asarray(False), zero,
+                 jnp.zeros_like(st.factor.scale))   # the damping scale's running max too
+        fields = lambda s: (s.x, s.phase, s.status, s.robust, s.damping, s.lam_try,  # noqa: E731
+                            s.tries, s.run_steps, s.accepted, s.iteration, s.factor.scale)
+        return eqx.tree_at(fields, st, _select(failed, fresh, fields(st)))
 
     def terminate(self, fn, state: LMState, args):
         return state.status
@@ -962,6 +1021,8 @@ class LevenbergMarquardt(AbstractSolver):
             "rejected_steps": st.rejected_steps, "accel_rejections": st.accel_rejections,
             "residuals": st.r, "cost": st.cost, "gradient": final.factor.g,
         }
+        if st.robust is not None:
+            extra["restarted"] = st.robust
         jac = final.jac
         if self._fused(prob, st.x.shape[0]):   # nothing of size m in the state: J and r again at x
             residuals, cols = self._residuals_and_columns(prob, st.x, args)
