@@ -256,13 +256,14 @@ def globals_problem(model: ImageModel, scale, free, margin=None, half=None):
     shape = tuple(n + 2 * w for n, w in zip(model.shape, margin))
     inner = tuple(slice(w, w + n) for n, w in zip(model.shape, margin))
 
+    region = tuple((p - w, p + n + w) for p, n, w in zip(model.pad, model.shape, margin))
+
     def background(q):
-        b = background_field(model, q)
-        return b if jnp.ndim(b) == 0 else b[crop]
+        return background_field(model, q, region)
 
     def compose(q, p):      # the model on the image from the platonic field on the crop
         kernel = psf.gaussian_kernel_wrapped(q["psf"], shape, model.psf_error)
-        f = illumination_field(model, q)[crop] * (1 - p) + q["offset"] * p
+        f = illumination_field(model, q, region) * (1 - p) + q["offset"] * p
         return (psf.convolve(f, kernel) + background(q))[inner]
 
     def draw(q):            # the platonic field on the blurred region, cubes of ``half``
@@ -291,7 +292,7 @@ def globals_problem(model: ImageModel, scale, free, margin=None, half=None):
 
         def field(v):
             qq = N.unpack(params, refs, u.at[ifield].set(v) * scale)
-            return illumination_field(model, qq)[crop] * (1 - p) + qq["offset"] * p, qq
+            return illumination_field(model, qq, region) * (1 - p) + qq["offset"] * p, qq
 
         kernel_ft = jnp.fft.rfftn(psf.gaussian_kernel_wrapped(q["psf"], shape, model.psf_error))
 
