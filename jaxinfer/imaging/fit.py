@@ -39,8 +39,8 @@ from jax import lax
 
 from jaxinfer.imaging import names as N
 from jaxinfer.imaging import platonic, psf
-from jaxinfer.imaging.model import (ImageModel, background_field, compose_padded,
-                                    illumination_field, platonic_field, render, render_padded)
+from jaxinfer.imaging.model import (ImageModel, background_field, illumination_field,
+                                    platonic_field, render, render_padded)
 from jaxinfer.optimize._compile import compiler_options
 from jaxinfer.optimize._iterate import iterate
 from jaxinfer.optimize.linear_solve import DenseEigh, DenseSVD, NormalEquations
@@ -703,13 +703,12 @@ def fit_augmented(model: ImageModel, params, data, refs, rz, rad0, damping=1.0, 
 def joint_problem(model: ImageModel, params, data, free_g, scale, corners, margin, geometry,
                   pairs):
     """The joint fit's least-squares problem over ``x = [globals / scale (n_g,), pos (3 N,),
-    rad (N,)]``: ``(split, res, jac, normal_equations)``.
+    rad (N,)]``: ``(split, res, normal_equations)``.
 
-    split(x) -> params; res(x, _) -> (m,) residuals over the image; jac(x, _) -> (m, n_g +
-    4 N), the exact dense J (a reference: the globals' columns as in :func:`globals_problem`,
-    each particle's 4 columns blurred on its own tile and placed in the image);
-    normal_equations(x, _, r) -> ``(J^T J, J^T r)`` assembled from the tiles without forming
-    the dense J: ``G^T G`` and ``G^T r`` from the globals' (m, n_g) columns G, and per
+    split(x) -> params; res(x, _) -> (m,) residuals over the image;
+    normal_equations(x, _, r) -> ``(J^T J, J^T r)`` of the exact J (m, n_g + 4 N), assembled
+    from the tiles without forming J: ``G^T G`` and ``G^T r`` from the globals' (m, n_g)
+    columns G (as in :func:`globals_problem`), and per
     particle i with columns ``P_i`` (4, tile) (zero off the image): ``P_i P_i^T``, ``P_i
     r_i``, ``G_i^T P_i^T`` (G and r gathered on the tile), and ``P_i P_j^T`` for each pair of
     ``pairs`` ((K, 2) int, i < j: the pairs whose tiles overlap, padded with (0, 0), which
@@ -725,11 +724,12 @@ def joint_problem(model: ImageModel, params, data, free_g, scale, corners, margi
     active = params.get("active", jnp.ones(n, dtype)).astype(dtype)
     res_g, jac_g = globals_problem(model, scale, free_g, margin, half)
     shape = tuple(int(s) for s in model.shape)
-    # each tile's image indices per axis; off the image: index s (dropped / filled with 0)
-    idx = [jnp.arange(t)[None, :] + corners[:, i:i + 1] - model.pad[i] for i, t in enumerate(tile)]
-    idx = [jnp.where((a >= 0) & (a < s), a, s) for a, s in zip(idx, shape)]
-    zi, yi, xi = idx[0][:, :, None, None], idx[1][:, None, :, None], idx[2][:, None, None, :]
-    on_image = ((zi < shape[0]) & (yi < shape[1]) & (xi < shape[2])).astype(dtype)  # (N,)+tile
+    # which voxels of each tile lie on the image (J's rows): (N,) + tile
+    inside = [(a >= 0) & (a < s) for a, s in zip(
+        [jnp.arange(t)[None, :] + corners[:, i:i + 1] - model.pad[i]
+         for i, t in enumerate(tile)], shape)]
+    on_image = (inside[0][:, :, None, None] & inside[1][:, None, :, None]
+                & inside[2][:, None, None, :]).astype(dtype)
 
     def split(x):
         q = N.unpack(params, refs, x[:n_g] * scale)
@@ -766,15 +766,6 @@ def joint_problem(model: ImageModel, params, data, free_g, scale, corners, margi
 
     def order(block):        # (..., N, 4) -> (..., 4 N) in x's order
         return block.reshape(block.shape[:-2] + (4 * n,))[..., perm]
-
-    def jac(x, _):
-        jg, cols = columns(x)
-
-        def place(z, y, x_, c):
-            return jnp.zeros((4,) + shape, dtype).at[:, z, y, x_].set(c, mode="drop")
-
-        vol = jax.vmap(place)(zi, yi, xi, cols).reshape(n, 4, -1)       # (N, 4, m)
-        return jnp.concatenate([jg, -order(jnp.moveaxis(vol, 2, 0))], axis=1)
 
     def shifted(a, d):
         """``a`` (4,) + tile moved by ``-d`` (3,) with zero fill: out[t] = a[t + d]."""
@@ -817,7 +808,7 @@ def joint_problem(model: ImageModel, params, data, free_g, scale, corners, margi
         jtr = jnp.concatenate([jg.T @ r, order(pr)])
         return jtj, jtr
 
-    return split, res, jac, normal_equations
+    return split, res, normal_equations
 
 
 def joint_pairs(corners, tile, active, floor=0):
@@ -842,8 +833,8 @@ def _fit_joint_impl(model, params, data, free_g, scale, corners, structure, numb
     n_g, n = len(refs), params["pos"].shape[0]
     dtype = params["pos"].dtype
     active = params.get("active", jnp.ones(n, dtype)).astype(dtype)
-    split, res, jac, normal_equations = joint_problem(model, params, data, free_g, scale,
-                                                      corners, margin, geometry, pairs)
+    split, res, normal_equations = joint_problem(model, params, data, free_g, scale, corners,
+                                                 margin, geometry, pairs)
     x0 = jnp.concatenate([N.pack(params, refs) / scale, params["pos"].ravel(), params["rad"]])
     lo_g, hi_g = _bounds_for(model, refs, dtype)
     ipsf = np.array([i for i, r in enumerate(refs) if r[0] == "psf"])

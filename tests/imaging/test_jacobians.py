@@ -88,7 +88,7 @@ def test_joint_normal_equations_equal_those_of_jacfwd():
     inputs, *_, margin, key = F._joint_inputs(m, params, refs, 1.0, None, None)
     free, scale, corners, geometry, pairs = inputs
     assert np.any(np.asarray(pairs)[:, 1] > 0)            # the two tiles overlap
-    split, res, _, normal = F.joint_problem(m, params, st.data_array, free.at[0].set(True),
+    split, res, normal = F.joint_problem(m, params, st.data_array, free.at[0].set(True),
                                             scale, corners, margin, geometry, pairs)
     x = jnp.concatenate([N.pack(params, refs) / scale, params["pos"].ravel(), params["rad"]])
     x = x + 0.02 * jnp.sin(jnp.arange(x.shape[0]))
