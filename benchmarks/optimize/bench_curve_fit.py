@@ -6,7 +6,9 @@
     scipy's curve_fit (method 'lm'); agreement: the fraction of fits whose parameters agree
     to 1e-6 relative, and, where they do not, whose cost is lower. The default options run
     twice: under a plain ``jax.jit`` (JAX's XLA defaults) and under a jit with the XLA CPU
-    options the front doors compile with (``jaxinfer.optimize._compile.compiler_options``).
+    options the front doors compile with (``jaxinfer.optimize._compile.compiler_options``);
+    also the fast options and ``plain_first=False`` (run 2 with acceleration for every fit,
+    the default before session 7).
 (b) looped: a Python loop of 200 ``curve_fit`` calls of one model on new data each, no user
     ``jit`` (the front door's compile cache), vs scipy's loop on the same 200 data sets; the
     number of traces of the fit proves there was one compilation.
@@ -265,6 +267,8 @@ def main(argv=None):
     ref, failures, scipy_clock = scipy_loop(x, y, repeats_a)
     batch_default = batched(x, y, ref, scipy_clock, {}, repeats=repeats_a)
     batch_fast = batched(x, y, ref, scipy_clock, FAST_OPTIONS, repeats=repeats_a)
+    # the session-6 default: peri's run 2 with acceleration for every fit from the start
+    batch_robust = batched(x, y, ref, scipy_clock, {"plain_first": False}, repeats=repeats_a)
     # the same program compiled with the XLA CPU options the front doors use: the classic
     # emitters vectorise the one variadic reduction per trial (see docs/optimize.md)
     from jaxinfer.optimize._compile import compiler_options
@@ -279,6 +283,7 @@ def main(argv=None):
                       "scipy_loop_cpu_s_all": scipy_clock.cpu_all, "repeats": repeats_a,
                       "scipy_failures": failures,
                       "default": batch_default, "fast_options": batch_fast,
+                      "plain_first_false": batch_robust,
                       "default_with_front_door_xla_options": batch_xla},
         "b_python_loop": {"n_fits": args.loop, "default": loop_default, "fast_options": loop_fast},
         "c_compile": compile_c,
@@ -292,6 +297,7 @@ def main(argv=None):
     print(json.dumps(record, indent=2))
     print(f"(a) scipy loop / jit(vmap(curve_fit)), CPU-s: {batch_default['speedup_run_cpu']:.1f}x "
           f"default, {batch_fast['speedup_run_cpu']:.1f}x fast options, "
+          f"{batch_robust['speedup_run_cpu']:.1f}x with plain_first=False, "
           f"{batch_xla['speedup_run_cpu']:.1f}x default with the front doors' XLA options; "
           f"(b) loop of {args.loop}: {loop_default['ratio_to_scipy_cpu']:.1f}x scipy's CPU time "
           f"({loop_default['traces']} trace); (c) first curve_fit "

@@ -38,10 +38,14 @@ from jaxinfer.optimize.result import Status, _message
 __all__ = ["curve_fit", "OptimizeWarning"]
 
 
-#: Options curve_fit passes to least_squares unless overridden: geodesic acceleration and
-#: a deeper damping search make the hard NIST problems (MGH17, Bennett5, Eckerle4 from
-#: Start 1) converge; see docs/optimize.md.
-CURVE_FIT_DEFAULTS = {"use_accel": True, "max_damping_retries": 40, "max_iter": 1000}
+#: Options curve_fit passes to least_squares unless overridden: every fit first runs plain
+#: LM (MINPACK's algorithm: one trial per iteration, no acceleration), and only a fit that
+#: fails restarts from p0 with peri's run 2 and geodesic acceleration (``plain_first``);
+#: those, with a deeper damping search, make the hard NIST problems (MGH17, Bennett5,
+#: Eckerle4 from Start 1) converge, and a batch of easy fits pays for neither; see
+#: docs/optimize.md.
+CURVE_FIT_DEFAULTS = {"use_accel": True, "plain_first": True, "max_damping_retries": 40,
+                      "max_iter": 1000}
 
 _REFUSED = {"mask": "curve_fit does not take mask: fix parameters inside f instead",
             "weights": "curve_fit takes sigma, not weights",
@@ -224,8 +228,9 @@ def curve_fit(f: Callable, xdata, ydata, p0=None, sigma=None, absolute_sigma: bo
         ``maxfev`` / ``max_nfev`` (a budget of residual evaluations), ``ftol`` / ``xtol`` /
         ``gtol`` (LM's relative cost-decrease, Gauss–Newton-step and gradient-cosine tests;
         without them curve_fit uses LM's tighter defaults), ``loss`` / ``f_scale`` (robust
-        losses, 'trf' / 'dogbox'), peri's LM options (damping, damp_mode, use_accel, ...).
-        ``epsfcn``, ``factor``, ``diag``, ``diff_step``, ``x_scale``, ``tr_solver``, ... are
+        losses, 'trf' / 'dogbox'), peri's LM options (damping, damp_mode, use_accel, ...;
+        by default ``plain_first=True``: plain LM first, a failed fit restarts with run 2
+        and geodesic acceleration, see :data:`CURVE_FIT_DEFAULTS`). ``epsfcn``, ``factor``, ``diag``, ``diff_step``, ``x_scale``, ``tr_solver``, ... are
         accepted and have no effect (autodiff Jacobians, LM's own scaling).
 
     Returns
