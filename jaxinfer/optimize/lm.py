@@ -712,7 +712,10 @@ class LevenbergMarquardt(AbstractSolver):
             predicted = -(vdot(step, fac.g) + 0.5 * fac.scaled_gram_quadratic(y))
         return Trial(x_new, r_new, cost_new, step, predicted, accel_bad, factor_new, ill)
 
-    def _accept(self, prob, st: LMState, args, tr: Trial, lam) -> LMState:
+    def _accept(self, prob, st: LMState, args, tr: Trial, lam, need_g=None) -> LMState:
+        """The state at the kept trial ``tr`` with damping ``lam``; ``need_g`` (traced bool or
+        None: always): where J is not stored, whether the gradient at the new point is
+        wanted (else the old one is kept, to be replaced by the iteration's refresh)."""
         count = st.partial_updates + 1
         njvp = st.njvp
         if tr.factor is not None:   # fused: the trial brought the factor of its exact J
@@ -741,7 +744,11 @@ class LevenbergMarquardt(AbstractSolver):
             if jac is not None:
                 g = jt_vec(jac, tr.r)
             else:   # J not stored: the exact gradient at the new point, JᵀJ reused
-                g = jax.vjp(lambda z: self._fun(prob, z, args), tr.x)[1](tr.r)[0]
+                def vjp_g():
+                    return jax.vjp(lambda z: self._fun(prob, z, args), tr.x)[1](tr.r)[0]
+
+                g = vjp_g() if need_g is None else lax.cond(need_g, vjp_g,
+                                                            lambda: st.factor.g)
             factor = st.factor.with_residuals(tr.r, g)
         return eqx.tree_at(
             lambda s: (s.x, s.r, s.cost, s.jac, s.factor, s.njvp, s.partial_updates, s.damping,
@@ -957,17 +964,23 @@ class LevenbergMarquardt(AbstractSolver):
         if fused:
             take = take | is_start
             best = eqx.tree_at(lambda b: b.factor, best, self._kept_factor(prob, args, best, take))
-        new = self._branch(st.x.shape[0], take,
-                           lambda s: self._accept(prob, s, args, best, lam_keep), counted)
-        evaluated = new
-
         tries = st.tries + is_retry.astype(st.tries.dtype)
         run_steps = st.run_steps + is_run.astype(st.run_steps.dtype)
+        go_run = good & jnp.where(is_run, run_steps < internal, internal > 0)
+        # J not stored (normal equations by chunks or by the problem's hook), J refreshed at
+        # every iteration's end: the new point's gradient (a vjp) is needed only if an
+        # internal-run step follows on the same JᵀJ; otherwise the refresh replaces it
+        need_g = (go_run if (not fused and st.jac is None and self.update_J_frequency == 1)
+                  else None)
+        new = self._branch(st.x.shape[0], take,
+                           lambda s: self._accept(prob, s, args, best, lam_keep, need_g),
+                           counted)
+        evaluated = new
+
         accepted = jnp.where(resolving, good, st.accepted | (good & ~waiting))
         retry_ok = (jnp.where(resolving, self.max_damping_retries > 0,
                               tries < self.max_damping_retries) & ~self._hopeless(new, tries, t))
         go_retry = ~good & retry_ok & (resolving | is_retry)
-        go_run = good & jnp.where(is_run, run_steps < internal, internal > 0)
         if fused and t["xtol"] is not None:
             # the fused path has the exact J at every accepted point: an internal run stops
             # as soon as the Gauss-Newton step there passes the xtol test (the iteration's
