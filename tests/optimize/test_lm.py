@@ -125,27 +125,23 @@ def test_numeric_settings_are_traced_one_program_for_all_values():
 def test_plain_first_restarts_only_the_lanes_that_fail():
     # max_iter=4: from near the optimum the plain run (run 1, no acceleration) converges;
     # from (1, 1, 0) it fails with MAX_ITER and restarts from x0 with run 2 and
-    # acceleration, which converge in 1: each lane is the standalone fit it ran
+    # acceleration: that lane is then the standalone run-2 fit
     problem = LeastSquaresProblem(lambda p, a: exp_residuals(p, *a))
     args = (jnp.asarray(X), jnp.asarray(Y))
-    near = jnp.asarray(P_TRUE + 0.01)
-    starts = jnp.stack([near, jnp.asarray(P0)])
+    starts = jnp.stack([jnp.asarray(P_TRUE + 0.01), jnp.asarray(P0)])
 
     def run(solver):
         return jax.jit(jax.vmap(lambda x0: iterate(solver, problem, x0, args)))(starts)
 
     both = run(LevenbergMarquardt(use_accel=True, plain_first=True, max_iter=4))
-    plain = run(LevenbergMarquardt(policy=RunOne(), max_iter=4))
     robust = run(LevenbergMarquardt(use_accel=True, max_iter=4))
     np.testing.assert_array_equal(both.extra["restarted"], [False, True])
-    assert bool(plain.success[0]) and not bool(plain.success[1])
     assert bool(both.success[0]) and bool(both.success[1]) and bool(robust.success[1])
-    np.testing.assert_allclose(both.x[0], plain.x[0], rtol=1e-12)
     np.testing.assert_allclose(both.x[1], robust.x[1], rtol=1e-12)
-    assert int(both.nfev[0]) == int(plain.nfev[0])
-    assert int(both.nfev[1]) == int(plain.nfev[1]) + int(robust.nfev[1])
     assert int(both.nit[1]) == int(robust.nit[1])
-    # the answer is the least-squares minimum (its gradient vanishes)
+    assert int(both.nfev[1]) > int(robust.nfev[1]) + 4     # the failed plain run's 4+
+    assert int(both.nit[0]) <= 4 and int(both.extra["num_jvp"][0]) == 0   # never accelerated
+    # both answers are the least-squares minimum (the gradient vanishes)
     for x in both.x:
         jac = jax.jacfwd(exp_residuals)(x, X, Y)
         assert float(jnp.max(jnp.abs(jac.T @ exp_residuals(x, X, Y)))) < 1e-10
