@@ -36,13 +36,14 @@ def demo(progress) -> str:
     bar = ProgressBar(total=len(problems), title="NIST")
     results = {}
     start = time.perf_counter()
-    # 27 fits of a few ms each but ~20 programs to compile: compile time is the cost, so ask
-    # XLA for little optimisation (nist.quick_compile)
-    with nist.quick_compile():
-        for members in _batches(problems.values()):
-            bar.start(", ".join(p.name for p in members), items=len(members))
-            results.update(nist.fit_all(members, starts=(0,),
-                                        **({"callback": bar} if live else {})))
+    # 27 fits of a few ms each but ~20 programs to compile: compile time is the cost. XLA's
+    # optimisations stay on: with them off (jax_disable_most_optimizations) the rounding moved
+    # enough that MGH17 and BoxBOD from Start 1 stopped by XTOL at wrong answers and said
+    # success, where the tests' fits restart (MGH17) or report the failure (BoxBOD)
+    for members in _batches(problems.values()):
+        bar.start(", ".join(p.name for p in members), items=len(members))
+        results.update(nist.fit_all(members, starts=(0,),
+                                    **({"callback": bar} if live else {})))
     bar.close()
     elapsed = time.perf_counter() - start
     lines = [

@@ -13,7 +13,6 @@ all parameters and all standard deviations.
 
 from __future__ import annotations
 
-import contextlib
 import re
 from dataclasses import dataclass
 from importlib import resources
@@ -246,23 +245,6 @@ def random_starts(problem: NistProblem, count: int, seed: int = 0) -> np.ndarray
     rng = np.random.default_rng([seed, zlib.crc32(problem.name.encode())])
     u = rng.random((count, problem.n_params))
     return problem.starts[0] + u * (problem.starts[1] - problem.starts[0])
-
-
-@contextlib.contextmanager
-def quick_compile():
-    """XLA with most optimisations off (``jax_disable_most_optimizations``: LLVM -O0, fewer
-    HLO passes) while the block runs: the 23 NIST programs compile ~2x faster and run ~2x
-    slower, and their fits take milliseconds, so the demo's batch of all 27 is faster. Not
-    used by the tests: fits on the edge (Thurber, Lanczos2 from random starts) came out
-    differently from run to run under it."""
-    import jax
-
-    before = jax.config.read("jax_disable_most_optimizations")
-    jax.config.update("jax_disable_most_optimizations", True)
-    try:
-        yield
-    finally:
-        jax.config.update("jax_disable_most_optimizations", before)
 
 
 def fit_all(problems=None, starts=(0, 1), progress=None, random=0, seed=0, **lm_options):
